@@ -1,0 +1,648 @@
+//! The messages host and guest exchange, and their encoding into frames.
+//!
+//! A conversation with a zygote:
+//!
+//! ```text
+//!  host                                   guest (hatchery-shim, PID 1 of the container)
+//!   |  <-------------------- Hello ---------  (blocks until it is served its plan)
+//!   |  --- SetupPlan (+ fds) ------------->   stage 1: build the container
+//!   |  <------- Ready | SetupFailed -------
+//!   |  --- Request (+ fds) --------------->   stage 2: fork a child per request
+//!   |  --- Cancel / Ping ----------------->
+//!   |  <------- Response / Pong -----------   exactly one Response per Request id
+//!   |  --- Shutdown ---------------------->
+//! ```
+//!
+//! Strings that are OS paths, arguments or environment entries are raw bytes ([`Bytes`]):
+//! Linux does not promise they are UTF-8.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ProtocolError;
+use crate::frame::{split_frame, Header, Kind, HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN};
+
+/// Raw bytes: an OS string (path, argument, `NAME=value`) or a payload. Encoded as a MessagePack
+/// `bin`, not an array of integers.
+#[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Bytes(#[serde(with = "serde_bytes")] pub Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl From<&str> for Bytes {
+    fn from(s: &str) -> Self {
+        Bytes(s.as_bytes().to_vec())
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes(v)
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// First frame of every guest: who is speaking. The protocol version itself is in every header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Hello {
+    /// The shim's crate version, for diagnostics.
+    pub shim_version: String,
+}
+
+/// The 16 resources of `setrlimit(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[allow(missing_docs)] // the names are the kernel's RLIMIT_* names
+pub enum Resource {
+    As,
+    Core,
+    Cpu,
+    Data,
+    Fsize,
+    Locks,
+    Memlock,
+    Msgqueue,
+    Nice,
+    Nofile,
+    Nproc,
+    Rss,
+    Rtprio,
+    Rttime,
+    Sigpending,
+    Stack,
+}
+
+impl Resource {
+    /// All sixteen resources.
+    pub const ALL: [Resource; 16] = [
+        Resource::As,
+        Resource::Core,
+        Resource::Cpu,
+        Resource::Data,
+        Resource::Fsize,
+        Resource::Locks,
+        Resource::Memlock,
+        Resource::Msgqueue,
+        Resource::Nice,
+        Resource::Nofile,
+        Resource::Nproc,
+        Resource::Rss,
+        Resource::Rtprio,
+        Resource::Rttime,
+        Resource::Sigpending,
+        Resource::Stack,
+    ];
+
+    /// The name used in `/proc/<pid>/limits`-style output and on the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::As => "as",
+            Resource::Core => "core",
+            Resource::Cpu => "cpu",
+            Resource::Data => "data",
+            Resource::Fsize => "fsize",
+            Resource::Locks => "locks",
+            Resource::Memlock => "memlock",
+            Resource::Msgqueue => "msgqueue",
+            Resource::Nice => "nice",
+            Resource::Nofile => "nofile",
+            Resource::Nproc => "nproc",
+            Resource::Rss => "rss",
+            Resource::Rtprio => "rtprio",
+            Resource::Rttime => "rttime",
+            Resource::Sigpending => "sigpending",
+            Resource::Stack => "stack",
+        }
+    }
+}
+
+/// One resource limit. `u64::MAX` means unlimited (`RLIM_INFINITY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Rlimit {
+    /// Which resource.
+    pub resource: Resource,
+    /// Soft limit.
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// The root of the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum RootPlan {
+    /// A fresh tmpfs (the default), populated by the mount operations.
+    Tmpfs,
+    /// A host directory bind-mounted as the root.
+    HostDir {
+        /// Host path.
+        path: Bytes,
+        /// Mounted read-write instead of read-only.
+        writable: bool,
+    },
+}
+
+/// One step of building the container's file tree, applied in order before `pivot_root`.
+/// Container paths are absolute paths inside the new root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum MountOp {
+    /// Bind-mount a host path (recursively), read-only unless `writable`, always nosuid+nodev.
+    Bind {
+        /// Host path.
+        source: Bytes,
+        /// Container path.
+        target: Bytes,
+        /// Read-write instead of read-only.
+        writable: bool,
+    },
+    /// A fresh tmpfs.
+    Tmpfs {
+        /// Container path.
+        target: Bytes,
+        /// `size=` in bytes; `None` is the kernel default (half of RAM).
+        size_bytes: Option<u64>,
+        /// `nr_inodes=`; `None` is the kernel default.
+        nr_inodes: Option<u64>,
+        /// Mode of the mount's root directory.
+        mode: u32,
+        /// Remounted read-only once the tree is built.
+        read_only: bool,
+    },
+    /// A fresh procfs of the container's pid namespace.
+    Proc {
+        /// Container path.
+        target: Bytes,
+    },
+    /// A minimal /dev: null zero full random urandom tty, fd/stdin/stdout/stderr links, a
+    /// private devpts (ptmx) and a /dev/shm tmpfs.
+    Devfs {
+        /// Container path.
+        target: Bytes,
+    },
+    /// Create a directory (and its parents).
+    Dir {
+        /// Container path.
+        path: Bytes,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// Create a file with contents taken from the plan's blob memfd.
+    File {
+        /// Container path.
+        path: Bytes,
+        /// Permission bits.
+        mode: u32,
+        /// Offset of the contents in the blob.
+        offset: u64,
+        /// Length of the contents.
+        len: u64,
+    },
+    /// Create a symbolic link `link` → `original`.
+    Symlink {
+        /// What the link points to.
+        original: Bytes,
+        /// Container path of the link.
+        link: Bytes,
+    },
+}
+
+/// A command to execute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct ExecSpec {
+    /// Program path; without a `/` it is searched on the `PATH` of `env` (or the default PATH)
+    /// inside the container.
+    pub program: Bytes,
+    /// Full argv, including argv\[0\].
+    pub argv: Vec<Bytes>,
+    /// Environment as `NAME=value` entries; nothing is inherited.
+    pub env: Vec<Bytes>,
+    /// Working directory inside the container; `None` is `/`.
+    pub cwd: Option<Bytes>,
+}
+
+/// Where one of the fds received with a message goes in the command's fd table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct FdAssignment {
+    /// Index in the fds that came with the message.
+    pub index: u8,
+    /// Fd number in the command (0, 1, 2 or any other).
+    pub target: i32,
+    /// A name the helper can look the fd up by (`HATCHERY_FD_<NAME>=<target>`), if any.
+    pub name: Option<String>,
+}
+
+/// The user and groups the command runs as, resolved in the container's `/etc`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct UserSpec {
+    /// User name or numeric id.
+    pub user: String,
+    /// Group name or numeric id; `None` is the user's primary group.
+    pub group: Option<String>,
+    /// Supplementary group names or ids.
+    pub supplementary: Vec<String>,
+}
+
+/// Which ids the shim takes inside the user namespace once the maps are written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct IdPlan {
+    /// Uid inside the container.
+    pub uid: u32,
+    /// Gid inside the container.
+    pub gid: u32,
+    /// Whether `setgroups(2)` is allowed (false when the gid map was written unprivileged).
+    pub setgroups_allowed: bool,
+    /// Switch to this user before exec, resolved in the container's /etc.
+    pub user: Option<UserSpec>,
+}
+
+/// What the shim does once the container is built.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum ShimMode {
+    /// Run one command with the given fds, report one [`Response`] (id 0) and exit.
+    OneShot {
+        /// The command.
+        command: ExecSpec,
+        /// Fds received with the plan, and where they go.
+        fds: Vec<FdAssignment>,
+    },
+    /// Serve [`Request`]s until [`Shutdown`] or until the host goes away.
+    Zygote {
+        /// Requests running at once in this zygote.
+        max_concurrent: u32,
+    },
+}
+
+/// Stage 1: everything the shim needs to build the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct SetupPlan {
+    /// Hostname in the UTS namespace, if one was unshared.
+    pub hostname: Option<String>,
+    /// The root.
+    pub root: RootPlan,
+    /// File-tree operations, in order.
+    pub mounts: Vec<MountOp>,
+    /// Limits applied before the command runs.
+    pub rlimits: Vec<Rlimit>,
+    /// Ids to take.
+    pub ids: IdPlan,
+    /// Index of the memfd holding [`MountOp::File`] contents, if any file is placed.
+    pub blob: Option<u8>,
+    /// A compiled seccomp filter: `struct sock_filter` entries, each packed into a `u64`
+    /// (`code | jt << 16 | jf << 24 | k << 32`). Installed raw, last, before exec.
+    pub seccomp: Option<Vec<u64>>,
+    /// What to do once built.
+    pub mode: ShimMode,
+}
+
+/// A named container setup step, for [`SetupFailure`] and [`Outcome::SetupFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+#[allow(missing_docs)] // each name says which call failed
+pub enum SetupStep {
+    Handshake,
+    ReceivePlan,
+    StdioSetup,
+    SetIds,
+    SetGroups,
+    MountPropagation,
+    MountRoot,
+    BindMount,
+    RemountReadOnly,
+    MountTmpfs,
+    MountProc,
+    MountDevfs,
+    MakeDir,
+    WriteFile,
+    Symlink,
+    PivotRoot,
+    Hostname,
+    ResolveUser,
+    Fork,
+    NewSession,
+    Rlimit,
+    MapFds,
+    Chdir,
+    DropCapabilities,
+    NoNewPrivs,
+    Landlock,
+    Seccomp,
+    FindProgram,
+    Exec,
+}
+
+/// Building the container (or preparing a request) failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct SetupFailure {
+    /// The step that failed.
+    pub step: SetupStep,
+    /// The errno it failed with (0 when no system call failed).
+    pub errno: i32,
+    /// What it was working on (a path, a user name).
+    pub detail: String,
+}
+
+/// Kernel features the container actually got.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Features {
+    /// A seccomp filter is installed before every exec.
+    pub seccomp: bool,
+    /// Landlock ABI enforced, if any.
+    pub landlock_abi: Option<u32>,
+    /// no_new_privs is set.
+    pub no_new_privs: bool,
+}
+
+/// Stage 1 finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Ready {
+    /// What is enforced.
+    pub features: Features,
+}
+
+/// Where a request's stdio comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum FdSlot {
+    /// `/dev/null`.
+    Null,
+    /// The fd at this index of those passed with the request.
+    Passed(u8),
+}
+
+/// Per-request limits. `None` means the pool's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct RequestLimits {
+    /// Wall-clock limit in microseconds.
+    pub wall_time_us: Option<u64>,
+    /// Limit on captured output in bytes (stdout and stderr each).
+    pub output_bytes: Option<u64>,
+    /// Size of the request's private /tmp in bytes.
+    pub tmp_bytes: Option<u64>,
+    /// Extra rlimits.
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// What a request does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum Work {
+    /// Execute a program.
+    Exec(ExecSpec),
+    /// Call a function exported by a call-mode helper.
+    Call {
+        /// Export name.
+        export: String,
+        /// Argument bytes.
+        arg: Bytes,
+    },
+}
+
+/// One request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Request {
+    /// Chosen by the host, echoed in the [`Response`].
+    pub id: u64,
+    /// What to do.
+    pub work: Work,
+    /// Limits.
+    pub limits: RequestLimits,
+    /// stdin, stdout, stderr.
+    pub stdio: [FdSlot; 3],
+    /// Further passed fds and their numbers in the helper.
+    pub named: Vec<FdAssignment>,
+}
+
+/// How a request ended. Exactly one per request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The process exited with this code.
+    Exited(i32),
+    /// The process was killed by this signal.
+    Signaled {
+        /// Signal number.
+        signal: i32,
+        /// A core dump was written.
+        core_dumped: bool,
+    },
+    /// The wall-time limit was reached and the request was killed.
+    TimedOut,
+    /// `RLIMIT_CPU` was reached.
+    CpuTimeExceeded,
+    /// The memory limit was reached.
+    MemoryExceeded,
+    /// An output exceeded its byte limit.
+    OutputExceeded,
+    /// The seccomp policy stopped a system call.
+    Violation {
+        /// Syscall name, as libseccomp resolves it.
+        syscall: String,
+        /// Syscall number.
+        nr: i64,
+        /// Its arguments.
+        args: [u64; 6],
+    },
+    /// Setting the request up failed; the command never ran.
+    SetupFailed(SetupFailure),
+}
+
+/// Resources a request used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Usage {
+    /// Wall time from fork to reap, µs.
+    pub wall_us: u64,
+    /// User CPU time, µs.
+    pub user_us: u64,
+    /// System CPU time, µs.
+    pub sys_us: u64,
+    /// Peak resident set size, KiB.
+    pub max_rss_kib: u64,
+}
+
+/// The result of one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Response {
+    /// The request's id.
+    pub id: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What it used.
+    pub usage: Usage,
+    /// Time from receiving the request to the child's exec (or failure), µs.
+    pub spawn_us: u64,
+}
+
+/// Kill a running request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Cancel {
+    /// The request's id.
+    pub id: u64,
+}
+
+/// Health check; the guest answers with a [`Pong`] carrying the same nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Ping {
+    /// Echoed back.
+    pub nonce: u64,
+}
+
+/// Answer to a [`Ping`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Pong {
+    /// The ping's nonce.
+    pub nonce: u64,
+    /// Requests running in the zygote.
+    pub running: u32,
+}
+
+/// Finish running requests, then exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Shutdown {
+    /// Kill running requests instead of waiting for them.
+    pub kill: bool,
+}
+
+/// Any message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[allow(missing_docs)] // one variant per kind, see `Kind`
+pub enum Message {
+    Hello(Hello),
+    SetupPlan(Box<SetupPlan>),
+    Ready(Ready),
+    SetupFailed(SetupFailure),
+    Request(Box<Request>),
+    Response(Box<Response>),
+    Cancel(Cancel),
+    Ping(Ping),
+    Pong(Pong),
+    Shutdown(Shutdown),
+}
+
+impl Message {
+    /// The frame kind of this message.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello(_) => Kind::Hello,
+            Message::SetupPlan(_) => Kind::SetupPlan,
+            Message::Ready(_) => Kind::Ready,
+            Message::SetupFailed(_) => Kind::SetupFailed,
+            Message::Request(_) => Kind::Request,
+            Message::Response(_) => Kind::Response,
+            Message::Cancel(_) => Kind::Cancel,
+            Message::Ping(_) => Kind::Ping,
+            Message::Pong(_) => Kind::Pong,
+            Message::Shutdown(_) => Kind::Shutdown,
+        }
+    }
+
+    /// Encodes the message as one whole frame (header + body).
+    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = Vec::with_capacity(256);
+        self.encode_into(&mut out)?;
+        Ok(out)
+    }
+
+    /// Encodes the message as one whole frame into `out` (cleared first), so a sender can reuse
+    /// one buffer.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let kind = self.kind();
+        out.clear();
+        out.extend_from_slice(&[0u8; HEADER_LEN]);
+        let res = match self {
+            Message::Hello(m) => rmp_serde::encode::write(out, m),
+            Message::SetupPlan(m) => rmp_serde::encode::write(out, m),
+            Message::Ready(m) => rmp_serde::encode::write(out, m),
+            Message::SetupFailed(m) => rmp_serde::encode::write(out, m),
+            Message::Request(m) => rmp_serde::encode::write(out, m),
+            Message::Response(m) => rmp_serde::encode::write(out, m),
+            Message::Cancel(m) => rmp_serde::encode::write(out, m),
+            Message::Ping(m) => rmp_serde::encode::write(out, m),
+            Message::Pong(m) => rmp_serde::encode::write(out, m),
+            Message::Shutdown(m) => rmp_serde::encode::write(out, m),
+        };
+        res.map_err(|source| ProtocolError::Encode { kind, source })?;
+        let body_len = out.len() - HEADER_LEN;
+        if body_len > MAX_BODY_LEN {
+            return Err(ProtocolError::TooLarge {
+                len: out.len(),
+                max: MAX_FRAME_LEN,
+            });
+        }
+        let header = Header {
+            kind,
+            len: body_len as u32,
+        };
+        out[..HEADER_LEN].copy_from_slice(&header.to_bytes());
+        Ok(())
+    }
+
+    /// Decodes one whole frame. Never panics and never allocates more than the frame's size
+    /// permits, whatever the bytes.
+    pub fn decode(frame: &[u8]) -> Result<Message, ProtocolError> {
+        let (header, body) = split_frame(frame)?;
+        Self::decode_body(header.kind, body)
+    }
+
+    /// Decodes the body of a frame whose header was already validated.
+    pub fn decode_body(kind: Kind, body: &[u8]) -> Result<Message, ProtocolError> {
+        fn de<T: serde::de::DeserializeOwned>(kind: Kind, body: &[u8]) -> Result<T, ProtocolError> {
+            let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(body));
+            let value =
+                T::deserialize(&mut de).map_err(|source| ProtocolError::Decode { kind, source })?;
+            if de.position() == body.len() as u64 {
+                Ok(value)
+            } else {
+                Err(ProtocolError::Decode {
+                    kind,
+                    source: rmp_serde::decode::Error::Syntax(
+                        "trailing bytes after the message".into(),
+                    ),
+                })
+            }
+        }
+        Ok(match kind {
+            Kind::Hello => Message::Hello(de(kind, body)?),
+            Kind::SetupPlan => Message::SetupPlan(de(kind, body)?),
+            Kind::Ready => Message::Ready(de(kind, body)?),
+            Kind::SetupFailed => Message::SetupFailed(de(kind, body)?),
+            Kind::Request => Message::Request(de(kind, body)?),
+            Kind::Response => Message::Response(de(kind, body)?),
+            Kind::Cancel => Message::Cancel(de(kind, body)?),
+            Kind::Ping => Message::Ping(de(kind, body)?),
+            Kind::Pong => Message::Pong(de(kind, body)?),
+            Kind::Shutdown => Message::Shutdown(de(kind, body)?),
+        })
+    }
+}
