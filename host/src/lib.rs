@@ -1,1 +1,41 @@
-//! placeholder
+//! hatchery: run untrusted native helpers in hardened Linux containers.
+//!
+//! This crate is what applications embed. Today it offers the one-shot API, compatible with the
+//! crate hakoniwa: describe a sandbox with [`Container`], run a program in it with
+//! [`Command`], and get a typed [`ExitStatus`] (exit code, signal or wall-time limit, with
+//! resource usage) or a typed [`Error`] naming the container setup step that failed.
+//!
+//! ```no_run
+//! use hatchery::Container;
+//! let mut c = Container::new();
+//! c.rootfs("/").devfsmount("/dev").tmpfsmount("/tmp");
+//! let out = c.command("/bin/sh").args(["-c", "echo hello; id -u"]).output()?;
+//! assert!(out.status.success());
+//! # Ok::<(), hatchery::Error>(())
+//! ```
+//!
+//! How a command starts:
+//!
+//! ```text
+//!  host (any thread)            container (new user, mount, pid, ... namespaces)
+//!  clone + execveat ──────────▶ hatchery-shim (PID 1, from a sealed memfd)
+//!  id maps, SetupPlan ────────▶   builds the root, pivot_root, hostname
+//!                                 fork ─▶ setsid, fds, rlimits, caps dropped,
+//!                                         no_new_privs ─▶ execve(program)
+//!  Response (status, rusage) ◀──  reaps everything, reports, exits
+//! ```
+#![deny(unsafe_code)]
+
+mod child;
+mod command;
+mod container;
+mod error;
+pub mod idmap;
+pub mod shim_binary;
+mod spawn;
+
+pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output, Rusage};
+pub use command::{Command, Stdio};
+pub use container::{Container, Namespace, Rlimit};
+pub use error::{Error, Result};
+pub use hatchery_protocol::{Outcome, SetupStep};

@@ -1,0 +1,208 @@
+//! THE FORK BOUNDARY OF THE SHIM: the code a request child runs between `fork` and `execve`.
+//!
+//! Rules for everything in [`run`]: no allocation, no locks, only async-signal-safe calls, and it
+//! ends in `execve` or `_exit`. It only reads a [`LaunchPlan`] that was fully built before the
+//! fork. A failure is reported as a fixed 8-byte message (`step index: u32`, `errno: i32`, little
+//! endian) on a close-on-exec pipe; EOF on that pipe means the exec succeeded.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use hatchery_protocol::SetupStep;
+
+use crate::shim::launch::LaunchPlan;
+use crate::sys;
+
+/// The steps the child can fail at, indexed by the number it reports.
+pub const CHILD_STEPS: [SetupStep; 10] = [
+    SetupStep::NewSession,
+    SetupStep::Rlimit,
+    SetupStep::MapFds,
+    SetupStep::DropCapabilities,
+    SetupStep::SetGroups,
+    SetupStep::SetIds,
+    SetupStep::NoNewPrivs,
+    SetupStep::Chdir,
+    SetupStep::Seccomp,
+    SetupStep::Exec,
+];
+
+fn step_index(step: SetupStep) -> u32 {
+    CHILD_STEPS.iter().position(|s| *s == step).unwrap_or(0) as u32
+}
+
+/// Duplicates `fd` to the lowest free number at or above `min`, close-on-exec.
+pub fn dup_above(fd: RawFd, min: RawFd) -> std::io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC with an integer argument; on success the new fd is ours alone.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `new` was just created by fcntl and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// Forks. In the child runs [`run`] (never returns); in the parent returns the child's pid.
+///
+/// The shim is single-threaded (checked in debug builds), so the child may not hold a lock that
+/// another thread owns.
+pub fn fork_and_run(plan: &LaunchPlan, err_pipe: RawFd) -> Result<libc::pid_t, i32> {
+    debug_assert_eq!(
+        crate::shim::thread_count(),
+        1,
+        "the shim must stay single-threaded"
+    );
+    // SAFETY: the shim is single-threaded, and the child only runs `run`, which is
+    // async-signal-safe and ends in exec or _exit.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)),
+        0 => run(plan, err_pipe),
+        pid => Ok(pid),
+    }
+}
+
+fn fail(err_pipe: RawFd, step: SetupStep, errno: i32) -> ! {
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&step_index(step).to_le_bytes());
+    msg[4..].copy_from_slice(&errno.to_le_bytes());
+    sys::write_all_ignoring_errors(err_pipe, &msg);
+    sys::exit_now(127)
+}
+
+fn raw(ret: libc::c_long) -> Result<(), i32> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        Ok(())
+    }
+}
+
+/// The request child. See the module header for the rules.
+fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
+    sys::reset_signal_dispositions();
+    if let Err(e) = sys::unblock_all_signals() {
+        fail(err_pipe, SetupStep::NewSession, e);
+    }
+    // SAFETY: setsid takes no arguments.
+    if unsafe { libc::setsid() } < 0 {
+        fail(err_pipe, SetupStep::NewSession, errno());
+    }
+    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
+        fail(err_pipe, SetupStep::NewSession, e);
+    }
+    for &(resource, soft, hard) in plan.rlimits.iter() {
+        if let Err(e) = sys::set_rlimit(resource, soft, hard) {
+            fail(err_pipe, SetupStep::Rlimit, e);
+        }
+    }
+    // Fd table: each source (already above every target) to its target, then close the gaps
+    // below the highest target and mark everything above it close-on-exec.
+    for &(src, target) in plan.fd_moves.iter() {
+        if let Err(e) = sys::dup2_keep(src, target) {
+            fail(err_pipe, SetupStep::MapFds, e);
+        }
+    }
+    let mut fd = 0;
+    while fd <= plan.max_target {
+        if plan.sorted_targets.binary_search(&fd).is_err() {
+            // SAFETY: closing an fd number that is not one of the command's targets.
+            unsafe { libc::close(fd) };
+        }
+        fd += 1;
+    }
+    if let Err(e) = sys::close_range((plan.max_target + 1) as u32, u32::MAX, true, plan.fd_limit) {
+        fail(err_pipe, SetupStep::MapFds, e);
+    }
+
+    if let Err(e) = sys::lock_capabilities(plan.last_cap) {
+        fail(err_pipe, SetupStep::DropCapabilities, e);
+    }
+    if let Some(ids) = &plan.ids {
+        if ids.set_groups {
+            // SAFETY: `groups` is a live slice of gid_t; the length matches.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_setgroups,
+                    ids.groups.len() as libc::c_long,
+                    ids.groups.as_ptr(),
+                )
+            };
+            if let Err(e) = raw(r) {
+                fail(err_pipe, SetupStep::SetGroups, e);
+            }
+        }
+        // Raw syscalls: this thread only, no glibc setxid broadcast.
+        // SAFETY: integer-only syscalls.
+        let r = unsafe { libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) };
+        if let Err(e) = raw(r) {
+            fail(err_pipe, SetupStep::SetIds, e);
+        }
+        // SAFETY: integer-only syscall.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) };
+        if let Err(e) = raw(r) {
+            fail(err_pipe, SetupStep::SetIds, e);
+        }
+    }
+    if let Err(e) = sys::capset_all(0) {
+        fail(err_pipe, SetupStep::DropCapabilities, e);
+    }
+    if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0) {
+        fail(err_pipe, SetupStep::NoNewPrivs, e);
+    }
+    if let Some(cwd) = &plan.cwd {
+        // SAFETY: `cwd` is a NUL-terminated CString built before the fork.
+        if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
+            fail(err_pipe, SetupStep::Chdir, errno());
+        }
+    }
+    if let Some(filter) = &plan.seccomp {
+        if let Err(e) = sys::install_seccomp(filter) {
+            fail(err_pipe, SetupStep::Seccomp, e);
+        }
+    }
+    let e = sys::execve(&plan.path, &plan.argv_ptrs, &plan.envp_ptrs);
+    fail(err_pipe, SetupStep::Exec, e)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+/// Reads the child's 8-byte failure report: `Ok(())` on EOF (the exec succeeded).
+pub fn read_report(pipe: &OwnedFd) -> Result<(), (SetupStep, i32)> {
+    let mut buf = [0u8; 8];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of a stack buffer.
+        let n = unsafe {
+            libc::read(
+                pipe.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        if n == 0 {
+            break;
+        }
+        if n < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            return Err((SetupStep::Exec, errno()));
+        }
+        got += n as usize;
+    }
+    if got == 0 {
+        return Ok(());
+    }
+    let idx = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    Err((*CHILD_STEPS.get(idx).unwrap_or(&SetupStep::Exec), errno))
+}

@@ -1,0 +1,314 @@
+//! Preparing a command for the fork boundary ([`super::child`]): every string, pointer array,
+//! fd move and limit is built here, before the fork.
+
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hatchery_protocol::{ExecSpec, Resource, Rlimit, SetupFailure, SetupStep, UserSpec};
+
+use crate::shim::child;
+use crate::shim::users;
+
+/// The PATH searched when the command's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+
+fn fail(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure {
+    SetupFailure {
+        step,
+        errno,
+        detail: detail.into(),
+    }
+}
+
+/// Ids the child switches to.
+#[derive(Debug)]
+pub struct ChildIds {
+    /// Uid.
+    pub uid: u32,
+    /// Gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<libc::gid_t>,
+    /// Whether to call setgroups.
+    pub set_groups: bool,
+}
+
+/// Everything the child needs, prepared before the fork.
+#[derive(Debug)]
+pub struct LaunchPlan {
+    pub(crate) path: CString,
+    _argv: Vec<CString>,
+    pub(crate) argv_ptrs: Vec<*const libc::c_char>,
+    _envp: Vec<CString>,
+    pub(crate) envp_ptrs: Vec<*const libc::c_char>,
+    pub(crate) cwd: Option<CString>,
+    /// (source fd, target number); sources are above every target.
+    pub(crate) fd_moves: Vec<(RawFd, RawFd)>,
+    pub(crate) sorted_targets: Vec<RawFd>,
+    pub(crate) max_target: RawFd,
+    _sources: Vec<OwnedFd>,
+    pub(crate) rlimits: Vec<(libc::c_int, u64, u64)>,
+    pub(crate) ids: Option<ChildIds>,
+    pub(crate) seccomp: Option<Vec<libc::sock_filter>>,
+    pub(crate) last_cap: u32,
+    pub(crate) fd_limit: u32,
+    /// RLIMIT_CPU hard limit in seconds, to tell a CPU-limit kill from another SIGKILL.
+    pub cpu_limit_secs: Option<u64>,
+}
+
+/// A started child.
+#[derive(Debug)]
+pub struct Launched {
+    /// Its pid (in the container's pid namespace).
+    pub pid: libc::pid_t,
+    /// When it was forked.
+    pub started: Instant,
+}
+
+fn resource_number(r: Resource) -> libc::c_int {
+    (match r {
+        Resource::As => libc::RLIMIT_AS,
+        Resource::Core => libc::RLIMIT_CORE,
+        Resource::Cpu => libc::RLIMIT_CPU,
+        Resource::Data => libc::RLIMIT_DATA,
+        Resource::Fsize => libc::RLIMIT_FSIZE,
+        Resource::Locks => libc::RLIMIT_LOCKS,
+        Resource::Memlock => libc::RLIMIT_MEMLOCK,
+        Resource::Msgqueue => libc::RLIMIT_MSGQUEUE,
+        Resource::Nice => libc::RLIMIT_NICE,
+        Resource::Nofile => libc::RLIMIT_NOFILE,
+        Resource::Nproc => libc::RLIMIT_NPROC,
+        Resource::Rss => libc::RLIMIT_RSS,
+        Resource::Rtprio => libc::RLIMIT_RTPRIO,
+        Resource::Rttime => libc::RLIMIT_RTTIME,
+        Resource::Sigpending => libc::RLIMIT_SIGPENDING,
+        Resource::Stack => libc::RLIMIT_STACK,
+    }) as libc::c_int
+}
+
+fn cstring(step: SetupStep, bytes: &[u8]) -> Result<CString, SetupFailure> {
+    CString::new(bytes).map_err(|_| {
+        fail(
+            step,
+            libc::EINVAL,
+            format!("{:?} contains a NUL byte", String::from_utf8_lossy(bytes)),
+        )
+    })
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Resolves a program name the way `execvp` would, inside the container.
+pub fn find_program(
+    program: &[u8],
+    env: &[hatchery_protocol::Bytes],
+) -> Result<PathBuf, SetupFailure> {
+    if program.is_empty() {
+        return Err(fail(
+            SetupStep::FindProgram,
+            libc::ENOENT,
+            "empty program name",
+        ));
+    }
+    if program.contains(&b'/') {
+        return Ok(PathBuf::from(OsStr::from_bytes(program)));
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.0.strip_prefix(b"PATH="))
+        .unwrap_or(DEFAULT_PATH.as_bytes());
+    for dir in path_var.split(|b| *b == b':') {
+        let dir = if dir.is_empty() { &b"."[..] } else { dir };
+        let candidate = Path::new(OsStr::from_bytes(dir)).join(OsStr::from_bytes(program));
+        if is_executable_file(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(fail(
+        SetupStep::FindProgram,
+        libc::ENOENT,
+        format!("{} not found on PATH", String::from_utf8_lossy(program)),
+    ))
+}
+
+/// Inputs of [`prepare`].
+pub struct LaunchRequest<'a> {
+    /// The command.
+    pub exec: &'a ExecSpec,
+    /// Fds and the numbers they get.
+    pub fds: Vec<(OwnedFd, RawFd)>,
+    /// Limits (RLIMIT_CORE is 0 unless given).
+    pub rlimits: &'a [Rlimit],
+    /// The user to become, resolved in the container's /etc.
+    pub user: Option<&'a UserSpec>,
+    /// Whether setgroups is permitted in this user namespace.
+    pub setgroups_allowed: bool,
+    /// Raw seccomp filter words.
+    pub seccomp: Option<&'a [u64]>,
+    /// Highest capability number.
+    pub last_cap: u32,
+}
+
+/// Builds a [`LaunchPlan`].
+pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
+    let exec = req.exec;
+    let path = find_program(&exec.program.0, &exec.env)?;
+    let path = cstring(SetupStep::FindProgram, path.as_os_str().as_bytes())?;
+    let argv = exec
+        .argv
+        .iter()
+        .map(|a| cstring(SetupStep::Exec, &a.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = exec
+        .env
+        .iter()
+        .map(|a| cstring(SetupStep::Exec, &a.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    let cwd = exec
+        .cwd
+        .as_ref()
+        .map(|c| cstring(SetupStep::Chdir, &c.0))
+        .transpose()?;
+
+    let max_target = req.fds.iter().map(|(_, t)| *t).max().unwrap_or(2).max(2);
+    let mut fd_moves = Vec::with_capacity(req.fds.len());
+    let mut sources = Vec::with_capacity(req.fds.len());
+    for (fd, target) in &req.fds {
+        if *target < 0 {
+            return Err(fail(
+                SetupStep::MapFds,
+                libc::EBADF,
+                format!("fd target {target}"),
+            ));
+        }
+        let high = child::dup_above(fd.as_raw_fd(), max_target + 1).map_err(|e| {
+            fail(
+                SetupStep::MapFds,
+                e.raw_os_error().unwrap_or(libc::EMFILE),
+                "dup",
+            )
+        })?;
+        fd_moves.push((high.as_raw_fd(), *target));
+        sources.push(high);
+    }
+    let mut sorted_targets: Vec<RawFd> = fd_moves.iter().map(|(_, t)| *t).collect();
+    sorted_targets.sort_unstable();
+    sorted_targets.dedup();
+
+    let mut rlimits: Vec<(libc::c_int, u64, u64)> = Vec::new();
+    if !req.rlimits.iter().any(|r| r.resource == Resource::Core) {
+        rlimits.push((libc::RLIMIT_CORE as libc::c_int, 0, 0));
+    }
+    for r in req.rlimits {
+        rlimits.push((resource_number(r.resource), r.soft, r.hard));
+    }
+    let cpu_limit_secs = req
+        .rlimits
+        .iter()
+        .find(|r| r.resource == Resource::Cpu)
+        .map(|r| r.hard.min(r.soft));
+
+    let ids = match req.user {
+        None => None,
+        Some(spec) => {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+            let r = users::resolve(spec, &passwd, &group).map_err(|e| {
+                let what = match e {
+                    users::ResolveError::NoUser(u) => {
+                        format!("no user {u:?} in the container's /etc/passwd")
+                    }
+                    users::ResolveError::NoGroup(g) => {
+                        format!("no group {g:?} in the container's /etc/group")
+                    }
+                };
+                fail(SetupStep::ResolveUser, libc::ENOENT, what)
+            })?;
+            Some(ChildIds {
+                uid: r.uid,
+                gid: r.gid,
+                groups: r.groups,
+                set_groups: req.setgroups_allowed,
+            })
+        }
+    };
+    let seccomp = req.seccomp.map(|words| {
+        words
+            .iter()
+            .map(|w| libc::sock_filter {
+                code: *w as u16,
+                jt: (*w >> 16) as u8,
+                jf: (*w >> 24) as u8,
+                k: (*w >> 32) as u32,
+            })
+            .collect()
+    });
+    let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft.min(1 << 20) as u32)
+        .unwrap_or(1024);
+    Ok(LaunchPlan {
+        path,
+        _argv: argv,
+        argv_ptrs,
+        _envp: envp,
+        envp_ptrs,
+        cwd,
+        fd_moves,
+        sorted_targets,
+        max_target,
+        _sources: sources,
+        rlimits,
+        ids,
+        seccomp,
+        last_cap: req.last_cap,
+        fd_limit,
+        cpu_limit_secs,
+    })
+}
+
+/// Forks the child, waits for its exec (or its failure report) and returns it.
+pub fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
+    let w_high = child::dup_above(w.as_raw_fd(), plan.max_target + 1).map_err(|e| {
+        fail(
+            SetupStep::Fork,
+            e.raw_os_error().unwrap_or(libc::EMFILE),
+            "dup",
+        )
+    })?;
+    drop(w);
+    let started = Instant::now();
+    let pid = child::fork_and_run(plan, w_high.as_raw_fd())
+        .map_err(|e| fail(SetupStep::Fork, e, "fork"))?;
+    drop(w_high);
+    match child::read_report(&r) {
+        Ok(()) => Ok(Launched { pid, started }),
+        Err((step, errno)) => {
+            // The child has _exit'ed or is about to; reap it so no zombie is left.
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            let detail = match step {
+                SetupStep::Exec => plan.path.to_string_lossy().into_owned(),
+                SetupStep::Chdir => plan
+                    .cwd
+                    .as_ref()
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            Err(fail(step, errno, detail))
+        }
+    }
+}

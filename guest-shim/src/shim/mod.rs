@@ -1,0 +1,167 @@
+//! `hatchery-shim`: the trusted process that builds a container from inside and then runs
+//! commands in it.
+//!
+//! The host starts it through its fork boundary: `clone` with new namespaces, then `execveat` of
+//! a sealed memfd copy of this binary, with `/dev/null` on fds 0–2 and the control socket on
+//! fd 3. The shim is PID 1 of its pid namespace and single-threaded by design: it forks a child
+//! per command, and a fork is only safe when no other thread can hold a lock.
+//!
+//! ```text
+//!  start ─▶ Hello ─▶ wait for SetupPlan ─▶ set ids ─▶ build root ─▶ pivot_root
+//!        ─▶ non-dumpable ─▶ OneShot: fork+exec the command, reap, Response, exit
+//! ```
+
+pub(crate) mod child;
+pub mod launch;
+mod oneshot;
+pub(crate) mod reap;
+pub mod setup;
+pub mod users;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use hatchery_protocol::{
+    Channel, Features, Hello, Kind, Message, SetupFailure, SetupStep, ShimMode,
+};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::sys;
+
+/// The fd the host puts the control socket on.
+pub const CONTROL_FD: i32 = 3;
+
+/// Number of threads of this process (1 is the only acceptable answer before a fork).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+#[allow(unsafe_code)] // adopting the inherited control socket
+fn control_channel() -> Channel {
+    // SAFETY: the host's fork boundary places the control socket on CONTROL_FD before exec'ing
+    // the shim, and nothing else in this process refers to that fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    // Make sure the socket never leaks into a command.
+    let _ = nix::fcntl::fcntl(
+        CONTROL_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Channel::new(fd)
+}
+
+/// Signals PID 1 handles itself through a signalfd.
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
+    let _ = chan.send(&Message::SetupFailed(failure), &[], None);
+    125
+}
+
+/// The shim's entry point; returns the process exit code.
+pub fn main() -> i32 {
+    let last_cap = sys::last_cap();
+    let mut chan = control_channel();
+    let signals = handled_signals();
+    if signals.thread_set_mask().is_err()
+        || nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).is_err()
+    {
+        return 125;
+    }
+    let Ok(sigfd) = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    else {
+        return 125;
+    };
+    if chan
+        .send(
+            &Message::Hello(Hello {
+                shim_version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+            &[],
+            None,
+        )
+        .is_err()
+    {
+        return 125;
+    }
+    // Stage 1 waits for its plan as long as it takes; the host holds the deadline and kills us.
+    let received = match chan.recv_expect(Kind::SetupPlan, None) {
+        Ok(r) => r,
+        Err(e) => {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::ReceivePlan,
+                    errno: 0,
+                    detail: e.to_string(),
+                },
+            )
+        }
+    };
+    let Message::SetupPlan(plan) = received.message else {
+        return 125;
+    };
+    let fds = received.fds;
+
+    if let Err(f) = setup::set_ids(&plan.ids) {
+        return setup_failed(&mut chan, f);
+    }
+    if let Err(f) = setup::build_root(&plan, &fds) {
+        return setup_failed(&mut chan, f);
+    }
+    // From here on, /proc/1/* of the shim is out of the guest's reach.
+    if let Err(e) = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0) {
+        return setup_failed(
+            &mut chan,
+            SetupFailure {
+                step: SetupStep::DropCapabilities,
+                errno: e,
+                detail: "PR_SET_DUMPABLE".into(),
+            },
+        );
+    }
+    let features = Features {
+        seccomp: plan.seccomp.is_some(),
+        landlock_abi: None,
+        no_new_privs: true,
+    };
+    let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    match &plan.mode {
+        ShimMode::OneShot {
+            command,
+            fds: assignments,
+        } => oneshot::run(
+            &mut chan,
+            &plan,
+            command,
+            assignments,
+            fds,
+            &sigfd,
+            features,
+            last_cap,
+        ),
+        ShimMode::Zygote { .. } => setup_failed(
+            &mut chan,
+            SetupFailure {
+                step: SetupStep::ReceivePlan,
+                errno: libc::ENOSYS,
+                detail: "this hatchery-shim build does not serve zygote requests".into(),
+            },
+        ),
+    }
+}

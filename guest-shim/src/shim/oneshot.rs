@@ -1,0 +1,146 @@
+//! One-shot mode: run one command in the finished container, act as its init (reap every
+//! process, forward termination signals), report one [`Response`] and exit. When the shim, PID 1
+//! of the container, exits, the kernel kills whatever the command left behind.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Instant;
+
+use hatchery_protocol::{
+    Channel, FdAssignment, Features, Message, Ready, Response, SetupFailure, SetupPlan, SetupStep,
+    Usage,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+
+use crate::shim::launch::{self, LaunchPlan, LaunchRequest};
+use crate::shim::reap;
+
+/// Runs the command and returns the shim's exit code.
+pub fn run(
+    chan: &mut Channel,
+    plan: &SetupPlan,
+    command: &hatchery_protocol::ExecSpec,
+    assignments: &[FdAssignment],
+    mut fds: Vec<Option<OwnedFd>>,
+    signals: &SignalFd,
+    features: Features,
+    last_cap: u32,
+) -> i32 {
+    let mut moves = Vec::with_capacity(assignments.len());
+    for a in assignments {
+        match fds.get_mut(a.index as usize).and_then(Option::take) {
+            Some(fd) => moves.push((fd, a.target)),
+            None => {
+                return report_failure(
+                    chan,
+                    SetupFailure {
+                        step: SetupStep::MapFds,
+                        errno: libc::EBADF,
+                        detail: format!("fd index {} was not passed", a.index),
+                    },
+                )
+            }
+        }
+    }
+    let prepared: Result<LaunchPlan, SetupFailure> = launch::prepare(LaunchRequest {
+        exec: command,
+        fds: moves,
+        rlimits: &plan.rlimits,
+        user: plan.ids.user.as_ref(),
+        setgroups_allowed: plan.ids.setgroups_allowed,
+        seccomp: plan.seccomp.as_deref(),
+        last_cap,
+    });
+    let launch_plan = match prepared {
+        Ok(p) => p,
+        Err(f) => return report_failure(chan, f),
+    };
+    let received = Instant::now();
+    let child = match launch::launch(&launch_plan) {
+        Ok(c) => c,
+        Err(f) => return report_failure(chan, f),
+    };
+    let spawn_us = received.elapsed().as_micros() as u64;
+    let cpu_limit = launch_plan.cpu_limit_secs;
+    drop(launch_plan); // close our copies of the command's fds
+    if chan
+        .send(&Message::Ready(Ready { features }), &[], None)
+        .is_err()
+    {
+        return 1;
+    }
+
+    loop {
+        let mut pfds = [
+            PollFd::new(chan.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut pfds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return 1,
+        }
+        let chan_ready = pfds[0].revents().is_some_and(|r| !r.is_empty());
+        let sig_ready = pfds[1].revents().is_some_and(|r| !r.is_empty());
+        if sig_ready {
+            while let Ok(Some(info)) = signals.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGCHLD {
+                    continue;
+                }
+                // Forward termination and user signals to the command.
+                if let Ok(s) = Signal::try_from(sig) {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.pid), s);
+                }
+            }
+            if let Some(done) = reap::reap_all(child.pid) {
+                let outcome = reap::outcome(&done, cpu_limit);
+                let _ = chan.send(
+                    &Message::Response(Box::new(Response {
+                        id: 0,
+                        outcome,
+                        usage: Usage {
+                            wall_us: child.started.elapsed().as_micros() as u64,
+                            ..done.usage
+                        },
+                        spawn_us,
+                    })),
+                    &[],
+                    None,
+                );
+                return 0;
+            }
+        }
+        if chan_ready {
+            match chan.recv(None) {
+                Ok(r) => match r.message {
+                    Message::Cancel(_) | Message::Shutdown(_) => {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(child.pid),
+                            Signal::SIGKILL,
+                        );
+                    }
+                    Message::Ping(p) => {
+                        let _ = chan.send(
+                            &Message::Pong(hatchery_protocol::Pong {
+                                nonce: p.nonce,
+                                running: 1,
+                            }),
+                            &[],
+                            None,
+                        );
+                    }
+                    _ => return 1, // protocol violation by the host: give up
+                },
+                // The host is gone (or spoke garbage): die with it.
+                Err(_) => return 1,
+            }
+        }
+    }
+}
+
+fn report_failure(chan: &mut Channel, failure: SetupFailure) -> i32 {
+    let _ = chan.send(&Message::SetupFailed(failure), &[], None);
+    125
+}

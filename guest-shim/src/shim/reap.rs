@@ -1,0 +1,105 @@
+//! PID 1 duties: reap every exited process, keep the one we wait for, classify how it ended.
+#![allow(unsafe_code)]
+
+use hatchery_protocol::{Outcome, Usage};
+
+/// A reaped process we were waiting for.
+#[derive(Debug, Clone, Copy)]
+pub struct Reaped {
+    /// Raw wait status.
+    pub status: i32,
+    /// Its rusage (and that of the descendants it waited for); wall time is filled by the caller.
+    pub usage: Usage,
+}
+
+fn micros(tv: libc::timeval) -> u64 {
+    (tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64
+}
+
+/// Reaps every exited child without blocking; returns `main`'s result if it was among them.
+pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
+    let mut found = None;
+    loop {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `status` and `ru` are valid for writes for the duration of the call.
+        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG | libc::__WALL, &mut ru) };
+        if pid <= 0 {
+            break;
+        }
+        if pid == main {
+            found = Some(Reaped {
+                status,
+                usage: Usage {
+                    wall_us: 0,
+                    user_us: micros(ru.ru_utime),
+                    sys_us: micros(ru.ru_stime),
+                    max_rss_kib: ru.ru_maxrss.max(0) as u64,
+                },
+            });
+        }
+    }
+    found
+}
+
+/// How a process with this wait status ended. `cpu_limit_secs` is its RLIMIT_CPU, if any: the
+/// kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one.
+pub fn outcome(done: &Reaped, cpu_limit_secs: Option<u64>) -> Outcome {
+    let status = done.status;
+    if libc::WIFEXITED(status) {
+        return Outcome::Exited(libc::WEXITSTATUS(status));
+    }
+    if libc::WIFSIGNALED(status) {
+        let signal = libc::WTERMSIG(status);
+        let cpu_us = done.usage.user_us + done.usage.sys_us;
+        let over_cpu = cpu_limit_secs.is_some_and(|l| cpu_us >= l.saturating_mul(1_000_000));
+        if signal == libc::SIGXCPU || (signal == libc::SIGKILL && over_cpu) {
+            return Outcome::CpuTimeExceeded;
+        }
+        return Outcome::Signaled {
+            signal,
+            core_dumped: libc::WCOREDUMP(status),
+        };
+    }
+    Outcome::Exited(-1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(status: i32, cpu_s: u64) -> Reaped {
+        Reaped {
+            status,
+            usage: Usage {
+                user_us: cpu_s * 1_000_000,
+                ..Usage::default()
+            },
+        }
+    }
+
+    #[test]
+    fn classifies_wait_statuses() {
+        assert_eq!(outcome(&r(3 << 8, 0), None), Outcome::Exited(3));
+        assert_eq!(
+            outcome(&r(libc::SIGSEGV, 0), None),
+            Outcome::Signaled {
+                signal: libc::SIGSEGV,
+                core_dumped: false
+            }
+        );
+        assert_eq!(
+            outcome(&r(libc::SIGXCPU, 1), Some(1)),
+            Outcome::CpuTimeExceeded
+        );
+        assert_eq!(
+            outcome(&r(libc::SIGKILL, 2), Some(1)),
+            Outcome::CpuTimeExceeded
+        );
+        assert!(matches!(
+            outcome(&r(libc::SIGKILL, 0), Some(1)),
+            Outcome::Signaled { signal: 9, .. }
+        ));
+    }
+}

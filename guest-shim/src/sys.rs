@@ -1,0 +1,348 @@
+//! Raw system calls that neither std nor nix wraps, each async-signal-safe and allocation-free,
+//! so that both fork-boundary modules (the host's clone child and the shim's request child) can
+//! call them. Every function here is a thin wrapper returning the errno on failure.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+/// An errno value.
+pub type Errno = i32;
+
+fn errno() -> Errno {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn check(ret: libc::c_long) -> Result<libc::c_long, Errno> {
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const CAP_V3: u32 = 0x2008_0522;
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// Sets the effective, permitted and inheritable sets of the calling thread to `mask` each.
+pub fn capset_all(mask: u64) -> Result<(), Errno> {
+    let header = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let lo = mask as u32;
+    let hi = (mask >> 32) as u32;
+    let data = [
+        CapData {
+            effective: lo,
+            permitted: lo,
+            inheritable: lo,
+        },
+        CapData {
+            effective: hi,
+            permitted: hi,
+            inheritable: hi,
+        },
+    ];
+    // SAFETY: header and data are valid, properly laid out `__user_cap_header_struct` and two
+    // `__user_cap_data_struct`s (the v3 ABI), alive for the duration of the call.
+    check(unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) }).map(drop)
+}
+
+/// Reads the calling thread's permitted set.
+pub fn capget_permitted() -> Result<u64, Errno> {
+    let mut header = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: as in `capset_all`; the kernel writes two data structs into `data`.
+    check(unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) })?;
+    Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
+}
+
+/// `prctl(2)` with integer arguments.
+pub fn prctl(option: libc::c_int, a2: libc::c_ulong, a3: libc::c_ulong) -> Result<i32, Errno> {
+    // SAFETY: only integer arguments are passed; options that take pointers are not used here.
+    let ret = unsafe { libc::prctl(option, a2, a3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Raises every capability up to `last_cap` into the ambient set (they must be permitted and
+/// inheritable), so they survive `execve` whatever the uid.
+pub fn raise_ambient(last_cap: u32) -> Result<(), Errno> {
+    for cap in 0..=last_cap {
+        prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            cap as libc::c_ulong,
+        )?;
+    }
+    Ok(())
+}
+
+/// First half of dropping every capability for good: ambient set cleared, bounding set emptied,
+/// securebits locked so that uid 0 gains nothing at exec and changing uids keeps the remaining
+/// capabilities (so `setresuid` still works after this). Finish with `capset_all(0)` once the ids
+/// are set.
+pub fn lock_capabilities(last_cap: u32) -> Result<(), Errno> {
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    )?;
+    for cap in 0..=last_cap {
+        match prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0) {
+            Ok(_) | Err(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | ..._LOCKED |
+    // SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | ..._LOCKED
+    const BITS: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
+    prctl(libc::PR_SET_SECUREBITS, BITS, 0).map(drop)
+}
+
+/// `close_range(first, last, flags)`; falls back to closing one by one up to `fallback_max`
+/// on kernels without it (< 5.9). `flags` may be `CLOSE_RANGE_CLOEXEC` (then the fallback marks
+/// each fd close-on-exec instead).
+pub fn close_range(first: u32, last: u32, cloexec: bool, fallback_max: u32) -> Result<(), Errno> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_long = 1 << 2;
+    let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: close_range takes integers only; closing fds we own is what the caller asked for.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_long,
+            last as libc::c_long,
+            flags,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let e = errno();
+    if e != libc::ENOSYS && e != libc::EINVAL {
+        return Err(e);
+    }
+    let end = last.min(fallback_max);
+    let mut fd = first;
+    while fd <= end {
+        // SAFETY: integer-only calls on fds in the caller's range; EBADF for holes is ignored.
+        unsafe {
+            if cloexec {
+                libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
+            } else {
+                libc::close(fd as RawFd);
+            }
+        }
+        fd += 1;
+    }
+    Ok(())
+}
+
+/// `dup2(old, new)`; when `old == new` clears close-on-exec instead (dup2 would not).
+pub fn dup2_keep(old: RawFd, new: RawFd) -> Result<(), Errno> {
+    if old == new {
+        // SAFETY: integer-only fcntl on an fd the caller owns.
+        let ret = unsafe { libc::fcntl(old, libc::F_SETFD, 0) };
+        return if ret < 0 { Err(errno()) } else { Ok(()) };
+    }
+    // SAFETY: integer-only dup2; `new` is a slot the caller means to replace.
+    let ret = unsafe { libc::dup2(old, new) };
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Unblocks every signal of the calling thread.
+pub fn unblock_all_signals() -> Result<(), Errno> {
+    // SAFETY: the sigset is initialised by sigemptyset before use; pointers are to locals.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+            return Err(libc::EINVAL);
+        }
+    }
+    Ok(())
+}
+
+/// Resets every catchable signal to its default disposition (handlers are reset by exec, but
+/// ignored signals such as Rust's `SIGPIPE` stay ignored otherwise).
+pub fn reset_signal_dispositions() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition; invalid numbers return EINVAL, ignored.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// `setrlimit` through `prlimit64` on the calling process.
+pub fn set_rlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(), Errno> {
+    let lim = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid rlimit64; the old-limit pointer is null.
+    let ret = unsafe {
+        libc::prlimit64(
+            0,
+            resource as libc::__rlimit_resource_t,
+            &lim,
+            std::ptr::null_mut(),
+        )
+    };
+    if ret < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Installs a classic BPF seccomp filter given as packed `sock_filter` words
+/// (`code | jt << 16 | jf << 24 | k << 32`). The caller sets no_new_privs first.
+pub fn install_seccomp(program: &[libc::sock_filter]) -> Result<(), Errno> {
+    let prog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            1 as libc::c_long, /* SECCOMP_SET_MODE_FILTER */
+            0 as libc::c_long,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `execve(path, argv, envp)`; only returns on failure.
+///
+/// `argv` and `envp` are null-terminated arrays of pointers to NUL-terminated strings that the
+/// caller keeps alive.
+pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: the caller guarantees null-terminated pointer arrays of live C strings.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    errno()
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: executes the file behind `fd`.
+pub fn fexecve(fd: RawFd, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: as in `execve`; the empty path is a static NUL-terminated string.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd as libc::c_long,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_long,
+        )
+    };
+    errno()
+}
+
+/// Writes all of `buf` to `fd`, retrying on `EINTR`; errors are ignored (used to report a
+/// failure from a child that is about to `_exit`).
+pub fn write_all_ignoring_errors(fd: RawFd, buf: &[u8]) {
+    let mut off = 0;
+    while off < buf.len() {
+        // SAFETY: `buf[off..]` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, buf[off..].as_ptr().cast(), buf.len() - off) };
+        if n > 0 {
+            off += n as usize;
+        } else if n < 0 && errno() == libc::EINTR {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+/// `_exit(code)`: leaves without running atexit handlers or flushing stdio.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `mount_setattr(dirfd, path, flags, attr)` with `MOUNT_ATTR_*` bits to set, recursively.
+pub fn mount_setattr_recursive(path: &CStr, set: u64) -> Result<(), Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    const AT_RECURSIVE: libc::c_long = 0x8000;
+    // SAFETY: `path` is NUL-terminated and `attr` a valid `struct mount_attr` of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD as libc::c_long,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
+    // SAFETY: both paths are NUL-terminated strings alive for the call.
+    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
+        .map(drop)
+}
+
+/// The highest capability number the running kernel knows.
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}

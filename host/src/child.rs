@@ -1,0 +1,454 @@
+//! A running one-shot container ([`Child`]) and how it ended ([`ExitStatus`], [`Output`]).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use hatchery_protocol::{Message, Outcome, ProtocolError, Usage};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use crate::error::{Error, Result};
+use crate::spawn::{self, ShimProcess};
+
+/// Resources a command used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rusage {
+    /// Wall-clock time from spawn to exit.
+    pub real_time: Duration,
+    /// CPU time in user mode.
+    pub user_time: Duration,
+    /// CPU time in kernel mode.
+    pub system_time: Duration,
+    /// Peak resident set size, KiB.
+    pub max_rss: u64,
+}
+
+impl Rusage {
+    fn from_usage(u: &Usage, real_time: Duration) -> Rusage {
+        Rusage {
+            real_time,
+            user_time: Duration::from_micros(u.user_us),
+            system_time: Duration::from_micros(u.sys_us),
+            max_rss: u.max_rss_kib,
+        }
+    }
+}
+
+/// Why and how a sandboxed command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Shell-style code: the exit code, or 128 + the signal number (a timeout is 128 + SIGKILL).
+    pub code: i32,
+    /// A human-readable reason.
+    pub reason: String,
+    /// The exit code, when the command exited by itself.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, if any.
+    pub signal: Option<i32>,
+    /// The wall-time limit ([`Command::wait_timeout`](crate::Command::wait_timeout)) was reached.
+    pub timed_out: bool,
+    /// The typed outcome.
+    pub outcome: Outcome,
+    /// What it used.
+    pub rusage: Option<Rusage>,
+}
+
+fn signal_name(sig: i32) -> String {
+    nix::sys::signal::Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+impl ExitStatus {
+    /// Whether the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.code == 0 && self.exit_code == Some(0)
+    }
+
+    pub(crate) fn from_outcome(
+        outcome: Outcome,
+        rusage: Option<Rusage>,
+        limit: Option<Duration>,
+    ) -> Self {
+        let (code, reason, exit_code, signal, timed_out) = match &outcome {
+            Outcome::Exited(c) => (*c, format!("exited with code {c}"), Some(*c), None, false),
+            Outcome::Signaled {
+                signal,
+                core_dumped,
+            } => (
+                128 + signal,
+                format!(
+                    "killed by {}{}",
+                    signal_name(*signal),
+                    if *core_dumped { " (core dumped)" } else { "" }
+                ),
+                None,
+                Some(*signal),
+                false,
+            ),
+            Outcome::TimedOut => (
+                128 + libc::SIGKILL,
+                match limit {
+                    Some(l) => format!("wall-time limit of {l:?} exceeded, killed"),
+                    None => "wall-time limit exceeded, killed".to_string(),
+                },
+                None,
+                Some(libc::SIGKILL),
+                true,
+            ),
+            Outcome::CpuTimeExceeded => (
+                128 + libc::SIGXCPU,
+                "CPU time limit exceeded".to_string(),
+                None,
+                Some(libc::SIGXCPU),
+                false,
+            ),
+            Outcome::MemoryExceeded => (
+                128 + libc::SIGKILL,
+                "memory limit exceeded".to_string(),
+                None,
+                Some(libc::SIGKILL),
+                false,
+            ),
+            Outcome::OutputExceeded => (
+                128 + libc::SIGPIPE,
+                "output limit exceeded".to_string(),
+                None,
+                Some(libc::SIGPIPE),
+                false,
+            ),
+            Outcome::Violation { syscall, nr, .. } => (
+                128 + libc::SIGSYS,
+                format!("seccomp policy violation: {syscall} ({nr})"),
+                None,
+                Some(libc::SIGSYS),
+                false,
+            ),
+            Outcome::SetupFailed(f) => (
+                125,
+                format!("setup failed at {:?}: errno {}", f.step, f.errno),
+                None,
+                None,
+                false,
+            ),
+            _ => (125, format!("{outcome:?}"), None, None, false),
+        };
+        ExitStatus {
+            code,
+            reason,
+            exit_code,
+            signal,
+            timed_out,
+            outcome,
+            rusage,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Everything a finished command wrote, with its status.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// How it ended.
+    pub status: ExitStatus,
+    /// What it wrote to stdout (empty unless stdout was piped).
+    pub stdout: Vec<u8>,
+    /// What it wrote to stderr (empty unless stderr was piped).
+    pub stderr: Vec<u8>,
+}
+
+macro_rules! pipe_end {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug)]
+        pub struct $name(pub(crate) File);
+
+        impl AsFd for $name {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+
+        impl From<$name> for OwnedFd {
+            fn from(p: $name) -> OwnedFd {
+                p.0.into()
+            }
+        }
+    };
+}
+
+pipe_end!(ChildStdin, "The write end of a piped stdin.");
+pipe_end!(ChildStdout, "The read end of a piped stdout.");
+pipe_end!(ChildStderr, "The read end of a piped stderr.");
+
+impl Write for ChildStdin {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Read for ChildStdout {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Read for ChildStderr {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// A sandboxed command that was started. Dropping a `Child` that was not waited for kills the
+/// whole container (every process in it) and reaps it: nothing outlives its handle.
+#[derive(Debug)]
+pub struct Child {
+    shim: Option<ShimProcess>,
+    /// Piped stdin, if requested.
+    pub stdin: Option<ChildStdin>,
+    /// Piped stdout, if requested.
+    pub stdout: Option<ChildStdout>,
+    /// Piped stderr, if requested.
+    pub stderr: Option<ChildStderr>,
+    started: Instant,
+    timeout: Option<Duration>,
+    status: Option<ExitStatus>,
+    killed: bool,
+}
+
+impl Child {
+    pub(crate) fn new(
+        shim: ShimProcess,
+        pipes: (Option<ChildStdin>, Option<ChildStdout>, Option<ChildStderr>),
+        started: Instant,
+        timeout: Option<Duration>,
+    ) -> Child {
+        Child {
+            shim: Some(shim),
+            stdin: pipes.0,
+            stdout: pipes.1,
+            stderr: pipes.2,
+            started,
+            timeout,
+            status: None,
+            killed: false,
+        }
+    }
+
+    /// The host pid of the container's init (the shim); killing it ends the whole container.
+    pub fn id(&self) -> u32 {
+        self.shim
+            .as_ref()
+            .map(|s| s.pid.as_raw() as u32)
+            .unwrap_or(0)
+    }
+
+    /// Kills every process of the container (SIGKILL to its init). Waiting afterwards reports
+    /// the kill.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(shim) = &self.shim {
+            self.killed = true;
+            nix::sys::signal::kill(shim.pid, nix::sys::signal::Signal::SIGKILL)
+                .map_err(|e| Error::io("kill")(e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.timeout.map(|t| self.started + t)
+    }
+
+    /// Waits for the report or the deadline. `block == false` polls once.
+    fn wait_inner(&mut self, block: bool) -> Result<Option<ExitStatus>> {
+        if let Some(s) = &self.status {
+            return Ok(Some(s.clone()));
+        }
+        let Some(shim) = self.shim.as_mut() else {
+            return Err(Error::ShimLost {
+                status: "already reaped".into(),
+            });
+        };
+        let deadline = self.timeout.map(|t| self.started + t);
+        loop {
+            let recv_deadline = if block {
+                deadline
+            } else {
+                Some(Instant::now())
+            };
+            match shim.chan.recv(recv_deadline) {
+                Ok(r) => match r.message {
+                    Message::Response(resp) => {
+                        let real = self.started.elapsed();
+                        spawn::reap(shim.pid);
+                        let rusage = Rusage::from_usage(&resp.usage, real);
+                        self.shim = None;
+                        let st = ExitStatus::from_outcome(resp.outcome, Some(rusage), self.timeout);
+                        self.status = Some(st.clone());
+                        return Ok(Some(st));
+                    }
+                    Message::Pong(_) => continue,
+                    other => {
+                        shim.kill_and_reap();
+                        self.shim = None;
+                        return Err(Error::Protocol {
+                            op: "waiting for the command",
+                            source: ProtocolError::UnexpectedMessage {
+                                expected: "Response",
+                                got: other.kind(),
+                            },
+                        });
+                    }
+                },
+                Err(ProtocolError::Timeout { .. }) => {
+                    let expired = deadline.is_some_and(|d| Instant::now() >= d);
+                    if !expired {
+                        if block {
+                            continue;
+                        }
+                        return Ok(None);
+                    }
+                    let status = spawn::kill_and_reap_with_usage(shim.pid);
+                    self.shim = None;
+                    let rusage = Rusage {
+                        real_time: self.started.elapsed(),
+                        ..status.1
+                    };
+                    let st =
+                        ExitStatus::from_outcome(Outcome::TimedOut, Some(rusage), self.timeout);
+                    self.status = Some(st.clone());
+                    return Ok(Some(st));
+                }
+                Err(e) => {
+                    // The shim is gone without a report: killed by us, by someone else, or it
+                    // broke the protocol (then it is killed now).
+                    let pid = shim.pid;
+                    let (raw, usage) = spawn::kill_and_reap_with_usage(pid);
+                    self.shim = None;
+                    let rusage = Rusage {
+                        real_time: self.started.elapsed(),
+                        ..usage
+                    };
+                    if libc::WIFSIGNALED(raw) && (self.killed || matches!(e, ProtocolError::Closed))
+                    {
+                        let st = ExitStatus::from_outcome(
+                            Outcome::Signaled {
+                                signal: libc::WTERMSIG(raw),
+                                core_dumped: false,
+                            },
+                            Some(rusage),
+                            self.timeout,
+                        );
+                        self.status = Some(st.clone());
+                        return Ok(Some(st));
+                    }
+                    return Err(match e {
+                        ProtocolError::Closed => Error::ShimLost {
+                            status: format!("wait status {raw:#x}"),
+                        },
+                        other => Error::Protocol {
+                            op: "waiting for the command",
+                            source: other,
+                        },
+                    });
+                }
+            }
+        }
+    }
+
+    /// Returns the status if the command has ended (enforcing the wall-time limit), without
+    /// blocking.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        self.wait_inner(false)
+    }
+
+    /// Closes stdin, waits for the command to end (or its wall-time limit) and returns how it
+    /// ended.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
+        drop(self.stdin.take());
+        self.wait_inner(true)?.ok_or(Error::ShimLost {
+            status: "no status".into(),
+        })
+    }
+
+    /// Closes stdin, reads stdout and stderr to the end while waiting, and returns everything.
+    /// The wall-time limit applies to the whole.
+    pub fn wait_with_output(mut self) -> Result<Output> {
+        drop(self.stdin.take());
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let mut stdout: Option<File> = self.stdout.take().map(|s| s.0);
+        let mut stderr: Option<File> = self.stderr.take().map(|s| s.0);
+        let deadline = self.deadline();
+        while stdout.is_some() || stderr.is_some() {
+            let timeout = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() && self.status.is_none() {
+                        // Enforce the limit now; the pipes reach EOF once everything is dead.
+                        self.try_wait()?;
+                        PollTimeout::NONE
+                    } else if self.status.is_some() {
+                        PollTimeout::NONE
+                    } else {
+                        PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32 + 1)
+                            .unwrap_or(PollTimeout::MAX)
+                    }
+                }
+            };
+            let mut fds = Vec::with_capacity(2);
+            if let Some(s) = &stdout {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(s) = &stderr {
+                fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::io("poll")(e.into())),
+            }
+            drop(fds);
+            for (pipe, buf) in [(&mut stdout, &mut out), (&mut stderr, &mut err)] {
+                if let Some(p) = pipe {
+                    if readable(p.as_fd()) {
+                        let mut chunk = [0u8; 65536];
+                        match p.read(&mut chunk) {
+                            Ok(0) => *pipe = None,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(Error::io("read")(e)),
+                        }
+                    }
+                }
+            }
+        }
+        let status = self.wait()?;
+        Ok(Output {
+            status,
+            stdout: out,
+            stderr: err,
+        })
+    }
+}
+
+fn readable(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+    matches!(poll(&mut p, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(shim) = self.shim.take() {
+            shim.kill_and_reap();
+        }
+    }
+}

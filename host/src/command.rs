@@ -1,0 +1,455 @@
+//! [`Command`]: a program to run in a [`Container`], with the shape of `std::process::Command`.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hatchery_protocol::{
+    Bytes, ExecSpec, FdAssignment, IdPlan, Kind, Message, SetupPlan, ShimMode,
+};
+
+use crate::child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
+use crate::container::{Container, Namespace};
+use crate::error::{Error, Result};
+use crate::spawn::{self, StartSpec};
+
+/// Where one of the command's standard streams goes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Stdio {
+    /// The host process's own stream.
+    Inherit,
+    /// A pipe; the host end is on [`Child`].
+    Piped,
+    /// `/dev/null`.
+    Null,
+    /// Any fd (a file, a socket, a pipe end).
+    Fd(OwnedFd),
+}
+
+impl Stdio {
+    /// [`Stdio::Inherit`].
+    pub fn inherit() -> Stdio {
+        Stdio::Inherit
+    }
+    /// [`Stdio::Piped`].
+    pub fn piped() -> Stdio {
+        Stdio::Piped
+    }
+    /// [`Stdio::Null`].
+    pub fn null() -> Stdio {
+        Stdio::Null
+    }
+}
+
+impl<T: Into<OwnedFd>> From<T> for Stdio {
+    fn from(fd: T) -> Stdio {
+        Stdio::Fd(fd.into())
+    }
+}
+
+/// A program to run in a container. Build it with [`Container::command`].
+///
+/// The environment starts empty: nothing of the host's leaks in unless set with
+/// [`env`](Command::env).
+#[derive(Debug)]
+pub struct Command {
+    container: Container,
+    program: OsString,
+    args: Vec<OsString>,
+    env: BTreeMap<OsString, OsString>,
+    cwd: Option<PathBuf>,
+    stdin: Option<Stdio>,
+    stdout: Option<Stdio>,
+    stderr: Option<Stdio>,
+    extra_fds: Vec<(OwnedFd, i32)>,
+    timeout: Option<Duration>,
+}
+
+/// The ends a spawn keeps or hands over.
+struct StdioSetup {
+    child_fds: Vec<OwnedFd>,
+    host: (Option<ChildStdin>, Option<ChildStdout>, Option<ChildStderr>),
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::io("pipe2")(e.into()))
+}
+
+fn dev_null() -> Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(Error::io("open /dev/null"))
+}
+
+impl Command {
+    pub(crate) fn new(container: Container, program: &str) -> Command {
+        Command {
+            container,
+            program: OsString::from(program),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            cwd: None,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            extra_fds: Vec::new(),
+            timeout: None,
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        for a in args {
+            self.arg(a);
+        }
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+        self.env
+            .insert(key.as_ref().to_os_string(), value.as_ref().to_os_string());
+        self
+    }
+
+    /// Sets environment variables.
+    pub fn envs<I, K, V>(&mut self, vars: I) -> &mut Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        for (k, v) in vars {
+            self.env(k, v);
+        }
+        self
+    }
+
+    /// Removes an environment variable.
+    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+        self.env.remove(key.as_ref());
+        self
+    }
+
+    /// Removes every environment variable.
+    pub fn env_clear(&mut self) -> &mut Self {
+        self.env.clear();
+        self
+    }
+
+    /// Sets the working directory inside the container (default `/`).
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cwd = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Sets stdin (default: inherit for `spawn`/`status`, null for `output`).
+    pub fn stdin(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.stdin = Some(cfg.into());
+        self
+    }
+
+    /// Sets stdout (default: inherit for `spawn`/`status`, piped for `output`).
+    pub fn stdout(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.stdout = Some(cfg.into());
+        self
+    }
+
+    /// Sets stderr (default: inherit for `spawn`/`status`, piped for `output`).
+    pub fn stderr(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.stderr = Some(cfg.into());
+        self
+    }
+
+    /// Passes `fd` to the command as fd number `target` (3 or above; use
+    /// [`stdin`](Command::stdin) and friends for 0–2). Every other fd of the host stays out.
+    pub fn fd(&mut self, fd: impl Into<OwnedFd>, target: i32) -> &mut Self {
+        self.extra_fds.push((fd.into(), target));
+        self
+    }
+
+    /// Kills the whole container once `timeout` has passed since the spawn (sub-second
+    /// resolution); the status then says [`timed_out`](ExitStatus::timed_out).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The program, as given.
+    pub fn get_program(&self) -> &OsStr {
+        &self.program
+    }
+
+    /// The container it runs in.
+    pub fn get_container(&self) -> &Container {
+        &self.container
+    }
+
+    fn stdio_fd<'a>(
+        cfg: Option<&'a Stdio>,
+        default: &'a Stdio,
+        host_fd: i32,
+        setup: &mut StdioSetup,
+        writes: bool,
+    ) -> Result<Option<BorrowedFd<'a>>> {
+        let cfg = cfg.unwrap_or(default);
+        match cfg {
+            Stdio::Fd(fd) => Ok(Some(fd.as_fd())),
+            Stdio::Inherit => {
+                #[allow(unsafe_code)]
+                // SAFETY: only used if fcntl says the fd is open; BorrowedFd lives as long as
+                // the host's own stdio, which is never closed by this crate.
+                let fd = unsafe { BorrowedFd::borrow_raw(host_fd) };
+                if nix::fcntl::fcntl(host_fd, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
+                    Ok(Some(fd))
+                } else {
+                    setup.child_fds.push(dev_null()?);
+                    Ok(None)
+                }
+            }
+            Stdio::Null => {
+                setup.child_fds.push(dev_null()?);
+                Ok(None)
+            }
+            Stdio::Piped => {
+                let (r, w) = pipe()?;
+                let (host, child) = if writes { (w, r) } else { (r, w) };
+                match host_fd {
+                    0 => setup.host.0 = Some(ChildStdin(host.into())),
+                    1 => setup.host.1 = Some(ChildStdout(host.into())),
+                    _ => setup.host.2 = Some(ChildStderr(host.into())),
+                }
+                setup.child_fds.push(child);
+                Ok(None)
+            }
+        }
+    }
+
+    fn spawn_with_defaults(&mut self, default_in: Stdio, default_out: Stdio) -> Result<Child> {
+        self.container.validate()?;
+        for (_, target) in &self.extra_fds {
+            if *target < 3 {
+                return Err(Error::InvalidConfig {
+                    what: "fd target",
+                    value: target.to_string(),
+                    reason: "0-2 are set with stdin/stdout/stderr",
+                });
+            }
+        }
+        let started = Instant::now();
+        let mut setup = StdioSetup {
+            child_fds: Vec::new(),
+            host: (None, None, None),
+        };
+        // Borrowed fds to send, in order; `None` means "the next of setup.child_fds".
+        let mut order: Vec<(Option<BorrowedFd<'_>>, i32)> = Vec::new();
+        let default_err = match default_out {
+            Stdio::Piped => Stdio::Piped,
+            _ => Stdio::Inherit,
+        };
+        order.push((
+            Self::stdio_fd(self.stdin.as_ref(), &default_in, 0, &mut setup, true)?,
+            0,
+        ));
+        order.push((
+            Self::stdio_fd(self.stdout.as_ref(), &default_out, 1, &mut setup, false)?,
+            1,
+        ));
+        order.push((
+            Self::stdio_fd(self.stderr.as_ref(), &default_err, 2, &mut setup, false)?,
+            2,
+        ));
+        for (fd, target) in &self.extra_fds {
+            order.push((Some(fd.as_fd()), *target));
+        }
+
+        let (root, mounts, blob) = self.container.plan_tree();
+        let blob_fd = if blob.is_empty() {
+            None
+        } else {
+            Some(sealed_blob(&blob)?)
+        };
+
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
+        let mut assignments = Vec::new();
+        let mut owned = setup.child_fds.iter();
+        for (fd, target) in &order {
+            let fd = match fd {
+                Some(b) => *b,
+                None => owned
+                    .next()
+                    .map(|o| o.as_fd())
+                    .ok_or(Error::InvalidConfig {
+                        what: "stdio",
+                        value: target.to_string(),
+                        reason: "internal: missing fd",
+                    })?,
+            };
+            assignments.push(FdAssignment {
+                index: fds.len() as u8,
+                target: *target,
+                name: None,
+            });
+            fds.push(fd);
+        }
+        let blob_index = blob_fd.as_ref().map(|b| {
+            fds.push(b.as_fd());
+            (fds.len() - 1) as u8
+        });
+        if fds.len() > hatchery_protocol::frame::MAX_PLAN_FDS {
+            return Err(Error::InvalidConfig {
+                what: "number of passed fds",
+                value: fds.len().to_string(),
+                reason: "at most 60 extra fds",
+            });
+        }
+
+        let command = ExecSpec {
+            program: Bytes(self.program.as_bytes().to_vec()),
+            argv: std::iter::once(&self.program)
+                .chain(self.args.iter())
+                .map(|a| Bytes(a.as_bytes().to_vec()))
+                .collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| {
+                    let mut e = k.as_bytes().to_vec();
+                    e.push(b'=');
+                    e.extend_from_slice(v.as_bytes());
+                    Bytes(e)
+                })
+                .collect(),
+            cwd: self
+                .cwd
+                .as_ref()
+                .map(|c| Bytes(c.as_os_str().as_bytes().to_vec())),
+        };
+        let c = &self.container;
+        let plan = SetupPlan {
+            hostname: c
+                .namespaces
+                .contains(&Namespace::Uts)
+                .then(|| c.hostname.clone())
+                .flatten(),
+            root,
+            mounts,
+            rlimits: c.rlimits.values().copied().collect(),
+            ids: IdPlan {
+                uid: c.uid_maps[0].container_id,
+                gid: c.gid_maps[0].container_id,
+                setgroups_allowed: false,
+                user: c.user.clone(),
+            },
+            blob: blob_index,
+            seccomp: None,
+            mode: ShimMode::OneShot {
+                command,
+                fds: assignments,
+            },
+        };
+        let clone_flags = c.namespaces.iter().fold(0, |acc, ns| acc | ns.clone_flag());
+        let mut shim = spawn::start(StartSpec {
+            clone_flags,
+            uid_maps: &c.uid_maps,
+            gid_maps: &c.gid_maps,
+            plan,
+            plan_fds: fds,
+            title: "hatchery:oneshot",
+        })?;
+        // The command's ends of the pipes now live in the container only.
+        drop(setup.child_fds);
+        drop(blob_fd);
+        let deadline = Some(Instant::now() + spawn::START_TIMEOUT);
+        let ready = shim.chan.recv(deadline);
+        match ready {
+            Ok(r) => match r.message {
+                Message::Ready(_) => Ok(Child::new(shim, setup.host, started, self.timeout)),
+                Message::SetupFailed(f) => {
+                    shim.kill_and_reap();
+                    Err(Error::Setup {
+                        step: f.step,
+                        errno: f.errno,
+                        detail: f.detail,
+                    })
+                }
+                other => {
+                    shim.kill_and_reap();
+                    Err(Error::Protocol {
+                        op: "waiting for the container",
+                        source: hatchery_protocol::ProtocolError::UnexpectedMessage {
+                            expected: Kind::Ready.name(),
+                            got: other.kind(),
+                        },
+                    })
+                }
+            },
+            Err(e) => {
+                let status = shim.kill_and_reap();
+                Err(match e {
+                    hatchery_protocol::ProtocolError::Closed => Error::ShimLost {
+                        status: format!("{status:?}"),
+                    },
+                    other => Error::Protocol {
+                        op: "waiting for the container",
+                        source: other,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Starts the command. Stdio defaults to inherit.
+    pub fn spawn(&mut self) -> Result<Child> {
+        self.spawn_with_defaults(Stdio::Inherit, Stdio::Inherit)
+    }
+
+    /// Runs the command to its end and returns how it ended. Stdio defaults to inherit.
+    pub fn status(&mut self) -> Result<ExitStatus> {
+        self.spawn()?.wait()
+    }
+
+    /// Runs the command to its end, capturing stdout and stderr. Stdin defaults to null.
+    pub fn output(&mut self) -> Result<Output> {
+        self.spawn_with_defaults(Stdio::Null, Stdio::Piped)?
+            .wait_with_output()
+    }
+}
+
+/// File contents for the container, in a sealed memfd the shim reads from.
+fn sealed_blob(bytes: &[u8]) -> Result<OwnedFd> {
+    let mfd = memfd::MemfdOptions::default()
+        .close_on_exec(true)
+        .allow_sealing(true)
+        .create("hatchery-files")
+        .map_err(|e| Error::io("memfd_create")(std::io::Error::other(e)))?;
+    mfd.as_file()
+        .write_all(bytes)
+        .map_err(Error::io("write memfd"))?;
+    mfd.add_seals(&[
+        memfd::FileSeal::SealShrink,
+        memfd::FileSeal::SealGrow,
+        memfd::FileSeal::SealWrite,
+        memfd::FileSeal::SealSeal,
+    ])
+    .map_err(|e| Error::io("seal memfd")(std::io::Error::other(e)))?;
+    Ok(mfd.into_file().into())
+}

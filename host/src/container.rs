@@ -1,0 +1,649 @@
+//! [`Container`]: the description of a sandbox, as plain data (the API of the crate hakoniwa).
+//! Nothing here touches the kernel; [`Container::command`] gives a [`Command`] that does.
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use hatchery_protocol::{Bytes, MountOp, Resource, Rlimit as RlimitSpec, RootPlan, UserSpec};
+
+use crate::command::Command;
+use crate::error::{Error, Result};
+use crate::idmap::{self, IdMap};
+
+/// A resource of `setrlimit(2)`.
+pub type Rlimit = Resource;
+
+/// A namespace that can be unshared on top of the user, mount and pid namespaces every
+/// container has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Namespace {
+    /// Cgroup namespace: `/proc/self/cgroup` shows the container's cgroup as its root.
+    Cgroup,
+    /// IPC namespace: private SysV IPC and POSIX message queues.
+    Ipc,
+    /// Network namespace: no interfaces but a loopback device.
+    Network,
+    /// UTS namespace: private hostname.
+    Uts,
+    /// Mount namespace (always on).
+    Mount,
+    /// User namespace (always on).
+    User,
+    /// Pid namespace (always on).
+    Pid,
+}
+
+impl Namespace {
+    pub(crate) fn clone_flag(self) -> libc::c_int {
+        match self {
+            Namespace::Cgroup => libc::CLONE_NEWCGROUP,
+            Namespace::Ipc => libc::CLONE_NEWIPC,
+            Namespace::Network => libc::CLONE_NEWNET,
+            Namespace::Uts => libc::CLONE_NEWUTS,
+            Namespace::Mount => libc::CLONE_NEWNS,
+            Namespace::User => libc::CLONE_NEWUSER,
+            Namespace::Pid => libc::CLONE_NEWPID,
+        }
+    }
+}
+
+/// A mount at a container path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MountEntry {
+    Bind { source: PathBuf, writable: bool },
+    Tmpfs { size: Option<u64>, read_only: bool },
+    Proc,
+    Devfs,
+}
+
+/// A file-system object created after the mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FsEntry {
+    Dir {
+        path: String,
+        mode: u32,
+    },
+    File {
+        path: String,
+        contents: Vec<u8>,
+        mode: u32,
+    },
+    Symlink {
+        original: String,
+        link: String,
+    },
+}
+
+/// A sandbox description. Cheap to clone; every [`Command`] takes a copy.
+///
+/// Every container has its own user, mount and pid namespaces, a root on a fresh tmpfs (or
+/// [`rootdir`](Container::rootdir)) that is read-only once built, no capabilities, no_new_privs,
+/// a new session, `RLIMIT_CORE` 0 and only the fds it is explicitly given. When the host runs as
+/// root, the guest is mapped to `nobody` unless configured otherwise, never to host root.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub(crate) namespaces: std::collections::BTreeSet<Namespace>,
+    pub(crate) rootdir: Option<(PathBuf, bool)>,
+    pub(crate) mounts: BTreeMap<String, MountEntry>,
+    pub(crate) fs: Vec<FsEntry>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) uid_maps: Vec<IdMap>,
+    pub(crate) gid_maps: Vec<IdMap>,
+    pub(crate) user: Option<UserSpec>,
+    pub(crate) rlimits: BTreeMap<u8, RlimitSpec>,
+    /// Problems found while configuring, reported by `spawn` (builders cannot fail).
+    pub(crate) config_errors: Vec<(&'static str, String, &'static str)>,
+}
+
+impl Default for Container {
+    fn default() -> Self {
+        Container::new()
+    }
+}
+
+fn normalize_container_path(p: &str) -> Option<String> {
+    if !p.starts_with('/') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => parts.push(c),
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
+}
+
+impl Container {
+    /// A container with new user, mount and pid namespaces, the current user mapped to root
+    /// inside (`nobody` on the host when the host runs as root), and a fresh `/proc`.
+    pub fn new() -> Self {
+        let mut c = Container::empty();
+        c.procfsmount("/proc");
+        c
+    }
+
+    /// A container with nothing in it: an empty read-only tmpfs root, the user, mount and pid
+    /// namespaces (always on) and the default id maps.
+    pub fn empty() -> Self {
+        Container {
+            namespaces: [Namespace::User, Namespace::Mount, Namespace::Pid]
+                .into_iter()
+                .collect(),
+            rootdir: None,
+            mounts: BTreeMap::new(),
+            fs: Vec::new(),
+            hostname: None,
+            uid_maps: vec![IdMap {
+                container_id: 0,
+                host_id: idmap::default_host_uid(),
+                size: 1,
+            }],
+            gid_maps: vec![IdMap {
+                container_id: 0,
+                host_id: idmap::default_host_gid(),
+                size: 1,
+            }],
+            user: None,
+            rlimits: BTreeMap::new(),
+            config_errors: Vec::new(),
+        }
+    }
+
+    fn target(&mut self, what: &'static str, path: &str) -> Option<String> {
+        let t = normalize_container_path(path);
+        if t.is_none() {
+            self.config_errors.push((
+                what,
+                path.to_string(),
+                "must be an absolute path without `..`",
+            ));
+        }
+        t
+    }
+
+    /// Unshares one more namespace (cgroup, ipc, network or uts).
+    pub fn unshare(&mut self, namespace: Namespace) -> &mut Self {
+        self.namespaces.insert(namespace);
+        self
+    }
+
+    /// Uses the host directory `host_path` as the root, read-only (see
+    /// [`rootdir_rw`](Container::rootdir_rw)).
+    pub fn rootdir(&mut self, host_path: impl AsRef<Path>) -> &mut Self {
+        self.rootdir = Some((host_path.as_ref().to_path_buf(), false));
+        self
+    }
+
+    /// Uses the host directory `host_path` as a writable root.
+    pub fn rootdir_rw(&mut self, host_path: impl AsRef<Path>) -> &mut Self {
+        self.rootdir = Some((host_path.as_ref().to_path_buf(), true));
+        self
+    }
+
+    /// Mounts the subdirectories of `host_path` read-only at the same places in the container.
+    /// For `/` only the system directories are taken: `bin etc lib lib64 lib32 sbin usr`
+    /// (symbolic links such as a merged-/usr `/bin -> usr/bin` are recreated as links).
+    pub fn rootfs(&mut self, host_path: impl AsRef<Path>) -> &mut Self {
+        let dir = host_path.as_ref();
+        if dir == Path::new("/") {
+            for name in ["bin", "etc", "lib", "lib64", "lib32", "sbin", "usr"] {
+                let p = Path::new("/").join(name);
+                match std::fs::symlink_metadata(&p) {
+                    Ok(m) if m.file_type().is_symlink() => {
+                        if let Ok(original) = std::fs::read_link(&p) {
+                            let original = original.to_string_lossy().into_owned();
+                            self.symlink(&original, &format!("/{name}"));
+                        }
+                    }
+                    Ok(m) if m.is_dir() => {
+                        self.bindmount_ro(&p.to_string_lossy(), &format!("/{name}"));
+                    }
+                    _ => {}
+                }
+            }
+            return self;
+        }
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let mut names: Vec<_> = entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name())
+                    .collect();
+                names.sort();
+                for name in names {
+                    let src = dir.join(&name);
+                    let dst = format!("/{}", name.to_string_lossy());
+                    self.bindmount_ro(&src.to_string_lossy(), &dst);
+                }
+            }
+            Err(_) => self.config_errors.push((
+                "rootfs",
+                dir.to_string_lossy().into_owned(),
+                "cannot read the directory",
+            )),
+        }
+        self
+    }
+
+    /// Bind-mounts `host_path` read-only (recursively, nosuid, nodev) at `container_path`.
+    pub fn bindmount_ro(&mut self, host_path: &str, container_path: &str) -> &mut Self {
+        self.bind(host_path, container_path, false)
+    }
+
+    /// Bind-mounts `host_path` read-write (recursively, nosuid, nodev) at `container_path`.
+    pub fn bindmount_rw(&mut self, host_path: &str, container_path: &str) -> &mut Self {
+        self.bind(host_path, container_path, true)
+    }
+
+    fn bind(&mut self, host_path: &str, container_path: &str, writable: bool) -> &mut Self {
+        if let Some(t) = self.target("bind mount target", container_path) {
+            self.mounts.insert(
+                t,
+                MountEntry::Bind {
+                    source: PathBuf::from(host_path),
+                    writable,
+                },
+            );
+        }
+        self
+    }
+
+    /// Mounts a minimal /dev at `container_path`: null zero full random urandom tty, the
+    /// fd/stdin/stdout/stderr links, a private devpts (with ptmx) and a /dev/shm tmpfs.
+    pub fn devfsmount(&mut self, container_path: &str) -> &mut Self {
+        if let Some(t) = self.target("devfs mount target", container_path) {
+            self.mounts.insert(t, MountEntry::Devfs);
+        }
+        self
+    }
+
+    /// Mounts a fresh tmpfs (nosuid, nodev, mode 1777) at `container_path`.
+    pub fn tmpfsmount(&mut self, container_path: &str) -> &mut Self {
+        self.tmpfs(container_path, None, false)
+    }
+
+    /// Mounts a fresh tmpfs of at most `size_bytes` at `container_path`.
+    pub fn tmpfsmount_sized(&mut self, container_path: &str, size_bytes: u64) -> &mut Self {
+        self.tmpfs(container_path, Some(size_bytes), false)
+    }
+
+    /// Mounts a tmpfs that is made read-only once files were placed in it.
+    pub fn tmpfsmount_ro(&mut self, container_path: &str) -> &mut Self {
+        self.tmpfs(container_path, None, true)
+    }
+
+    fn tmpfs(&mut self, path: &str, size: Option<u64>, read_only: bool) -> &mut Self {
+        if let Some(t) = self.target("tmpfs mount target", path) {
+            self.mounts.insert(t, MountEntry::Tmpfs { size, read_only });
+        }
+        self
+    }
+
+    /// Mounts a procfs of the container's pid namespace at `container_path`.
+    pub fn procfsmount(&mut self, container_path: &str) -> &mut Self {
+        if let Some(t) = self.target("procfs mount target", container_path) {
+            self.mounts.insert(t, MountEntry::Proc);
+        }
+        self
+    }
+
+    /// Creates a file with `contents` (mode 0644) at `container_path`, after the mounts.
+    pub fn file(&mut self, container_path: &str, contents: impl AsRef<[u8]>) -> &mut Self {
+        self.file_with_mode(container_path, contents, 0o644)
+    }
+
+    /// Creates a file with `contents` and permission bits `mode`.
+    pub fn file_with_mode(
+        &mut self,
+        container_path: &str,
+        contents: impl AsRef<[u8]>,
+        mode: u32,
+    ) -> &mut Self {
+        if let Some(path) = self.target("file path", container_path) {
+            self.fs.push(FsEntry::File {
+                path,
+                contents: contents.as_ref().to_vec(),
+                mode,
+            });
+        }
+        self
+    }
+
+    /// Creates a directory (and its parents) with permission bits `mode`, after the mounts.
+    pub fn dir(&mut self, container_path: &str, mode: u32) -> &mut Self {
+        if let Some(path) = self.target("directory path", container_path) {
+            self.fs.push(FsEntry::Dir { path, mode });
+        }
+        self
+    }
+
+    /// Creates a symbolic link at `link` pointing to `original`, after the mounts.
+    pub fn symlink(&mut self, original: &str, link: &str) -> &mut Self {
+        if let Some(link) = self.target("symlink path", link) {
+            self.fs.push(FsEntry::Symlink {
+                original: original.to_string(),
+                link,
+            });
+        }
+        self
+    }
+
+    /// Maps container uid `container_id` to the default host uid (the current user, or
+    /// `nobody` when the host runs as root).
+    pub fn uidmap(&mut self, container_id: u32) -> &mut Self {
+        self.uid_maps = vec![IdMap {
+            container_id,
+            host_id: idmap::default_host_uid(),
+            size: 1,
+        }];
+        self
+    }
+
+    /// Maps container gid `container_id` to the default host gid.
+    pub fn gidmap(&mut self, container_id: u32) -> &mut Self {
+        self.gid_maps = vec![IdMap {
+            container_id,
+            host_id: idmap::default_host_gid(),
+            size: 1,
+        }];
+        self
+    }
+
+    /// Sets several uid ranges `(container_id, host_id, count)`. More than one range, or a
+    /// range that is not the current user, needs `newuidmap` and `/etc/subuid` (or a root host).
+    /// The first range's container id is the uid the shim and, unless [`user`](Container::user)
+    /// says otherwise, the command run as.
+    pub fn uidmaps(&mut self, maps: &[(u32, u32, u32)]) -> &mut Self {
+        self.uid_maps = maps
+            .iter()
+            .map(|&(container_id, host_id, size)| IdMap {
+                container_id,
+                host_id,
+                size,
+            })
+            .collect();
+        self
+    }
+
+    /// Sets several gid ranges, as [`uidmaps`](Container::uidmaps).
+    pub fn gidmaps(&mut self, maps: &[(u32, u32, u32)]) -> &mut Self {
+        self.gid_maps = maps
+            .iter()
+            .map(|&(container_id, host_id, size)| IdMap {
+                container_id,
+                host_id,
+                size,
+            })
+            .collect();
+        self
+    }
+
+    /// Runs the command as `user` (name or id), with primary `group` (default: the user's) and
+    /// supplementary groups, all resolved in the container's own `/etc/passwd` and `/etc/group`.
+    pub fn user(&mut self, user: &str, group: Option<&str>, supplementary: &[&str]) -> &mut Self {
+        self.user = Some(UserSpec {
+            user: user.to_string(),
+            group: group.map(str::to_string),
+            supplementary: supplementary.iter().map(|s| s.to_string()).collect(),
+        });
+        self
+    }
+
+    /// Sets the hostname (unshares the UTS namespace).
+    pub fn hostname(&mut self, hostname: &str) -> &mut Self {
+        self.namespaces.insert(Namespace::Uts);
+        self.hostname = Some(hostname.to_string());
+        self
+    }
+
+    /// Shares the host's network (`true`) or gives the container its own network namespace with
+    /// only a loopback device (`false`).
+    pub fn network(&mut self, share_host_network: bool) -> &mut Self {
+        if share_host_network {
+            self.namespaces.remove(&Namespace::Network);
+        } else {
+            self.namespaces.insert(Namespace::Network);
+        }
+        self
+    }
+
+    /// Sets a resource limit for the command. `u64::MAX` is unlimited.
+    pub fn setrlimit(&mut self, resource: Rlimit, soft: u64, hard: u64) -> &mut Self {
+        self.rlimits.insert(
+            resource as u8,
+            RlimitSpec {
+                resource,
+                soft,
+                hard,
+            },
+        );
+        self
+    }
+
+    /// A command that runs `program` in this container. Without a `/`, `program` is searched
+    /// on the command's `PATH` (or the default PATH) inside the container.
+    pub fn command(&self, program: &str) -> Command {
+        Command::new(self.clone(), program)
+    }
+
+    /// The namespaces this container gets.
+    pub fn namespaces(&self) -> impl Iterator<Item = Namespace> + '_ {
+        self.namespaces.iter().copied()
+    }
+
+    /// Checks the configuration (paths, id maps) without starting anything.
+    pub fn validate(&self) -> Result<()> {
+        if let Some((what, value, reason)) = self.config_errors.first() {
+            return Err(Error::InvalidConfig {
+                what,
+                value: value.clone(),
+                reason,
+            });
+        }
+        idmap::validate("uid", &self.uid_maps)?;
+        idmap::validate("gid", &self.gid_maps)?;
+        if let Some(h) = &self.hostname {
+            if h.len() > 64 || h.is_empty() {
+                return Err(Error::InvalidConfig {
+                    what: "hostname",
+                    value: h.clone(),
+                    reason: "must be 1 to 64 bytes",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The root, mounts and file-system operations as the shim's plan, plus the blob with file
+    /// contents.
+    pub(crate) fn plan_tree(&self) -> (RootPlan, Vec<MountOp>, Vec<u8>) {
+        let root = match &self.rootdir {
+            None => RootPlan::Tmpfs,
+            Some((p, writable)) => RootPlan::HostDir {
+                path: Bytes(p.as_os_str().as_bytes().to_vec()),
+                writable: *writable,
+            },
+        };
+        let mut ops = Vec::new();
+        for (target, m) in &self.mounts {
+            let target = Bytes::from(target.as_str());
+            ops.push(match m {
+                MountEntry::Bind { source, writable } => MountOp::Bind {
+                    source: Bytes(source.as_os_str().as_bytes().to_vec()),
+                    target,
+                    writable: *writable,
+                },
+                MountEntry::Tmpfs { size, read_only } => MountOp::Tmpfs {
+                    target,
+                    size_bytes: *size,
+                    nr_inodes: None,
+                    mode: 0o1777,
+                    read_only: *read_only,
+                },
+                MountEntry::Proc => MountOp::Proc { target },
+                MountEntry::Devfs => MountOp::Devfs { target },
+            });
+        }
+        let mut blob = Vec::new();
+        for f in &self.fs {
+            ops.push(match f {
+                FsEntry::Dir { path, mode } => MountOp::Dir {
+                    path: path.as_str().into(),
+                    mode: *mode,
+                },
+                FsEntry::File {
+                    path,
+                    contents,
+                    mode,
+                } => {
+                    let offset = blob.len() as u64;
+                    blob.extend_from_slice(contents);
+                    MountOp::File {
+                        path: path.as_str().into(),
+                        mode: *mode,
+                        offset,
+                        len: contents.len() as u64,
+                    }
+                }
+                FsEntry::Symlink { original, link } => MountOp::Symlink {
+                    original: original.as_str().into(),
+                    link: link.as_str().into(),
+                },
+            });
+        }
+        (root, ops, blob)
+    }
+
+    /// Human-readable plan (what `hatchery run -v` prints).
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let ns: Vec<String> = self.namespaces.iter().map(|n| format!("{n:?}")).collect();
+        out.push(format!("namespaces: {}", ns.join(", ")));
+        match &self.rootdir {
+            None => out.push("root: tmpfs (read-only once built)".into()),
+            Some((p, rw)) => out.push(format!(
+                "root: {} ({})",
+                p.display(),
+                if *rw { "read-write" } else { "read-only" }
+            )),
+        }
+        for (t, m) in &self.mounts {
+            out.push(match m {
+                MountEntry::Bind { source, writable } => format!(
+                    "mount: {} -> {t} (bind, {}, nosuid, nodev)",
+                    source.display(),
+                    if *writable { "rw" } else { "ro" }
+                ),
+                MountEntry::Tmpfs { size, read_only } => format!(
+                    "mount: tmpfs -> {t} ({}{})",
+                    if *read_only { "ro" } else { "rw" },
+                    size.map(|s| format!(", size={s}")).unwrap_or_default()
+                ),
+                MountEntry::Proc => format!("mount: proc -> {t}"),
+                MountEntry::Devfs => format!("mount: devfs -> {t}"),
+            });
+        }
+        for f in &self.fs {
+            out.push(match f {
+                FsEntry::Dir { path, mode } => format!("dir: {path} ({mode:o})"),
+                FsEntry::File {
+                    path,
+                    contents,
+                    mode,
+                } => format!("file: {path} ({} bytes, {mode:o})", contents.len()),
+                FsEntry::Symlink { original, link } => format!("symlink: {link} -> {original}"),
+            });
+        }
+        for m in &self.uid_maps {
+            out.push(format!(
+                "uid map: {} -> host {} (x{})",
+                m.container_id, m.host_id, m.size
+            ));
+        }
+        for m in &self.gid_maps {
+            out.push(format!(
+                "gid map: {} -> host {} (x{})",
+                m.container_id, m.host_id, m.size
+            ));
+        }
+        if let Some(u) = &self.user {
+            out.push(format!(
+                "user: {} group: {:?} supplementary: {:?}",
+                u.user, u.group, u.supplementary
+            ));
+        }
+        if let Some(h) = &self.hostname {
+            out.push(format!("hostname: {h}"));
+        }
+        for r in self.rlimits.values() {
+            let fmt = |v: u64| {
+                if v == u64::MAX {
+                    "unlimited".to_string()
+                } else {
+                    v.to_string()
+                }
+            };
+            out.push(format!(
+                "rlimit: {} soft={} hard={}",
+                r.resource.name(),
+                fmt(r.soft),
+                fmt(r.hard)
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_normalized_and_checked() {
+        assert_eq!(
+            normalize_container_path("/a//b/./c/").as_deref(),
+            Some("/a/b/c")
+        );
+        assert_eq!(normalize_container_path("/").as_deref(), Some("/"));
+        assert_eq!(normalize_container_path("a"), None);
+        assert_eq!(normalize_container_path("/a/../b"), None);
+        let mut c = Container::new();
+        c.bindmount_ro("/usr", "usr");
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn mounts_are_ordered_parents_first_and_files_after() {
+        let mut c = Container::empty();
+        c.file("/etc/x", "hi")
+            .tmpfsmount("/tmp/a")
+            .bindmount_ro("/usr", "/usr")
+            .tmpfsmount("/tmp");
+        let (_, ops, blob) = c.plan_tree();
+        let names: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
+        assert!(names[0].contains("\"/tmp\""), "{names:?}");
+        assert!(names[1].contains("\"/tmp/a\""));
+        assert!(names[2].contains("\"/usr\""));
+        assert!(names[3].starts_with("File"));
+        assert_eq!(blob, b"hi");
+    }
+
+    #[test]
+    fn root_host_maps_to_nobody_by_default() {
+        let c = Container::new();
+        let expected = if nix::unistd::geteuid().is_root() {
+            idmap::NOBODY
+        } else {
+            nix::unistd::geteuid().as_raw()
+        };
+        assert_eq!(c.uid_maps[0].host_id, expected);
+        assert_eq!(c.uid_maps[0].container_id, 0);
+        assert!(c.validate().is_ok());
+    }
+}

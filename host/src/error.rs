@@ -1,0 +1,174 @@
+//! Host-side errors of the one-shot API.
+
+use std::path::PathBuf;
+
+use hatchery_protocol::{ProtocolError, SetupStep};
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn errno_text(errno: i32) -> String {
+    if errno == 0 {
+        String::from("no errno")
+    } else {
+        std::io::Error::from_raw_os_error(errno).to_string()
+    }
+}
+
+fn clone_hint(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM | libc::ENOSPC | libc::EUSERS => {
+            " (unprivileged user namespaces may be disabled: check \
+             /proc/sys/user/max_user_namespaces, kernel.unprivileged_userns_clone and \
+             kernel.apparmor_restrict_unprivileged_userns)"
+        }
+        libc::EINVAL => " (the kernel may lack one of the requested namespaces)",
+        _ => "",
+    }
+}
+
+/// Everything that can go wrong starting or running a sandboxed command, apart from the command
+/// itself failing (that is an [`ExitStatus`](crate::ExitStatus)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A container setup step failed inside the sandbox; the command never ran.
+    #[error("container setup failed at {step:?} ({detail}): {}", errno_text(*errno))]
+    Setup {
+        /// The step.
+        step: SetupStep,
+        /// Its errno (0 when no system call failed).
+        errno: i32,
+        /// The path, user or call it was working on.
+        detail: String,
+    },
+    /// The `hatchery-shim` binary was not found.
+    #[error(
+        "cannot find the hatchery-shim binary (looked in {searched:?}); build it with \
+         `cargo build -p hatchery-guest`, install it next to your program, or set HATCHERY_SHIM"
+    )]
+    ShimNotFound {
+        /// Paths that were tried.
+        searched: Vec<PathBuf>,
+    },
+    /// The shim binary could not be copied into its sealed memfd.
+    #[error("cannot load the hatchery-shim binary from {path:?}")]
+    ShimLoad {
+        /// Its path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `clone` with new namespaces failed.
+    #[error("clone with new namespaces failed: {}{}", errno_text(*errno), clone_hint(*errno))]
+    Clone {
+        /// The errno.
+        errno: i32,
+    },
+    /// Executing the shim in the new namespaces failed.
+    #[error("executing hatchery-shim failed: {}", errno_text(*errno))]
+    ShimExec {
+        /// The errno.
+        errno: i32,
+    },
+    /// The shim died before reporting a result.
+    #[error("hatchery-shim exited without a report ({status})")]
+    ShimLost {
+        /// How it ended.
+        status: String,
+    },
+    /// Writing the user namespace's id maps failed.
+    #[error("writing {file} for the container failed")]
+    IdMap {
+        /// `uid_map`, `gid_map`, `setgroups`, or the newuidmap/newgidmap program.
+        file: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `newuidmap`/`newgidmap` refused the mapping.
+    #[error(
+        "{program} refused the id mapping: {stderr} (install Debian's `uidmap` package and give \
+         the user ranges in /etc/subuid and /etc/subgid)"
+    )]
+    NewIdMap {
+        /// Which program.
+        program: &'static str,
+        /// What it printed.
+        stderr: String,
+    },
+    /// The configuration would map host root into the sandbox.
+    #[error("the id map {kind} {container}->{host} (x{count}) includes host id 0; the guest is never host root")]
+    HostRootMapped {
+        /// `uid` or `gid`.
+        kind: &'static str,
+        /// First container id.
+        container: u32,
+        /// First host id.
+        host: u32,
+        /// Range length.
+        count: u32,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid {what}: {value:?} ({reason})")]
+    InvalidConfig {
+        /// Which setting.
+        what: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+    /// Talking to the shim failed.
+    #[error("protocol error while {op}")]
+    Protocol {
+        /// What the host was doing.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: ProtocolError,
+    },
+    /// A host-side system call failed.
+    #[error("{op} failed")]
+    Io {
+        /// The call.
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// The exit code `hatchery run` uses for this error: 127 when the program was not found,
+    /// 126 when it could not be executed, 125 for any other container failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Setup {
+                step: SetupStep::FindProgram,
+                ..
+            } => 127,
+            Error::Setup {
+                step: SetupStep::Exec,
+                errno,
+                ..
+            } => {
+                if *errno == libc::ENOENT {
+                    127
+                } else {
+                    126
+                }
+            }
+            _ => 125,
+        }
+    }
+
+    pub(crate) fn io(op: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+        move |source| Error::Io { op, source }
+    }
+
+    pub(crate) fn protocol(op: &'static str) -> impl FnOnce(ProtocolError) -> Error {
+        move |source| Error::Protocol { op, source }
+    }
+}

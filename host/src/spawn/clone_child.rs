@@ -1,0 +1,179 @@
+//! THE FORK BOUNDARY OF THE HOST: `clone` into new namespaces, then `execveat` of the shim.
+//!
+//! The host is a multithreaded program (the user's server). The child runs with `CLONE_VM |
+//! CLONE_VFORK` on a stack prepared here, like `posix_spawn`: it shares the parent's memory while
+//! the calling thread is suspended until the exec. So the code in [`child_main`] follows strict
+//! rules: no allocation, no locks, only async-signal-safe calls, no writes to anything but its own
+//! stack, and it ends in `execveat` or `_exit`. It only reads a [`Prepared`] built before the
+//! clone. All signals are blocked in the calling thread around the clone, so no handler of the
+//! host ever runs on the child's stack; the shim sets its own mask after the exec.
+//!
+//! The child keeps the capabilities it has in its new user namespace across the exec by raising
+//! them into the ambient set: the shim needs them to build the container, whatever uid the maps
+//! (written by the parent after the clone) give it.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use hatchery_guest::sys;
+
+/// Everything the child needs, built before the clone.
+pub struct Prepared<'a> {
+    /// The sealed shim memfd.
+    pub shim: BorrowedFd<'a>,
+    /// `/dev/null`, opened read-write; becomes fds 0, 1 and 2 of the shim.
+    pub devnull: BorrowedFd<'a>,
+    /// The guest end of the control socket; becomes fd 3.
+    pub control: BorrowedFd<'a>,
+    /// Write end of a close-on-exec pipe that receives the errno if the exec fails.
+    pub err_pipe: BorrowedFd<'a>,
+    /// Highest capability number of the kernel.
+    pub last_cap: u32,
+    /// `RLIMIT_NOFILE` soft limit, for the close-range fallback.
+    pub fd_limit: u32,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    _strings: Vec<CString>,
+}
+
+impl<'a> Prepared<'a> {
+    /// Builds the plan. `argv0` becomes the shim's process title.
+    pub fn new(
+        shim: BorrowedFd<'a>,
+        devnull: BorrowedFd<'a>,
+        control: BorrowedFd<'a>,
+        err_pipe: BorrowedFd<'a>,
+        argv0: &str,
+    ) -> Prepared<'a> {
+        let strings = vec![CString::new(argv0).unwrap_or_else(|_| c"hatchery-shim".to_owned())];
+        let argv = vec![strings[0].as_ptr(), std::ptr::null()];
+        let envp = vec![std::ptr::null()];
+        let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(soft, _)| soft.min(1 << 20) as u32)
+            .unwrap_or(1024);
+        Prepared {
+            shim,
+            devnull,
+            control,
+            err_pipe,
+            last_cap: sys::last_cap(),
+            fd_limit,
+            argv,
+            envp,
+            _strings: strings,
+        }
+    }
+}
+
+const STACK_SIZE: usize = 64 * 1024;
+
+/// Clones a child into new namespaces (`flags` holds the `CLONE_NEW*` bits) that execs the shim.
+/// Returns its pid once the exec happened (or the child failed: then the errno is in the pipe).
+pub fn spawn(flags: libc::c_int, prepared: &Prepared<'_>) -> Result<libc::pid_t, i32> {
+    // Every fd the child dups from must not collide with 0..=3.
+    for fd in [
+        prepared.devnull,
+        prepared.control,
+        prepared.err_pipe,
+        prepared.shim,
+    ] {
+        debug_assert!(fd.as_raw_fd() > 3, "fork-boundary fds must be above 3");
+    }
+    let mut stack = vec![0u8; STACK_SIZE];
+    // The stack grows down on every architecture we support; keep 16-byte alignment.
+    let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !15;
+
+    // SAFETY: sigfillset initialises `all`; `old` is written by pthread_sigmask.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both sets are valid local sigset_t values.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: `child_main` only reads `prepared` (alive: this thread is suspended until the child
+    // execs or exits, CLONE_VFORK) and runs on `stack`, which outlives the call for the same
+    // reason. CLONE_VM without CLONE_SIGHAND gives the child its own signal dispositions.
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            prepared as *const Prepared<'_> as *mut libc::c_void,
+        )
+    };
+    let err = std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO);
+    // SAFETY: restoring the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    drop(stack);
+    if pid < 0 {
+        Err(err)
+    } else {
+        Ok(pid)
+    }
+}
+
+/// The child. See the module header for the rules.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `&Prepared` passed to clone, alive while the parent is suspended.
+    let p: &Prepared<'_> = unsafe { &*(arg as *const Prepared<'_>) };
+    let fail = |errno: i32| -> ! {
+        sys::write_all_ignoring_errors(p.err_pipe.as_raw_fd(), &errno.to_le_bytes());
+        sys::exit_now(127)
+    };
+    // Handlers of the host must not survive into the shim (ignored signals may stay ignored:
+    // exec keeps SIG_IGN and the shim resets its children itself).
+    for sig in 1..=64 {
+        // SAFETY: querying and setting dispositions with valid local sigaction structs.
+        unsafe {
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
+                && current.sa_sigaction != libc::SIG_DFL
+                && current.sa_sigaction != libc::SIG_IGN
+            {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+    }
+    for target in 0..3 {
+        if let Err(e) = sys::dup2_keep(p.devnull.as_raw_fd(), target) {
+            fail(e);
+        }
+    }
+    if let Err(e) = sys::dup2_keep(p.control.as_raw_fd(), 3) {
+        fail(e);
+    }
+    // Everything else closes at exec (the shim memfd must stay open until then).
+    if let Err(e) = sys::close_range(4, u32::MAX, true, p.fd_limit) {
+        fail(e);
+    }
+    let all_caps = if p.last_cap >= 63 {
+        u64::MAX
+    } else {
+        (1u64 << (p.last_cap + 1)) - 1
+    };
+    if let Err(e) = sys::capset_all(all_caps) {
+        fail(e);
+    }
+    if let Err(e) = sys::raise_ambient(p.last_cap) {
+        fail(e);
+    }
+    let e = sys::fexecve(p.shim.as_raw_fd(), &p.argv, &p.envp);
+    fail(e)
+}
+
+/// Reads the 4-byte errno the child left if its exec failed (`None`: the exec succeeded).
+pub fn read_exec_error(pipe: RawFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    // SAFETY: reading into a local buffer; the pipe's write ends are closed, so this never blocks.
+    let n = unsafe { libc::read(pipe, buf.as_mut_ptr().cast(), buf.len()) };
+    (n == 4).then(|| i32::from_le_bytes(buf))
+}

@@ -1,0 +1,183 @@
+//! Starting a shim in new namespaces and handing it its plan.
+//!
+//! ```text
+//!  host thread                                   child (CLONE_VM|CLONE_VFORK)      shim
+//!  prepare fds, argv  ──clone(NEW*)──────────▶   fds 0-3, caps→ambient ──execveat─▶ Hello
+//!  (resumes at exec)
+//!  write uid_map/gid_map (or newuidmap)
+//!  send SetupPlan + fds ─────────────────────────────────────────────────────────▶ build root
+//!  receive Hello (version check) ◀──────────────────────────────────────────────
+//! ```
+//!
+//! The plan is sent without waiting for Hello (it queues in the socket), so starting a shim
+//! costs one clone, one exec and the map writes on the host's side.
+
+pub(crate) mod clone_child;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use hatchery_protocol::{Channel, Kind, Message, SetupPlan};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::idmap::{self, IdMap};
+use crate::shim_binary;
+
+/// How long a shim may take to start and say Hello.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to start.
+pub(crate) struct StartSpec<'a> {
+    /// `CLONE_NEW*` flags (user, mount and pid are always added).
+    pub clone_flags: libc::c_int,
+    pub uid_maps: &'a [IdMap],
+    pub gid_maps: &'a [IdMap],
+    /// The plan; `ids.setgroups_allowed` is filled in here.
+    pub plan: SetupPlan,
+    /// Fds sent with the plan.
+    pub plan_fds: Vec<BorrowedFd<'a>>,
+    /// Process title.
+    pub title: &'a str,
+}
+
+/// A running shim that accepted its plan.
+#[derive(Debug)]
+pub(crate) struct ShimProcess {
+    pub pid: Pid,
+    pub chan: Channel,
+}
+
+impl ShimProcess {
+    /// SIGKILLs the shim (and with it its whole pid namespace) and reaps it.
+    pub fn kill_and_reap(&self) -> Option<nix::sys::wait::WaitStatus> {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        reap(self.pid)
+    }
+}
+
+/// Waits for `pid`, retrying on EINTR.
+pub(crate) fn reap(pid: Pid) -> Option<WaitStatus> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(s) => return Some(s),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn high_cloexec(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+        .map(|raw| {
+            #[allow(unsafe_code)]
+            // SAFETY: F_DUPFD_CLOEXEC just created `raw`; nothing else owns it.
+            unsafe {
+                std::os::fd::FromRawFd::from_raw_fd(raw)
+            }
+        })
+        .map_err(|e| Error::io("dup")(e.into()))
+}
+
+/// Starts a shim: clone + exec, id maps, plan. On any error the child is killed and reaped.
+pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
+    let shim = shim_binary::get()?;
+    let (host_end, guest_end) = Channel::pair().map_err(Error::protocol("creating the socket"))?;
+    let devnull: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(Error::io("open /dev/null"))?
+        .into();
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| Error::io("pipe2")(e.into()))?;
+    // Lift every fd the child handles above 3, so its dup2s onto 0-3 cannot clobber them.
+    let devnull = high_cloexec(devnull.as_fd())?;
+    let guest = high_cloexec(guest_end.as_fd())?;
+    drop(guest_end);
+    let err_w = high_cloexec(err_w.as_fd())?;
+    let shim_fd = high_cloexec(shim.fd())?;
+    let prepared = clone_child::Prepared::new(
+        shim_fd.as_fd(),
+        devnull.as_fd(),
+        guest.as_fd(),
+        err_w.as_fd(),
+        spec.title,
+    );
+    let flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    let pid = clone_child::spawn(flags, &prepared).map_err(|errno| Error::Clone { errno })?;
+    drop(prepared);
+    drop(guest);
+    drop(err_w);
+    drop(shim_fd);
+    let pid = Pid::from_raw(pid);
+    let mut shim_proc = ShimProcess {
+        pid,
+        chan: host_end,
+    };
+    if let Some(errno) = clone_child::read_exec_error(err_r.as_raw_fd()) {
+        reap(pid);
+        return Err(Error::ShimExec { errno });
+    }
+    let mut plan = spec.plan;
+    match idmap::write_maps(pid.as_raw(), spec.uid_maps, spec.gid_maps) {
+        Ok(allowed) => plan.ids.setgroups_allowed = allowed,
+        Err(e) => {
+            shim_proc.kill_and_reap();
+            return Err(e);
+        }
+    }
+    let deadline = Some(Instant::now() + START_TIMEOUT);
+    let sent = shim_proc.chan.send(
+        &Message::SetupPlan(Box::new(plan)),
+        &spec.plan_fds,
+        deadline,
+    );
+    let hello = sent.and_then(|()| shim_proc.chan.recv_expect(Kind::Hello, deadline));
+    match hello {
+        Ok(_) => Ok(shim_proc),
+        Err(e) => {
+            let status = shim_proc.kill_and_reap();
+            Err(match e {
+                hatchery_protocol::ProtocolError::Closed => Error::ShimLost {
+                    status: format!("{status:?}"),
+                },
+                other => Error::Protocol {
+                    op: "starting the shim",
+                    source: other,
+                },
+            })
+        }
+    }
+}
+
+/// SIGKILLs `pid` and reaps it with `wait4`, returning the raw wait status and its rusage (which
+/// covers the descendants it reaped itself).
+#[allow(unsafe_code)]
+pub(crate) fn kill_and_reap_with_usage(pid: Pid) -> (i32, crate::child::Rusage) {
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `status` and `ru` are valid for writes for the duration of the call.
+        let r = unsafe { libc::wait4(pid.as_raw(), &mut status, 0, &mut ru) };
+        if r >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    let us = |tv: libc::timeval| {
+        Duration::from_micros((tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64)
+    };
+    (
+        status,
+        crate::child::Rusage {
+            real_time: Duration::ZERO,
+            user_time: us(ru.ru_utime),
+            system_time: us(ru.ru_stime),
+            max_rss: ru.ru_maxrss.max(0) as u64,
+        },
+    )
+}
