@@ -152,13 +152,12 @@ pub fn close_range(first: u32, last: u32, cloexec: bool, fallback_max: u32) -> R
     let end = last.min(fallback_max);
     let mut fd = first;
     while fd <= end {
-        // SAFETY: integer-only calls on fds in the caller's range; EBADF for holes is ignored.
-        unsafe {
-            if cloexec {
-                libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC);
-            } else {
-                libc::close(fd as RawFd);
-            }
+        if cloexec {
+            // SAFETY: integer-only fcntl on an fd in the caller's range; EBADF is ignored.
+            unsafe { libc::fcntl(fd as RawFd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        } else {
+            // SAFETY: closing an fd in the caller's range; EBADF for holes is ignored.
+            unsafe { libc::close(fd as RawFd) };
         }
         fd += 1;
     }
@@ -183,13 +182,13 @@ pub fn dup2_keep(old: RawFd, new: RawFd) -> Result<(), Errno> {
 
 /// Unblocks every signal of the calling thread.
 pub fn unblock_all_signals() -> Result<(), Errno> {
-    // SAFETY: the sigset is initialised by sigemptyset before use; pointers are to locals.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        if libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
-            return Err(libc::EINVAL);
-        }
+    // SAFETY: an all-zero sigset_t is a valid (empty) set; sigemptyset makes it explicit.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid local sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is initialised; the old-mask pointer is null.
+    if unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) } != 0 {
+        return Err(libc::EINVAL);
     }
     Ok(())
 }

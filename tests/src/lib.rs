@@ -1,1 +1,82 @@
-//! Tiny helper programs for the end-to-end tests live in `src/bin/`.
+//! Shared helpers of the end-to-end tests, and tiny helper programs (`src/bin/`) that each do one
+//! thing inside a sandbox.
+//!
+//! Tests that need a kernel feature call [`require`]: it prints `SKIP <reason>` and returns
+//! false when the feature is missing, unless `HATCHERY_TESTS_MUST_RUN=1` (set by CI), where a
+//! skip is a failure.
+
+use std::path::PathBuf;
+
+/// Whether skips must fail (CI).
+pub fn must_run() -> bool {
+    std::env::var("HATCHERY_TESTS_MUST_RUN").is_ok_and(|v| v == "1")
+}
+
+/// Returns `available`, or panics when it is false and skips are not allowed.
+pub fn require(available: bool, reason: &str) -> bool {
+    if !available {
+        assert!(
+            !must_run(),
+            "SKIP not allowed (HATCHERY_TESTS_MUST_RUN=1): {reason}"
+        );
+        eprintln!("SKIP {reason}");
+    }
+    available
+}
+
+/// Whether this process can create a user namespace.
+pub fn user_namespaces_work() -> bool {
+    std::process::Command::new("/usr/bin/unshare")
+        .args(["--user", "--map-root-user", "/bin/true"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The directory holding the workspace's binaries (`hatchery`, `hatchery-shim`, the helpers).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.join("hatchery").is_file() {
+        return dir;
+    }
+    dir.parent().expect("target dir").to_path_buf()
+}
+
+/// Path of a helper program built from `tests/src/bin/<name>.rs`.
+pub fn helper(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// Open fds of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Direct children of this process that are still around (zombies included).
+pub fn child_pids() -> Vec<i32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{me}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}

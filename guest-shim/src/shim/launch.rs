@@ -1,4 +1,4 @@
-//! Preparing a command for the fork boundary ([`super::child`]): every string, pointer array,
+//! Preparing a command for the fork boundary (the `child` module): every string, pointer array,
 //! fd move and limit is built here, before the fork.
 
 use std::ffi::{CString, OsStr};

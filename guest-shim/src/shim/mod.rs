@@ -142,19 +142,7 @@ pub fn main() -> i32 {
     };
     let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     match &plan.mode {
-        ShimMode::OneShot {
-            command,
-            fds: assignments,
-        } => oneshot::run(
-            &mut chan,
-            &plan,
-            command,
-            assignments,
-            fds,
-            &sigfd,
-            features,
-            last_cap,
-        ),
+        ShimMode::OneShot { .. } => oneshot::run(&mut chan, &plan, fds, &sigfd, features, last_cap),
         ShimMode::Zygote { .. } => setup_failed(
             &mut chan,
             SetupFailure {

@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
 use hatchery_protocol::{
-    Channel, FdAssignment, Features, Message, Ready, Response, SetupFailure, SetupPlan, SetupStep,
+    Channel, Features, Message, Ready, Response, SetupFailure, SetupPlan, SetupStep, ShimMode,
     Usage,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -20,13 +20,18 @@ use crate::shim::reap;
 pub fn run(
     chan: &mut Channel,
     plan: &SetupPlan,
-    command: &hatchery_protocol::ExecSpec,
-    assignments: &[FdAssignment],
     mut fds: Vec<Option<OwnedFd>>,
     signals: &SignalFd,
     features: Features,
     last_cap: u32,
 ) -> i32 {
+    let ShimMode::OneShot {
+        command,
+        fds: assignments,
+    } = &plan.mode
+    else {
+        return 125;
+    };
     let mut moves = Vec::with_capacity(assignments.len());
     for a in assignments {
         match fds.get_mut(a.index as usize).and_then(Option::take) {

@@ -307,7 +307,7 @@ pub fn build_root(plan: &SetupPlan, fds: &[OwnedFd]) -> Result<(), SetupFailure>
                 len,
             } => {
                 let dst = below(&root, &path.0)?;
-                write_file(&dst, *mode, blob, *offset, *len)?;
+                write_file(&root, &dst, *mode, blob, *offset, *len)?;
             }
             MountOp::Symlink { original, link } => {
                 let dst = below(&root, &link.0)?;
@@ -344,6 +344,7 @@ pub fn build_root(plan: &SetupPlan, fds: &[OwnedFd]) -> Result<(), SetupFailure>
 }
 
 fn write_file(
+    root: &Path,
     dst: &Path,
     mode: u32,
     blob: Option<&OwnedFd>,
@@ -364,18 +365,44 @@ fn write_file(
     if let Some(parent) = dst.parent() {
         mkdir_p(parent, 0o755)?;
     }
+    match create_with(dst, mode, &buf) {
+        Ok(()) => Ok(()),
+        // Inside a read-only bind (a host directory): never write through to the host. Place the
+        // file in the root tmpfs and bind it over the existing target instead.
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) && dst.exists() => {
+            let staging = root.join(".hatchery-file");
+            create_with(&staging, mode, &buf)
+                .map_err(|e| io_fail(SetupStep::WriteFile, e, &staging))?;
+            let bound = mount(
+                Some(&staging),
+                dst,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| nix_fail(SetupStep::WriteFile, e, dst));
+            let _ = std::fs::remove_file(&staging);
+            bound?;
+            set_mount_attrs(
+                dst,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                false,
+            )
+        }
+        Err(e) => Err(io_fail(SetupStep::WriteFile, e, dst)),
+    }
+}
+
+fn create_with(path: &Path, mode: u32, contents: &[u8]) -> std::io::Result<()> {
     let out = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode & 0o7777)
         .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(dst)
-        .map_err(|e| io_fail(SetupStep::WriteFile, e, dst))?;
-    out.write_all_at(&buf, 0)
-        .map_err(|e| io_fail(SetupStep::WriteFile, e, dst))?;
+        .open(path)?;
+    out.write_all_at(contents, 0)?;
     out.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
-        .map_err(|e| io_fail(SetupStep::WriteFile, e, dst))
 }
 
 /// A minimal /dev: a small tmpfs with the harmless host devices bound in, the stdio links, a

@@ -88,11 +88,10 @@ pub fn spawn(flags: libc::c_int, prepared: &Prepared<'_>) -> Result<libc::pid_t,
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `all` is a valid local sigset_t.
+    unsafe { libc::sigfillset(&mut all) };
     // SAFETY: both sets are valid local sigset_t values.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-    }
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
     // SAFETY: `child_main` only reads `prepared` (alive: this thread is suspended until the child
     // execs or exits, CLONE_VFORK) and runs on `stack`, which outlives the call for the same
     // reason. CLONE_VM without CLONE_SIGHAND gives the child its own signal dispositions.
@@ -130,17 +129,16 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // Handlers of the host must not survive into the shim (ignored signals may stay ignored:
     // exec keeps SIG_IGN and the shim resets its children itself).
     for sig in 1..=64 {
-        // SAFETY: querying and setting dispositions with valid local sigaction structs.
-        unsafe {
-            let mut current: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut current) == 0
-                && current.sa_sigaction != libc::SIG_DFL
-                && current.sa_sigaction != libc::SIG_IGN
-            {
-                let mut dfl: libc::sigaction = std::mem::zeroed();
-                dfl.sa_sigaction = libc::SIG_DFL;
-                libc::sigaction(sig, &dfl, std::ptr::null_mut());
-            }
+        // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, empty mask, no flags).
+        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: querying the disposition into a valid local struct.
+        let queried = unsafe { libc::sigaction(sig, std::ptr::null(), &mut current) } == 0;
+        if queried && current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN
+        {
+            // SAFETY: as above; the result is SIG_DFL.
+            let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: installing SIG_DFL from a valid local struct.
+            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
         }
     }
     for target in 0..3 {

@@ -1,1 +1,28 @@
-fn main() {}
+//! The `hatchery` command line: `hatchery run` runs a command in a one-shot sandbox,
+//! accepting the flags of `hakoniwa run`.
+
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Run untrusted native code in hardened Linux containers.
+#[derive(Parser)]
+#[command(name = "hatchery", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Run a COMMAND in a sandbox (compatible with `hakoniwa run`)
+    Run(run::RunArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Commands::Run(args) => run::execute(args),
+    };
+    std::process::exit(code);
+}

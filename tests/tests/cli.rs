@@ -1,0 +1,210 @@
+//! `hatchery run` driven as a user would: the built binary, its flags and its exit codes.
+
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use hatchery_tests::{bin_dir, is_root, require, user_namespaces_work};
+
+fn ready() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    require(
+        *OK.get_or_init(user_namespaces_work),
+        "user namespaces unavailable",
+    )
+}
+
+fn hatchery(args: &[&str]) -> Output {
+    Command::new(bin_dir().join("hatchery"))
+        .args(args)
+        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
+        .output()
+        .expect("run the hatchery binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn default_run_lists_the_minimal_root() {
+    if !ready() {
+        return;
+    }
+    let out = hatchery(&["run", "--", "/bin/sh", "-c", "id -u; ls /"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let mut lines = s.lines();
+    assert_eq!(lines.next(), Some("0"));
+    let entries: Vec<&str> = lines.collect();
+    for want in ["bin", "etc", "lib", "proc", "usr"] {
+        assert!(entries.contains(&want), "{want} missing from {entries:?}");
+    }
+    for never in ["home", "root", "sys", "boot", "work"] {
+        assert!(!entries.contains(&never), "{never} leaked into {entries:?}");
+    }
+}
+
+#[test]
+fn exit_codes_follow_hakoniwa() {
+    if !ready() {
+        return;
+    }
+    assert_eq!(
+        hatchery(&["run", "--", "/bin/sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+    assert_eq!(
+        hatchery(&["run", "--", "/bin/sh", "-c", "kill -TERM $$"])
+            .status
+            .code(),
+        Some(128 + 15)
+    );
+    let out = hatchery(&["run", "--", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(
+        text(&out.stderr).contains("FindProgram"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        hatchery(&["run", "--", "/etc/passwd"]).status.code(),
+        Some(126)
+    );
+    let out = hatchery(&["run", "-b", "/no/such/path", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = hatchery(&["run", "--limit-walltime", "0.2", "--", "/bin/sleep", "5"]);
+    assert_eq!(out.status.code(), Some(137));
+    assert!(
+        text(&out.stderr).contains("wall-time"),
+        "{}",
+        text(&out.stderr)
+    );
+    // -q silences hatchery's own messages.
+    let out = hatchery(&["run", "-q", "--", "no-such-command"]);
+    assert_eq!((out.status.code(), out.stderr.len()), (Some(127), 0));
+}
+
+#[test]
+fn flags_reach_the_sandbox() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hatchery-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let d = dir.to_string_lossy().into_owned();
+    let out = hatchery(&[
+        "run",
+        "--unshare-all",
+        "--hostname",
+        "box",
+        "--devfs",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        "/made:700",
+        "--symlink",
+        "/proc/self/exe:/me",
+        "-B",
+        &format!("{d}:/rw"),
+        "-b",
+        "/etc/hostname:/ro-hostname",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        ":/rw",
+        "--limit-nofile",
+        "33",
+        "-u",
+        "1234",
+        "-g",
+        "4321",
+        "--",
+        "/bin/sh",
+        "-c",
+        "hostname; echo $GREETING; pwd; id -u; id -g; ulimit -n; stat -c %a /made; readlink /me; \
+         cat /ro-hostname >/dev/null && echo ro-ok; echo w > /rw/w && echo rw-ok; ls /dev/null",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert_eq!(
+        s.lines().collect::<Vec<_>>(),
+        vec![
+            "box",
+            "hi",
+            "/rw",
+            "1234",
+            "4321",
+            "33",
+            "700",
+            "/proc/self/exe",
+            "ro-ok",
+            "rw-ok",
+            "/dev/null"
+        ],
+    );
+    assert!(dir.join("w").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn verbose_prints_the_plan() {
+    if !ready() {
+        return;
+    }
+    let out = hatchery(&[
+        "run",
+        "-v",
+        "--limit-cpu",
+        "5",
+        "-e",
+        "X=1",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let err = text(&out.stderr);
+    for want in [
+        "namespaces:",
+        "mount: /usr -> /usr",
+        "uid map: 0 -> host",
+        "rlimit: cpu soft=5",
+        "env: [\"X=1\"]",
+        "command: [\"/bin/true\"]",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let host = if is_root() {
+        "65534".to_string()
+    } else {
+        nix::unistd::geteuid().to_string()
+    };
+    assert!(err.contains(&format!("uid map: 0 -> host {host}")), "{err}");
+}
+
+#[test]
+fn rootfs_none_and_rootdir() {
+    if !ready() {
+        return;
+    }
+    // An empty root cannot run /bin/sh: the program is not found.
+    assert_eq!(
+        hatchery(&["run", "--rootfs", "none", "--", "/bin/sh"])
+            .status
+            .code(),
+        Some(127)
+    );
+    let out = hatchery(&[
+        "run",
+        "--rootdir",
+        "/",
+        "--",
+        "/bin/sh",
+        "-c",
+        "test -d /home && echo host-root",
+    ]);
+    assert_eq!(text(&out.stdout), "host-root\n", "{}", text(&out.stderr));
+}
