@@ -208,3 +208,83 @@ fn rootfs_none_and_rootdir() {
     ]);
     assert_eq!(text(&out.stdout), "host-root\n", "{}", text(&out.stderr));
 }
+
+#[test]
+fn the_container_dies_with_its_host_process() {
+    if !ready() {
+        return;
+    }
+    let mut cli = Command::new(bin_dir().join("hatchery"))
+        .args(["run", "-q", "--", "/bin/sleep", "60"])
+        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
+        .spawn()
+        .unwrap();
+    // Find the container's init (the CLI's only child) once it exists.
+    let children = format!("/proc/{}/task/{}/children", cli.id(), cli.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let shim = loop {
+        let s = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(p) = s.split_whitespace().next() {
+            break p.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container never started"
+        );
+        std::thread::yield_now();
+    };
+    cli.kill().unwrap();
+    cli.wait().unwrap();
+    // The shim sees its control socket close and takes the container down with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{shim}/stat")).exists() {
+        let stat = std::fs::read_to_string(format!("/proc/{shim}/stat")).unwrap_or_default();
+        if stat.contains(") Z ") {
+            break; // exited, waiting for its (reparented) parent to reap it
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "container outlived the host process"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn userns_auto_maps_a_subordinate_range() {
+    if !ready() {
+        return;
+    }
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap()
+        .name;
+    let has_range = std::fs::read_to_string("/etc/subuid")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with(&format!("{user}:")));
+    let out = hatchery(&[
+        "run",
+        "--userns",
+        "auto",
+        "--",
+        "/bin/cat",
+        "/proc/self/uid_map",
+    ]);
+    if has_range {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout).lines().count(),
+            2,
+            "{}",
+            text(&out.stdout)
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(125));
+        assert!(
+            text(&out.stderr).contains("/etc/subuid"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
