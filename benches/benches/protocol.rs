@@ -19,6 +19,7 @@ use nix::sys::socket::{
 fn typical_request() -> Message {
     Message::Request(Box::new(Request {
         id: 42,
+        reply: 0,
         work: Work::Exec(ExecSpec {
             program: "/usr/bin/convert".into(),
             argv: vec![

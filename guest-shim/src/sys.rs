@@ -345,3 +345,34 @@ pub fn last_cap() -> u32 {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
 }
+
+/// Brings the loopback interface of the current network namespace up.
+pub fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: socket() takes integers only.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: an all-zero ifreq is valid; the name is copied in below.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads into `req`, a valid ifreq.
+    let mut res = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) };
+    if res == 0 {
+        // SAFETY: the flags member of the union was just filled by SIOCGIFFLAGS.
+        let flags = unsafe { req.ifr_ifru.ifru_flags };
+        req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
+        // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq.
+        res = unsafe { libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) };
+    }
+    let err = errno();
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    if res < 0 {
+        Err(err)
+    } else {
+        Ok(())
+    }
+}

@@ -360,6 +360,7 @@ impl Command {
                 user: c.user.clone(),
             },
             blob: blob_index,
+            loopback: c.namespaces.contains(&Namespace::Network),
             seccomp: None,
             mode: ShimMode::OneShot {
                 command,

@@ -31,6 +31,7 @@ mod command;
 mod container;
 mod error;
 pub mod idmap;
+pub mod pool;
 pub mod shim_binary;
 mod spawn;
 
@@ -39,3 +40,4 @@ pub use command::{Command, Stdio};
 pub use container::{Container, Namespace, Rlimit};
 pub use error::{Error, Result};
 pub use hatchery_protocol::{Outcome, SetupStep};
+pub use pool::{Isolation, Pool, PoolBuilder, PoolError, Request, RunResult};

@@ -305,6 +305,8 @@ pub struct SetupPlan {
     pub ids: IdPlan,
     /// Index of the memfd holding [`MountOp::File`] contents, if any file is placed.
     pub blob: Option<u8>,
+    /// Bring the loopback interface up (the container has its own network namespace).
+    pub loopback: bool,
     /// A compiled seccomp filter: `struct sock_filter` entries, each packed into a `u64`
     /// (`code | jt << 16 | jf << 24 | k << 32`). Installed raw, last, before exec.
     pub seccomp: Option<Vec<u64>>,
@@ -335,6 +337,7 @@ pub enum SetupStep {
     Symlink,
     PivotRoot,
     Hostname,
+    Loopback,
     ResolveUser,
     Fork,
     NewSession,
@@ -421,11 +424,17 @@ pub enum Work {
 }
 
 /// One request.
+///
+/// Its fds include a reply socket (a `SOCK_SEQPACKET` end, index [`Request::reply`]): the zygote
+/// sends the request's [`Response`] there, and the host closing its end cancels the request (the
+/// zygote kills it). So several requests can share one zygote, and cancellation needs no message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub struct Request {
     /// Chosen by the host, echoed in the [`Response`].
     pub id: u64,
+    /// Index of the reply socket among the request's fds.
+    pub reply: u8,
     /// What to do.
     pub work: Work,
     /// Limits.

@@ -303,6 +303,7 @@ fn fds_arrive_in_order_and_cloexec() {
     let b: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
     let req = Message::Request(Box::new(Request {
         id: 9,
+        reply: 0,
         work: Work::Call {
             export: "noop".into(),
             arg: Bytes(vec![1, 2, 3]),

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 fn sample_request() -> Request {
     Request {
         id: 42,
+        reply: 0,
         work: Work::Exec(ExecSpec {
             program: "/usr/bin/convert".into(),
             argv: vec!["convert".into(), "-".into(), "png:-".into()],
@@ -50,7 +51,7 @@ fn golden_request() {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         hex,
-        "48544348010005009800000000000000952a81a44578656394c4102f7573722f62696e2f636f6e7665727493c407\
+        "48544348010005009900000000000000962a0081a44578656394c4102f7573722f62696e2f636f6e7665727493c407\
          636f6e76657274c4012dc405706e673a2d92c41250415448\
          3d2f7573722f62696e3a2f62696ec40c4c414e473d432e5554462d38c4042f746d7094ce001e8480ce01000000ce04\
          0000009193a6 4e6f66696c6540409381a650617373656400 81a650617373656401 81a650617373656402\

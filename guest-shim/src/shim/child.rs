@@ -14,7 +14,10 @@ use crate::shim::launch::LaunchPlan;
 use crate::sys;
 
 /// The steps the child can fail at, indexed by the number it reports.
-pub const CHILD_STEPS: [SetupStep; 10] = [
+pub const CHILD_STEPS: [SetupStep; 13] = [
+    SetupStep::Fork,
+    SetupStep::MountTmpfs,
+    SetupStep::MountProc,
     SetupStep::NewSession,
     SetupStep::Rlimit,
     SetupStep::MapFds,
@@ -61,6 +64,91 @@ pub fn fork_and_run(plan: &LaunchPlan, err_pipe: RawFd) -> Result<libc::pid_t, i
             .unwrap_or(libc::EIO)),
         0 => run(plan, err_pipe),
         pid => Ok(pid),
+    }
+}
+
+/// Clones a request root: PID 1 of new pid, mount and IPC namespaces (so the request sees only
+/// its own processes and SysV IPC, and killing this one process ends the whole request). It
+/// mounts the request's private tmpfs and proc instances, forks the command ([`run`]), waits for
+/// it, writes its raw wait status (4 bytes) to `status_pipe` and exits, which makes the kernel
+/// kill whatever the command left behind.
+pub fn clone_request(
+    plan: &LaunchPlan,
+    err_pipe: RawFd,
+    status_pipe: RawFd,
+) -> Result<libc::pid_t, i32> {
+    debug_assert_eq!(
+        crate::shim::thread_count(),
+        1,
+        "the shim must stay single-threaded"
+    );
+    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::SIGCHLD;
+    // SAFETY: a fork-like clone (no CLONE_VM) of a single-threaded process; the child only runs
+    // `request_root`, which is async-signal-safe and ends in _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_long, 0, 0, 0, 0) };
+    match pid {
+        -1 => Err(errno()),
+        0 => request_root(plan, err_pipe, status_pipe),
+        pid => Ok(pid as libc::pid_t),
+    }
+}
+
+fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
+    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
+        fail(err_pipe, SetupStep::Fork, e);
+    }
+    for (target, opts) in plan.private_tmpfs.iter() {
+        // SAFETY: NUL-terminated CStrings built before the fork.
+        let r = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                opts.as_ptr().cast(),
+            )
+        };
+        if r < 0 {
+            fail(err_pipe, SetupStep::MountTmpfs, errno());
+        }
+    }
+    for target in plan.private_proc.iter() {
+        // SAFETY: NUL-terminated CStrings built before the fork.
+        let r = unsafe {
+            libc::mount(
+                c"proc".as_ptr(),
+                target.as_ptr(),
+                c"proc".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            )
+        };
+        if r < 0 {
+            fail(err_pipe, SetupStep::MountProc, errno());
+        }
+    }
+    // SAFETY: a fork-like clone of this single-threaded process; the child runs `run`.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+    if pid < 0 {
+        fail(err_pipe, SetupStep::Fork, errno());
+    }
+    if pid == 0 {
+        run(plan, err_pipe);
+    }
+    // Our copy of the report pipe must go, so the zygote sees EOF once the command execs.
+    // SAFETY: closing an fd this process owns.
+    unsafe { libc::close(err_pipe) };
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is a valid local; no rusage requested.
+        let r = unsafe { libc::wait4(-1, &mut status, libc::__WALL, std::ptr::null_mut()) };
+        if r == pid as libc::pid_t {
+            sys::write_all_ignoring_errors(status_pipe, &status.to_le_bytes());
+            sys::exit_now(0);
+        }
+        if r < 0 && errno() != libc::EINTR {
+            sys::exit_now(1);
+        }
     }
 }
 

@@ -58,6 +58,31 @@ pub struct LaunchPlan {
     pub(crate) fd_limit: u32,
     /// RLIMIT_CPU hard limit in seconds, to tell a CPU-limit kill from another SIGKILL.
     pub cpu_limit_secs: Option<u64>,
+    /// Fresh tmpfs instances (target, options) mounted for this request alone.
+    pub(crate) private_tmpfs: Vec<(CString, CString)>,
+    /// Proc instances of the request's own pid namespace.
+    pub(crate) private_proc: Vec<CString>,
+}
+
+impl LaunchPlan {
+    /// Gives the request its own tmpfs at each `(path, options)` and a fresh proc at each path.
+    pub fn with_private_mounts(
+        mut self,
+        tmpfs: &[(String, String)],
+        proc: &[String],
+    ) -> Result<LaunchPlan, SetupFailure> {
+        for (t, o) in tmpfs {
+            self.private_tmpfs.push((
+                cstring(SetupStep::MountTmpfs, t.as_bytes())?,
+                cstring(SetupStep::MountTmpfs, o.as_bytes())?,
+            ));
+        }
+        for p in proc {
+            self.private_proc
+                .push(cstring(SetupStep::MountProc, p.as_bytes())?);
+        }
+        Ok(self)
+    }
 }
 
 /// A started child.
@@ -275,7 +300,72 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         last_cap: req.last_cap,
         fd_limit,
         cpu_limit_secs,
+        private_tmpfs: Vec::new(),
+        private_proc: Vec::new(),
     })
+}
+
+/// A request started in its own namespaces.
+#[derive(Debug)]
+pub struct LaunchedRequest {
+    /// Pid of the request root (PID 1 of the request's pid namespace).
+    pub pid: libc::pid_t,
+    /// When it was cloned.
+    pub started: Instant,
+    /// Receives the command's raw wait status when it ends (non-blocking).
+    pub status: OwnedFd,
+}
+
+/// Starts a request in new pid, mount and IPC namespaces; returns once the command exec'd.
+pub fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
+    let high = |fd: &OwnedFd| {
+        child::dup_above(fd.as_raw_fd(), plan.max_target + 1).map_err(|e| {
+            fail(
+                SetupStep::Fork,
+                e.raw_os_error().unwrap_or(libc::EMFILE),
+                "dup",
+            )
+        })
+    };
+    let w_high = high(&w)?;
+    let status_high = high(&status_w)?;
+    drop((w, status_w));
+    let started = Instant::now();
+    let pid = child::clone_request(plan, w_high.as_raw_fd(), status_high.as_raw_fd())
+        .map_err(|e| fail(SetupStep::Fork, e, "clone"))?;
+    drop((w_high, status_high));
+    match child::read_report(&r) {
+        Ok(()) => Ok(LaunchedRequest {
+            pid,
+            started,
+            status: status_r,
+        }),
+        Err((step, errno)) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            Err(fail(step, errno, failure_detail(plan, step)))
+        }
+    }
+}
+
+fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
+    match step {
+        SetupStep::Exec => plan.path.to_string_lossy().into_owned(),
+        SetupStep::Chdir => plan
+            .cwd
+            .as_ref()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
 }
 
 /// Forks the child, waits for its exec (or its failure report) and returns it.
@@ -299,16 +389,7 @@ pub fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
         Err((step, errno)) => {
             // The child has _exit'ed or is about to; reap it so no zombie is left.
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            let detail = match step {
-                SetupStep::Exec => plan.path.to_string_lossy().into_owned(),
-                SetupStep::Chdir => plan
-                    .cwd
-                    .as_ref()
-                    .map(|c| c.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                _ => String::new(),
-            };
-            Err(fail(step, errno, detail))
+            Err(fail(step, errno, failure_detail(plan, step)))
         }
     }
 }

@@ -17,8 +17,10 @@ mod oneshot;
 pub(crate) mod reap;
 pub mod setup;
 pub mod users;
+mod zygote;
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 
 use hatchery_protocol::{
     Channel, Features, Hello, Kind, Message, SetupFailure, SetupStep, ShimMode,
@@ -121,6 +123,37 @@ pub fn main() -> i32 {
     if let Err(f) = setup::set_ids(&plan.ids) {
         return setup_failed(&mut chan, f);
     }
+    // Kept for requests whose stdio is null, whatever the container's /dev holds.
+    let devnull: OwnedFd = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/null")
+    {
+        Ok(f) => f.into(),
+        Err(e) => {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::StdioSetup,
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    detail: "/dev/null".into(),
+                },
+            )
+        }
+    };
+    if plan.loopback {
+        if let Err(e) = sys::loopback_up() {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::Loopback,
+                    errno: e,
+                    detail: "lo".into(),
+                },
+            );
+        }
+    }
     if let Err(f) = setup::build_root(&plan, &fds) {
         return setup_failed(&mut chan, f);
     }
@@ -143,13 +176,14 @@ pub fn main() -> i32 {
     let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     match &plan.mode {
         ShimMode::OneShot { .. } => oneshot::run(&mut chan, &plan, fds, &sigfd, features, last_cap),
-        ShimMode::Zygote { .. } => setup_failed(
-            &mut chan,
-            SetupFailure {
-                step: SetupStep::ReceivePlan,
-                errno: libc::ENOSYS,
-                detail: "this hatchery-shim build does not serve zygote requests".into(),
-            },
-        ),
+        ShimMode::Zygote { max_concurrent } => zygote::serve(zygote::Zygote {
+            chan: &mut chan,
+            plan: &plan,
+            signals: &sigfd,
+            features,
+            last_cap,
+            devnull,
+            max_concurrent: (*max_concurrent).max(1),
+        }),
     }
 }

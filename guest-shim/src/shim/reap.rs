@@ -19,6 +19,16 @@ fn micros(tv: libc::timeval) -> u64 {
 /// Reaps every exited child without blocking; returns `main`'s result if it was among them.
 pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
     let mut found = None;
+    reap_each(|pid, r| {
+        if pid == main {
+            found = Some(r);
+        }
+    });
+    found
+}
+
+/// Reaps every exited child without blocking, handing each to `f`.
+pub fn reap_each(mut f: impl FnMut(libc::pid_t, Reaped)) {
     loop {
         let mut status = 0;
         // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
@@ -28,8 +38,9 @@ pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
         if pid <= 0 {
             break;
         }
-        if pid == main {
-            found = Some(Reaped {
+        f(
+            pid,
+            Reaped {
                 status,
                 usage: Usage {
                     wall_us: 0,
@@ -37,10 +48,9 @@ pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
                     sys_us: micros(ru.ru_stime),
                     max_rss_kib: ru.ru_maxrss.max(0) as u64,
                 },
-            });
-        }
+            },
+        );
     }
-    found
 }
 
 /// How a process with this wait status ended. `cpu_limit_secs` is its RLIMIT_CPU, if any: the

@@ -1,0 +1,471 @@
+//! Zygote mode: serve requests in the finished container, one fresh process tree per request.
+//!
+//! ```text
+//!  zygote (PID 1, single-threaded)            per request
+//!  poll: control socket, signalfd,  ──clone(NEWPID|NEWNS|NEWIPC)──▶ request root (PID 1 of its own
+//!        every reply socket, deadlines                               pid ns): fresh tmpfs mounts,
+//!                                                                    fresh /proc, fork ─▶ command
+//!  reap ─▶ Response on the request's reply socket (exactly one per request)
+//! ```
+//!
+//! The zygote never runs guest code and stays pristine: every request gets its own pid, mount and
+//! IPC namespaces, so files in its tmpfs, its processes and its SysV/POSIX IPC objects die with it.
+//! A wall-time limit, a Cancel, or the host closing the reply socket SIGKILLs the request root,
+//! which takes the whole request tree with it.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use hatchery_protocol::{
+    Channel, FdSlot, Features, Message, MountOp, Outcome, Pong, Ready, Request, Resource, Response,
+    Rlimit, SetupFailure, SetupPlan, SetupStep, Usage, Work,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::SignalFd;
+
+use crate::shim::launch::{self, LaunchRequest};
+use crate::shim::reap;
+
+/// A request being served.
+struct Running {
+    id: u64,
+    pid: libc::pid_t,
+    reply: Channel,
+    deadline: Option<Instant>,
+    started: Instant,
+    spawn_us: u64,
+    status: OwnedFd,
+    cpu_limit: Option<u64>,
+    /// Why the zygote killed it, if it did.
+    killed: Option<Outcome>,
+}
+
+/// Private mounts every request gets, derived from the plan.
+struct PrivateMounts {
+    tmpfs: Vec<(String, Option<u64>, u32)>,
+    proc: Vec<String>,
+}
+
+impl PrivateMounts {
+    fn from_plan(plan: &SetupPlan) -> PrivateMounts {
+        let mut tmpfs = Vec::new();
+        let mut proc = Vec::new();
+        for op in &plan.mounts {
+            match op {
+                MountOp::Tmpfs {
+                    target,
+                    size_bytes,
+                    mode,
+                    read_only: false,
+                    ..
+                } => tmpfs.push((
+                    String::from_utf8_lossy(&target.0).into_owned(),
+                    *size_bytes,
+                    *mode,
+                )),
+                MountOp::Devfs { target } => tmpfs.push((
+                    format!(
+                        "{}/shm",
+                        String::from_utf8_lossy(&target.0).trim_end_matches('/')
+                    ),
+                    None,
+                    0o1777,
+                )),
+                MountOp::Proc { target } => {
+                    proc.push(String::from_utf8_lossy(&target.0).into_owned())
+                }
+                _ => {}
+            }
+        }
+        PrivateMounts { tmpfs, proc }
+    }
+
+    fn tmpfs_options(&self, size_override: Option<u64>) -> Vec<(String, String)> {
+        self.tmpfs
+            .iter()
+            .map(|(t, size, mode)| {
+                let mut o = format!("mode={:o}", mode & 0o7777);
+                if let Some(s) = size_override.or(*size) {
+                    o.push_str(&format!(",size={s}"));
+                }
+                (t.clone(), o)
+            })
+            .collect()
+    }
+}
+
+fn failure(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure {
+    SetupFailure {
+        step,
+        errno,
+        detail: detail.into(),
+    }
+}
+
+fn respond(reply: &mut Channel, resp: Response) {
+    // The host may have gone away (cancelled); there is nobody else to tell.
+    let _ = reply.send(
+        &Message::Response(Box::new(resp)),
+        &[],
+        Some(Instant::now() + Duration::from_secs(1)),
+    );
+}
+
+/// Everything the serve loop needs from stage 1.
+pub struct Zygote<'a> {
+    /// Control socket.
+    pub chan: &'a mut Channel,
+    /// The plan it was built from.
+    pub plan: &'a SetupPlan,
+    /// SIGCHLD and termination signals.
+    pub signals: &'a SignalFd,
+    /// What is enforced.
+    pub features: Features,
+    /// Highest capability number.
+    pub last_cap: u32,
+    /// `/dev/null`, opened before pivot_root.
+    pub devnull: OwnedFd,
+    /// Requests running at once.
+    pub max_concurrent: u32,
+}
+
+impl Zygote<'_> {
+    fn start(
+        &self,
+        req: Request,
+        mut fds: Vec<Option<OwnedFd>>,
+        mounts: &PrivateMounts,
+    ) -> Result<Running, (Channel, SetupFailure)> {
+        let received = Instant::now();
+        let Some(reply) = fds.get_mut(req.reply as usize).and_then(Option::take) else {
+            // No reply socket: nowhere to answer. The host broke the protocol.
+            return Err((
+                Channel::new(self.devnull.try_clone().expect("dup /dev/null")),
+                failure(SetupStep::MapFds, libc::EBADF, "no reply socket"),
+            ));
+        };
+        let reply = Channel::new(reply);
+        let Work::Exec(exec) = &req.work else {
+            return Err((
+                reply,
+                failure(
+                    SetupStep::Exec,
+                    libc::ENOSYS,
+                    "call requests need a call-mode helper",
+                ),
+            ));
+        };
+        let mut take = |index: u8| -> Result<OwnedFd, SetupFailure> {
+            fds.get_mut(index as usize)
+                .and_then(Option::take)
+                .ok_or_else(|| {
+                    failure(
+                        SetupStep::MapFds,
+                        libc::EBADF,
+                        format!("fd index {index} not passed"),
+                    )
+                })
+        };
+        let mut moves = Vec::new();
+        let mut exec = exec.clone();
+        let prepared = (|| {
+            for (slot, target) in req.stdio.iter().zip(0..3) {
+                let fd = match slot {
+                    FdSlot::Passed(i) => take(*i)?,
+                    FdSlot::Null => self.devnull.try_clone().map_err(|e| {
+                        failure(
+                            SetupStep::MapFds,
+                            e.raw_os_error().unwrap_or(libc::EMFILE),
+                            "dup",
+                        )
+                    })?,
+                };
+                moves.push((fd, target));
+            }
+            for named in &req.named {
+                if named.target < 3 {
+                    return Err(failure(
+                        SetupStep::MapFds,
+                        libc::EINVAL,
+                        format!("named fd target {}", named.target),
+                    ));
+                }
+                moves.push((take(named.index)?, named.target));
+                if let Some(name) = &named.name {
+                    exec.env.push(
+                        format!("HATCHERY_FD_{}={}", name.to_uppercase(), named.target)
+                            .as_str()
+                            .into(),
+                    );
+                }
+            }
+            let mut rlimits: Vec<Rlimit> = self.plan.rlimits.clone();
+            for r in &req.limits.rlimits {
+                rlimits.retain(|x| x.resource != r.resource);
+                rlimits.push(*r);
+            }
+            if let Some(out) = req.limits.output_bytes {
+                let cap = rlimits
+                    .iter()
+                    .find(|r| r.resource == Resource::Fsize)
+                    .map_or(out, |r| r.hard.min(out));
+                rlimits.retain(|x| x.resource != Resource::Fsize);
+                rlimits.push(Rlimit {
+                    resource: Resource::Fsize,
+                    soft: cap,
+                    hard: cap,
+                });
+            }
+            let plan = launch::prepare(LaunchRequest {
+                exec: &exec,
+                fds: std::mem::take(&mut moves),
+                rlimits: &rlimits,
+                user: self.plan.ids.user.as_ref(),
+                setgroups_allowed: self.plan.ids.setgroups_allowed,
+                seccomp: self.plan.seccomp.as_deref(),
+                last_cap: self.last_cap,
+            })?
+            .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?;
+            let launched = launch::launch_request(&plan)?;
+            Ok((launched, plan.cpu_limit_secs))
+        })();
+        match prepared {
+            Ok((launched, cpu_limit)) => Ok(Running {
+                id: req.id,
+                pid: launched.pid,
+                reply,
+                deadline: req
+                    .limits
+                    .wall_time_us
+                    .map(|us| launched.started + Duration::from_micros(us)),
+                started: launched.started,
+                spawn_us: received.elapsed().as_micros() as u64,
+                status: launched.status,
+                cpu_limit,
+                killed: None,
+            }),
+            Err(f) => Err((reply, f)),
+        }
+    }
+}
+
+fn kill(pid: libc::pid_t) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+fn read_status(fd: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(4) => Some(i32::from_le_bytes(buf)),
+        _ => None,
+    }
+}
+
+fn finish(mut r: Running, root: reap::Reaped) {
+    let wall_us = r.started.elapsed().as_micros() as u64;
+    let usage = Usage {
+        wall_us,
+        ..root.usage
+    };
+    let outcome = match (r.killed.take(), read_status(&r.status)) {
+        (Some(o), _) => o,
+        (None, Some(status)) => {
+            let done = reap::Reaped { status, usage };
+            match reap::outcome(&done, r.cpu_limit) {
+                Outcome::Signaled { signal, .. } if signal == libc::SIGXFSZ => {
+                    Outcome::OutputExceeded
+                }
+                o => o,
+            }
+        }
+        // The request root died without a report: it was killed from outside.
+        (None, None) => Outcome::Signaled {
+            signal: libc::SIGKILL,
+            core_dumped: false,
+        },
+    };
+    respond(
+        &mut r.reply,
+        Response {
+            id: r.id,
+            outcome,
+            usage,
+            spawn_us: r.spawn_us,
+        },
+    );
+}
+
+/// Serves requests until Shutdown or until the host goes away; returns the exit code.
+pub fn serve(z: Zygote<'_>) -> i32 {
+    let mounts = PrivateMounts::from_plan(z.plan);
+    if z.chan
+        .send(
+            &Message::Ready(Ready {
+                features: z.features.clone(),
+            }),
+            &[],
+            None,
+        )
+        .is_err()
+    {
+        return 1;
+    }
+    let mut running: Vec<Running> = Vec::new();
+    let mut accepting = true;
+    loop {
+        if !accepting && running.is_empty() {
+            return 0;
+        }
+        let now = Instant::now();
+        let timeout = running
+            .iter()
+            .filter(|r| r.killed.is_none())
+            .filter_map(|r| r.deadline)
+            .min()
+            .map(|d| {
+                let ms = d.saturating_duration_since(now).as_micros().div_ceil(1000);
+                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+            })
+            .unwrap_or(PollTimeout::NONE);
+        let (chan_ev, sig_ev, reply_ev) = {
+            let mut pfds = Vec::with_capacity(2 + running.len());
+            pfds.push(PollFd::new(z.chan.as_fd(), PollFlags::POLLIN));
+            pfds.push(PollFd::new(z.signals.as_fd(), PollFlags::POLLIN));
+            for r in &running {
+                pfds.push(PollFd::new(r.reply.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut pfds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return 1,
+            }
+            let ev = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            (
+                ev(&pfds[0]),
+                ev(&pfds[1]),
+                pfds[2..].iter().map(ev).collect::<Vec<bool>>(),
+            )
+        };
+        // The host closed a reply socket (or wrote to it, which it never does): cancel.
+        for (r, hit) in running.iter_mut().zip(reply_ev) {
+            if hit && r.killed.is_none() {
+                kill(r.pid);
+                r.killed = Some(Outcome::Signaled {
+                    signal: libc::SIGKILL,
+                    core_dumped: false,
+                });
+            }
+        }
+        let now = Instant::now();
+        for r in running.iter_mut() {
+            if r.killed.is_none() && r.deadline.is_some_and(|d| now >= d) {
+                kill(r.pid);
+                r.killed = Some(Outcome::TimedOut);
+            }
+        }
+        if sig_ev {
+            let mut terminate = false;
+            while let Ok(Some(info)) = z.signals.read_signal() {
+                if info.ssi_signo as i32 != libc::SIGCHLD {
+                    terminate = true;
+                }
+            }
+            if terminate {
+                for r in &running {
+                    kill(r.pid);
+                }
+                accepting = false;
+            }
+            reap::reap_each(|pid, root| {
+                if let Some(pos) = running.iter().position(|r| r.pid == pid) {
+                    finish(running.swap_remove(pos), root);
+                }
+            });
+        }
+        if chan_ev {
+            match z.chan.recv(Some(Instant::now() + Duration::from_secs(1))) {
+                Ok(received) => match received.message {
+                    Message::Request(req) => {
+                        let fds = received.fds.into_iter().map(Some).collect();
+                        if !accepting || running.len() >= z.max_concurrent as usize {
+                            let mut fds: Vec<Option<OwnedFd>> = fds;
+                            if let Some(reply) =
+                                fds.get_mut(req.reply as usize).and_then(Option::take)
+                            {
+                                respond(
+                                    &mut Channel::new(reply),
+                                    Response {
+                                        id: req.id,
+                                        outcome: Outcome::SetupFailed(failure(
+                                            SetupStep::Fork,
+                                            libc::EAGAIN,
+                                            "the zygote is at its concurrency limit or shutting down",
+                                        )),
+                                        usage: Usage::default(),
+                                        spawn_us: 0,
+                                    },
+                                );
+                            }
+                            continue;
+                        }
+                        let id = req.id;
+                        match z.start(*req, fds, &mounts) {
+                            Ok(r) => running.push(r),
+                            Err((mut reply, f)) => respond(
+                                &mut reply,
+                                Response {
+                                    id,
+                                    outcome: Outcome::SetupFailed(f),
+                                    usage: Usage::default(),
+                                    spawn_us: 0,
+                                },
+                            ),
+                        }
+                    }
+                    Message::Cancel(c) => {
+                        if let Some(r) = running
+                            .iter_mut()
+                            .find(|r| r.id == c.id && r.killed.is_none())
+                        {
+                            kill(r.pid);
+                            r.killed = Some(Outcome::Signaled {
+                                signal: libc::SIGKILL,
+                                core_dumped: false,
+                            });
+                        }
+                    }
+                    Message::Ping(p) => {
+                        let _ = z.chan.send(
+                            &Message::Pong(Pong {
+                                nonce: p.nonce,
+                                running: running.len() as u32,
+                            }),
+                            &[],
+                            Some(Instant::now() + Duration::from_secs(1)),
+                        );
+                    }
+                    Message::Shutdown(s) => {
+                        accepting = false;
+                        if s.kill {
+                            for r in running.iter_mut() {
+                                kill(r.pid);
+                                r.killed = Some(Outcome::Signaled {
+                                    signal: libc::SIGKILL,
+                                    core_dumped: false,
+                                });
+                            }
+                        }
+                    }
+                    // Anything else from the host is a protocol violation: stop.
+                    _ => return 1,
+                },
+                // Timeout: spurious wakeup. Anything else: the host is gone or broken; PID 1
+                // exiting takes every request with it.
+                Err(hatchery_protocol::ProtocolError::Timeout { .. }) => {}
+                Err(_) => return 1,
+            }
+        }
+    }
+}

@@ -1,0 +1,956 @@
+//! The zygote pool: pre-forked, fully confined containers that serve requests.
+//!
+//! ```text
+//!   callers (any threads)                 maintenance thread              zygotes (one container each)
+//!   run(req) ─▶ acquire a slot ──┐        starts/retires zygotes,         ┌──────────────────────────┐
+//!              (bounded queue,   │        pings them, reaps the dead      │ hatchery-shim, PID 1      │
+//!               acquire timeout) │                 │ ▲                    │  ├ request root (own pid, │
+//!   send Request + fds ──────────┼─ control socket ┘ │ Pong / hangup      │  │  mount, ipc ns) ─ cmd  │
+//!   wait on the request's own ◀──┘                                       │  └ request root ─ cmd     │
+//!   reply socket ◀──────────────────────────────── Response ─────────────└──────────────────────────┘
+//! ```
+//!
+//! Each request brings its own reply socket: the zygote answers there, and closing it (dropping
+//! a [`Ticket`] or an async future) makes the zygote kill the request. A zygote that dies, stops
+//! answering pings, or breaks the protocol is killed, reaped and replaced; requests in flight in it
+//! get [`PoolError::ZygoteLost`]. The policy (which zygote, when to grow, shrink or recycle) is the
+//! pure [`slots`] module.
+//!
+//! Costs: an idle zygote is one small process (the shim) plus its namespaces; a request costs a
+//! socketpair, one message with its fds, one clone with new pid/mount/ipc namespaces and a fork
+//! inside the zygote, and the helper's exec.
+
+mod error;
+mod metrics;
+mod profile;
+mod request;
+pub mod slots;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use hatchery_protocol::{
+    Channel, Kind, Message, Outcome, Ping, ProtocolError, SetupPlan, ShimMode,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::Pid;
+
+pub use error::PoolError;
+pub use metrics::{MetricsSnapshot, ZygoteCounts, LATENCY_BUCKETS_US};
+pub use profile::{add_system_dirs, default_profile, DEFAULT_TMP_BYTES};
+pub use request::{
+    sealed_memfd, Input, Request, RunResult, Sink, Timings, Usage, DEFAULT_STDERR_LIMIT,
+    DEFAULT_STDOUT_LIMIT,
+};
+use slots::{Policy, SlotId, SlotState, Slots};
+
+use crate::container::Container;
+use crate::error::Error;
+use crate::spawn::{self, ShimProcess, StartSpec};
+
+/// How requests are isolated from each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// Every request is a new process tree, with its own pid, mount and IPC namespaces and
+    /// tmpfs, forked from a warm zygote (the default).
+    #[default]
+    Fresh,
+    /// One container per request: a zygote serves once and is retired; the pool refills in the
+    /// background.
+    Dedicated,
+}
+
+/// Slack the host gives a zygote beyond a request's wall-time limit before it declares the
+/// zygote wedged.
+const WALL_GRACE: Duration = Duration::from_secs(2);
+
+/// Builds a [`Pool`]. Every knob documents its default and what it costs.
+#[derive(Debug, Clone)]
+pub struct PoolBuilder {
+    profile: Container,
+    isolation: Isolation,
+    min: usize,
+    max: usize,
+    per_zygote: u32,
+    max_queue: usize,
+    acquire_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    recycle_after: Option<u64>,
+    health_interval: Duration,
+    health_timeout: Duration,
+    default_wall: Option<Duration>,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            profile: default_profile(),
+            isolation: Isolation::Fresh,
+            min: 1,
+            max: std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2),
+            per_zygote: 1,
+            max_queue: 1024,
+            acquire_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(60)),
+            recycle_after: Some(10_000),
+            health_interval: Duration::from_secs(5),
+            health_timeout: Duration::from_secs(2),
+            default_wall: None,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// A builder with the secure [`default_profile`].
+    pub fn new() -> PoolBuilder {
+        PoolBuilder::default()
+    }
+
+    /// The sandbox every zygote is built from (default: [`default_profile`]). All `Container`
+    /// options apply; each request additionally gets fresh instances of the profile's writable
+    /// tmpfs mounts and of its `/proc`.
+    pub fn profile(mut self, profile: Container) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Isolation level (default [`Isolation::Fresh`]).
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Zygotes kept warm (default 1). Each costs one idle shim process and its namespaces.
+    pub fn min_zygotes(mut self, n: usize) -> Self {
+        self.min = n;
+        self
+    }
+
+    /// Most zygotes at once (default: the number of CPUs, at least 2).
+    pub fn max_zygotes(mut self, n: usize) -> Self {
+        self.max = n.max(1);
+        self
+    }
+
+    /// Requests one zygote runs at once (default 1). More shares a zygote's memory between
+    /// concurrent requests; each still gets its own pid, mount and IPC namespaces.
+    pub fn max_concurrent_per_zygote(mut self, n: u32) -> Self {
+        self.per_zygote = n.max(1);
+        self
+    }
+
+    /// Most requests waiting for a zygote before [`PoolError::QueueFull`] (default 1024).
+    pub fn max_queue(mut self, n: usize) -> Self {
+        self.max_queue = n;
+        self
+    }
+
+    /// How long a request waits for a zygote before [`PoolError::AcquireTimeout`] (default 30 s).
+    pub fn acquire_timeout(mut self, t: Duration) -> Self {
+        self.acquire_timeout = t;
+        self
+    }
+
+    /// Retire zygotes above the minimum once idle this long (default 60 s; `None` never).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.idle_timeout = t;
+        self
+    }
+
+    /// Replace a zygote after it served this many requests (default 10,000; `None` never).
+    pub fn recycle_after(mut self, n: Option<u64>) -> Self {
+        self.recycle_after = n;
+        self
+    }
+
+    /// How often zygotes are pinged (default 5 s) and how long a pong may take (default 2 s)
+    /// before the zygote is declared wedged, killed and replaced.
+    pub fn health_check(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.health_interval = interval;
+        self.health_timeout = timeout;
+        self
+    }
+
+    /// Wall-time limit of requests that set none (default: none).
+    pub fn default_wall_time(mut self, t: Duration) -> Self {
+        self.default_wall = Some(t);
+        self
+    }
+
+    /// Starts the pool and its `min` zygotes (so a broken profile fails here, typed).
+    pub fn build(self) -> Result<Pool, PoolError> {
+        self.profile
+            .validate()
+            .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
+        let (root, mounts, blob) = self.profile.plan_tree();
+        let blob_fd = if blob.is_empty() {
+            None
+        } else {
+            Some(request::sealed_memfd("hatchery-files", &blob)?)
+        };
+        let c = &self.profile;
+        let plan = SetupPlan {
+            hostname: c
+                .namespaces
+                .contains(&crate::Namespace::Uts)
+                .then(|| c.hostname.clone())
+                .flatten(),
+            root,
+            mounts,
+            rlimits: c.rlimits.values().copied().collect(),
+            ids: hatchery_protocol::IdPlan {
+                uid: c.uid_maps[0].container_id,
+                gid: c.gid_maps[0].container_id,
+                setgroups_allowed: false,
+                user: c.user.clone(),
+            },
+            blob: blob_fd.as_ref().map(|_| 0),
+            loopback: c.namespaces.contains(&crate::Namespace::Network),
+            seccomp: None,
+            mode: ShimMode::Zygote {
+                max_concurrent: self.per_zygote,
+            },
+        };
+        let clone_flags = c.namespaces().fold(0, |acc, ns| acc | ns.clone_flag());
+        let wake: OwnedFd = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map_err(|e| PoolError::io("eventfd")(e.into()))?
+        .into();
+        let inner = Arc::new(Inner {
+            cfg: Config {
+                max_queue: self.max_queue,
+                acquire_timeout: self.acquire_timeout,
+                health_interval: self.health_interval,
+                health_timeout: self.health_timeout,
+                default_wall: self.default_wall,
+            },
+            profile: ProfilePlan {
+                container: self.profile.clone(),
+                plan,
+                blob: blob_fd,
+                clone_flags,
+            },
+            state: Mutex::new(State {
+                slots: Slots::new(Policy {
+                    min: self.min,
+                    max: self.max.max(self.min).max(1),
+                    per_zygote: self.per_zygote,
+                    recycle_after: self.recycle_after,
+                    idle_timeout: self.idle_timeout,
+                    dedicated: self.isolation == Isolation::Dedicated,
+                }),
+                zygotes: HashMap::new(),
+                waiters: 0,
+                closed: false,
+                pings: HashMap::new(),
+                last_spawn_error: None,
+            }),
+            cond: Condvar::new(),
+            metrics: metrics::Metrics::default(),
+            next_id: AtomicU64::new(1),
+            wake,
+            stopping: AtomicBool::new(false),
+            maintenance: Mutex::new(None),
+        });
+        // Warm the minimum now, so configuration errors surface here.
+        for _ in 0..self.min {
+            inner
+                .start_one()
+                .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
+        }
+        let weak = Arc::downgrade(&inner);
+        let handle = std::thread::Builder::new()
+            .name("hatchery-pool".into())
+            .spawn(move || maintenance(weak))
+            .map_err(PoolError::io("spawn the maintenance thread"))?;
+        *inner.maintenance.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(Pool { inner })
+    }
+}
+
+#[derive(Debug)]
+struct Config {
+    max_queue: usize,
+    acquire_timeout: Duration,
+    health_interval: Duration,
+    health_timeout: Duration,
+    default_wall: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct ProfilePlan {
+    container: Container,
+    plan: SetupPlan,
+    blob: Option<OwnedFd>,
+    clone_flags: libc::c_int,
+}
+
+/// One live zygote.
+#[derive(Debug)]
+struct Zygote {
+    slot: SlotId,
+    pid: Pid,
+    raw_fd: RawFd,
+    /// Callers send requests; only the maintenance thread reads.
+    chan: Mutex<Channel>,
+    dead: AtomicBool,
+}
+
+impl Zygote {
+    fn kill(&self) {
+        if !self.dead.swap(true, Ordering::SeqCst) {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    slots: Slots,
+    zygotes: HashMap<SlotId, Arc<Zygote>>,
+    waiters: usize,
+    closed: bool,
+    /// Pings in flight: slot → (nonce, sent at).
+    pings: HashMap<SlotId, (u64, Instant)>,
+    last_spawn_error: Option<Arc<Error>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: Config,
+    profile: ProfilePlan,
+    state: Mutex<State>,
+    cond: Condvar,
+    metrics: metrics::Metrics,
+    next_id: AtomicU64,
+    wake: OwnedFd,
+    stopping: AtomicBool,
+    maintenance: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn wake_maintenance(&self) {
+        let _ = nix::unistd::write(self.wake.as_fd(), &1u64.to_ne_bytes());
+    }
+
+    /// Starts one zygote and registers it. Blocks for the container's setup (milliseconds).
+    fn start_one(&self) -> Result<(), Error> {
+        let slot = lock(&self.state).slots.add_starting(Instant::now());
+        let result = self.start_zygote(slot);
+        let mut st = lock(&self.state);
+        match result {
+            Ok(z) => {
+                if st.closed {
+                    drop(st);
+                    z.kill();
+                    spawn::reap(z.pid);
+                    return Ok(());
+                }
+                st.slots.mark_ready(slot, Instant::now());
+                st.zygotes.insert(slot, Arc::new(z));
+                st.last_spawn_error = None;
+                self.metrics.zygotes_started.fetch_add(1, Ordering::Relaxed);
+                drop(st);
+                self.cond.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                st.slots.remove(slot);
+                let e = Arc::new(e);
+                st.last_spawn_error = Some(e.clone());
+                self.metrics.zygotes_failed.fetch_add(1, Ordering::Relaxed);
+                drop(st);
+                self.cond.notify_all();
+                Err(Arc::try_unwrap(e).unwrap_or_else(|e| Error::ShimLost {
+                    status: e.to_string(),
+                }))
+            }
+        }
+    }
+
+    fn start_zygote(&self, slot: SlotId) -> Result<Zygote, Error> {
+        let p = &self.profile;
+        let fds: Vec<BorrowedFd<'_>> = p.blob.iter().map(|b| b.as_fd()).collect();
+        let mut shim: ShimProcess = spawn::start(StartSpec {
+            clone_flags: p.clone_flags,
+            uid_maps: &p.container.uid_maps,
+            gid_maps: &p.container.gid_maps,
+            plan: p.plan.clone(),
+            plan_fds: fds,
+            title: "hatchery:zygote",
+        })?;
+        let ready = shim.chan.recv(Some(Instant::now() + spawn::START_TIMEOUT));
+        let fail = |shim: &ShimProcess, e: Error| {
+            shim.kill_and_reap();
+            Err(e)
+        };
+        match ready {
+            Ok(r) => match r.message {
+                Message::Ready(_) => {}
+                Message::SetupFailed(f) => {
+                    return fail(
+                        &shim,
+                        Error::Setup {
+                            step: f.step,
+                            errno: f.errno,
+                            detail: f.detail,
+                        },
+                    )
+                }
+                other => {
+                    return fail(
+                        &shim,
+                        Error::Protocol {
+                            op: "starting a zygote",
+                            source: ProtocolError::UnexpectedMessage {
+                                expected: Kind::Ready.name(),
+                                got: other.kind(),
+                            },
+                        },
+                    )
+                }
+            },
+            Err(e) => {
+                return fail(
+                    &shim,
+                    Error::Protocol {
+                        op: "starting a zygote",
+                        source: e,
+                    },
+                )
+            }
+        }
+        let raw_fd = shim.chan.as_fd().as_raw_fd();
+        Ok(Zygote {
+            slot,
+            pid: shim.pid,
+            raw_fd,
+            chan: Mutex::new(shim.chan),
+            dead: AtomicBool::new(false),
+        })
+    }
+
+    /// Waits for a free zygote until `deadline`.
+    fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Lease, PoolError> {
+        let started = Instant::now();
+        let mut st = lock(&self.state);
+        loop {
+            if st.closed {
+                return Err(PoolError::Closed);
+            }
+            if let Some(slot) = st.slots.lease() {
+                if let Some(z) = st.zygotes.get(&slot).cloned() {
+                    return Ok(Lease {
+                        inner: self.clone(),
+                        zygote: z,
+                    });
+                }
+                st.slots.release(slot, Instant::now());
+            }
+            if st.slots.live() == 0 {
+                if let Some(e) = &st.last_spawn_error {
+                    return Err(PoolError::Spawn(e.clone()));
+                }
+            }
+            if st.waiters >= self.cfg.max_queue {
+                return Err(PoolError::QueueFull { depth: st.waiters });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(PoolError::AcquireTimeout {
+                    waited: started.elapsed(),
+                });
+            }
+            st.waiters += 1;
+            self.wake_maintenance();
+            let (guard, _) = self
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner());
+            st = guard;
+            st.waiters -= 1;
+        }
+    }
+
+    /// Removes a zygote from the pool, kills and reaps it.
+    fn discard(&self, slot: SlotId, restart: bool) {
+        let z = {
+            let mut st = lock(&self.state);
+            st.slots.remove(slot);
+            st.pings.remove(&slot);
+            st.zygotes.remove(&slot)
+        };
+        if let Some(z) = z {
+            z.kill();
+            spawn::reap(z.pid);
+            if restart {
+                self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.metrics.retired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.cond.notify_all();
+        self.wake_maintenance();
+    }
+
+    fn kill_all(&self) {
+        let zygotes: Vec<Arc<Zygote>> = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            st.pings.clear();
+            let ids: Vec<SlotId> = st.zygotes.keys().copied().collect();
+            for id in &ids {
+                st.slots.remove(*id);
+            }
+            st.zygotes.drain().map(|(_, z)| z).collect()
+        };
+        for z in zygotes {
+            z.kill();
+            spawn::reap(z.pid);
+        }
+        self.cond.notify_all();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake_maintenance();
+        let handle = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+        self.kill_all();
+    }
+}
+
+/// A zygote leased for one request; released (and the zygote retired if the policy says so)
+/// when dropped.
+#[derive(Debug)]
+struct Lease {
+    inner: Arc<Inner>,
+    zygote: Arc<Zygote>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let retire = lock(&self.inner.state)
+            .slots
+            .release(self.zygote.slot, Instant::now());
+        self.inner.cond.notify_all();
+        if retire {
+            self.inner.wake_maintenance();
+        }
+    }
+}
+
+/// A request that was dispatched to a zygote. [`wait`](Ticket::wait) for its result; dropping
+/// the ticket instead cancels the request (its processes are killed) and frees the zygote.
+#[derive(Debug)]
+pub struct Ticket {
+    lease: Lease,
+    id: u64,
+    reply: Channel,
+    stdout: Option<(std::fs::File, u64)>,
+    stderr: Option<(std::fs::File, u64)>,
+    wall: Option<Duration>,
+    started: Instant,
+    queued: Duration,
+}
+
+impl Ticket {
+    /// The request's id (unique within the pool).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The reply socket, for event loops (readable once the result is in).
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.reply.as_fd()
+    }
+
+    fn lost(&self, e: ProtocolError) -> PoolError {
+        let z = &self.lease.zygote;
+        let violation = e.is_peer_violation();
+        let pid = z.pid.as_raw();
+        self.lease.inner.discard(z.slot, true);
+        if violation {
+            PoolError::ProtocolViolation { pid, source: e }
+        } else {
+            PoolError::ZygoteLost { pid }
+        }
+    }
+
+    /// Waits for the request's one result.
+    pub fn wait(mut self) -> Result<RunResult, PoolError> {
+        let deadline = self.wall.map(|w| Instant::now() + w + WALL_GRACE);
+        let res = self.receive(deadline);
+        let metrics = &self.lease.inner.metrics;
+        match &res {
+            Ok(r) => metrics.record(&r.outcome, r.timings.total),
+            Err(_) => {
+                metrics.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        res
+    }
+
+    fn receive(&mut self, deadline: Option<Instant>) -> Result<RunResult, PoolError> {
+        let received = match self.reply.recv(deadline) {
+            Ok(r) => r,
+            Err(ProtocolError::Timeout { .. }) => {
+                // The zygote did not enforce the wall-time limit: it is wedged.
+                return Err(self.lost(ProtocolError::Timeout { op: "receive" }));
+            }
+            Err(e) => return Err(self.lost(e)),
+        };
+        self.finish(received.message)
+    }
+
+    /// Non-blocking: the result if it is in.
+    pub fn try_wait(&mut self) -> Result<Option<RunResult>, PoolError> {
+        match self.reply.recv(Some(Instant::now())) {
+            Ok(r) => self.finish(r.message).map(Some),
+            Err(ProtocolError::Timeout { .. }) => Ok(None),
+            Err(e) => Err(self.lost(e)),
+        }
+    }
+
+    fn finish(&mut self, message: Message) -> Result<RunResult, PoolError> {
+        let resp = match message {
+            Message::Response(r) if r.id == self.id => r,
+            Message::Response(_) => {
+                return Err(self.lost(ProtocolError::UnexpectedMessage {
+                    expected: "Response for this request",
+                    got: Kind::Response,
+                }))
+            }
+            other => {
+                return Err(self.lost(ProtocolError::UnexpectedMessage {
+                    expected: Kind::Response.name(),
+                    got: other.kind(),
+                }))
+            }
+        };
+        let (stdout, out_full) = request::read_capture(self.stdout.take())?;
+        let (stderr, err_full) = request::read_capture(self.stderr.take())?;
+        let mut outcome = resp.outcome;
+        if (out_full || err_full)
+            && matches!(
+                outcome,
+                Outcome::Exited(_) | Outcome::Signaled { .. } | Outcome::OutputExceeded
+            )
+        {
+            outcome = Outcome::OutputExceeded;
+        }
+        let total = self.started.elapsed();
+        Ok(RunResult {
+            outcome,
+            usage: Usage {
+                wall: Duration::from_micros(resp.usage.wall_us),
+                user: Duration::from_micros(resp.usage.user_us),
+                system: Duration::from_micros(resp.usage.sys_us),
+                max_rss_kib: resp.usage.max_rss_kib,
+            },
+            timings: Timings {
+                queued: self.queued,
+                dispatch: Duration::from_micros(resp.spawn_us),
+                run: Duration::from_micros(resp.usage.wall_us),
+                total,
+            },
+            stdout,
+            stderr,
+        })
+    }
+}
+
+/// A pool of warm zygote containers. `Send + Sync`, cheap to clone (an `Arc`); the zygotes
+/// and the maintenance thread go away when the last clone and the last [`Ticket`] are dropped,
+/// or at [`shutdown`](Pool::shutdown). No process, fd or zombie outlives the pool.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl Pool {
+    /// A builder with the secure default profile.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// Runs a request to its end: waits for a zygote, dispatches, waits for the result.
+    pub fn run(&self, request: Request) -> Result<RunResult, PoolError> {
+        self.submit(request)?.wait()
+    }
+
+    /// Dispatches a request and returns its [`Ticket`] without waiting for the result.
+    pub fn submit(&self, request: Request) -> Result<Ticket, PoolError> {
+        let started = Instant::now();
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let prepared = request.prepare(id, self.inner.cfg.default_wall)?;
+        let wall = prepared.wire.limits.wall_time_us.map(Duration::from_micros);
+        let lease = self
+            .inner
+            .acquire(started + self.inner.cfg.acquire_timeout)?;
+        let queued = started.elapsed();
+        let (host_end, guest_end) =
+            Channel::pair().map_err(|e| PoolError::io("socketpair")(std::io::Error::other(e)))?;
+        let request::Prepared {
+            wire,
+            fds,
+            stdout,
+            stderr,
+        } = prepared;
+        let borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
+            .chain(fds.iter().map(|f| f.as_fd()))
+            .collect();
+        let sent = lease
+            .zygote
+            .chan
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(
+                &Message::Request(Box::new(wire)),
+                &borrowed,
+                Some(Instant::now() + Duration::from_secs(5)),
+            );
+        drop(borrowed);
+        drop(fds);
+        drop(guest_end);
+        let ticket = Ticket {
+            lease,
+            id,
+            reply: host_end,
+            stdout,
+            stderr,
+            wall,
+            started,
+            queued,
+        };
+        if let Err(e) = sent {
+            self.inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(ticket.lost(e));
+        }
+        Ok(ticket)
+    }
+
+    /// Metrics: zygotes by state, queue depth, outcomes, restarts, latency histogram.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let st = lock(&self.inner.state);
+        let (starting, warm, busy, draining) = st.slots.counts();
+        let counts = ZygoteCounts {
+            starting,
+            warm,
+            busy,
+            draining,
+        };
+        let waiters = st.waiters;
+        drop(st);
+        self.inner.metrics.snapshot(counts, waiters)
+    }
+
+    /// Host pids of the live zygotes (for monitoring and tests).
+    pub fn zygote_pids(&self) -> Vec<i32> {
+        lock(&self.inner.state)
+            .zygotes
+            .values()
+            .map(|z| z.pid.as_raw())
+            .collect()
+    }
+
+    /// Stops taking requests, waits up to `grace` for running ones, then kills and reaps every
+    /// zygote. Requests still running after `grace` end with [`PoolError::ZygoteLost`].
+    pub fn shutdown(&self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        let mut st = lock(&self.inner.state);
+        st.closed = true;
+        self.inner.cond.notify_all();
+        while st.slots.iter().any(|s| s.running > 0) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .inner
+                .cond
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(st);
+        self.inner.kill_all();
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.wake_maintenance();
+    }
+}
+
+/// The maintenance thread: starts zygotes (to the minimum and for waiting requests), retires
+/// them (recycling, idle shrink, dedicated use), pings them, and replaces dead or wedged ones.
+/// It holds only a weak reference, so dropping the pool stops it.
+fn maintenance(weak: Weak<Inner>) {
+    let mut last_health = Instant::now();
+    let mut nonce = 0u64;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        // Start what the policy asks for.
+        let to_start = {
+            let st = lock(&inner.state);
+            if st.closed {
+                0
+            } else {
+                st.slots.to_start(st.waiters)
+            }
+        };
+        for _ in 0..to_start {
+            if inner.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Err(e) = inner.start_one() {
+                tracing::warn!(error = %e, "starting a zygote failed");
+                break;
+            }
+        }
+        // Retire drained and idle zygotes.
+        let retire = lock(&inner.state).slots.to_retire(Instant::now());
+        for slot in retire {
+            inner.discard(slot, false);
+        }
+        // Health: ping every ready zygote; a pong overdue means wedged.
+        let now = Instant::now();
+        let mut wedged = Vec::new();
+        {
+            let mut st = lock(&inner.state);
+            for (slot, (_, sent)) in st.pings.iter() {
+                if now.duration_since(*sent) > inner.cfg.health_timeout {
+                    wedged.push(*slot);
+                }
+            }
+            if now.duration_since(last_health) >= inner.cfg.health_interval {
+                last_health = now;
+                let ready: Vec<Arc<Zygote>> = st
+                    .zygotes
+                    .values()
+                    .filter(|z| !st.pings.contains_key(&z.slot))
+                    .filter(|z| {
+                        st.slots
+                            .iter()
+                            .any(|s| s.id == z.slot && s.state != SlotState::Starting)
+                    })
+                    .cloned()
+                    .collect();
+                for z in ready {
+                    nonce += 1;
+                    let sent = z.chan.lock().unwrap_or_else(|e| e.into_inner()).send(
+                        &Message::Ping(Ping { nonce }),
+                        &[],
+                        Some(now + inner.cfg.health_timeout),
+                    );
+                    match sent {
+                        Ok(()) => {
+                            st.pings.insert(z.slot, (nonce, now));
+                        }
+                        Err(_) => wedged.push(z.slot),
+                    }
+                }
+            }
+        }
+        for slot in wedged {
+            tracing::warn!(?slot, "zygote failed its health check; replacing it");
+            inner.discard(slot, true);
+        }
+        // Wait for pongs, hangups or a wake-up.
+        // Holding the zygotes keeps their sockets open while we poll them.
+        let watch: Vec<Arc<Zygote>> = lock(&inner.state).zygotes.values().cloned().collect();
+        let wake_fd = inner.wake.as_raw_fd();
+        let tick = inner
+            .cfg
+            .health_interval
+            .min(inner.cfg.health_timeout)
+            .min(Duration::from_millis(500));
+        let ready = {
+            let borrowed: Vec<BorrowedFd<'_>> = watch
+                .iter()
+                .map(|z| borrow(z.raw_fd))
+                .chain(std::iter::once(inner.wake.as_fd()))
+                .collect();
+            let mut pfds: Vec<PollFd<'_>> = borrowed
+                .iter()
+                .map(|b| PollFd::new(*b, PollFlags::POLLIN))
+                .collect();
+            let ms = tick.as_millis().min(i32::MAX as u128) as i32;
+            let _ = poll(
+                &mut pfds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            );
+            pfds.iter()
+                .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+                .collect::<Vec<bool>>()
+        };
+        if ready.last().copied().unwrap_or(false) {
+            let mut buf = [0u8; 8];
+            let _ = nix::unistd::read(wake_fd, &mut buf);
+        }
+        for (z, hit) in watch.iter().zip(ready.iter()) {
+            if !hit || z.dead.load(Ordering::SeqCst) {
+                continue;
+            }
+            let slot = &z.slot;
+            let got = z
+                .chan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv(Some(Instant::now()));
+            match got {
+                Ok(r) => match r.message {
+                    Message::Pong(p) => {
+                        let mut st = lock(&inner.state);
+                        if st.pings.get(slot).is_some_and(|(n, _)| *n == p.nonce) {
+                            st.pings.remove(slot);
+                        }
+                    }
+                    other => {
+                        tracing::warn!(?slot, kind = ?other.kind(), "zygote sent an unexpected message; killing it");
+                        inner.discard(*slot, true);
+                    }
+                },
+                Err(ProtocolError::Timeout { .. }) => {}
+                Err(e) => {
+                    if !matches!(e, ProtocolError::Closed) {
+                        tracing::warn!(?slot, error = %e, "zygote broke the protocol; killing it");
+                    }
+                    inner.discard(*slot, true);
+                }
+            }
+        }
+        drop(inner);
+    }
+}
+
+fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    #[allow(unsafe_code)]
+    // SAFETY: `fd` is the socket of a zygote whose `Arc` the caller holds for as long as it uses
+    // the result (the `watch` list of one maintenance iteration), so the socket stays open.
+    unsafe {
+        BorrowedFd::borrow_raw(fd)
+    }
+}

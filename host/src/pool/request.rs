@@ -1,0 +1,388 @@
+//! What a request carries in ([`Request`]) and what comes back ([`RunResult`]).
+//!
+//! Inputs and outputs are fds, never paths. Bytes given as stdin go into a sealed memfd (the
+//! helper reads immutable input from it, no pipe, no copy on its side); a file or a pipe can be
+//! passed as it is. Captured output goes to a memfd whose size is capped with `RLIMIT_FSIZE`:
+//! a helper writing past the cap gets `SIGXFSZ`/`EFBIG`, and the result is
+//! [`Outcome::OutputExceeded`].
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hatchery_protocol::{
+    Bytes, ExecSpec, FdAssignment, FdSlot, Outcome, Request as WireRequest, RequestLimits,
+    Resource, Rlimit, Work,
+};
+
+use crate::pool::error::PoolError;
+
+/// Default cap of captured stdout.
+pub const DEFAULT_STDOUT_LIMIT: u64 = 64 << 20;
+/// Default cap of captured stderr.
+pub const DEFAULT_STDERR_LIMIT: u64 = 1 << 20;
+
+/// Where a request's stdin comes from.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub enum Input {
+    /// `/dev/null` (the default).
+    #[default]
+    Null,
+    /// These bytes, in a sealed memfd.
+    Bytes(Vec<u8>),
+    /// Any readable fd: a file, a pipe, a memfd you sealed yourself (zero copies).
+    Fd(OwnedFd),
+}
+
+/// Where a request's stdout or stderr goes.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Sink {
+    /// Discarded.
+    Null,
+    /// Captured into a memfd of at most this many bytes, returned in the [`RunResult`].
+    Capture(u64),
+    /// Written (streamed) to this fd: a pipe, a file, a socket.
+    Fd(OwnedFd),
+}
+
+/// One request: a program to run in a fresh process of a warm zygote.
+#[derive(Debug)]
+pub struct Request {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) stdin: Input,
+    pub(crate) stdout: Sink,
+    pub(crate) stderr: Sink,
+    pub(crate) named: Vec<(String, OwnedFd, i32)>,
+    pub(crate) wall_time: Option<Duration>,
+    pub(crate) tmp_bytes: Option<u64>,
+    pub(crate) rlimits: Vec<Rlimit>,
+}
+
+impl Request {
+    /// Runs `program` (searched on the request's `PATH`, or the default PATH, inside the
+    /// container when it has no `/`). argv\[0\] is `program`. The environment starts empty.
+    pub fn exec(program: impl AsRef<OsStr>) -> Request {
+        Request {
+            program: program.as_ref().to_os_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            stdin: Input::Null,
+            stdout: Sink::Capture(DEFAULT_STDOUT_LIMIT),
+            stderr: Sink::Capture(DEFAULT_STDERR_LIMIT),
+            named: Vec::new(),
+            wall_time: None,
+            tmp_bytes: None,
+            rlimits: Vec::new(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_os_string());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((k.as_ref().to_os_string(), v.as_ref().to_os_string()));
+        self
+    }
+
+    /// Working directory inside the container.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// stdin from bytes (a sealed memfd).
+    pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Input::Bytes(bytes.into());
+        self
+    }
+
+    /// stdin from any fd (file, pipe, memfd).
+    pub fn stdin_fd(mut self, fd: impl Into<OwnedFd>) -> Self {
+        self.stdin = Input::Fd(fd.into());
+        self
+    }
+
+    /// Where stdout goes (default: captured, up to 64 MiB).
+    pub fn stdout(mut self, sink: Sink) -> Self {
+        self.stdout = sink;
+        self
+    }
+
+    /// Where stderr goes (default: captured, up to 1 MiB).
+    pub fn stderr(mut self, sink: Sink) -> Self {
+        self.stderr = sink;
+        self
+    }
+
+    /// Passes `fd` as fd number `target` (≥ 3); the helper also finds it through the
+    /// environment variable `HATCHERY_FD_<NAME>` (upper-cased).
+    pub fn fd(mut self, name: &str, fd: impl Into<OwnedFd>, target: i32) -> Self {
+        self.named.push((name.to_string(), fd.into(), target));
+        self
+    }
+
+    /// Kills the request (its whole process tree) after this long.
+    pub fn wall_time(mut self, limit: Duration) -> Self {
+        self.wall_time = Some(limit);
+        self
+    }
+
+    /// Size of the request's private tmpfs mounts (default: the profile's).
+    pub fn tmp_size(mut self, bytes: u64) -> Self {
+        self.tmp_bytes = Some(bytes);
+        self
+    }
+
+    /// A resource limit for this request (overrides the profile's).
+    pub fn rlimit(mut self, resource: Resource, soft: u64, hard: u64) -> Self {
+        self.rlimits.push(Rlimit {
+            resource,
+            soft,
+            hard,
+        });
+        self
+    }
+}
+
+/// A request turned into its wire message and the fds that go with it.
+pub(crate) struct Prepared {
+    pub wire: WireRequest,
+    /// Sent with the message, in order, after the reply socket (index 0).
+    pub fds: Vec<OwnedFd>,
+    /// Capture memfds kept by the host: (fd, limit).
+    pub stdout: Option<(std::fs::File, u64)>,
+    pub stderr: Option<(std::fs::File, u64)>,
+}
+
+fn memfd(name: &str) -> Result<memfd::Memfd, PoolError> {
+    memfd::MemfdOptions::default()
+        .close_on_exec(true)
+        .allow_sealing(true)
+        .create(name)
+        .map_err(|e| PoolError::io("memfd_create")(std::io::Error::other(e)))
+}
+
+/// A sealed memfd holding `bytes`: immutable for the helper.
+pub fn sealed_memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd, PoolError> {
+    let m = memfd(name)?;
+    m.as_file()
+        .write_all(bytes)
+        .map_err(PoolError::io("write memfd"))?;
+    m.add_seals(&[
+        memfd::FileSeal::SealShrink,
+        memfd::FileSeal::SealGrow,
+        memfd::FileSeal::SealWrite,
+        memfd::FileSeal::SealSeal,
+    ])
+    .map_err(|e| PoolError::io("seal memfd")(std::io::Error::other(e)))?;
+    let mut f = m.into_file();
+    f.seek(SeekFrom::Start(0)).map_err(PoolError::io("lseek"))?;
+    Ok(f.into())
+}
+
+fn null() -> Result<OwnedFd, PoolError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(PoolError::io("open /dev/null"))
+}
+
+impl Request {
+    pub(crate) fn prepare(
+        self,
+        id: u64,
+        default_wall: Option<Duration>,
+    ) -> Result<Prepared, PoolError> {
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        // Index 0 is the reply socket, added at dispatch.
+        let slot = |fd: OwnedFd, fds: &mut Vec<OwnedFd>| -> u8 {
+            fds.push(fd);
+            fds.len() as u8
+        };
+        let stdin = match self.stdin {
+            Input::Null => FdSlot::Null,
+            Input::Bytes(b) => FdSlot::Passed(slot(sealed_memfd("hatchery-stdin", &b)?, &mut fds)),
+            Input::Fd(fd) => FdSlot::Passed(slot(fd, &mut fds)),
+        };
+        let capture = |sink: Sink,
+                       name: &str,
+                       fds: &mut Vec<OwnedFd>|
+         -> Result<(FdSlot, Option<(std::fs::File, u64)>), PoolError> {
+            Ok(match sink {
+                Sink::Null => (FdSlot::Passed(slot(null()?, fds)), None),
+                Sink::Fd(fd) => (FdSlot::Passed(slot(fd, fds)), None),
+                Sink::Capture(limit) => {
+                    let m = memfd(name)?.into_file();
+                    let dup = m.try_clone().map_err(PoolError::io("dup"))?;
+                    (FdSlot::Passed(slot(dup.into(), fds)), Some((m, limit)))
+                }
+            })
+        };
+        let (stdout, out_cap) = capture(self.stdout, "hatchery-stdout", &mut fds)?;
+        let (stderr, err_cap) = capture(self.stderr, "hatchery-stderr", &mut fds)?;
+        let mut named = Vec::new();
+        for (name, fd, target) in self.named {
+            if target < 3 {
+                return Err(PoolError::InvalidRequest {
+                    what: format!("fd {name:?} -> {target}"),
+                    reason: "targets 0-2 are stdin/stdout/stderr",
+                });
+            }
+            let index = slot(fd, &mut fds);
+            named.push(FdAssignment {
+                index,
+                target,
+                name: Some(name),
+            });
+        }
+        if fds.len() + 1 > hatchery_protocol::frame::MAX_REQUEST_FDS {
+            return Err(PoolError::InvalidRequest {
+                what: format!("{} fds", fds.len()),
+                reason: "at most 60 fds per request",
+            });
+        }
+        let output_bytes = [&out_cap, &err_cap]
+            .iter()
+            .filter_map(|c| c.as_ref().map(|(_, l)| *l))
+            .max();
+        let wire = WireRequest {
+            id,
+            reply: 0,
+            work: Work::Exec(ExecSpec {
+                program: Bytes(self.program.as_bytes().to_vec()),
+                argv: std::iter::once(&self.program)
+                    .chain(self.args.iter())
+                    .map(|a| Bytes(a.as_bytes().to_vec()))
+                    .collect(),
+                env: self
+                    .env
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut e = k.as_bytes().to_vec();
+                        e.push(b'=');
+                        e.extend_from_slice(v.as_bytes());
+                        Bytes(e)
+                    })
+                    .collect(),
+                cwd: self.cwd.map(|c| Bytes(c.as_os_str().as_bytes().to_vec())),
+            }),
+            limits: RequestLimits {
+                wall_time_us: self
+                    .wall_time
+                    .or(default_wall)
+                    .map(|d| d.as_micros().min(u64::MAX as u128) as u64),
+                output_bytes,
+                tmp_bytes: self.tmp_bytes,
+                rlimits: self.rlimits,
+            },
+            stdio: [stdin, stdout, stderr],
+            named,
+        };
+        Ok(Prepared {
+            wire,
+            fds,
+            stdout: out_cap,
+            stderr: err_cap,
+        })
+    }
+}
+
+/// Reads a capture memfd; `true` when it reached its cap.
+pub(crate) fn read_capture(
+    cap: Option<(std::fs::File, u64)>,
+) -> Result<(Vec<u8>, bool), PoolError> {
+    let Some((mut f, limit)) = cap else {
+        return Ok((Vec::new(), false));
+    };
+    let len = f.metadata().map_err(PoolError::io("fstat"))?.len();
+    f.seek(SeekFrom::Start(0)).map_err(PoolError::io("lseek"))?;
+    let mut buf = Vec::with_capacity(len.min(limit) as usize);
+    f.take(limit)
+        .read_to_end(&mut buf)
+        .map_err(PoolError::io("read capture"))?;
+    Ok((buf, len >= limit && limit > 0))
+}
+
+/// Time spent in each phase of a request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Waiting for a free zygote.
+    pub queued: Duration,
+    /// From dispatch to the helper's exec (clone, namespaces, fd setup, exec), measured in the
+    /// zygote.
+    pub dispatch: Duration,
+    /// The request's process tree, from clone to reap, measured in the zygote.
+    pub run: Duration,
+    /// Everything, as the caller saw it.
+    pub total: Duration,
+}
+
+/// Resources the request used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Wall time of the request's process tree.
+    pub wall: Duration,
+    /// User CPU time.
+    pub user: Duration,
+    /// System CPU time.
+    pub system: Duration,
+    /// Peak RSS, KiB.
+    pub max_rss_kib: u64,
+}
+
+/// The one result of one request.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What it used.
+    pub usage: Usage,
+    /// Where the time went.
+    pub timings: Timings,
+    /// Captured stdout (empty unless captured).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (empty unless captured).
+    pub stderr: Vec<u8>,
+}
+
+impl RunResult {
+    /// Whether the command exited with code 0.
+    pub fn success(&self) -> bool {
+        self.outcome == Outcome::Exited(0)
+    }
+
+    /// The exit code, if the command exited by itself.
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.outcome {
+            Outcome::Exited(c) => Some(c),
+            _ => None,
+        }
+    }
+}
