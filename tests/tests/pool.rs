@@ -53,3 +53,421 @@ fn runs_commands_with_captured_output() {
     assert_eq!(r.stdout, b"sealed input");
     eprintln!("timings {:?}", r.timings);
 }
+
+#[test]
+fn every_outcome_from_a_helper_built_to_cause_it() {
+    if !ready() {
+        return;
+    }
+    let p = pool();
+    let r = p.run(sh("kill -SEGV $$")).unwrap();
+    assert!(
+        matches!(
+            r.outcome,
+            Outcome::Signaled {
+                signal: libc::SIGSEGV,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    let t = Instant::now();
+    let r = p
+        .run(
+            Request::exec("/bin/sleep")
+                .arg("10")
+                .wall_time(Duration::from_millis(200)),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::TimedOut);
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let r = p
+        .run(sh("while :; do :; done").rlimit(hatchery::Rlimit::Cpu, 1, 1))
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::CpuTimeExceeded, "{r:?}");
+    let r = p
+        .run(
+            Request::exec("/bin/sh")
+                .args(["-c", "head -c 100000 /dev/zero"])
+                .stdout(Sink::Capture(4096)),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::OutputExceeded, "{r:?}");
+    assert_eq!(r.stdout.len(), 4096);
+    let r = p.run(Request::exec("no-such-program")).unwrap();
+    match r.outcome {
+        Outcome::SetupFailed(f) => assert_eq!(f.step, hatchery::SetupStep::FindProgram),
+        o => panic!("{o:?}"),
+    }
+    let r = p
+        .run(Request::exec("/bin/true").current_dir("/nonexistent"))
+        .unwrap();
+    assert!(
+        matches!(r.outcome, Outcome::SetupFailed(ref f) if f.step == hatchery::SetupStep::Chdir),
+        "{r:?}"
+    );
+    assert!(
+        p.run(Request::exec("/bin/true")).unwrap().success(),
+        "the pool still works"
+    );
+}
+
+#[test]
+fn timeouts_kill_the_whole_request_tree() {
+    if !ready() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("hatchery-pool-tree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let mut prof = profile();
+    prof.bindmount_rw(&dir.to_string_lossy(), "/out");
+    let p = Pool::builder().profile(prof).build().unwrap();
+    let r = p
+        .run(
+            sh("(setsid sh -c 'sleep 1; echo late > /out/late' &) ; sleep 10")
+                .wall_time(Duration::from_millis(300)),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::TimedOut);
+    // Even a normal exit takes the request's leftovers with it.
+    let r = p
+        .run(sh(
+            "(setsid sh -c 'sleep 1; echo late2 > /out/late2' &); exit 0",
+        ))
+        .unwrap();
+    assert!(r.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !dir.join("late").exists() && !dir.join("late2").exists(),
+        "a process outlived its request"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_killed_zygote_is_replaced_and_in_flight_requests_get_zygote_lost() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap();
+    let ticket = p.submit(Request::exec("/bin/sleep").arg("30")).unwrap();
+    let pid = p.zygote_pids()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    match ticket.wait() {
+        Err(PoolError::ZygoteLost { pid: lost }) => assert_eq!(lost, pid),
+        other => panic!("{other:?}"),
+    }
+    let r = p.run(Request::exec("/bin/true")).unwrap();
+    assert!(r.success());
+    assert!(!p.zygote_pids().contains(&pid));
+    assert!(p.metrics().restarts >= 1);
+}
+
+#[test]
+fn a_stopped_zygote_fails_its_health_check_and_is_replaced() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .health_check(Duration::from_millis(100), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let ticket = p.submit(Request::exec("/bin/sleep").arg("30")).unwrap();
+    let pid = p.zygote_pids()[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    assert!(matches!(ticket.wait(), Err(PoolError::ZygoteLost { .. })));
+    assert!(p.run(Request::exec("/bin/true")).unwrap().success());
+    assert!(!p.zygote_pids().contains(&pid));
+}
+
+#[test]
+fn cancellation_at_random_points_keeps_the_pool_healthy() {
+    if !ready() {
+        return;
+    }
+    let p = pool();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..30 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let ticket = p.submit(sh("sleep 5")).unwrap();
+        let wait = Duration::from_micros(seed % 20_000);
+        std::thread::sleep(wait);
+        drop(ticket);
+    }
+    for _ in 0..5 {
+        assert!(p.run(Request::exec("/bin/true")).unwrap().success());
+    }
+    // Every cancelled request's processes are gone: the zygotes have no children left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let busy: usize = p
+            .zygote_pids()
+            .iter()
+            .map(|z| {
+                std::fs::read_to_string(format!("/proc/{z}/task/{z}/children"))
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .count()
+            })
+            .sum();
+        if busy == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cancelled requests still running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn nothing_crosses_from_one_request_to_the_next() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap();
+    let plant = p
+        .run(sh(
+            "echo secret > /tmp/planted; echo x > /dev/shm/planted; \
+                 (setsid sleep 100 &); ipcmk -M 4096 >/dev/null; ipcmk -Q >/dev/null; \
+                 ls /proc | grep -c '^[0-9]'",
+        ))
+        .unwrap();
+    assert!(
+        plant.success(),
+        "{plant:?} {}",
+        String::from_utf8_lossy(&plant.stderr)
+    );
+    let look = p
+        .run(sh(
+            "ls -A /tmp /dev/shm; ipcs -m | grep -c '^0x'; ipcs -q | grep -c '^0x'; \
+                 ls /proc | grep '^[0-9]' | wc -l",
+        ))
+        .unwrap();
+    let out = String::from_utf8_lossy(&look.stdout).into_owned();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "/dev/shm:", "{out}");
+    assert_eq!(lines[1], "");
+    assert_eq!(lines[2], "/tmp:", "{out}");
+    assert_eq!(lines[3], "0", "SysV shm leaked: {out}");
+    assert_eq!(lines[4], "0", "SysV queue leaked: {out}");
+    // Only the request's own processes: its root, sh, ls, grep, wc.
+    let procs: usize = lines[5].trim().parse().unwrap();
+    assert!(procs <= 5, "foreign processes visible: {out}");
+}
+
+#[test]
+fn named_fds_and_streamed_output() {
+    if !ready() {
+        return;
+    }
+    let p = pool();
+    let (r, mut w) = std::io::pipe().unwrap();
+    std::io::Write::write_all(&mut w, b"via named fd").unwrap();
+    drop(w);
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let res = p
+        .run(
+            Request::exec("/bin/sh")
+                .args([
+                    "-c",
+                    "cat <&$HATCHERY_FD_FONT; echo \" ($HATCHERY_FD_FONT)\"",
+                ])
+                .fd("font", r, 5)
+                .stdout(Sink::Fd(out_w.into())),
+        )
+        .unwrap();
+    assert!(res.success(), "{res:?}");
+    let mut s = String::new();
+    std::io::Read::read_to_string(&mut { out_r }, &mut s).unwrap();
+    assert_eq!(s, "via named fd (5)\n");
+    let file = std::fs::File::open("/etc/hostname").unwrap();
+    let res = p.run(Request::exec("cat").stdin_fd(file)).unwrap();
+    assert_eq!(res.stdout, std::fs::read("/etc/hostname").unwrap());
+    let _ = Input::Null;
+}
+
+#[test]
+fn concurrent_requests_share_zygotes() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(2)
+        .max_concurrent_per_zygote(3)
+        .build()
+        .unwrap();
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let r = p.run(sh(&format!("sleep 0.2; echo {i}"))).unwrap();
+                assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), i.to_string());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(p.zygote_pids().len() <= 2);
+    assert_eq!(p.metrics().outcome("exited_ok"), 6);
+}
+
+#[test]
+fn dedicated_isolation_uses_each_zygote_once() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .isolation(hatchery::Isolation::Dedicated)
+        .min_zygotes(1)
+        .max_zygotes(2)
+        .build()
+        .unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        let before = p.zygote_pids();
+        let r = p.run(Request::exec("/bin/true")).unwrap();
+        assert!(r.success());
+        seen.extend(before);
+    }
+    assert!(p.metrics().retired >= 3, "{:?}", p.metrics());
+    assert!(seen.len() >= 3, "zygotes were reused: {seen:?}");
+}
+
+#[test]
+fn backpressure_queue_full_and_acquire_timeout() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .max_queue(0)
+        .build()
+        .unwrap();
+    let busy = p.submit(Request::exec("/bin/sleep").arg("30")).unwrap();
+    assert!(matches!(
+        p.run(Request::exec("/bin/true")),
+        Err(PoolError::QueueFull { .. })
+    ));
+    drop(busy);
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .acquire_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let busy = p.submit(Request::exec("/bin/sleep").arg("30")).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        p.run(Request::exec("/bin/true")),
+        Err(PoolError::AcquireTimeout { .. })
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    drop(busy);
+    assert!(p.run(Request::exec("/bin/true")).unwrap().success());
+}
+
+#[test]
+fn shutdown_and_drop_leave_nothing_behind() {
+    if !ready() {
+        return;
+    }
+    let p = pool();
+    assert!(p.run(Request::exec("/bin/true")).unwrap().success());
+    let pids = p.zygote_pids();
+    assert!(!pids.is_empty());
+    p.shutdown(Duration::from_secs(1));
+    assert!(matches!(
+        p.run(Request::exec("/bin/true")),
+        Err(PoolError::Closed)
+    ));
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "zygote {pid} survived shutdown"
+        );
+    }
+    let p = pool();
+    let pids = p.zygote_pids();
+    drop(p);
+    for pid in &pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "zygote {pid} survived drop"
+        );
+    }
+}
+
+#[test]
+fn a_broken_profile_fails_at_build_with_a_typed_error() {
+    if !ready() {
+        return;
+    }
+    let mut prof = profile();
+    prof.bindmount_ro("/no/such/dir", "/x");
+    match Pool::builder().profile(prof).build() {
+        Err(PoolError::Spawn(e)) => assert!(
+            matches!(
+                *e,
+                hatchery::Error::Setup {
+                    step: hatchery::SetupStep::BindMount,
+                    ..
+                }
+            ),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn metrics_and_pool_is_send_sync_clone() {
+    fn assert_traits<T: Send + Sync + Clone + 'static>() {}
+    assert_traits::<Pool>();
+    if !ready() {
+        return;
+    }
+    let p = pool();
+    for _ in 0..3 {
+        p.run(Request::exec("/bin/true")).unwrap();
+    }
+    p.run(Request::exec("/bin/false")).unwrap();
+    let m = p.metrics();
+    assert_eq!(m.outcome("exited_ok"), 3);
+    assert_eq!(m.outcome("exited_error"), 1);
+    assert_eq!(m.latency_us.iter().map(|(_, c)| c).sum::<u64>(), 4);
+    assert!(m.zygotes.warm + m.zygotes.busy >= 1);
+    assert_eq!(m.queue_depth, 0);
+}

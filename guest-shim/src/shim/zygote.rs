@@ -389,7 +389,10 @@ pub fn serve(z: Zygote<'_>) -> i32 {
                 Ok(received) => match received.message {
                     Message::Request(req) => {
                         let fds = received.fds.into_iter().map(Some).collect();
-                        if !accepting || running.len() >= z.max_concurrent as usize {
+                        // Requests being killed (cancelled, timed out) no longer count: the host
+                        // already released their slot.
+                        let live = running.iter().filter(|r| r.killed.is_none()).count();
+                        if !accepting || live >= z.max_concurrent as usize {
                             let mut fds: Vec<Option<OwnedFd>> = fds;
                             if let Some(reply) =
                                 fds.get_mut(req.reply as usize).and_then(Option::take)

@@ -261,9 +261,7 @@ impl PoolBuilder {
         });
         // Warm the minimum now, so configuration errors surface here.
         for _ in 0..self.min {
-            inner
-                .start_one()
-                .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
+            inner.start_one().map_err(PoolError::Spawn)?;
         }
         let weak = Arc::downgrade(&inner);
         let handle = std::thread::Builder::new()
@@ -271,7 +269,12 @@ impl PoolBuilder {
             .spawn(move || maintenance(weak))
             .map_err(PoolError::io("spawn the maintenance thread"))?;
         *inner.maintenance.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
-        Ok(Pool { inner })
+        Ok(Pool {
+            _owner: Arc::new(Owner {
+                inner: inner.clone(),
+            }),
+            inner,
+        })
     }
 }
 
@@ -345,7 +348,7 @@ impl Inner {
     }
 
     /// Starts one zygote and registers it. Blocks for the container's setup (milliseconds).
-    fn start_one(&self) -> Result<(), Error> {
+    fn start_one(&self) -> Result<(), Arc<Error>> {
         let slot = lock(&self.state).slots.add_starting(Instant::now());
         let result = self.start_zygote(slot);
         let mut st = lock(&self.state);
@@ -372,9 +375,7 @@ impl Inner {
                 self.metrics.zygotes_failed.fetch_add(1, Ordering::Relaxed);
                 drop(st);
                 self.cond.notify_all();
-                Err(Arc::try_unwrap(e).unwrap_or_else(|e| Error::ShimLost {
-                    status: e.to_string(),
-                }))
+                Err(e)
             }
         }
     }
@@ -523,8 +524,9 @@ impl Inner {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// Stops the maintenance thread (joining it unless called from it) and kills every zygote.
+    fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake_maintenance();
         let handle = self
@@ -538,6 +540,25 @@ impl Drop for Inner {
             }
         }
         self.kill_all();
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Dropped with the last [`Pool`] clone: stops everything synchronously, so nothing outlives
+/// the pool (tickets still in flight then end with [`PoolError::ZygoteLost`]).
+#[derive(Debug)]
+struct Owner {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.inner.stop();
     }
 }
 
@@ -686,6 +707,8 @@ impl Ticket {
 /// or at [`shutdown`](Pool::shutdown). No process, fd or zombie outlives the pool.
 #[derive(Debug, Clone)]
 pub struct Pool {
+    // Declared first: dropped first, so the last clone stops the pool before its `Arc<Inner>`.
+    _owner: Arc<Owner>,
     inner: Arc<Inner>,
 }
 
@@ -795,9 +818,7 @@ impl Pool {
                 .0;
         }
         drop(st);
-        self.inner.kill_all();
-        self.inner.stopping.store(true, Ordering::SeqCst);
-        self.inner.wake_maintenance();
+        self.inner.stop();
     }
 }
 

@@ -157,9 +157,7 @@ impl Slots {
         best.running += 1;
         best.served += 1;
         let id = best.id;
-        if dedicated {
-            best.state = SlotState::Draining;
-        } else if self.policy.recycle_after.is_some_and(|n| best.served >= n) {
+        if dedicated || self.policy.recycle_after.is_some_and(|n| best.served >= n) {
             best.state = SlotState::Draining;
         }
         Some(id)
