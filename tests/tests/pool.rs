@@ -471,3 +471,47 @@ fn metrics_and_pool_is_send_sync_clone() {
     assert!(m.zygotes.warm + m.zygotes.busy >= 1);
     assert_eq!(m.queue_depth, 0);
 }
+
+#[test]
+fn async_api_runs_and_cancels_by_drop() {
+    if !ready() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = pool();
+    rt.block_on(async {
+        let r = p
+            .run_async(Request::exec("/bin/echo").arg("async"))
+            .await
+            .unwrap();
+        assert_eq!(r.stdout, b"async\n");
+        // Dropping the future (here, by a timeout) kills the request.
+        let t = Instant::now();
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(300),
+            p.run_async(Request::exec("/bin/sleep").arg("30")),
+        )
+        .await;
+        assert!(dropped.is_err());
+        assert!(t.elapsed() < Duration::from_secs(5));
+        let r = p.run_async(Request::exec("/bin/true")).await.unwrap();
+        assert!(r.success());
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while p.zygote_pids().iter().any(|z| {
+        !std::fs::read_to_string(format!("/proc/{z}/task/{z}/children"))
+            .unwrap_or_default()
+            .trim()
+            .is_empty()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the dropped request kept running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

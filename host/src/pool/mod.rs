@@ -20,6 +20,8 @@
 //! socketpair, one message with its fds, one clone with new pid/mount/ipc namespaces and a fork
 //! inside the zygote, and the helper's exec.
 
+#[cfg(feature = "tokio")]
+mod asynch;
 mod error;
 mod metrics;
 mod profile;
@@ -623,14 +625,18 @@ impl Ticket {
     pub fn wait(mut self) -> Result<RunResult, PoolError> {
         let deadline = self.wall.map(|w| Instant::now() + w + WALL_GRACE);
         let res = self.receive(deadline);
+        self.record(&res);
+        res
+    }
+
+    fn record(&self, res: &Result<RunResult, PoolError>) {
         let metrics = &self.lease.inner.metrics;
-        match &res {
+        match res {
             Ok(r) => metrics.record(&r.outcome, r.timings.total),
             Err(_) => {
                 metrics.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        res
     }
 
     fn receive(&mut self, deadline: Option<Instant>) -> Result<RunResult, PoolError> {
