@@ -288,3 +288,81 @@ fn userns_auto_maps_a_subordinate_range() {
         );
     }
 }
+
+#[test]
+fn map_runs_each_file_through_the_pool() {
+    if !ready() {
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("hatchery-map-{}", std::process::id()));
+    let input = base.join("in");
+    let out = base.join("out");
+    std::fs::create_dir_all(&input).unwrap();
+    for (name, body) in [
+        ("a.txt", "hello\n"),
+        ("b.txt", "second file\n"),
+        ("bad.txt", "FAIL\n"),
+    ] {
+        std::fs::write(input.join(name), body).unwrap();
+    }
+    let files: Vec<String> = ["a.txt", "b.txt", "bad.txt"]
+        .iter()
+        .map(|n| input.join(n).to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec![
+        "map".to_string(),
+        "-j".into(),
+        "2".into(),
+        "--out".into(),
+        out.to_string_lossy().into_owned(),
+        "-e".into(),
+        "SUFFIX=!".into(),
+    ];
+    args.extend(files);
+    args.extend(["--".into(), "/bin/sh".into(), "-c".into(), "v=$(cat); case \"$v\" in *FAIL*) exit 4;; esac; echo \"$v\" | tr a-z A-Z; echo \"$SUFFIX\"".into()]);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = hatchery(&refs);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "one file failed: {}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("a.txt")).unwrap(),
+        "HELLO\n!\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("b.txt")).unwrap(),
+        "SECOND FILE\n!\n"
+    );
+    assert!(
+        !out.join("bad.txt").exists(),
+        "a failed file leaves no partial output"
+    );
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let bad = lines
+        .iter()
+        .find(|l| l["file"].as_str().unwrap().ends_with("bad.txt"))
+        .unwrap();
+    assert_eq!(
+        (
+            bad["ok"].as_bool(),
+            bad["exit_code"].as_i64(),
+            bad["outcome"].as_str()
+        ),
+        (Some(false), Some(4), Some("exited"))
+    );
+    let good = lines
+        .iter()
+        .find(|l| l["file"].as_str().unwrap().ends_with("a.txt"))
+        .unwrap();
+    assert_eq!(good["bytes_in"].as_u64(), Some(6));
+    assert_eq!(good["bytes_out"].as_u64(), Some(8));
+    assert!(good["total_us"].as_u64().unwrap() > 0);
+    std::fs::remove_dir_all(&base).ok();
+}

@@ -2,9 +2,12 @@
 //!
 //! Inputs and outputs are fds, never paths. Bytes given as stdin go into a sealed memfd (the
 //! helper reads immutable input from it, no pipe, no copy on its side); a file or a pipe can be
-//! passed as it is. Captured output goes to a memfd whose size is capped with `RLIMIT_FSIZE`:
-//! a helper writing past the cap gets `SIGXFSZ`/`EFBIG`, and the result is
-//! [`Outcome::OutputExceeded`].
+//! passed as it is. Captured output goes to a memfd whose size is capped with `RLIMIT_FSIZE`
+//! set to the largest capture limit of the request: a helper writing past it gets
+//! `SIGXFSZ`/`EFBIG`, and the result is [`Outcome::OutputExceeded`]. The same limit applies to
+//! every regular file the request writes (a file given as a sink, files in its tmpfs). A capture
+//! with a smaller limit than the largest is cut to its own limit and also gives
+//! `OutputExceeded`; the helper is then stopped only at the largest limit.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -314,7 +317,7 @@ impl Request {
     }
 }
 
-/// Reads a capture memfd; `true` when it reached its cap.
+/// Reads a capture memfd, cut to its own limit; `true` when it reached that limit.
 pub(crate) fn read_capture(
     cap: Option<(std::fs::File, u64)>,
 ) -> Result<(Vec<u8>, bool), PoolError> {

@@ -1,7 +1,9 @@
 //! The `hatchery` command line: `hatchery run` runs a command in a one-shot sandbox,
 //! accepting the flags of `hakoniwa run`.
 
+mod map;
 mod run;
+mod sandbox;
 
 use clap::{Parser, Subcommand};
 
@@ -17,12 +19,15 @@ struct Cli {
 enum Commands {
     /// Run a COMMAND in a sandbox (compatible with `hakoniwa run`)
     Run(run::RunArgs),
+    /// Run COMMAND once per FILE (as its stdin) in fresh sandboxes from a warm pool
+    Map(map::MapArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Commands::Run(args) => run::execute(args),
+        Commands::Map(args) => map::execute(args),
     };
     std::process::exit(code);
 }
