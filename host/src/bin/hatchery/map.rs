@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -66,8 +66,8 @@ fn us(d: Duration) -> u64 {
 }
 
 fn report(
-    file: &PathBuf,
-    output: &PathBuf,
+    file: &Path,
+    output: &Path,
     bytes_in: u64,
     res: &Result<RunResult, String>,
 ) -> serde_json::Value {
