@@ -105,22 +105,29 @@ pub fn raise_ambient(last_cap: u32) -> Result<(), Errno> {
     Ok(())
 }
 
-/// First half of dropping every capability for good: ambient set cleared, bounding set emptied,
-/// securebits locked so that uid 0 gains nothing at exec and changing uids keeps the remaining
-/// capabilities (so `setresuid` still works after this). Finish with `capset_all(0)` once the ids
-/// are set.
-pub fn lock_capabilities(last_cap: u32) -> Result<(), Errno> {
-    prctl(
-        libc::PR_CAP_AMBIENT,
-        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-        0,
-    )?;
+/// Empties the bounding set. It only limits what an exec can gain, so the shim does this once,
+/// after building the container, and keeps its own effective capabilities for its work; every
+/// child inherits the empty set.
+pub fn drop_bounding_set(last_cap: u32) -> Result<(), Errno> {
     for cap in 0..=last_cap {
         match prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0) {
             Ok(_) | Err(libc::EINVAL) => {}
             Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// First half of dropping every capability for good (the bounding set is already empty, see
+/// [`drop_bounding_set`]): ambient set cleared, securebits locked so that uid 0 gains nothing at
+/// exec and changing uids keeps the remaining capabilities (so `setresuid` still works after
+/// this). Finish with `capset_all(0)` once the ids are set.
+pub fn lock_capabilities() -> Result<(), Errno> {
+    prctl(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    )?;
     // SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP | ..._LOCKED |
     // SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | ..._LOCKED
     const BITS: libc::c_ulong = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80;
@@ -193,13 +200,24 @@ pub fn unblock_all_signals() -> Result<(), Errno> {
     Ok(())
 }
 
-/// Resets every catchable signal to its default disposition (handlers are reset by exec, but
-/// ignored signals such as Rust's `SIGPIPE` stay ignored otherwise).
-pub fn reset_signal_dispositions() {
-    for sig in 1..=64 {
-        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-            continue;
-        }
+/// The signals whose disposition is not the default: ignored ones (such as Rust's `SIGPIPE`),
+/// which would survive exec, and handled ones (such as Rust's `SIGSEGV` guard), which must not
+/// run in a child that shares the parent's memory. A child resets exactly these before exec.
+pub fn non_default_signals() -> Vec<i32> {
+    (1..=64)
+        .filter(|&sig| {
+            // SAFETY: an all-zero sigaction is valid; the query writes into it.
+            let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+            // SAFETY: querying a disposition into a valid local struct.
+            let ok = unsafe { libc::sigaction(sig, std::ptr::null(), &mut current) } == 0;
+            ok && current.sa_sigaction != libc::SIG_DFL
+        })
+        .collect()
+}
+
+/// Resets `signals` to their default disposition.
+pub fn reset_signals(signals: &[i32]) {
+    for &sig in signals {
         // SAFETY: SIG_DFL is always a valid disposition; invalid numbers return EINVAL, ignored.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);

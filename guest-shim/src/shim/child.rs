@@ -93,12 +93,47 @@ pub fn clone_request(
     }
 }
 
-fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
-    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
-        fail(err_pipe, SetupStep::Fork, e);
+/// Starts a request as one process in new mount and IPC namespaces, like `posix_spawn`: it
+/// shares the shim's memory while the shim is suspended (`CLONE_VM | CLONE_VFORK`) until the
+/// command execs, on the plan's own stack. The child mounts the private tmpfs instances, then
+/// runs [`run`].
+pub fn spawn_single(plan: &LaunchPlan, err_pipe: RawFd) -> Result<libc::pid_t, i32> {
+    debug_assert_eq!(
+        crate::shim::thread_count(),
+        1,
+        "the shim must stay single-threaded"
+    );
+    let args = CommandArgs { plan, err_pipe };
+    let top = (plan.child_stack.as_ptr() as usize + plan.child_stack.len()) & !15;
+    let flags =
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::SIGCHLD;
+    // SAFETY: `single_main` only reads `args` (alive: this thread is suspended until the child
+    // execs or exits) and runs on `child_stack`, which nothing else uses meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            single_main,
+            top as *mut libc::c_void,
+            flags,
+            &args as *const CommandArgs<'_> as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok(pid)
     }
+}
+
+extern "C" fn single_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `CommandArgs` of `spawn_single`, alive while the shim is suspended.
+    let args: &CommandArgs<'_> = unsafe { &*(arg as *const CommandArgs<'_>) };
+    mount_private_tmpfs(args.plan, args.err_pipe);
+    run(args.plan, args.err_pipe)
+}
+
+fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: RawFd) {
     for (target, opts) in plan.private_tmpfs.iter() {
-        // SAFETY: NUL-terminated CStrings built before the fork.
+        // SAFETY: NUL-terminated CStrings built before the clone.
         let r = unsafe {
             libc::mount(
                 c"tmpfs".as_ptr(),
@@ -112,6 +147,13 @@ fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
             fail(err_pipe, SetupStep::MountTmpfs, errno());
         }
     }
+}
+
+fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
+    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
+        fail(err_pipe, SetupStep::Fork, e);
+    }
+    mount_private_tmpfs(plan, err_pipe);
     for target in plan.private_proc.iter() {
         // SAFETY: NUL-terminated CStrings built before the fork.
         let r = unsafe {
@@ -127,13 +169,22 @@ fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
             fail(err_pipe, SetupStep::MountProc, errno());
         }
     }
-    // SAFETY: a fork-like clone of this single-threaded process; the child runs `run`.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+    // The command is started like posix_spawn: sharing our memory (a private copy of the
+    // zygote's) while we are suspended until it execs, on a stack prepared before the fork.
+    let args = CommandArgs { plan, err_pipe };
+    let top = (plan.child_stack.as_ptr() as usize + plan.child_stack.len()) & !15;
+    // SAFETY: `command_main` only reads `args` (alive: we are suspended until the command execs
+    // or exits, CLONE_VFORK) and runs on `child_stack`, which nobody else uses meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            command_main,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &args as *const CommandArgs<'_> as *mut libc::c_void,
+        )
+    };
     if pid < 0 {
         fail(err_pipe, SetupStep::Fork, errno());
-    }
-    if pid == 0 {
-        run(plan, err_pipe);
     }
     // Our copy of the report pipe must go, so the zygote sees EOF once the command execs.
     // SAFETY: closing an fd this process owns.
@@ -150,6 +201,17 @@ fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
             sys::exit_now(1);
         }
     }
+}
+
+struct CommandArgs<'a> {
+    plan: &'a LaunchPlan,
+    err_pipe: RawFd,
+}
+
+extern "C" fn command_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `CommandArgs` on the request root's stack, alive while it is suspended.
+    let args: &CommandArgs<'_> = unsafe { &*(arg as *const CommandArgs<'_>) };
+    run(args.plan, args.err_pipe)
 }
 
 fn fail(err_pipe: RawFd, step: SetupStep, errno: i32) -> ! {
@@ -172,7 +234,7 @@ fn raw(ret: libc::c_long) -> Result<(), i32> {
 
 /// The request child. See the module header for the rules.
 fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
-    sys::reset_signal_dispositions();
+    sys::reset_signals(plan.reset_signals);
     if let Err(e) = sys::unblock_all_signals() {
         fail(err_pipe, SetupStep::NewSession, e);
     }
@@ -207,7 +269,7 @@ fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
         fail(err_pipe, SetupStep::MapFds, e);
     }
 
-    if let Err(e) = sys::lock_capabilities(plan.last_cap) {
+    if let Err(e) = sys::lock_capabilities() {
         fail(err_pipe, SetupStep::DropCapabilities, e);
     }
     if let Some(ids) = &plan.ids {

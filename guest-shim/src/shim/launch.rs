@@ -54,7 +54,6 @@ pub struct LaunchPlan {
     pub(crate) rlimits: Vec<(libc::c_int, u64, u64)>,
     pub(crate) ids: Option<ChildIds>,
     pub(crate) seccomp: Option<Vec<libc::sock_filter>>,
-    pub(crate) last_cap: u32,
     pub(crate) fd_limit: u32,
     /// RLIMIT_CPU hard limit in seconds, to tell a CPU-limit kill from another SIGKILL.
     pub cpu_limit_secs: Option<u64>,
@@ -62,6 +61,10 @@ pub struct LaunchPlan {
     pub(crate) private_tmpfs: Vec<(CString, CString)>,
     /// Proc instances of the request's own pid namespace.
     pub(crate) private_proc: Vec<CString>,
+    /// Signals to reset to their default before exec (the ones the shim ignores or handles).
+    pub(crate) reset_signals: &'static [i32],
+    /// Stack of the command's `CLONE_VM | CLONE_VFORK` start from the request root.
+    pub(crate) child_stack: Vec<u8>,
 }
 
 impl LaunchPlan {
@@ -178,8 +181,6 @@ pub struct LaunchRequest<'a> {
     pub setgroups_allowed: bool,
     /// Raw seccomp filter words.
     pub seccomp: Option<&'a [u64]>,
-    /// Highest capability number.
-    pub last_cap: u32,
 }
 
 /// Builds a [`LaunchPlan`].
@@ -297,12 +298,19 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         rlimits,
         ids,
         seccomp,
-        last_cap: req.last_cap,
         fd_limit,
         cpu_limit_secs,
         private_tmpfs: Vec::new(),
         private_proc: Vec::new(),
+        reset_signals: non_default_signals(),
+        child_stack: vec![0u8; 64 * 1024],
     })
+}
+
+/// The shim's non-default signal dispositions, queried once (they never change after start).
+fn non_default_signals() -> &'static [i32] {
+    static SIGNALS: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
+    SIGNALS.get_or_init(crate::sys::non_default_signals)
 }
 
 /// A request started in its own namespaces.
@@ -314,6 +322,34 @@ pub struct LaunchedRequest {
     pub started: Instant,
     /// Receives the command's raw wait status when it ends (non-blocking).
     pub status: OwnedFd,
+}
+
+/// Starts a request as a single process in new mount and IPC namespaces (with the private
+/// tmpfs mounts, no private /proc), `posix_spawn`-style: the shim is suspended until the command
+/// execs. For zygotes that run one request at a time, which kill every leftover process of the
+/// request themselves afterwards. Returns once the command exec'd.
+pub fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
+    let w_high = child::dup_above(w.as_raw_fd(), plan.max_target + 1).map_err(|e| {
+        fail(
+            SetupStep::Fork,
+            e.raw_os_error().unwrap_or(libc::EMFILE),
+            "dup",
+        )
+    })?;
+    drop(w);
+    let started = Instant::now();
+    let pid = child::spawn_single(plan, w_high.as_raw_fd())
+        .map_err(|e| fail(SetupStep::Fork, e, "clone"))?;
+    drop(w_high);
+    match child::read_report(&r) {
+        Ok(()) => Ok(Launched { pid, started }),
+        Err((step, errno)) => {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+            Err(fail(step, errno, failure_detail(plan, step)))
+        }
+    }
 }
 
 /// Starts a request in new pid, mount and IPC namespaces; returns once the command exec'd.

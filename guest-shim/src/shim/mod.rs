@@ -157,6 +157,17 @@ pub fn main() -> i32 {
     if let Err(f) = setup::build_root(&plan, &fds) {
         return setup_failed(&mut chan, f);
     }
+    // Nothing started from here on can gain a capability at exec.
+    if let Err(e) = sys::drop_bounding_set(last_cap) {
+        return setup_failed(
+            &mut chan,
+            SetupFailure {
+                step: SetupStep::DropCapabilities,
+                errno: e,
+                detail: "bounding set".into(),
+            },
+        );
+    }
     // From here on, /proc/1/* of the shim is out of the guest's reach.
     if let Err(e) = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0) {
         return setup_failed(
@@ -175,13 +186,12 @@ pub fn main() -> i32 {
     };
     let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     match &plan.mode {
-        ShimMode::OneShot { .. } => oneshot::run(&mut chan, &plan, fds, &sigfd, features, last_cap),
+        ShimMode::OneShot { .. } => oneshot::run(&mut chan, &plan, fds, &sigfd, features),
         ShimMode::Zygote { max_concurrent } => zygote::serve(zygote::Zygote {
             chan: &mut chan,
             plan: &plan,
             signals: &sigfd,
             features,
-            last_cap,
             devnull,
             max_concurrent: (*max_concurrent).max(1),
         }),

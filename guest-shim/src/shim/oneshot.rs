@@ -23,7 +23,6 @@ pub fn run(
     mut fds: Vec<Option<OwnedFd>>,
     signals: &SignalFd,
     features: Features,
-    last_cap: u32,
 ) -> i32 {
     let ShimMode::OneShot {
         command,
@@ -55,7 +54,6 @@ pub fn run(
         user: plan.ids.user.as_ref(),
         setgroups_allowed: plan.ids.setgroups_allowed,
         seccomp: plan.seccomp.as_deref(),
-        last_cap,
     });
     let launch_plan = match prepared {
         Ok(p) => p,

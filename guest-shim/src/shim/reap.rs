@@ -27,6 +27,31 @@ pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
     found
 }
 
+/// Waits (blocking) for `pid` to exit and reaps it.
+pub fn wait_for(pid: libc::pid_t) -> Option<Reaped> {
+    loop {
+        let mut status = 0;
+        // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `status` and `ru` are valid for writes for the duration of the call.
+        let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut ru) };
+        if r == pid {
+            return Some(Reaped {
+                status,
+                usage: Usage {
+                    wall_us: 0,
+                    user_us: micros(ru.ru_utime),
+                    sys_us: micros(ru.ru_stime),
+                    max_rss_kib: ru.ru_maxrss.max(0) as u64,
+                },
+            });
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
 /// Reaps every exited child without blocking, handing each to `f`.
 pub fn reap_each(mut f: impl FnMut(libc::pid_t, Reaped)) {
     loop {

@@ -34,7 +34,9 @@ struct Running {
     deadline: Option<Instant>,
     started: Instant,
     spawn_us: u64,
-    status: OwnedFd,
+    /// The request root's report of the command's status; `None` when the command runs as a
+    /// single process (one request per zygote), reaped directly.
+    status: Option<OwnedFd>,
     cpu_limit: Option<u64>,
     /// Why the zygote killed it, if it did.
     killed: Option<Outcome>,
@@ -121,8 +123,6 @@ pub struct Zygote<'a> {
     pub signals: &'a SignalFd,
     /// What is enforced.
     pub features: Features,
-    /// Highest capability number.
-    pub last_cap: u32,
     /// `/dev/null`, opened before pivot_root.
     pub devnull: OwnedFd,
     /// Requests running at once.
@@ -223,24 +223,29 @@ impl Zygote<'_> {
                 user: self.plan.ids.user.as_ref(),
                 setgroups_allowed: self.plan.ids.setgroups_allowed,
                 seccomp: self.plan.seccomp.as_deref(),
-                last_cap: self.last_cap,
             })?
             .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?;
-            let launched = launch::launch_request(&plan)?;
+            let launched = if self.max_concurrent == 1 {
+                let l = launch::launch_single(&plan)?;
+                (l.pid, l.started, None)
+            } else {
+                let l = launch::launch_request(&plan)?;
+                (l.pid, l.started, Some(l.status))
+            };
             Ok((launched, plan.cpu_limit_secs))
         })();
         match prepared {
-            Ok((launched, cpu_limit)) => Ok(Running {
+            Ok(((pid, started, status), cpu_limit)) => Ok(Running {
                 id: req.id,
-                pid: launched.pid,
+                pid,
                 reply,
                 deadline: req
                     .limits
                     .wall_time_us
-                    .map(|us| launched.started + Duration::from_micros(us)),
-                started: launched.started,
+                    .map(|us| started + Duration::from_micros(us)),
+                started,
                 spawn_us: received.elapsed().as_micros() as u64,
-                status: launched.status,
+                status,
                 cpu_limit,
                 killed: None,
             }),
@@ -249,14 +254,41 @@ impl Zygote<'_> {
     }
 }
 
-fn kill(pid: libc::pid_t) {
+fn kill_pid(pid: libc::pid_t) {
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     );
 }
 
-fn read_status(fd: &OwnedFd) -> Option<i32> {
+/// Kills a request's whole process tree: its request root (which takes its pid namespace with
+/// it), or, for a single-process request, every process of the container but the zygote.
+fn kill_request(r: &Running) {
+    if r.status.is_some() {
+        kill_pid(r.pid);
+    } else {
+        kill_everything_else();
+    }
+}
+
+/// `kill(-1, SIGKILL)` from PID 1: every other process of the container dies.
+fn kill_everything_else() {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-1),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Reaps every child, blocking until none is left (they were SIGKILLed), so nothing of a
+/// finished request overlaps with the next one.
+fn reap_everything_else() {
+    while let Ok(_) | Err(nix::errno::Errno::EINTR) =
+        nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::__WALL))
+    {}
+}
+
+fn read_status(fd: Option<&OwnedFd>) -> Option<i32> {
+    let fd = fd?;
     let mut buf = [0u8; 4];
     match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
         Ok(4) => Some(i32::from_le_bytes(buf)),
@@ -270,7 +302,18 @@ fn finish(mut r: Running, root: reap::Reaped) {
         wall_us,
         ..root.usage
     };
-    let outcome = match (r.killed.take(), read_status(&r.status)) {
+    let single = r.status.is_none();
+    if single {
+        // The command itself was reaped: its leftovers die now, before the next request.
+        kill_everything_else();
+        reap_everything_else();
+    }
+    let status = if single {
+        Some(root.status)
+    } else {
+        read_status(r.status.as_ref())
+    };
+    let outcome = match (r.killed.take(), status) {
         (Some(o), _) => o,
         (None, Some(status)) => {
             let done = reap::Reaped { status, usage };
@@ -351,7 +394,7 @@ pub fn serve(z: Zygote<'_>) -> i32 {
         // The host closed a reply socket (or wrote to it, which it never does): cancel.
         for (r, hit) in running.iter_mut().zip(reply_ev) {
             if hit && r.killed.is_none() {
-                kill(r.pid);
+                kill_request(r);
                 r.killed = Some(Outcome::Signaled {
                     signal: libc::SIGKILL,
                     core_dumped: false,
@@ -361,7 +404,7 @@ pub fn serve(z: Zygote<'_>) -> i32 {
         let now = Instant::now();
         for r in running.iter_mut() {
             if r.killed.is_none() && r.deadline.is_some_and(|d| now >= d) {
-                kill(r.pid);
+                kill_request(r);
                 r.killed = Some(Outcome::TimedOut);
             }
         }
@@ -374,7 +417,7 @@ pub fn serve(z: Zygote<'_>) -> i32 {
             }
             if terminate {
                 for r in &running {
-                    kill(r.pid);
+                    kill_request(r);
                 }
                 accepting = false;
             }
@@ -390,7 +433,18 @@ pub fn serve(z: Zygote<'_>) -> i32 {
                     Message::Request(req) => {
                         let fds = received.fds.into_iter().map(Some).collect();
                         // Requests being killed (cancelled, timed out) no longer count: the host
-                        // already released their slot.
+                        // already released their slot. A single-process zygote first finishes
+                        // them (they are SIGKILLed, so this is quick): its cleanup kills every
+                        // other process, which must not hit the new request.
+                        if z.max_concurrent == 1 {
+                            while let Some(pos) = running.iter().position(|r| r.killed.is_some()) {
+                                let r = running.swap_remove(pos);
+                                match reap::wait_for(r.pid) {
+                                    Some(root) => finish(r, root),
+                                    None => drop(r),
+                                }
+                            }
+                        }
                         let live = running.iter().filter(|r| r.killed.is_none()).count();
                         if !accepting || live >= z.max_concurrent as usize {
                             let mut fds: Vec<Option<OwnedFd>> = fds;
@@ -432,7 +486,7 @@ pub fn serve(z: Zygote<'_>) -> i32 {
                             .iter_mut()
                             .find(|r| r.id == c.id && r.killed.is_none())
                         {
-                            kill(r.pid);
+                            kill_request(r);
                             r.killed = Some(Outcome::Signaled {
                                 signal: libc::SIGKILL,
                                 core_dumped: false,
@@ -453,7 +507,7 @@ pub fn serve(z: Zygote<'_>) -> i32 {
                         accepting = false;
                         if s.kill {
                             for r in running.iter_mut() {
-                                kill(r.pid);
+                                kill_request(r);
                                 r.killed = Some(Outcome::Signaled {
                                     signal: libc::SIGKILL,
                                     core_dumped: false,

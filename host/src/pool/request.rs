@@ -208,15 +208,6 @@ pub fn sealed_memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd, PoolError> {
     Ok(f.into())
 }
 
-fn null() -> Result<OwnedFd, PoolError> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(PoolError::io("open /dev/null"))
-}
-
 impl Request {
     pub(crate) fn prepare(
         self,
@@ -239,7 +230,7 @@ impl Request {
                        fds: &mut Vec<OwnedFd>|
          -> Result<(FdSlot, Option<(std::fs::File, u64)>), PoolError> {
             Ok(match sink {
-                Sink::Null => (FdSlot::Passed(slot(null()?, fds)), None),
+                Sink::Null => (FdSlot::Null, None),
                 Sink::Fd(fd) => (FdSlot::Passed(slot(fd, fds)), None),
                 Sink::Capture(limit) => {
                     let m = memfd(name)?.into_file();

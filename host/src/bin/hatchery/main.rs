@@ -1,6 +1,7 @@
 //! The `hatchery` command line: `hatchery run` runs a command in a one-shot sandbox,
 //! accepting the flags of `hakoniwa run`.
 
+mod bench;
 mod map;
 mod run;
 mod sandbox;
@@ -19,6 +20,8 @@ struct Cli {
 enum Commands {
     /// Run a COMMAND in a sandbox (compatible with `hakoniwa run`)
     Run(run::RunArgs),
+    /// Measure spawn latency and throughput of the sandboxes on this machine
+    Bench(bench::BenchArgs),
     /// Run COMMAND once per FILE (as its stdin) in fresh sandboxes from a warm pool
     Map(map::MapArgs),
 }
@@ -28,6 +31,7 @@ fn main() {
     let code = match cli.command {
         Commands::Run(args) => run::execute(args),
         Commands::Map(args) => map::execute(args),
+        Commands::Bench(args) => bench::execute(args),
     };
     std::process::exit(code);
 }

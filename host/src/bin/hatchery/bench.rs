@@ -1,0 +1,433 @@
+//! `hatchery bench [--requests N] [--concurrency C] [--json] [-- COMMAND ARGS]`: spawn latency
+//! and throughput of the sandboxes, measured side by side on this machine.
+//!
+//! Cases run interleaved in rounds (each round gives every case the same slice of requests), so
+//! drifting machine load hits all of them alike. Warm-up requests are excluded; failed requests
+//! are counted, never dropped.
+
+use std::io::IsTerminal;
+use std::process::Stdio as StdStdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use hatchery::pool::{default_profile, Sink};
+use hatchery::{Isolation, Pool, Request, Stdio};
+
+/// Options of `hatchery bench`.
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Measured requests per case (after warm-up)
+    #[arg(long, default_value_t = 500)]
+    requests: usize,
+    /// Requests in flight at once, per case
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Print one JSON object on stdout instead of the table
+    #[arg(long)]
+    json: bool,
+    /// Only these cases (comma-separated names)
+    #[arg(long, value_delimiter = ',')]
+    cases: Vec<String>,
+    /// The command to spawn (default: /bin/true)
+    #[arg(last = true, value_name = "COMMAND")]
+    argv: Vec<String>,
+}
+
+type Runner = Box<dyn Fn() -> bool + Send + Sync>;
+
+struct Case {
+    name: String,
+    command_line: Option<String>,
+    run: Runner,
+    latencies: Mutex<Vec<Duration>>,
+    busy: Mutex<Duration>,
+    ok: Mutex<usize>,
+    failed: Mutex<usize>,
+}
+
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+fn std_status(program: &str, args: &[String]) -> bool {
+    std::process::Command::new(program)
+        .args(args)
+        .stdin(StdStdio::null())
+        .stdout(StdStdio::null())
+        .stderr(StdStdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Links and binds that give bwrap the same minimal root as hatchery's default profile.
+fn system_dir_flags() -> Vec<String> {
+    let mut out = vec!["--ro-bind".into(), "/usr".into(), "/usr".into()];
+    for name in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let p = std::path::Path::new("/").join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(t) = std::fs::read_link(&p) {
+                    out.extend([
+                        "--symlink".into(),
+                        t.to_string_lossy().into_owned(),
+                        format!("/{name}"),
+                    ]);
+                }
+            }
+            Ok(m) if m.is_dir() => {
+                out.extend(["--ro-bind".into(), format!("/{name}"), format!("/{name}")])
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1e6
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    serde_json::json!({
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu_model": cpu,
+        "memory_kib": mem_kib,
+        "root": nix::unistd::geteuid().is_root(),
+    })
+}
+
+/// PSS of a process in KiB (needs root for the non-dumpable shim).
+fn pss_kib(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `hatchery bench`.
+pub fn execute(args: BenchArgs) -> i32 {
+    let argv: Vec<String> = if args.argv.is_empty() {
+        vec!["/bin/true".into()]
+    } else {
+        args.argv.clone()
+    };
+    let program = argv[0].clone();
+    let rest: Vec<String> = argv[1..].to_vec();
+    let c = args.concurrency.max(1);
+    let want = |name: &str| args.cases.is_empty() || args.cases.iter().any(|c| c == name);
+    let mut cases: Vec<Case> = Vec::new();
+    let mut add = |name: &str, command_line: Option<String>, run: Runner| {
+        cases.push(Case {
+            name: name.to_string(),
+            command_line,
+            run,
+            latencies: Mutex::new(Vec::new()),
+            busy: Mutex::new(Duration::ZERO),
+            ok: Mutex::new(0),
+            failed: Mutex::new(0),
+        })
+    };
+    let mut pools: Vec<Pool> = Vec::new();
+    if want("direct") {
+        let (p, r) = (program.clone(), rest.clone());
+        add("direct", None, Box::new(move || std_status(&p, &r)));
+    }
+    if want("oneshot") {
+        let profile = default_profile();
+        let (p, r) = (program.clone(), rest.clone());
+        add(
+            "oneshot",
+            None,
+            Box::new(move || {
+                profile
+                    .command(&p)
+                    .args(&r)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .map(|s| s.success())
+                    .unwrap_or(false)
+            }),
+        );
+    }
+    for (name, isolation) in [
+        ("pool-fresh", Isolation::Fresh),
+        ("pool-dedicated", Isolation::Dedicated),
+    ] {
+        if !want(name) {
+            continue;
+        }
+        let pool = match Pool::builder()
+            .isolation(isolation)
+            .min_zygotes(if isolation == Isolation::Dedicated {
+                2 * c
+            } else {
+                c
+            })
+            .max_zygotes(if isolation == Isolation::Dedicated {
+                4 * c
+            } else {
+                c
+            })
+            .idle_timeout(None)
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!(
+                    "hatchery bench: {name}: {e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                return 125;
+            }
+        };
+        pools.push(pool.clone());
+        let (p, r) = (program.clone(), rest.clone());
+        add(
+            name,
+            None,
+            Box::new(move || {
+                pool.run(
+                    Request::exec(&p)
+                        .args(&r)
+                        .stdout(Sink::Null)
+                        .stderr(Sink::Null),
+                )
+                .map(|res| res.success())
+                .unwrap_or(false)
+            }),
+        );
+    }
+    if want("bwrap") {
+        if let Some(bwrap) = which("bwrap") {
+            let mut a: Vec<String> = vec![
+                "--unshare-all".into(),
+                "--die-with-parent".into(),
+                "--new-session".into(),
+            ];
+            a.extend(system_dir_flags());
+            a.extend(
+                ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"].map(String::from),
+            );
+            a.push(program.clone());
+            a.extend(rest.clone());
+            let line = format!("{} {}", bwrap.display(), a.join(" "));
+            let b = bwrap.to_string_lossy().into_owned();
+            add("bwrap", Some(line), Box::new(move || std_status(&b, &a)));
+        }
+    }
+    if want("hakoniwa") {
+        if let Some(h) = which("hakoniwa") {
+            let mut a: Vec<String> = vec![
+                "run".into(),
+                "--unshare-all".into(),
+                "--devfs".into(),
+                "/dev".into(),
+                "--tmpfs".into(),
+                "/tmp".into(),
+                "--".into(),
+                program.clone(),
+            ];
+            a.extend(rest.clone());
+            let line = format!("{} {}", h.display(), a.join(" "));
+            let b = h.to_string_lossy().into_owned();
+            add("hakoniwa", Some(line), Box::new(move || std_status(&b, &a)));
+        }
+    }
+    if want("nsjail") {
+        if let Some(n) = which("nsjail") {
+            let mut a: Vec<String> = vec![
+                "-Mo".into(),
+                "--quiet".into(),
+                "-R".into(),
+                "/usr".into(),
+                "-R".into(),
+                "/lib".into(),
+                "-R".into(),
+                "/lib64".into(),
+                "-R".into(),
+                "/bin".into(),
+                "--proc_rw".into(),
+                "-T".into(),
+                "/tmp".into(),
+                "--".into(),
+                program.clone(),
+            ];
+            a.extend(rest.clone());
+            let line = format!("{} {}", n.display(), a.join(" "));
+            let b = n.to_string_lossy().into_owned();
+            add("nsjail", Some(line), Box::new(move || std_status(&b, &a)));
+        }
+    }
+    if cases.is_empty() {
+        eprintln!("hatchery bench: no case selected");
+        return 125;
+    }
+    let warmup = (args.requests / 20).clamp(5, 50);
+    let rounds = 10usize;
+    let per_round = args.requests.div_ceil(rounds).max(1);
+    let progress = !args.json && std::io::stderr().is_terminal();
+    // Warm-up, excluded.
+    for case in &cases {
+        for _ in 0..warmup {
+            (case.run)();
+        }
+    }
+    for round in 0..rounds {
+        for case in &cases {
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..c {
+                    s.spawn(|| {
+                        while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < per_round {
+                            let t0 = Instant::now();
+                            let ok = (case.run)();
+                            let d = t0.elapsed();
+                            if ok {
+                                case.latencies
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .push(d);
+                                *case.ok.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                            } else {
+                                *case.failed.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+                            }
+                        }
+                    });
+                }
+            });
+            *case.busy.lock().unwrap_or_else(|e| e.into_inner()) += t.elapsed();
+        }
+        if progress {
+            eprint!("\rhatchery bench: round {}/{rounds}", round + 1);
+        }
+    }
+    if progress {
+        eprintln!();
+    }
+    let idle_pss: Vec<u64> = pools
+        .iter()
+        .flat_map(|p| p.zygote_pids())
+        .filter_map(pss_kib)
+        .collect();
+    let mut rows = Vec::new();
+    let mut direct_median = None;
+    for case in &cases {
+        let mut l = case
+            .latencies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        l.sort();
+        let ok = *case.ok.lock().unwrap_or_else(|e| e.into_inner());
+        let failed = *case.failed.lock().unwrap_or_else(|e| e.into_inner());
+        let busy = *case.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let median = percentile(&l, 0.5);
+        if case.name == "direct" {
+            direct_median = Some(median);
+        }
+        rows.push((
+            case,
+            median,
+            percentile(&l, 0.9),
+            percentile(&l, 0.99),
+            ok as f64 / busy.as_secs_f64(),
+            ok,
+            failed,
+        ));
+    }
+    if args.json {
+        let cases_json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(case, med, p90, p99, rps, ok, failed)| {
+                serde_json::json!({
+                    "name": case.name,
+                    "median_us": med,
+                    "p90_us": p90,
+                    "p99_us": p99,
+                    "throughput_rps": rps,
+                    "ok": ok,
+                    "failed": failed,
+                    "ratio_to_direct": direct_median.map(|d| med / d),
+                    "command_line": case.command_line,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "machine": machine(),
+            "command": argv,
+            "requests": args.requests,
+            "concurrency": c,
+            "idle_zygote_pss_kib": idle_pss,
+            "cases": cases_json,
+        });
+        println!("{out}");
+    } else {
+        println!("command: {argv:?}, {} requests per case, concurrency {c}, {warmup} warm-up requests excluded", args.requests);
+        println!(
+            "{:<16} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7}",
+            "case", "median µs", "p90 µs", "p99 µs", "req/s", "vs direct", "failed"
+        );
+        for (case, med, p90, p99, rps, _, failed) in &rows {
+            let ratio = direct_median
+                .map(|d| format!("{:.2}x", med / d))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<16} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>7}",
+                case.name, med, p90, p99, rps, ratio, failed
+            );
+        }
+        for (case, ..) in &rows {
+            if let Some(line) = &case.command_line {
+                println!("{}: {line}", case.name);
+            }
+        }
+        if !idle_pss.is_empty() {
+            println!("idle zygote PSS: {:?} KiB", idle_pss);
+        } else if !pools.is_empty() {
+            println!("idle zygote PSS: not readable (run as root to read the non-dumpable zygotes' smaps_rollup)");
+        }
+    }
+    for p in pools {
+        p.shutdown(Duration::from_secs(1));
+    }
+    if rows.iter().any(|r| r.6 > 0) {
+        1
+    } else {
+        0
+    }
+}
