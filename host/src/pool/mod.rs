@@ -848,14 +848,18 @@ fn maintenance(weak: Weak<Inner>) {
                 st.slots.to_start(st.waiters)
             }
         };
-        for _ in 0..to_start {
-            if inner.stopping.load(Ordering::SeqCst) {
-                break;
-            }
-            if let Err(e) = inner.start_one() {
-                tracing::warn!(error = %e, "starting a zygote failed");
-                break;
-            }
+        // Zygotes start in parallel (each is mostly the kernel building namespaces and the
+        // shim's setup), so a dedicated pool refills as fast as it is drained.
+        if to_start > 0 && !inner.stopping.load(Ordering::SeqCst) {
+            std::thread::scope(|s| {
+                for _ in 0..to_start {
+                    s.spawn(|| {
+                        if let Err(e) = inner.start_one() {
+                            tracing::warn!(error = %e, "starting a zygote failed");
+                        }
+                    });
+                }
+            });
         }
         // Retire drained and idle zygotes.
         let retire = lock(&inner.state).slots.to_retire(Instant::now());
