@@ -158,5 +158,47 @@ fn slot_policy(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, spawn, throughput, payload, slot_policy);
+/// One benchmark per container setup step of the one-shot path (host: clone + exec of the shim,
+/// id maps, handshake; shim: mounts, pivot_root, fork + exec of the command, …): each sample
+/// spawns containers and sums only that step's duration, as measured by the sandbox itself.
+fn setup_breakdown(c: &mut Criterion) {
+    let mut g = c.benchmark_group("oneshot-setup");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    let profile = default_profile();
+    let spawn_one = || {
+        let mut child = profile
+            .command("/bin/true")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let steps = child.setup_timings().to_vec();
+        child.wait().unwrap();
+        steps
+    };
+    let steps: Vec<String> = spawn_one().into_iter().map(|(s, _)| s).collect();
+    for step in steps {
+        g.bench_function(BenchmarkId::new("oneshot", &step), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        spawn_one()
+                            .into_iter()
+                            .find(|(s, _)| *s == step)
+                            .map_or(Duration::ZERO, |(_, d)| d)
+                    })
+                    .sum()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    spawn,
+    throughput,
+    payload,
+    slot_policy,
+    setup_breakdown
+);
 criterion_main!(benches);

@@ -223,6 +223,7 @@ pub struct Child {
     timeout: Option<Duration>,
     status: Option<ExitStatus>,
     killed: bool,
+    setup: Vec<(String, Duration)>,
 }
 
 impl Child {
@@ -231,6 +232,7 @@ impl Child {
         pipes: (Option<ChildStdin>, Option<ChildStdout>, Option<ChildStderr>),
         started: Instant,
         timeout: Option<Duration>,
+        setup: Vec<(String, Duration)>,
     ) -> Child {
         Child {
             shim: Some(shim),
@@ -241,7 +243,15 @@ impl Child {
             timeout,
             status: None,
             killed: false,
+            setup,
         }
+    }
+
+    /// How long each container setup step took: the host's (`host: …`: clone and exec of the
+    /// shim, id maps, handshake) and the shim's (`shim: …`: mounts, pivot_root, fork and exec of
+    /// the command, …), in order.
+    pub fn setup_timings(&self) -> &[(String, Duration)] {
+        &self.setup
     }
 
     /// The host pid of the container's init (the shim); killing it ends the whole container.

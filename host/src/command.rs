@@ -383,7 +383,16 @@ impl Command {
         let ready = shim.chan.recv(deadline);
         match ready {
             Ok(r) => match r.message {
-                Message::Ready(_) => Ok(Child::new(shim, setup.host, started, self.timeout)),
+                Message::Ready(ready) => {
+                    let mut steps = std::mem::take(&mut shim.host_steps);
+                    steps.extend(
+                        ready
+                            .setup
+                            .into_iter()
+                            .map(|s| (format!("shim: {}", s.step), Duration::from_micros(s.us))),
+                    );
+                    Ok(Child::new(shim, setup.host, started, self.timeout, steps))
+                }
                 Message::SetupFailed(f) => {
                     shim.kill_and_reap();
                     Err(Error::Setup {

@@ -66,14 +66,14 @@ fn load(path: &Path) -> Result<ShimBinary> {
         path: path.to_path_buf(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(err)?;
+    let mut file = std::fs::File::open(path).map_err(err)?;
     let mfd = memfd::MemfdOptions::default()
         .close_on_exec(true)
         .allow_sealing(true)
         .create(SHIM_NAME)
         .map_err(|e| err(std::io::Error::other(e)))?;
-    use std::io::Write;
-    mfd.as_file().write_all(&bytes).map_err(err)?;
+    // A kernel-side copy (copy_file_range/sendfile), no userspace buffer.
+    std::io::copy(&mut file, &mut mfd.as_file()).map_err(err)?;
     mfd.add_seals(&[
         memfd::FileSeal::SealShrink,
         memfd::FileSeal::SealGrow,

@@ -382,6 +382,18 @@ pub struct Features {
 pub struct Ready {
     /// What is enforced.
     pub features: Features,
+    /// How long each setup step took inside the container, in order.
+    pub setup: Vec<StepTime>,
+}
+
+/// The duration of one named setup step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct StepTime {
+    /// The step (`"mounts"`, `"pivot_root"`, …).
+    pub step: String,
+    /// Microseconds.
+    pub us: u64,
 }
 
 /// Where a request's stdio comes from.

@@ -30,6 +30,40 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::sys;
 
+/// Times consecutive setup steps for the Ready report.
+#[derive(Debug)]
+pub struct Stopwatch {
+    last: std::time::Instant,
+    /// Steps so far.
+    pub steps: Vec<hatchery_protocol::StepTime>,
+}
+
+impl Stopwatch {
+    /// Starts timing.
+    pub fn new() -> Stopwatch {
+        Stopwatch {
+            last: std::time::Instant::now(),
+            steps: Vec::new(),
+        }
+    }
+
+    /// Ends the current step under `name` and starts the next.
+    pub fn lap(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        self.steps.push(hatchery_protocol::StepTime {
+            step: name.to_string(),
+            us: now.duration_since(self.last).as_micros() as u64,
+        });
+        self.last = now;
+    }
+}
+
+impl Default for Stopwatch {
+    fn default() -> Self {
+        Stopwatch::new()
+    }
+}
+
 /// The fd the host puts the control socket on.
 pub const CONTROL_FD: i32 = 3;
 
@@ -77,6 +111,7 @@ fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
 
 /// The shim's entry point; returns the process exit code.
 pub fn main() -> i32 {
+    let mut watch = Stopwatch::new();
     let last_cap = sys::last_cap();
     let mut chan = control_channel();
     let signals = handled_signals();
@@ -119,10 +154,12 @@ pub fn main() -> i32 {
         return 125;
     };
     let fds = received.fds;
+    watch.lap("shim start + receive plan");
 
     if let Err(f) = setup::set_ids(&plan.ids) {
         return setup_failed(&mut chan, f);
     }
+    watch.lap("set ids");
     // Kept for requests whose stdio is null, whatever the container's /dev holds.
     let devnull: OwnedFd = match std::fs::OpenOptions::new()
         .read(true)
@@ -154,7 +191,7 @@ pub fn main() -> i32 {
             );
         }
     }
-    if let Err(f) = setup::build_root(&plan, &fds) {
+    if let Err(f) = setup::build_root(&plan, &fds, &mut watch) {
         return setup_failed(&mut chan, f);
     }
     // Nothing started from here on can gain a capability at exec.
@@ -168,6 +205,7 @@ pub fn main() -> i32 {
             },
         );
     }
+    watch.lap("drop bounding set");
     // From here on, /proc/1/* of the shim is out of the guest's reach.
     if let Err(e) = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0) {
         return setup_failed(
@@ -186,7 +224,7 @@ pub fn main() -> i32 {
     };
     let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     match &plan.mode {
-        ShimMode::OneShot { .. } => oneshot::run(&mut chan, &plan, fds, &sigfd, features),
+        ShimMode::OneShot { .. } => oneshot::run(&mut chan, &plan, fds, &sigfd, features, watch),
         ShimMode::Zygote { max_concurrent } => zygote::serve(zygote::Zygote {
             chan: &mut chan,
             plan: &plan,
@@ -194,6 +232,7 @@ pub fn main() -> i32 {
             features,
             devnull,
             max_concurrent: (*max_concurrent).max(1),
+            watch,
         }),
     }
 }

@@ -23,6 +23,7 @@ pub fn run(
     mut fds: Vec<Option<OwnedFd>>,
     signals: &SignalFd,
     features: Features,
+    mut watch: crate::shim::Stopwatch,
 ) -> i32 {
     let ShimMode::OneShot {
         command,
@@ -59,16 +60,25 @@ pub fn run(
         Ok(p) => p,
         Err(f) => return report_failure(chan, f),
     };
+    watch.lap("prepare command");
     let received = Instant::now();
     let child = match launch::launch(&launch_plan) {
         Ok(c) => c,
         Err(f) => return report_failure(chan, f),
     };
     let spawn_us = received.elapsed().as_micros() as u64;
+    watch.lap("fork + exec command");
     let cpu_limit = launch_plan.cpu_limit_secs;
     drop(launch_plan); // close our copies of the command's fds
     if chan
-        .send(&Message::Ready(Ready { features }), &[], None)
+        .send(
+            &Message::Ready(Ready {
+                features,
+                setup: watch.steps,
+            }),
+            &[],
+            None,
+        )
         .is_err()
     {
         return 1;

@@ -168,7 +168,11 @@ pub fn set_ids(ids: &IdPlan) -> Result<(), SetupFailure> {
 }
 
 /// Builds the file tree and pivots into it. `fds` are the fds that came with the plan.
-pub fn build_root(plan: &SetupPlan, fds: &[OwnedFd]) -> Result<(), SetupFailure> {
+pub fn build_root(
+    plan: &SetupPlan,
+    fds: &[OwnedFd],
+    watch: &mut crate::shim::Stopwatch,
+) -> Result<(), SetupFailure> {
     mount(
         None::<&str>,
         "/",
@@ -219,6 +223,7 @@ pub fn build_root(plan: &SetupPlan, fds: &[OwnedFd]) -> Result<(), SetupFailure>
         .map_err(|e| nix_fail(SetupStep::MountRoot, e, &root))?,
     }
 
+    watch.lap("open sources + root mount");
     let blob = plan.blob.and_then(|i| fds.get(i as usize));
     let mut read_only_later: Vec<PathBuf> = Vec::new();
     let mut sources = sources.into_iter();
@@ -320,6 +325,7 @@ pub fn build_root(plan: &SetupPlan, fds: &[OwnedFd]) -> Result<(), SetupFailure>
         }
     }
 
+    watch.lap("mounts and files");
     if let Some(name) = &plan.hostname {
         nix::unistd::sethostname(name).map_err(|e| nix_fail(SetupStep::Hostname, e, name))?;
     }
@@ -340,7 +346,10 @@ pub fn build_root(plan: &SetupPlan, fds: &[OwnedFd]) -> Result<(), SetupFailure>
         )?;
     }
 
-    pivot_into(&root)
+    watch.lap("hostname + read-only remounts");
+    let r = pivot_into(&root);
+    watch.lap("pivot_root");
+    r
 }
 
 fn write_file(

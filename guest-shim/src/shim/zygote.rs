@@ -127,6 +127,8 @@ pub struct Zygote<'a> {
     pub devnull: OwnedFd,
     /// Requests running at once.
     pub max_concurrent: u32,
+    /// Setup timings so far.
+    pub watch: crate::shim::Stopwatch,
 }
 
 impl Zygote<'_> {
@@ -342,12 +344,13 @@ fn finish(mut r: Running, root: reap::Reaped) {
 }
 
 /// Serves requests until Shutdown or until the host goes away; returns the exit code.
-pub fn serve(z: Zygote<'_>) -> i32 {
+pub fn serve(mut z: Zygote<'_>) -> i32 {
     let mounts = PrivateMounts::from_plan(z.plan);
     if z.chan
         .send(
             &Message::Ready(Ready {
                 features: z.features.clone(),
+                setup: std::mem::take(&mut z.watch.steps),
             }),
             &[],
             None,

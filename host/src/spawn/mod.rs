@@ -47,6 +47,8 @@ pub(crate) struct StartSpec<'a> {
 pub(crate) struct ShimProcess {
     pub pid: Pid,
     pub chan: Channel,
+    /// How long the host's side of the start took, step by step.
+    pub host_steps: Vec<(String, Duration)>,
 }
 
 impl ShimProcess {
@@ -107,7 +109,9 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
         spec.title,
     );
     let flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    let t = Instant::now();
     let pid = clone_child::spawn(flags, &prepared).map_err(|errno| Error::Clone { errno })?;
+    let mut host_steps = vec![("host: clone + exec shim".to_string(), t.elapsed())];
     drop(prepared);
     drop(guest);
     drop(err_w);
@@ -116,12 +120,14 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
     let mut shim_proc = ShimProcess {
         pid,
         chan: host_end,
+        host_steps: Vec::new(),
     };
     if let Some(errno) = clone_child::read_exec_error(err_r.as_raw_fd()) {
         reap(pid);
         return Err(Error::ShimExec { errno });
     }
     let mut plan = spec.plan;
+    let t = Instant::now();
     match idmap::write_maps(pid.as_raw(), spec.uid_maps, spec.gid_maps) {
         Ok(allowed) => plan.ids.setgroups_allowed = allowed,
         Err(e) => {
@@ -129,6 +135,8 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
             return Err(e);
         }
     }
+    host_steps.push(("host: id maps".to_string(), t.elapsed()));
+    let t = Instant::now();
     let deadline = Some(Instant::now() + START_TIMEOUT);
     let sent = shim_proc.chan.send(
         &Message::SetupPlan(Box::new(plan)),
@@ -137,7 +145,11 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
     );
     let hello = sent.and_then(|()| shim_proc.chan.recv_expect(Kind::Hello, deadline));
     match hello {
-        Ok(_) => Ok(shim_proc),
+        Ok(_) => {
+            host_steps.push(("host: send plan + hello".to_string(), t.elapsed()));
+            shim_proc.host_steps = host_steps;
+            Ok(shim_proc)
+        }
         Err(e) => {
             let status = shim_proc.kill_and_reap();
             Err(match e {

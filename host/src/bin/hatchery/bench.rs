@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// Print one JSON object on stdout instead of the table
     #[arg(long)]
     json: bool,
+    /// Also break one-shot setup down by step (medians over the measured requests)
+    #[arg(long)]
+    breakdown: bool,
     /// Only these cases (comma-separated names)
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
@@ -123,6 +126,44 @@ fn machine() -> serde_json::Value {
         "memory_kib": mem_kib,
         "root": nix::unistd::geteuid().is_root(),
     })
+}
+
+/// Median duration of every one-shot setup step over `n` spawns (steps in their order).
+fn oneshot_breakdown(program: &str, rest: &[String], n: usize) -> Vec<(String, f64)> {
+    let profile = default_profile();
+    let mut steps: Vec<(String, Vec<Duration>)> = Vec::new();
+    let mut add = |name: &str, d: Duration| match steps.iter_mut().find(|(s, _)| s == name) {
+        Some((_, v)) => v.push(d),
+        None => steps.push((name.to_string(), vec![d])),
+    };
+    for _ in 0..n {
+        let t = Instant::now();
+        let Ok(mut child) = profile
+            .command(program)
+            .args(rest)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            continue;
+        };
+        let ready = t.elapsed();
+        for (name, d) in child.setup_timings() {
+            add(name, *d);
+        }
+        add("total: spawn() until the command runs", ready);
+        let t = Instant::now();
+        let _ = child.wait();
+        add("total: command run + container teardown", t.elapsed());
+    }
+    steps
+        .into_iter()
+        .map(|(name, mut v)| {
+            v.sort();
+            (name, percentile(&v, 0.5))
+        })
+        .collect()
 }
 
 /// PSS of a process in KiB (needs root for the non-dumpable shim).
@@ -339,6 +380,11 @@ pub fn execute(args: BenchArgs) -> i32 {
     if progress {
         eprintln!();
     }
+    let breakdown = if args.breakdown {
+        oneshot_breakdown(&program, &rest, args.requests.min(500))
+    } else {
+        Vec::new()
+    };
     let idle_pss: Vec<u64> = pools
         .iter()
         .flat_map(|p| p.zygote_pids())
@@ -394,6 +440,10 @@ pub fn execute(args: BenchArgs) -> i32 {
             "concurrency": c,
             "idle_zygote_pss_kib": idle_pss,
             "cases": cases_json,
+            "oneshot_breakdown": breakdown
+                .iter()
+                .map(|(step, us)| serde_json::json!({"step": step, "median_us": us}))
+                .collect::<Vec<_>>(),
         });
         println!("{out}");
     } else {
@@ -414,6 +464,12 @@ pub fn execute(args: BenchArgs) -> i32 {
         for (case, ..) in &rows {
             if let Some(line) = &case.command_line {
                 println!("{}: {line}", case.name);
+            }
+        }
+        if !breakdown.is_empty() {
+            println!("one-shot setup, median per step:");
+            for (step, us) in &breakdown {
+                println!("  {step:<40} {us:>8.0} µs");
             }
         }
         if !idle_pss.is_empty() {
