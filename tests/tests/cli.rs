@@ -366,3 +366,54 @@ fn map_runs_each_file_through_the_pool() {
     assert!(good["total_us"].as_u64().unwrap() > 0);
     std::fs::remove_dir_all(&base).ok();
 }
+
+#[test]
+fn bench_reports_every_case_as_json() {
+    if !ready() {
+        return;
+    }
+    let has_bwrap = std::path::Path::new("/usr/bin/bwrap").exists();
+    require(
+        has_bwrap,
+        "bubblewrap not installed (scripts/deps.sh installs it)",
+    );
+    let out = hatchery(&["bench", "--requests", "20", "--json", "--breakdown"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["machine"]["cpus"].as_u64().unwrap() >= 1);
+    assert_eq!(v["requests"].as_u64(), Some(20));
+    assert_eq!(v["concurrency"].as_u64(), Some(1));
+    let names: Vec<&str> = v["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let mut want = vec!["direct", "oneshot", "pool-fresh", "pool-dedicated"];
+    if has_bwrap {
+        want.push("bwrap");
+    }
+    for w in want {
+        assert!(names.contains(&w), "{w} missing from {names:?}");
+    }
+    for c in v["cases"].as_array().unwrap() {
+        assert_eq!(c["failed"].as_u64(), Some(0), "{c}");
+        assert!(c["ok"].as_u64().unwrap() >= 20, "{c}");
+        for k in ["median_us", "p90_us", "p99_us", "throughput_rps"] {
+            assert!(c[k].as_f64().unwrap() > 0.0, "{k} in {c}");
+        }
+        if c["name"] == "bwrap" {
+            assert!(c["command_line"]
+                .as_str()
+                .unwrap()
+                .contains("--unshare-all"));
+        }
+    }
+    let steps = v["oneshot_breakdown"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["step"].as_str().unwrap().contains("pivot_root")),
+        "{steps:?}"
+    );
+}
