@@ -38,6 +38,7 @@ pub struct Received {
 #[derive(Debug)]
 pub struct Channel {
     fd: OwnedFd,
+    max_frame: usize,
     recv_buf: Vec<u8>,
     cmsg_buf: Vec<u8>,
     send_buf: Vec<u8>,
@@ -63,10 +64,20 @@ impl Channel {
     pub fn new(fd: OwnedFd) -> Channel {
         Channel {
             fd,
+            max_frame: MAX_FRAME_LEN,
             recv_buf: Vec::new(),
             cmsg_buf: Vec::new(),
             send_buf: Vec::new(),
         }
+    }
+
+    /// Accepts frames of at most `max` bytes (clamped to [`MAX_FRAME_LEN`]); larger ones are
+    /// [`ProtocolError::TooLarge`]. The receive buffer is this size, so a channel that only ever
+    /// gets small messages (a request's reply socket) costs little memory.
+    pub fn with_max_frame(mut self, max: usize) -> Channel {
+        self.max_frame = max.clamp(crate::HEADER_LEN, MAX_FRAME_LEN);
+        self.recv_buf = Vec::new();
+        self
     }
 
     /// Gives the socket back.
@@ -137,8 +148,8 @@ impl Channel {
 
     /// Waits for one datagram and decodes it. On every error, every fd that arrived is closed.
     pub fn recv(&mut self, deadline: Option<Instant>) -> Result<Received, ProtocolError> {
-        if self.recv_buf.len() != MAX_FRAME_LEN + 1 {
-            self.recv_buf = vec![0u8; MAX_FRAME_LEN + 1];
+        if self.recv_buf.len() != self.max_frame + 1 {
+            self.recv_buf = vec![0u8; self.max_frame + 1];
         }
         if self.cmsg_buf.is_empty() {
             self.cmsg_buf = nix::cmsg_space!([RawFd; KERNEL_MAX_FDS]);
@@ -186,10 +197,10 @@ impl Channel {
             if flags.contains(MsgFlags::MSG_CTRUNC) {
                 return Err(ProtocolError::ControlTruncated);
             }
-            if flags.contains(MsgFlags::MSG_TRUNC) || len > MAX_FRAME_LEN {
+            if flags.contains(MsgFlags::MSG_TRUNC) || len > self.max_frame {
                 return Err(ProtocolError::TooLarge {
                     len,
-                    max: MAX_FRAME_LEN,
+                    max: self.max_frame,
                 });
             }
             if len == 0 {

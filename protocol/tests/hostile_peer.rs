@@ -328,3 +328,23 @@ fn fds_arrive_in_order_and_cloexec() {
         );
     }
 }
+
+#[test]
+fn bounded_channels_refuse_larger_frames() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (host, mut evil) = Channel::pair().unwrap();
+    let mut host = host.with_max_frame(64);
+    let mut f = frame(Kind::Ping, &[0x91, 7]);
+    f.resize(200, 0);
+    evil.send_frame(&f, &[], soon()).unwrap();
+    assert!(matches!(
+        host.recv(soon()),
+        Err(ProtocolError::TooLarge { max: 64, .. })
+    ));
+    evil.send(&Message::Ping(Ping { nonce: 3 }), &[], soon())
+        .unwrap();
+    assert_eq!(
+        host.recv(soon()).unwrap().message,
+        Message::Ping(Ping { nonce: 3 })
+    );
+}

@@ -515,3 +515,18 @@ fn async_api_runs_and_cancels_by_drop() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn long_failure_details_still_fit_the_reply() {
+    if !ready() {
+        return;
+    }
+    let p = pool();
+    let long = format!("/{}", "a".repeat(5000));
+    let r = p.run(Request::exec(&long)).unwrap();
+    match r.outcome {
+        Outcome::SetupFailed(f) => assert!(f.detail.len() <= 1024, "{}", f.detail.len()),
+        o => panic!("{o:?}"),
+    }
+    assert!(p.run(Request::exec("/bin/true")).unwrap().success());
+}

@@ -104,6 +104,20 @@ fn failure(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailu
     }
 }
 
+/// Longest failure detail sent in a response (the host bounds reply frames).
+const MAX_DETAIL: usize = 1024;
+
+fn truncated(mut f: SetupFailure) -> SetupFailure {
+    if f.detail.len() > MAX_DETAIL {
+        let mut end = MAX_DETAIL;
+        while !f.detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        f.detail.truncate(end);
+    }
+    f
+}
+
 fn respond(reply: &mut Channel, resp: Response) {
     // The host may have gone away (cancelled); there is nobody else to tell.
     let _ = reply.send(
@@ -477,7 +491,7 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                                 &mut reply,
                                 Response {
                                     id,
-                                    outcome: Outcome::SetupFailed(f),
+                                    outcome: Outcome::SetupFailed(truncated(f)),
                                     usage: Usage::default(),
                                     spawn_us: 0,
                                 },

@@ -66,6 +66,10 @@ pub enum Isolation {
     Dedicated,
 }
 
+/// Largest frame accepted on a request's reply socket (responses are small): bounds the host's
+/// memory per in-flight request.
+const REPLY_MAX_FRAME: usize = 16 << 10;
+
 /// Slack the host gives a zygote beyond a request's wall-time limit before it declares the
 /// zygote wedged.
 const WALL_GRACE: Duration = Duration::from_secs(2);
@@ -766,7 +770,7 @@ impl Pool {
         let ticket = Ticket {
             lease,
             id,
-            reply: host_end,
+            reply: host_end.with_max_frame(REPLY_MAX_FRAME),
             stdout,
             stderr,
             wall,
