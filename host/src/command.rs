@@ -2,15 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::{
-    Bytes, ExecSpec, FdAssignment, IdPlan, Kind, Message, SetupPlan, ShimMode,
-};
+use hatchery_protocol::{FdAssignment, IdPlan, Kind, Message, SetupPlan, ShimMode};
 
 use crate::child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 use crate::container::{Container, Namespace};
@@ -322,27 +318,12 @@ impl Command {
             });
         }
 
-        let command = ExecSpec {
-            program: Bytes(self.program.as_bytes().to_vec()),
-            argv: std::iter::once(&self.program)
-                .chain(self.args.iter())
-                .map(|a| Bytes(a.as_bytes().to_vec()))
-                .collect(),
-            env: self
-                .env
-                .iter()
-                .map(|(k, v)| {
-                    let mut e = k.as_bytes().to_vec();
-                    e.push(b'=');
-                    e.extend_from_slice(v.as_bytes());
-                    Bytes(e)
-                })
-                .collect(),
-            cwd: self
-                .cwd
-                .as_ref()
-                .map(|c| Bytes(c.as_os_str().as_bytes().to_vec())),
-        };
+        let command = crate::wire::exec_spec(
+            &self.program,
+            &self.args,
+            self.env.iter(),
+            self.cwd.as_deref(),
+        );
         let c = &self.container;
         let plan = SetupPlan {
             hostname: c
@@ -446,20 +427,5 @@ impl Command {
 
 /// File contents for the container, in a sealed memfd the shim reads from.
 fn sealed_blob(bytes: &[u8]) -> Result<OwnedFd> {
-    let mfd = memfd::MemfdOptions::default()
-        .close_on_exec(true)
-        .allow_sealing(true)
-        .create("hatchery-files")
-        .map_err(|e| Error::io("memfd_create")(std::io::Error::other(e)))?;
-    mfd.as_file()
-        .write_all(bytes)
-        .map_err(Error::io("write memfd"))?;
-    mfd.add_seals(&[
-        memfd::FileSeal::SealShrink,
-        memfd::FileSeal::SealGrow,
-        memfd::FileSeal::SealWrite,
-        memfd::FileSeal::SealSeal,
-    ])
-    .map_err(|e| Error::io("seal memfd")(std::io::Error::other(e)))?;
-    Ok(mfd.into_file().into())
+    crate::wire::sealed_memfd("hatchery-files", bytes).map_err(Error::io("sealed memfd"))
 }

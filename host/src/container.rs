@@ -118,6 +118,16 @@ fn normalize_container_path(p: &str) -> Option<String> {
     Some(format!("/{}", parts.join("/")))
 }
 
+fn ranges(maps: &[(u32, u32, u32)]) -> Vec<IdMap> {
+    maps.iter()
+        .map(|&(container_id, host_id, size)| IdMap {
+            container_id,
+            host_id,
+            size,
+        })
+        .collect()
+}
+
 impl Container {
     /// A container with new user, mount and pid namespaces, the current user mapped to root
     /// inside (`nobody` on the host when the host runs as root), and a fresh `/proc`.
@@ -360,27 +370,13 @@ impl Container {
     /// The first range's container id is the uid the shim and, unless [`user`](Container::user)
     /// says otherwise, the command run as.
     pub fn uidmaps(&mut self, maps: &[(u32, u32, u32)]) -> &mut Self {
-        self.uid_maps = maps
-            .iter()
-            .map(|&(container_id, host_id, size)| IdMap {
-                container_id,
-                host_id,
-                size,
-            })
-            .collect();
+        self.uid_maps = ranges(maps);
         self
     }
 
     /// Sets several gid ranges, as [`uidmaps`](Container::uidmaps).
     pub fn gidmaps(&mut self, maps: &[(u32, u32, u32)]) -> &mut Self {
-        self.gid_maps = maps
-            .iter()
-            .map(|&(container_id, host_id, size)| IdMap {
-                container_id,
-                host_id,
-                size,
-            })
-            .collect();
+        self.gid_maps = ranges(maps);
         self
     }
 

@@ -34,6 +34,7 @@ pub mod idmap;
 pub mod pool;
 pub mod shim_binary;
 mod spawn;
+mod wire;
 
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output, Rusage};
 pub use command::{Command, Stdio};

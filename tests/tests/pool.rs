@@ -30,6 +30,21 @@ fn pool() -> Pool {
         .expect("pool")
 }
 
+/// Polls (bounded) until no zygote of `p` has a child process: a killed request is fully gone.
+fn wait_until_zygotes_have_no_children(p: &Pool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let children = |z: &i32| {
+        std::fs::read_to_string(format!("/proc/{z}/task/{z}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .count()
+    };
+    while p.zygote_pids().iter().map(children).sum::<usize>() > 0 {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn sh(script: &str) -> Request {
     Request::exec("/bin/sh").args(["-c", script])
 }
@@ -217,27 +232,7 @@ fn cancellation_at_random_points_keeps_the_pool_healthy() {
         assert!(p.run(Request::exec("/bin/true")).unwrap().success());
     }
     // Every cancelled request's processes are gone: the zygotes have no children left.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let busy: usize = p
-            .zygote_pids()
-            .iter()
-            .map(|z| {
-                std::fs::read_to_string(format!("/proc/{z}/task/{z}/children"))
-                    .unwrap_or_default()
-                    .split_whitespace()
-                    .count()
-            })
-            .sum();
-        if busy == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cancelled requests still running"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_zygotes_have_no_children(&p, "cancelled requests still running");
 }
 
 #[test]
@@ -501,19 +496,7 @@ fn async_api_runs_and_cancels_by_drop() {
         let r = p.run_async(Request::exec("/bin/true")).await.unwrap();
         assert!(r.success());
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while p.zygote_pids().iter().any(|z| {
-        !std::fs::read_to_string(format!("/proc/{z}/task/{z}/children"))
-            .unwrap_or_default()
-            .trim()
-            .is_empty()
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "the dropped request kept running"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_zygotes_have_no_children(&p, "the dropped request kept running");
 }
 
 #[test]

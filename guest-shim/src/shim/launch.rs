@@ -324,72 +324,70 @@ pub struct LaunchedRequest {
     pub status: OwnedFd,
 }
 
-/// Starts a request as a single process in new mount and IPC namespaces (with the private
-/// tmpfs mounts, no private /proc), `posix_spawn`-style: the shim is suspended until the command
-/// execs. For zygotes that run one request at a time, which kill every leftover process of the
-/// request themselves afterwards. Returns once the command exec'd.
-pub fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+/// A close-on-exec pipe for the child's failure report, its write end above every fd target.
+fn report_pipe(plan: &LaunchPlan) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
-    let w_high = child::dup_above(w.as_raw_fd(), plan.max_target + 1).map_err(|e| {
+    Ok((r, above_targets(plan, &w)?))
+}
+
+/// `fd` duplicated above every fd target of `plan` (so the child's dup2s cannot clobber it).
+fn above_targets(plan: &LaunchPlan, fd: &OwnedFd) -> Result<OwnedFd, SetupFailure> {
+    child::dup_above(fd.as_raw_fd(), plan.max_target + 1).map_err(|e| {
         fail(
             SetupStep::Fork,
             e.raw_os_error().unwrap_or(libc::EMFILE),
             "dup",
         )
-    })?;
-    drop(w);
+    })
+}
+
+/// Starts a child with `spawn` (given the report pipe's write end), then waits for its exec or
+/// its failure report; a failed child is reaped.
+fn start(
+    plan: &LaunchPlan,
+    what: &str,
+    spawn: impl FnOnce(RawFd) -> Result<libc::pid_t, i32>,
+) -> Result<Launched, SetupFailure> {
+    let (r, w) = report_pipe(plan)?;
     let started = Instant::now();
-    let pid = child::spawn_single(plan, w_high.as_raw_fd())
-        .map_err(|e| fail(SetupStep::Fork, e, "clone"))?;
-    drop(w_high);
+    let pid = spawn(w.as_raw_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
+    drop(w);
     match child::read_report(&r) {
         Ok(()) => Ok(Launched { pid, started }),
         Err((step, errno)) => {
+            // The child has _exit'ed or is about to; reap it so no zombie is left.
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
             Err(fail(step, errno, failure_detail(plan, step)))
         }
     }
 }
 
+/// Starts a request as a single process in new mount and IPC namespaces (with the private
+/// tmpfs mounts, no private /proc), `posix_spawn`-style: the shim is suspended until the command
+/// execs. For zygotes that run one request at a time, which kill every leftover process of the
+/// request themselves afterwards. Returns once the command exec'd.
+pub fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+    start(plan, "clone", |w| child::spawn_single(plan, w))
+}
+
 /// Starts a request in new pid, mount and IPC namespaces; returns once the command exec'd.
 pub fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
-    let high = |fd: &OwnedFd| {
-        child::dup_above(fd.as_raw_fd(), plan.max_target + 1).map_err(|e| {
-            fail(
-                SetupStep::Fork,
-                e.raw_os_error().unwrap_or(libc::EMFILE),
-                "dup",
-            )
-        })
-    };
-    let w_high = high(&w)?;
-    let status_high = high(&status_w)?;
-    drop((w, status_w));
-    let started = Instant::now();
-    let pid = child::clone_request(plan, w_high.as_raw_fd(), status_high.as_raw_fd())
-        .map_err(|e| fail(SetupStep::Fork, e, "clone"))?;
-    drop((w_high, status_high));
-    match child::read_report(&r) {
-        Ok(()) => Ok(LaunchedRequest {
-            pid,
-            started,
-            status: status_r,
-        }),
-        Err((step, errno)) => {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Err(fail(step, errno, failure_detail(plan, step)))
-        }
-    }
+    let status_high = above_targets(plan, &status_w)?;
+    drop(status_w);
+    let launched = start(plan, "clone", |w| {
+        child::clone_request(plan, w, status_high.as_raw_fd())
+    });
+    drop(status_high);
+    let launched = launched?;
+    Ok(LaunchedRequest {
+        pid: launched.pid,
+        started: launched.started,
+        status: status_r,
+    })
 }
 
 fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
@@ -406,26 +404,5 @@ fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
 
 /// Forks the child, waits for its exec (or its failure report) and returns it.
 pub fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
-    let w_high = child::dup_above(w.as_raw_fd(), plan.max_target + 1).map_err(|e| {
-        fail(
-            SetupStep::Fork,
-            e.raw_os_error().unwrap_or(libc::EMFILE),
-            "dup",
-        )
-    })?;
-    drop(w);
-    let started = Instant::now();
-    let pid = child::fork_and_run(plan, w_high.as_raw_fd())
-        .map_err(|e| fail(SetupStep::Fork, e, "fork"))?;
-    drop(w_high);
-    match child::read_report(&r) {
-        Ok(()) => Ok(Launched { pid, started }),
-        Err((step, errno)) => {
-            // The child has _exit'ed or is about to; reap it so no zombie is left.
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-            Err(fail(step, errno, failure_detail(plan, step)))
-        }
-    }
+    start(plan, "fork", |w| child::fork_and_run(plan, w))
 }

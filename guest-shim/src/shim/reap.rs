@@ -16,6 +16,18 @@ fn micros(tv: libc::timeval) -> u64 {
     (tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64
 }
 
+fn reaped(status: i32, ru: &libc::rusage) -> Reaped {
+    Reaped {
+        status,
+        usage: Usage {
+            wall_us: 0,
+            user_us: micros(ru.ru_utime),
+            sys_us: micros(ru.ru_stime),
+            max_rss_kib: ru.ru_maxrss.max(0) as u64,
+        },
+    }
+}
+
 /// Reaps every exited child without blocking; returns `main`'s result if it was among them.
 pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
     let mut found = None;
@@ -36,15 +48,7 @@ pub fn wait_for(pid: libc::pid_t) -> Option<Reaped> {
         // SAFETY: `status` and `ru` are valid for writes for the duration of the call.
         let r = unsafe { libc::wait4(pid, &mut status, libc::__WALL, &mut ru) };
         if r == pid {
-            return Some(Reaped {
-                status,
-                usage: Usage {
-                    wall_us: 0,
-                    user_us: micros(ru.ru_utime),
-                    sys_us: micros(ru.ru_stime),
-                    max_rss_kib: ru.ru_maxrss.max(0) as u64,
-                },
-            });
+            return Some(reaped(status, &ru));
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return None;
@@ -63,18 +67,7 @@ pub fn reap_each(mut f: impl FnMut(libc::pid_t, Reaped)) {
         if pid <= 0 {
             break;
         }
-        f(
-            pid,
-            Reaped {
-                status,
-                usage: Usage {
-                    wall_us: 0,
-                    user_us: micros(ru.ru_utime),
-                    sys_us: micros(ru.ru_stime),
-                    max_rss_kib: ru.ru_maxrss.max(0) as u64,
-                },
-            },
-        );
+        f(pid, reaped(status, &ru));
     }
 }
 

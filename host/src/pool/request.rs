@@ -10,15 +10,13 @@
 //! `OutputExceeded`; the helper is then stopped only at the largest limit.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hatchery_protocol::{
-    Bytes, ExecSpec, FdAssignment, FdSlot, Outcome, Request as WireRequest, RequestLimits,
-    Resource, Rlimit, Work,
+    FdAssignment, FdSlot, Outcome, Request as WireRequest, RequestLimits, Resource, Rlimit, Work,
 };
 
 use crate::pool::error::PoolError;
@@ -190,22 +188,10 @@ fn memfd(name: &str) -> Result<memfd::Memfd, PoolError> {
         .map_err(|e| PoolError::io("memfd_create")(std::io::Error::other(e)))
 }
 
-/// A sealed memfd holding `bytes`: immutable for the helper.
+/// A sealed memfd holding `bytes`: immutable for the helper, shareable between requests
+/// (give each request its own open file description, e.g. through `/proc/self/fd/N`).
 pub fn sealed_memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd, PoolError> {
-    let m = memfd(name)?;
-    m.as_file()
-        .write_all(bytes)
-        .map_err(PoolError::io("write memfd"))?;
-    m.add_seals(&[
-        memfd::FileSeal::SealShrink,
-        memfd::FileSeal::SealGrow,
-        memfd::FileSeal::SealWrite,
-        memfd::FileSeal::SealSeal,
-    ])
-    .map_err(|e| PoolError::io("seal memfd")(std::io::Error::other(e)))?;
-    let mut f = m.into_file();
-    f.seek(SeekFrom::Start(0)).map_err(PoolError::io("lseek"))?;
-    Ok(f.into())
+    crate::wire::sealed_memfd(name, bytes).map_err(PoolError::io("sealed memfd"))
 }
 
 impl Request {
@@ -269,24 +255,12 @@ impl Request {
         let wire = WireRequest {
             id,
             reply: 0,
-            work: Work::Exec(ExecSpec {
-                program: Bytes(self.program.as_bytes().to_vec()),
-                argv: std::iter::once(&self.program)
-                    .chain(self.args.iter())
-                    .map(|a| Bytes(a.as_bytes().to_vec()))
-                    .collect(),
-                env: self
-                    .env
-                    .iter()
-                    .map(|(k, v)| {
-                        let mut e = k.as_bytes().to_vec();
-                        e.push(b'=');
-                        e.extend_from_slice(v.as_bytes());
-                        Bytes(e)
-                    })
-                    .collect(),
-                cwd: self.cwd.map(|c| Bytes(c.as_os_str().as_bytes().to_vec())),
-            }),
+            work: Work::Exec(crate::wire::exec_spec(
+                &self.program,
+                &self.args,
+                self.env.iter().map(|(k, v)| (k, v)),
+                self.cwd.as_deref(),
+            )),
             limits: RequestLimits {
                 wall_time_us: self
                     .wall_time
