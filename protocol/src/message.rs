@@ -287,6 +287,16 @@ pub enum ShimMode {
         /// Requests running at once in this zygote.
         max_concurrent: u32,
     },
+    /// Call mode: once the container is built, drop every privilege and exec this call-mode
+    /// helper in place of the shim (keeping the control socket on fd 3). The helper preloads,
+    /// then serves [`Work::Call`] requests itself (see `hatchery_guest::Exports`).
+    Helper {
+        /// The helper binary (a path inside the container) and its arguments and environment.
+        helper: ExecSpec,
+        /// `None`: a fresh forked process per call. `Some(n)`: one long-lived worker serves up
+        /// to `n` calls, recycled after that, after any fault or timeout.
+        reuse: Option<u64>,
+    },
 }
 
 /// Stage 1: everything the shim needs to build the container.

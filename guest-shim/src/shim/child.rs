@@ -234,27 +234,41 @@ fn raw(ret: libc::c_long) -> Result<(), i32> {
 
 /// The request child. See the module header for the rules.
 fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
+    let (step, errno) = setup_and_exec(plan);
+    fail(err_pipe, step, errno)
+}
+
+/// Execs a call-mode helper in place of the (single-threaded) shim, after the same lockdown as
+/// any command. Returns only on failure, with the failed step and errno.
+pub fn exec_in_place(plan: &LaunchPlan) -> (SetupStep, i32) {
+    setup_and_exec(plan)
+}
+
+/// The lockdown sequence, ending in `execve`; returns the failed step and errno otherwise.
+fn setup_and_exec(plan: &LaunchPlan) -> (SetupStep, i32) {
     sys::reset_signals(plan.reset_signals);
     if let Err(e) = sys::unblock_all_signals() {
-        fail(err_pipe, SetupStep::NewSession, e);
+        return (SetupStep::NewSession, e);
     }
     // SAFETY: setsid takes no arguments.
     if unsafe { libc::setsid() } < 0 {
-        fail(err_pipe, SetupStep::NewSession, errno());
+        return (SetupStep::NewSession, errno());
     }
-    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
-        fail(err_pipe, SetupStep::NewSession, e);
+    if plan.die_with_parent {
+        if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
+            return (SetupStep::NewSession, e);
+        }
     }
     for &(resource, soft, hard) in plan.rlimits.iter() {
         if let Err(e) = sys::set_rlimit(resource, soft, hard) {
-            fail(err_pipe, SetupStep::Rlimit, e);
+            return (SetupStep::Rlimit, e);
         }
     }
     // Fd table: each source (already above every target) to its target, then close the gaps
     // below the highest target and mark everything above it close-on-exec.
     for &(src, target) in plan.fd_moves.iter() {
         if let Err(e) = sys::dup2_keep(src, target) {
-            fail(err_pipe, SetupStep::MapFds, e);
+            return (SetupStep::MapFds, e);
         }
     }
     let mut fd = 0;
@@ -266,11 +280,11 @@ fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
         fd += 1;
     }
     if let Err(e) = sys::close_range((plan.max_target + 1) as u32, u32::MAX, true, plan.fd_limit) {
-        fail(err_pipe, SetupStep::MapFds, e);
+        return (SetupStep::MapFds, e);
     }
 
     if let Err(e) = sys::lock_capabilities() {
-        fail(err_pipe, SetupStep::DropCapabilities, e);
+        return (SetupStep::DropCapabilities, e);
     }
     if let Some(ids) = &plan.ids {
         if ids.set_groups {
@@ -283,40 +297,40 @@ fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
                 )
             };
             if let Err(e) = raw(r) {
-                fail(err_pipe, SetupStep::SetGroups, e);
+                return (SetupStep::SetGroups, e);
             }
         }
         // Raw syscalls: this thread only, no glibc setxid broadcast.
         // SAFETY: integer-only syscalls.
         let r = unsafe { libc::syscall(libc::SYS_setresgid, ids.gid, ids.gid, ids.gid) };
         if let Err(e) = raw(r) {
-            fail(err_pipe, SetupStep::SetIds, e);
+            return (SetupStep::SetIds, e);
         }
         // SAFETY: integer-only syscall.
         let r = unsafe { libc::syscall(libc::SYS_setresuid, ids.uid, ids.uid, ids.uid) };
         if let Err(e) = raw(r) {
-            fail(err_pipe, SetupStep::SetIds, e);
+            return (SetupStep::SetIds, e);
         }
     }
     if let Err(e) = sys::capset_all(0) {
-        fail(err_pipe, SetupStep::DropCapabilities, e);
+        return (SetupStep::DropCapabilities, e);
     }
     if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0) {
-        fail(err_pipe, SetupStep::NoNewPrivs, e);
+        return (SetupStep::NoNewPrivs, e);
     }
     if let Some(cwd) = &plan.cwd {
         // SAFETY: `cwd` is a NUL-terminated CString built before the fork.
         if unsafe { libc::chdir(cwd.as_ptr()) } < 0 {
-            fail(err_pipe, SetupStep::Chdir, errno());
+            return (SetupStep::Chdir, errno());
         }
     }
     if let Some(filter) = &plan.seccomp {
         if let Err(e) = sys::install_seccomp(filter) {
-            fail(err_pipe, SetupStep::Seccomp, e);
+            return (SetupStep::Seccomp, e);
         }
     }
     let e = sys::execve(&plan.path, &plan.argv_ptrs, &plan.envp_ptrs);
-    fail(err_pipe, SetupStep::Exec, e)
+    (SetupStep::Exec, e)
 }
 
 fn errno() -> i32 {

@@ -65,9 +65,17 @@ pub struct LaunchPlan {
     pub(crate) reset_signals: &'static [i32],
     /// Stack of the command's `CLONE_VM | CLONE_VFORK` start from the request root.
     pub(crate) child_stack: Vec<u8>,
+    /// SIGKILL the command when its parent dies (off for a helper exec'd in place of PID 1,
+    /// whose parent is a host thread).
+    pub die_with_parent: bool,
 }
 
 impl LaunchPlan {
+    /// The resolved program path.
+    pub fn path(&self) -> &std::ffi::CStr {
+        &self.path
+    }
+
     /// Gives the request its own tmpfs at each `(path, options)` and a fresh proc at each path.
     pub fn with_private_mounts(
         mut self,
@@ -304,6 +312,7 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         private_proc: Vec::new(),
         reset_signals: non_default_signals(),
         child_stack: vec![0u8; 64 * 1024],
+        die_with_parent: true,
     })
 }
 

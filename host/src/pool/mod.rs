@@ -22,6 +22,7 @@
 
 #[cfg(feature = "tokio")]
 mod asynch;
+mod call;
 mod error;
 mod metrics;
 mod profile;
@@ -40,12 +41,13 @@ use hatchery_protocol::{
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
+pub use call::{CallError, CallOutput};
 pub use error::PoolError;
 pub use metrics::{MetricsSnapshot, ZygoteCounts, LATENCY_BUCKETS_US};
 pub use profile::{add_system_dirs, default_profile, DEFAULT_TMP_BYTES};
 pub use request::{
     sealed_memfd, Input, Request, RunResult, Sink, Timings, Usage, DEFAULT_STDERR_LIMIT,
-    DEFAULT_STDOUT_LIMIT,
+    DEFAULT_STDOUT_LIMIT, MAX_INLINE_ARG,
 };
 use slots::{Policy, SlotId, SlotState, Slots};
 
@@ -64,6 +66,14 @@ pub enum Isolation {
     /// One container per request: a zygote serves once and is retired; the pool refills in the
     /// background.
     Dedicated,
+    /// Call mode only: one long-lived worker per zygote (forked once from the warm helper) serves
+    /// calls without forking, like a reused wasm instance. It is recycled after `max_requests`
+    /// calls, after any failed call (error, panic, signal) and after a timeout or cancellation.
+    /// State persists across the calls of one worker, never across workers.
+    Reuse {
+        /// Calls one worker serves before it is replaced.
+        max_requests: u64,
+    },
 }
 
 /// Largest frame accepted on a request's reply socket (responses are small): bounds the host's
@@ -89,7 +99,11 @@ pub struct PoolBuilder {
     health_interval: Duration,
     health_timeout: Duration,
     default_wall: Option<Duration>,
+    helper: Option<std::path::PathBuf>,
 }
+
+/// Where a call-mode helper is mounted inside the container.
+pub const HELPER_PATH: &str = "/.hatchery-helper";
 
 impl Default for PoolBuilder {
     fn default() -> Self {
@@ -108,6 +122,7 @@ impl Default for PoolBuilder {
             health_interval: Duration::from_secs(5),
             health_timeout: Duration::from_secs(2),
             default_wall: None,
+            helper: None,
         }
     }
 }
@@ -123,6 +138,15 @@ impl PoolBuilder {
     /// tmpfs mounts and of its `/proc`.
     pub fn profile(mut self, profile: Container) -> Self {
         self.profile = profile;
+        self
+    }
+
+    /// Call mode: the zygotes run this helper binary (a program that links `hatchery-guest` and
+    /// calls `Exports::serve`), mounted read-only at [`HELPER_PATH`] in the container and exec'd
+    /// by the shim once the container is built and every privilege is dropped. Requests are then
+    /// [`Request::call`]s, made with [`Pool::call`] or [`Pool::call_typed`].
+    pub fn call_helper(mut self, host_path: impl AsRef<std::path::Path>) -> Self {
+        self.helper = Some(host_path.as_ref().to_path_buf());
         self
     }
 
@@ -190,7 +214,22 @@ impl PoolBuilder {
     }
 
     /// Starts the pool and its `min` zygotes (so a broken profile fails here, typed).
-    pub fn build(self) -> Result<Pool, PoolError> {
+    pub fn build(mut self) -> Result<Pool, PoolError> {
+        let reuse = match self.isolation {
+            Isolation::Reuse { max_requests } => Some(max_requests.max(1)),
+            _ => None,
+        };
+        if reuse.is_some() && self.helper.is_none() {
+            return Err(PoolError::InvalidRequest {
+                what: "Isolation::Reuse".into(),
+                reason: "reuse needs a call-mode helper (PoolBuilder::call_helper)",
+            });
+        }
+        if let Some(h) = &self.helper {
+            self.profile.bindmount_ro(&h.to_string_lossy(), HELPER_PATH);
+            // Calls are served one at a time per zygote.
+            self.per_zygote = 1;
+        }
         self.profile
             .validate()
             .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
@@ -219,8 +258,22 @@ impl PoolBuilder {
             blob: blob_fd.as_ref().map(|_| 0),
             loopback: c.namespaces.contains(&crate::Namespace::Network),
             seccomp: None,
-            mode: ShimMode::Zygote {
-                max_concurrent: self.per_zygote,
+            mode: match &self.helper {
+                None => ShimMode::Zygote {
+                    max_concurrent: self.per_zygote,
+                },
+                Some(_) => ShimMode::Helper {
+                    helper: hatchery_protocol::ExecSpec {
+                        program: HELPER_PATH.into(),
+                        argv: vec![HELPER_PATH.into()],
+                        env: reuse
+                            .map(|n| format!("HATCHERY_REUSE={n}").as_str().into())
+                            .into_iter()
+                            .collect(),
+                        cwd: None,
+                    },
+                    reuse,
+                },
             },
         };
         let clone_flags = c.namespaces().fold(0, |acc, ns| acc | ns.clone_flag());

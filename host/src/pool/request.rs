@@ -21,6 +21,9 @@ use hatchery_protocol::{
 
 use crate::pool::error::PoolError;
 
+/// Largest argument passed inline with a call (the rest of a frame is the request itself).
+pub const MAX_INLINE_ARG: usize = 96 << 10;
+
 /// Default cap of captured stdout.
 pub const DEFAULT_STDOUT_LIMIT: u64 = 64 << 20;
 /// Default cap of captured stderr.
@@ -54,6 +57,8 @@ pub enum Sink {
 /// One request: a program to run in a fresh process of a warm zygote.
 #[derive(Debug)]
 pub struct Request {
+    /// `Some((export, arg))` for a call to a call-mode helper.
+    pub(crate) call: Option<(String, Vec<u8>)>,
     pub(crate) program: OsString,
     pub(crate) args: Vec<OsString>,
     pub(crate) env: Vec<(OsString, OsString)>,
@@ -72,6 +77,7 @@ impl Request {
     /// container when it has no `/`). argv\[0\] is `program`. The environment starts empty.
     pub fn exec(program: impl AsRef<OsStr>) -> Request {
         Request {
+            call: None,
             program: program.as_ref().to_os_string(),
             args: Vec::new(),
             env: Vec::new(),
@@ -83,6 +89,16 @@ impl Request {
             wall_time: None,
             tmp_bytes: None,
             rlimits: Vec::new(),
+        }
+    }
+
+    /// Calls `export` of a call-mode helper with `arg` (at most [`MAX_INLINE_ARG`] bytes; pass
+    /// larger inputs as stdin, e.g. [`stdin_bytes`](Request::stdin_bytes), and read them with
+    /// `Call::stdin`). The result comes back as stdout.
+    pub fn call(export: &str, arg: impl Into<Vec<u8>>) -> Request {
+        Request {
+            call: Some((export.to_string(), arg.into())),
+            ..Request::exec("")
         }
     }
 
@@ -255,12 +271,26 @@ impl Request {
         let wire = WireRequest {
             id,
             reply: 0,
-            work: Work::Exec(crate::wire::exec_spec(
-                &self.program,
-                &self.args,
-                self.env.iter().map(|(k, v)| (k, v)),
-                self.cwd.as_deref(),
-            )),
+            work: match self.call {
+                Some((export, arg)) => {
+                    if arg.len() > MAX_INLINE_ARG {
+                        return Err(PoolError::InvalidRequest {
+                            what: format!("call argument of {} bytes", arg.len()),
+                            reason: "larger than MAX_INLINE_ARG; pass it as stdin",
+                        });
+                    }
+                    Work::Call {
+                        export,
+                        arg: hatchery_protocol::Bytes(arg),
+                    }
+                }
+                None => Work::Exec(crate::wire::exec_spec(
+                    &self.program,
+                    &self.args,
+                    self.env.iter().map(|(k, v)| (k, v)),
+                    self.cwd.as_deref(),
+                )),
+            },
             limits: RequestLimits {
                 wall_time_us: self
                     .wall_time

@@ -1,0 +1,122 @@
+//! Calls to a call-mode helper: [`Pool::call`] and [`Pool::call_typed`] (and their async forms).
+//!
+//! The helper answers with the status codes of `hatchery_guest::call::status`; this module maps
+//! them, and every other way a call can end, onto [`CallError`].
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use hatchery_protocol::{Outcome, SetupStep};
+
+use super::{Pool, PoolError, Request, RunResult, Timings, Usage};
+
+/// What a successful call returned.
+#[derive(Debug, Clone)]
+pub struct CallOutput {
+    /// The export's result bytes.
+    pub output: Vec<u8>,
+    /// What the call used.
+    pub usage: Usage,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Why a call gave no result.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The helper exports no function of that name.
+    #[error("the helper has no export {0:?}")]
+    UnknownExport(String),
+    /// The argument (or, for typed calls, the result) did not decode.
+    #[error("decoding failed: {0}")]
+    Decode(String),
+    /// The argument could not be encoded (typed calls).
+    #[error("encoding the argument failed: {0}")]
+    Encode(String),
+    /// The export returned an error.
+    #[error("the export failed: {0}")]
+    Failed(String),
+    /// The export panicked.
+    #[error("the export panicked: {0}")]
+    Panicked(String),
+    /// The result exceeded the output limit.
+    #[error("the result exceeded the output limit")]
+    OutputTooLarge,
+    /// The call ended otherwise: timed out, killed by a signal, setup failure.
+    #[error("the call ended with {0:?}")]
+    Ended(Outcome),
+    /// The pool could not run the call.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Maps a call's [`RunResult`] onto its output or typed error.
+pub(crate) fn interpret(r: RunResult) -> Result<CallOutput, CallError> {
+    match r.outcome {
+        Outcome::Exited(0) => Ok(CallOutput {
+            output: r.stdout,
+            usage: r.usage,
+            timings: r.timings,
+        }),
+        Outcome::Exited(100) => Err(CallError::Failed(text(&r.stderr))),
+        Outcome::Exited(101) => Err(CallError::Panicked(text(&r.stderr))),
+        Outcome::Exited(102) => Err(CallError::Decode(text(&r.stderr))),
+        Outcome::Exited(103) | Outcome::OutputExceeded => Err(CallError::OutputTooLarge),
+        Outcome::SetupFailed(f)
+            if f.step == SetupStep::FindProgram && f.detail.starts_with("unknown export ") =>
+        {
+            Err(CallError::UnknownExport(
+                f.detail["unknown export ".len()..].to_string(),
+            ))
+        }
+        other => Err(CallError::Ended(other)),
+    }
+}
+
+impl Pool {
+    /// Calls `export` of the pool's call-mode helper with `arg`, in a fresh process forked from
+    /// the warm helper (or its reuse worker), and returns the result bytes.
+    pub fn call(&self, export: &str, arg: &[u8]) -> Result<CallOutput, CallError> {
+        interpret(self.run(Request::call(export, arg))?)
+    }
+
+    /// [`call`](Pool::call) with a request built by hand (limits, stdin, named fds).
+    pub fn call_request(&self, request: Request) -> Result<CallOutput, CallError> {
+        interpret(self.run(request)?)
+    }
+
+    /// A typed call: `arg` and the result travel as MessagePack (rmp-serde), matching
+    /// `Exports::export_typed`.
+    pub fn call_typed<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        export: &str,
+        arg: &Req,
+    ) -> Result<Resp, CallError> {
+        let bytes = rmp_serde::to_vec(arg).map_err(|e| CallError::Encode(e.to_string()))?;
+        let out = self.call(export, &bytes)?;
+        rmp_serde::from_slice(&out.output).map_err(|e| CallError::Decode(e.to_string()))
+    }
+
+    /// Async [`call`](Pool::call); cancel-safe like [`Pool::run_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn call_async(&self, export: &str, arg: &[u8]) -> Result<CallOutput, CallError> {
+        interpret(self.run_async(Request::call(export, arg)).await?)
+    }
+
+    /// Async [`call_typed`](Pool::call_typed).
+    #[cfg(feature = "tokio")]
+    pub async fn call_typed_async<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        export: &str,
+        arg: &Req,
+    ) -> Result<Resp, CallError> {
+        let bytes = rmp_serde::to_vec(arg).map_err(|e| CallError::Encode(e.to_string()))?;
+        let out = self.call_async(export, &bytes).await?;
+        rmp_serde::from_slice(&out.output).map_err(|e| CallError::Decode(e.to_string()))
+    }
+}

@@ -1,0 +1,191 @@
+//! End-to-end tests of call mode: exports, typed calls, failures, panics, timeouts, Fresh and
+//! Reuse isolation.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hatchery::pool::{CallError, Request};
+use hatchery::{Isolation, Outcome, Pool};
+use hatchery_tests::{helper, require, user_namespaces_work};
+
+fn ready() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    require(
+        *OK.get_or_init(user_namespaces_work),
+        "user namespaces unavailable",
+    )
+}
+
+fn pool(isolation: Isolation) -> Pool {
+    Pool::builder()
+        .call_helper(helper("call-helper"))
+        .isolation(isolation)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("call-mode pool")
+}
+
+#[derive(serde::Serialize)]
+struct Add {
+    a: i64,
+    b: i64,
+}
+
+#[derive(serde::Deserialize, Debug, PartialEq)]
+struct Sum {
+    sum: i64,
+}
+
+#[test]
+fn exports_and_typed_calls() {
+    if !ready() {
+        return;
+    }
+    let p = pool(Isolation::Fresh);
+    assert_eq!(p.call("echo", b"hello").unwrap().output, b"hello");
+    assert_eq!(p.call("upper", b"abc").unwrap().output, b"ABC");
+    let s: Sum = p.call_typed("add", &Add { a: 40, b: 2 }).unwrap();
+    assert_eq!(s, Sum { sum: 42 });
+    // Preloading ran once, in the warm helper, before the calls.
+    let a = p.call("preloaded", b"").unwrap().output;
+    let b = p.call("preloaded", b"").unwrap().output;
+    assert_eq!(a, b);
+    // Large inputs travel as stdin.
+    let r = p
+        .call_request(Request::call("stdin", Vec::new()).stdin_bytes(vec![7u8; 1 << 20]))
+        .unwrap();
+    assert_eq!(r.output, b"1048576");
+}
+
+#[test]
+fn typed_errors_for_every_failure() {
+    if !ready() {
+        return;
+    }
+    let p = pool(Isolation::Fresh);
+    assert!(matches!(p.call("nope", b""), Err(CallError::UnknownExport(n)) if n == "nope"));
+    assert!(matches!(p.call("fail", b""), Err(CallError::Failed(m)) if m == "refused on purpose"));
+    assert!(
+        matches!(p.call("panic", b""), Err(CallError::Panicked(m)) if m.contains("boom in export"))
+    );
+    let bad: Result<Sum, _> = p.call_typed("add", &"not a struct");
+    assert!(matches!(bad, Err(CallError::Decode(_))), "{bad:?}");
+    let big = p.call_request(
+        Request::call("big", b"5000".to_vec()).stdout(hatchery::pool::Sink::Capture(1000)),
+    );
+    assert!(matches!(big, Err(CallError::OutputTooLarge)), "{big:?}");
+    assert!(matches!(
+        p.call("crash", b""),
+        Err(CallError::Ended(Outcome::Signaled { .. }))
+    ));
+    let huge = p.call("echo", &vec![0u8; hatchery::pool::MAX_INLINE_ARG + 1]);
+    assert!(matches!(
+        huge,
+        Err(CallError::Pool(hatchery::PoolError::InvalidRequest { .. }))
+    ));
+    // The pool is still healthy.
+    assert_eq!(p.call("echo", b"ok").unwrap().output, b"ok");
+}
+
+#[test]
+fn timeouts_inside_an_export_kill_the_call_and_the_pool_heals() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, Isolation::Reuse { max_requests: 100 }] {
+        let p = pool(iso);
+        let t = Instant::now();
+        let r = p.call_request(
+            Request::call("sleep", b"10000".to_vec()).wall_time(Duration::from_millis(200)),
+        );
+        assert!(
+            matches!(r, Err(CallError::Ended(Outcome::TimedOut))),
+            "{iso:?}: {r:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert_eq!(
+            p.call("echo", b"after").unwrap().output,
+            b"after",
+            "{iso:?}"
+        );
+    }
+}
+
+#[test]
+fn fresh_calls_share_no_state() {
+    if !ready() {
+        return;
+    }
+    let p = pool(Isolation::Fresh);
+    for _ in 0..3 {
+        assert_eq!(
+            p.call("count", b"").unwrap().output,
+            b"1",
+            "memory leaked between calls"
+        );
+        assert_eq!(
+            p.call("tmp", b"").unwrap().output,
+            b"clean",
+            "files leaked between calls"
+        );
+    }
+}
+
+#[test]
+fn reuse_keeps_state_within_one_worker_and_recycles() {
+    if !ready() {
+        return;
+    }
+    let p = pool(Isolation::Reuse { max_requests: 3 });
+    let counts: Vec<String> = (0..7)
+        .map(|_| String::from_utf8(p.call("count", b"").unwrap().output).unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        ["1", "2", "3", "1", "2", "3", "1"],
+        "recycled after 3 calls"
+    );
+    // A fault recycles the worker: state starts over.
+    let p = pool(Isolation::Reuse { max_requests: 100 });
+    assert_eq!(p.call("count", b"").unwrap().output, b"1");
+    assert_eq!(p.call("count", b"").unwrap().output, b"2");
+    assert!(matches!(p.call("fail", b""), Err(CallError::Failed(_))));
+    assert_eq!(p.call("count", b"").unwrap().output, b"1");
+    assert!(matches!(p.call("panic", b""), Err(CallError::Panicked(_))));
+    assert_eq!(p.call("count", b"").unwrap().output, b"1");
+    assert!(matches!(p.call("crash", b""), Err(CallError::Ended(_))));
+    assert_eq!(p.call("count", b"").unwrap().output, b"1");
+}
+
+#[test]
+fn async_calls() {
+    if !ready() {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = pool(Isolation::Fresh);
+    rt.block_on(async {
+        assert_eq!(
+            p.call_async("echo", b"async").await.unwrap().output,
+            b"async"
+        );
+        let s: Sum = p
+            .call_typed_async("add", &Add { a: 1, b: 2 })
+            .await
+            .unwrap();
+        assert_eq!(s.sum, 3);
+    });
+}
+
+#[test]
+fn reuse_needs_a_helper() {
+    let r = Pool::builder()
+        .isolation(Isolation::Reuse { max_requests: 5 })
+        .build();
+    assert!(matches!(r, Err(hatchery::PoolError::InvalidRequest { .. })));
+}
