@@ -38,6 +38,8 @@ trap 'rm -rf "$STAGE"' EXIT
 chmod 755 "$STAGE"
 mkdir "$STAGE/deps"
 find target/debug -maxdepth 1 -type f -perm -u+x -exec cp {} "$STAGE/" \;
+mkdir "$STAGE/examples"
+find target/debug/examples -maxdepth 1 -type f -perm -u+x -exec cp {} "$STAGE/examples/" \;
 cargo test --workspace --locked --no-run --message-format=json 2>/dev/null \
     | python3 -c '
 import json, sys

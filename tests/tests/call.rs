@@ -156,6 +156,10 @@ fn reuse_keeps_state_within_one_worker_and_recycles() {
     assert_eq!(p.call("count", b"").unwrap().output, b"1");
     assert!(matches!(p.call("crash", b""), Err(CallError::Ended(_))));
     assert_eq!(p.call("count", b"").unwrap().output, b"1");
+    // On demand: recycle() replaces the zygotes and their workers.
+    assert_eq!(p.call("count", b"").unwrap().output, b"2");
+    p.recycle();
+    assert_eq!(p.call("count", b"").unwrap().output, b"1");
 }
 
 #[test]
@@ -188,4 +192,43 @@ fn reuse_needs_a_helper() {
         .isolation(Isolation::Reuse { max_requests: 5 })
         .build();
     assert!(matches!(r, Err(hatchery::PoolError::InvalidRequest { .. })));
+}
+
+#[test]
+fn the_gunzip_example_helper_does_real_work() {
+    if !ready() {
+        return;
+    }
+    let helper = hatchery_tests::bin_dir().join("examples/gunzip_helper");
+    assert!(helper.is_file(), "build examples first ({helper:?})");
+    let original: Vec<u8> = b"hatchery call mode, decompressing with flate2\n".repeat(500);
+    let mut gz = std::process::Command::new("gzip")
+        .arg("-c")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut gz.stdin.take().unwrap(), &original).unwrap();
+    let compressed = gz.wait_with_output().unwrap().stdout;
+    for iso in [Isolation::Fresh, Isolation::Reuse { max_requests: 10 }] {
+        let p = Pool::builder()
+            .call_helper(&helper)
+            .isolation(iso)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .build()
+            .unwrap();
+        assert_eq!(
+            p.call("gunzip", &compressed).unwrap().output,
+            original,
+            "{iso:?}"
+        );
+        let via_stdin = p
+            .call_request(Request::call("gunzip_stdin", Vec::new()).stdin_bytes(compressed.clone()))
+            .unwrap();
+        assert_eq!(via_stdin.output, original);
+        assert!(
+            matches!(p.call("gunzip", b"garbage"), Err(CallError::Failed(m)) if m.contains("gzip"))
+        );
+    }
 }

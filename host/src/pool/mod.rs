@@ -852,6 +852,18 @@ impl Pool {
         self.inner.metrics.snapshot(counts, waiters)
     }
 
+    /// Replaces every zygote (and with them every reuse worker and its state): each is retired
+    /// once its running requests finish, and fresh ones are started in the background.
+    pub fn recycle(&self) {
+        let mut st = lock(&self.inner.state);
+        let ids: Vec<SlotId> = st.slots.iter().map(|s| s.id).collect();
+        for id in ids {
+            st.slots.drain(id);
+        }
+        drop(st);
+        self.inner.wake_maintenance();
+    }
+
     /// Host pids of the live zygotes (for monitoring and tests).
     pub fn zygote_pids(&self) -> Vec<i32> {
         lock(&self.inner.state)

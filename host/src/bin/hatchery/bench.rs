@@ -29,7 +29,8 @@ pub struct BenchArgs {
     /// Also break one-shot setup down by step (medians over the measured requests)
     #[arg(long)]
     breakdown: bool,
-    /// Only these cases (comma-separated names)
+    /// Only these cases (comma-separated names: direct, socket-rtt, oneshot, pool-fresh,
+    /// pool-dedicated, call-fresh, call-reuse, bwrap, hakoniwa, nsjail)
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// The command to spawn (default: /bin/true)
@@ -203,6 +204,48 @@ pub fn execute(args: BenchArgs) -> i32 {
         let (p, r) = (program.clone(), rest.clone());
         add("direct", None, Box::new(move || std_status(&p, &r)));
     }
+    if want("socket-rtt") {
+        // Reference: one message with one fd to an echo thread and back over a SOCK_SEQPACKET
+        // socketpair (what a reused call costs at the least).
+        let (ours, mut theirs) = match hatchery_protocol::Channel::pair() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("hatchery bench: socket-rtt: {e}");
+                return 125;
+            }
+        };
+        std::thread::spawn(move || {
+            while let Ok(r) = theirs.recv(None) {
+                if theirs.send(&r.message, &[], None).is_err() {
+                    break;
+                }
+            }
+        });
+        let null = std::fs::File::open("/dev/null").ok();
+        let ours = Mutex::new(ours);
+        add(
+            "socket-rtt",
+            None,
+            Box::new(move || {
+                let mut ch = ours.lock().unwrap_or_else(|e| e.into_inner());
+                let fds: Vec<std::os::fd::BorrowedFd<'_>> =
+                    null.iter().map(std::os::fd::AsFd::as_fd).collect();
+                let msg =
+                    hatchery_protocol::Message::Request(Box::new(hatchery_protocol::Request {
+                        id: 1,
+                        reply: 0,
+                        work: hatchery_protocol::Work::Call {
+                            export: "noop".into(),
+                            arg: hatchery_protocol::Bytes(Vec::new()),
+                        },
+                        limits: Default::default(),
+                        stdio: [hatchery_protocol::FdSlot::Null; 3],
+                        named: Vec::new(),
+                    }));
+                ch.send(&msg, &fds, None).is_ok() && ch.recv(None).is_ok()
+            }),
+        );
+    }
     if want("oneshot") {
         let profile = default_profile();
         let (p, r) = (program.clone(), rest.clone());
@@ -269,6 +312,62 @@ pub fn execute(args: BenchArgs) -> i32 {
                 )
                 .map(|res| res.success())
                 .unwrap_or(false)
+            }),
+        );
+    }
+    // Call mode: the bundled helper's no-op export, a fresh process per call and a reused worker.
+    let helper = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("hatchery-noop-helper")))
+        .filter(|p| p.is_file());
+    for (name, isolation) in [
+        ("call-fresh", Isolation::Fresh),
+        (
+            "call-reuse",
+            Isolation::Reuse {
+                max_requests: u64::MAX,
+            },
+        ),
+    ] {
+        if !want(name) {
+            continue;
+        }
+        let Some(helper) = &helper else {
+            eprintln!(
+                "hatchery bench: {name} skipped: hatchery-noop-helper not found next to hatchery"
+            );
+            continue;
+        };
+        let pool = match Pool::builder()
+            .call_helper(helper)
+            .isolation(isolation)
+            .min_zygotes(c)
+            .max_zygotes(c)
+            .idle_timeout(None)
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!(
+                    "hatchery bench: {name}: {e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                return 125;
+            }
+        };
+        pools.push(pool.clone());
+        add(
+            name,
+            None,
+            Box::new(move || {
+                pool.call_request(
+                    Request::call("noop", Vec::new())
+                        .stdout(Sink::Null)
+                        .stderr(Sink::Null),
+                )
+                .is_ok()
             }),
         );
     }
