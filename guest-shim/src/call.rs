@@ -170,7 +170,7 @@ impl Exports {
     /// single-threaded here (calls are forked); a helper that started threads gets a setup
     /// failure.
     pub fn serve(self) -> ! {
-        std::process::exit(serve(self))
+        crate::sys::exit_now(serve(self))
     }
 }
 
@@ -791,16 +791,7 @@ fn serve(exports: Exports) -> i32 {
                         }
                     }
                 }
-                Message::Ping(p) => {
-                    let _ = chan.send(
-                        &Message::Pong(Pong {
-                            nonce: p.nonce,
-                            running: running.is_some() as u32,
-                        }),
-                        &[],
-                        Some(Instant::now() + Duration::from_secs(1)),
-                    );
-                }
+                Message::Ping(p) => crate::shim::pong(&mut chan, p.nonce, running.is_some() as u32),
                 Message::Cancel(c) => {
                     if let Some(r) = running
                         .as_mut()

@@ -45,6 +45,16 @@ fn wait_until_zygotes_have_no_children(p: &Pool, what: &str) {
     }
 }
 
+/// A pool of exactly one zygote.
+fn single() -> Pool {
+    Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap()
+}
+
 fn sh(script: &str) -> Request {
     Request::exec("/bin/sh").args(["-c", script])
 }
@@ -165,12 +175,7 @@ fn a_killed_zygote_is_replaced_and_in_flight_requests_get_zygote_lost() {
     if !ready() {
         return;
     }
-    let p = Pool::builder()
-        .profile(profile())
-        .min_zygotes(1)
-        .max_zygotes(1)
-        .build()
-        .unwrap();
+    let p = single();
     let ticket = p.submit(Request::exec("/bin/sleep").arg("30")).unwrap();
     let pid = p.zygote_pids()[0];
     nix::sys::signal::kill(
@@ -240,12 +245,7 @@ fn nothing_crosses_from_one_request_to_the_next() {
     if !ready() {
         return;
     }
-    let p = Pool::builder()
-        .profile(profile())
-        .min_zygotes(1)
-        .max_zygotes(1)
-        .build()
-        .unwrap();
+    let p = single();
     let plant = p
         .run(sh(
             "echo secret > /tmp/planted; echo x > /dev/shm/planted; \

@@ -104,6 +104,15 @@ fn handled_signals() -> SigSet {
     set
 }
 
+/// Answers a health check (best effort: a host that stopped reading is handled by its deadline).
+pub fn pong(chan: &mut Channel, nonce: u64, running: u32) {
+    let _ = chan.send(
+        &Message::Pong(hatchery_protocol::Pong { nonce, running }),
+        &[],
+        Some(std::time::Instant::now() + std::time::Duration::from_secs(1)),
+    );
+}
+
 fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
     let _ = chan.send(&Message::SetupFailed(failure), &[], None);
     125

@@ -134,16 +134,7 @@ pub fn run(
                             Signal::SIGKILL,
                         );
                     }
-                    Message::Ping(p) => {
-                        let _ = chan.send(
-                            &Message::Pong(hatchery_protocol::Pong {
-                                nonce: p.nonce,
-                                running: 1,
-                            }),
-                            &[],
-                            None,
-                        );
-                    }
+                    Message::Ping(p) => crate::shim::pong(chan, p.nonce, 1),
                     _ => return 1, // protocol violation by the host: give up
                 },
                 // The host is gone (or spoke garbage): die with it.

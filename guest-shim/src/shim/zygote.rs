@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use hatchery_protocol::{
-    Channel, FdSlot, Features, Message, MountOp, Outcome, Pong, Ready, Request, Resource, Response,
+    Channel, FdSlot, Features, Message, MountOp, Outcome, Ready, Request, Resource, Response,
     Rlimit, SetupFailure, SetupPlan, SetupStep, Usage, Work,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -510,16 +510,7 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                             });
                         }
                     }
-                    Message::Ping(p) => {
-                        let _ = z.chan.send(
-                            &Message::Pong(Pong {
-                                nonce: p.nonce,
-                                running: running.len() as u32,
-                            }),
-                            &[],
-                            Some(Instant::now() + Duration::from_secs(1)),
-                        );
-                    }
+                    Message::Ping(p) => crate::shim::pong(z.chan, p.nonce, running.len() as u32),
                     Message::Shutdown(s) => {
                         accepting = false;
                         if s.kill {

@@ -167,6 +167,20 @@ fn oneshot_breakdown(program: &str, rest: &[String], n: usize) -> Vec<(String, f
         .collect()
 }
 
+/// Builds a pool for a case (never shrinking while measured), or prints why it could not.
+fn build_pool(name: &str, builder: hatchery::PoolBuilder) -> Option<Pool> {
+    match builder.idle_timeout(None).build() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            let cause = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            eprintln!("hatchery bench: {name}: {e}: {cause}");
+            None
+        }
+    }
+}
+
 /// PSS of a process in KiB (needs root for the non-dumpable shim).
 fn pss_kib(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
@@ -272,31 +286,15 @@ pub fn execute(args: BenchArgs) -> i32 {
         if !want(name) {
             continue;
         }
-        let pool = match Pool::builder()
-            .isolation(isolation)
-            .min_zygotes(if isolation == Isolation::Dedicated {
-                2 * c
-            } else {
-                c
-            })
-            .max_zygotes(if isolation == Isolation::Dedicated {
-                4 * c
-            } else {
-                c
-            })
-            .idle_timeout(None)
-            .build()
-        {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!(
-                    "hatchery bench: {name}: {e}: {}",
-                    std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                );
-                return 125;
-            }
+        let dedicated = isolation == Isolation::Dedicated;
+        let Some(pool) = build_pool(
+            name,
+            Pool::builder()
+                .isolation(isolation)
+                .min_zygotes(if dedicated { 2 * c } else { c })
+                .max_zygotes(if dedicated { 4 * c } else { c }),
+        ) else {
+            return 125;
         };
         pools.push(pool.clone());
         let (p, r) = (program.clone(), rest.clone());
@@ -338,24 +336,15 @@ pub fn execute(args: BenchArgs) -> i32 {
             );
             continue;
         };
-        let pool = match Pool::builder()
-            .call_helper(helper)
-            .isolation(isolation)
-            .min_zygotes(c)
-            .max_zygotes(c)
-            .idle_timeout(None)
-            .build()
-        {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!(
-                    "hatchery bench: {name}: {e}: {}",
-                    std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_default()
-                );
-                return 125;
-            }
+        let Some(pool) = build_pool(
+            name,
+            Pool::builder()
+                .call_helper(helper)
+                .isolation(isolation)
+                .min_zygotes(c)
+                .max_zygotes(c),
+        ) else {
+            return 125;
         };
         pools.push(pool.clone());
         add(
