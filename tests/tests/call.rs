@@ -232,3 +232,22 @@ fn the_gunzip_example_helper_does_real_work() {
         );
     }
 }
+
+#[test]
+fn cancelling_a_reused_call_kills_its_worker_and_the_next_call_gets_a_new_one() {
+    if !ready() {
+        return;
+    }
+    let p = pool(Isolation::Reuse { max_requests: 100 });
+    assert_eq!(p.call("count", b"").unwrap().output, b"1");
+    assert_eq!(p.call("count", b"").unwrap().output, b"2");
+    for _ in 0..5 {
+        let t = p.submit(Request::call("sleep", b"10000".to_vec())).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        drop(t);
+        let started = Instant::now();
+        // A new worker: state starts over, and the slept call is not waited for.
+        assert_eq!(p.call("count", b"").unwrap().output, b"1");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -513,3 +513,30 @@ fn long_failure_details_still_fit_the_reply() {
     }
     assert!(p.run(Request::exec("/bin/true")).unwrap().success());
 }
+
+#[test]
+fn a_cancelled_request_never_breaks_the_next_one_on_the_same_zygote() {
+    if !ready() {
+        return;
+    }
+    // One zygote, two threads: one cancels requests right after dispatch, the other runs
+    // requests that must all succeed (the zygote must see each cancellation before it is handed
+    // the next request).
+    let p = single();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..150 {
+                drop(p.submit(Request::exec("/bin/sleep").arg("5")).unwrap());
+            }
+        });
+        s.spawn(|| {
+            for i in 0..150 {
+                let r = p
+                    .run(Request::exec("/bin/echo").arg(i.to_string()))
+                    .unwrap();
+                assert!(r.success(), "{i}: {r:?}");
+                assert_eq!(r.stdout, format!("{i}\n").as_bytes());
+            }
+        });
+    });
+}

@@ -49,7 +49,11 @@ fn thousand_mixed_requests_leak_nothing() {
                         };
                         let r = p.run(req).expect("request");
                         if i % 10 >= 6 {
-                            assert_eq!(r.stdout, format!("{t}:{i}").as_bytes());
+                            assert_eq!(
+                                String::from_utf8_lossy(&r.stdout),
+                                format!("{t}:{i}"),
+                                "request {t}:{i} ended with {r:?}"
+                            );
                         }
                     }
                 })

@@ -362,6 +362,9 @@ struct Zygote {
     raw_fd: RawFd,
     /// Callers send requests; only the maintenance thread reads.
     chan: Mutex<Channel>,
+    /// Call mode with reuse: the current worker's request socket (calls sent there skip the
+    /// zygote); `None` until the zygote announces a worker, and again once it retires.
+    worker: Mutex<Option<Channel>>,
     dead: AtomicBool,
 }
 
@@ -497,6 +500,7 @@ impl Inner {
             pid: shim.pid,
             raw_fd,
             chan: Mutex::new(shim.chan),
+            worker: Mutex::new(None),
             dead: AtomicBool::new(false),
         })
     }
@@ -645,14 +649,33 @@ impl Drop for Lease {
 /// the ticket instead cancels the request (its processes are killed) and frees the zygote.
 #[derive(Debug)]
 pub struct Ticket {
-    lease: Lease,
-    id: u64,
+    // Field order is drop order: the reply socket closes (the zygote sees the cancellation)
+    // before the lease is released and the zygote can be handed the next request.
     reply: Channel,
+    id: u64,
     stdout: Option<(std::fs::File, u64)>,
     stderr: Option<(std::fs::File, u64)>,
     wall: Option<Duration>,
     started: Instant,
     queued: Duration,
+    /// A result (or error) was received.
+    done: bool,
+    lease: Lease,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.done {
+            // Cancelled: the zygote kills whoever runs the request, which may be a reuse worker
+            // that still takes direct calls; send the next call through the zygote instead.
+            *self
+                .lease
+                .zygote
+                .worker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
 }
 
 impl Ticket {
@@ -666,7 +689,8 @@ impl Ticket {
         self.reply.as_fd()
     }
 
-    fn lost(&self, e: ProtocolError) -> PoolError {
+    fn lost(&mut self, e: ProtocolError) -> PoolError {
+        self.done = true;
         let z = &self.lease.zygote;
         let violation = e.is_peer_violation();
         let pid = z.pid.as_raw();
@@ -718,6 +742,7 @@ impl Ticket {
     }
 
     fn finish(&mut self, message: Message) -> Result<RunResult, PoolError> {
+        self.done = true;
         let resp = match message {
             Message::Response(r) if r.id == self.id => r,
             Message::Response(_) => {
@@ -807,20 +832,43 @@ impl Pool {
         let borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
             .chain(fds.iter().map(|f| f.as_fd()))
             .collect();
-        let sent = lease
-            .zygote
-            .chan
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(
-                &Message::Request(Box::new(wire)),
-                &borrowed,
-                Some(Instant::now() + Duration::from_secs(5)),
-            );
+        let is_call = matches!(wire.work, hatchery_protocol::Work::Call { .. });
+        let message = Message::Request(Box::new(wire));
+        let send_deadline = Some(Instant::now() + Duration::from_secs(5));
+        // A reuse worker takes calls directly; if it just retired (its socket is closed), the
+        // zygote gets the call and starts a new one.
+        let direct = is_call && {
+            let mut w = lease
+                .zygote
+                .worker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match w
+                .as_mut()
+                .map(|c| c.send(&message, &borrowed, send_deadline))
+            {
+                Some(Ok(())) => true,
+                Some(Err(_)) => {
+                    *w = None;
+                    false
+                }
+                None => false,
+            }
+        };
+        let sent = if direct {
+            Ok(())
+        } else {
+            lease
+                .zygote
+                .chan
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send(&message, &borrowed, send_deadline)
+        };
         drop(borrowed);
         drop(fds);
         drop(guest_end);
-        let ticket = Ticket {
+        let mut ticket = Ticket {
             lease,
             id,
             reply: host_end.with_max_frame(REPLY_MAX_FRAME),
@@ -829,6 +877,7 @@ impl Pool {
             wall,
             started,
             queued,
+            done: false,
         };
         if let Err(e) = sent {
             self.inner.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -1026,6 +1075,12 @@ fn maintenance(weak: Weak<Inner>) {
                         let mut st = lock(&inner.state);
                         if st.pings.get(slot).is_some_and(|(n, _)| *n == p.nonce) {
                             st.pings.remove(slot);
+                        }
+                    }
+                    Message::Worker(_) => {
+                        if let Some(fd) = r.fds.into_iter().next() {
+                            *z.worker.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(Channel::new(fd).with_max_frame(REPLY_MAX_FRAME));
                         }
                     }
                     other => {
