@@ -336,10 +336,7 @@ struct Running {
 /// The reuse worker: forked once, serves calls from its channel.
 struct Worker {
     pid: libc::pid_t,
-    /// The worker's notifications: a call started (with a dup of its reply socket), a call done.
-    notify: Channel,
-    /// The worker's request socket (the host has a dup and sends calls there directly).
-    forward: Channel,
+    chan: Channel,
 }
 
 fn kill(pid: libc::pid_t) {
@@ -356,16 +353,9 @@ fn wipe_tmp() {
     }
 }
 
-/// The reuse worker: takes calls from its request socket (sent by the host directly, or forwarded
-/// by the zygote), tells the zygote when each starts (passing a dup of the reply socket, so the
-/// zygote can enforce the deadline and notice cancellation) and ends, and answers the host itself.
-fn worker_loop(exports: &Exports, requests: Channel, mut notify: Channel, max: u64) -> i32 {
-    let mut requests = Some(requests);
+fn worker_loop(exports: &Exports, mut chan: Channel, max: u64) -> i32 {
     let mut served = 0u64;
     loop {
-        let Some(chan) = requests.as_mut() else {
-            return 0;
-        };
         let received = match chan.recv(None) {
             Ok(r) => r,
             Err(_) => return 0,
@@ -373,53 +363,15 @@ fn worker_loop(exports: &Exports, requests: Channel, mut notify: Channel, max: u
         let Message::Request(req) = received.message else {
             return 1;
         };
+        let Work::Call { export, arg } = &req.work else {
+            return 1;
+        };
         let Ok(mut fds) = take_fds(&req, received.fds) else {
             return 1;
         };
-        let Work::Call { export, arg } = &req.work else {
-            let f = failure(
-                SetupStep::Exec,
-                libc::ENOSYS,
-                "exec requests need an exec-mode pool",
-            );
-            respond(
-                &mut fds.reply,
-                req.id,
-                Outcome::SetupFailed(f),
-                Usage::default(),
-                0,
-            );
-            continue;
-        };
         let Some(f) = exports.exports.get(export) else {
-            let f = failure(
-                SetupStep::FindProgram,
-                libc::ENOENT,
-                format!("unknown export {export}"),
-            );
-            respond(
-                &mut fds.reply,
-                req.id,
-                Outcome::SetupFailed(f),
-                Usage::default(),
-                0,
-            );
-            continue;
-        };
-        let started = Message::Request(Box::new(Request {
-            id: req.id,
-            reply: 0,
-            work: Work::Call {
-                export: String::new(),
-                arg: hatchery_protocol::Bytes::default(),
-            },
-            limits: req.limits.clone(),
-            stdio: [FdSlot::Null; 3],
-            named: Vec::new(),
-        }));
-        if notify.send(&started, &[fds.reply.as_fd()], None).is_err() {
             return 1;
-        }
+        };
         let before = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
             .map(|u| usage_of(&u))
             .unwrap_or_default();
@@ -450,10 +402,11 @@ fn worker_loop(exports: &Exports, requests: Channel, mut notify: Channel, max: u
         };
         served += 1;
         // Recycled after `max` calls or any failed call; the zygote learns it with this call's
-        // completion (`running: 1` = this worker is retiring), before the host does, so the host
-        // closing its reply socket afterwards is never mistaken for a cancellation.
+        // completion (`running: 1` = this worker is retiring), before the next call arrives.
         let retiring = code != status::OK || served >= max;
-        let _ = notify.send(
+        // The zygote hears of the completion before the host does, so the host closing its
+        // reply socket afterwards is never mistaken for a cancellation.
+        let _ = chan.send(
             &Message::Pong(Pong {
                 nonce: req.id,
                 running: retiring as u32,
@@ -461,41 +414,11 @@ fn worker_loop(exports: &Exports, requests: Channel, mut notify: Channel, max: u
             &[],
             None,
         );
-        if retiring {
-            // Closed before the host hears back, so its next direct send fails and goes to the
-            // zygote instead (which starts a new worker).
-            requests = None;
-        }
         respond(&mut fds.reply, req.id, Outcome::Exited(code), usage, 0);
         if retiring {
             return 0;
         }
     }
-}
-
-/// Forks the reuse worker with its request and notification sockets.
-fn start_worker(exports: &Exports, control_fd: RawFd, max: u64) -> Result<Worker, i32> {
-    let (forward, requests) = Channel::pair().map_err(|_| libc::EMFILE)?;
-    let (notify, notify_w) = Channel::pair().map_err(|_| libc::EMFILE)?;
-    #[allow(unsafe_code)]
-    // SAFETY: the helper is single-threaded (checked before Ready), so the child may allocate.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        drop(forward);
-        drop(notify);
-        // The worker gets no handle on the control socket.
-        let _ = nix::unistd::close(control_fd);
-        let code = worker_loop(exports, requests, notify_w, max);
-        crate::sys::exit_now(code);
-    }
-    if pid < 0 {
-        return Err(nix::errno::Errno::last() as i32);
-    }
-    Ok(Worker {
-        pid,
-        notify,
-        forward,
-    })
 }
 
 fn serve(exports: Exports) -> i32 {
@@ -555,7 +478,6 @@ fn serve(exports: Exports) -> i32 {
     }
     let mut running: Option<Running> = None;
     let mut worker: Option<Worker> = None;
-    let mut generation = 0u64;
     let mut accepting = true;
     loop {
         if !accepting && running.is_none() {
@@ -575,9 +497,6 @@ fn serve(exports: Exports) -> i32 {
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             })
             .unwrap_or(PollTimeout::NONE);
-        // Which call the reply socket being polled belongs to: draining the worker's
-        // notifications below may replace it with the next call.
-        let polled = running.as_ref().map(|r| r.id);
         let (chan_ev, sig_ev, reply_ev, worker_ev) = {
             let mut pfds = vec![
                 PollFd::new(chan.as_fd(), PollFlags::POLLIN),
@@ -587,7 +506,7 @@ fn serve(exports: Exports) -> i32 {
                 pfds.push(PollFd::new(r.reply.as_fd(), PollFlags::POLLIN));
             }
             if let Some(w) = &worker {
-                pfds.push(PollFd::new(w.notify.as_fd(), PollFlags::POLLIN));
+                pfds.push(PollFd::new(w.chan.as_fd(), PollFlags::POLLIN));
             }
             match poll(&mut pfds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -608,56 +527,29 @@ fn serve(exports: Exports) -> i32 {
             )
         };
         if worker_ev {
-            // The worker started a call (with a dup of its reply socket), finished one (it
-            // answered the host itself), or went away.
-            // Drain every notification: a start and an end may both be queued.
-            while let Some(note) = worker.as_mut().map(|w| w.notify.recv(Some(Instant::now()))) {
-                let r = match note {
-                    Ok(r) => r,
-                    // Nothing more for now, or the worker is gone (reaped below).
-                    Err(_) => break,
-                };
-                match r.message {
-                    Message::Request(started) => {
-                        let reply = r.fds.into_iter().next();
-                        if let (Some(reply), Some(w)) = (reply, worker.as_ref()) {
-                            let now = Instant::now();
-                            running = Some(Running {
-                                id: started.id,
-                                pid: w.pid,
-                                reply: Channel::new(reply),
-                                deadline: started
-                                    .limits
-                                    .wall_time_us
-                                    .map(|us| now + Duration::from_micros(us)),
-                                started: now,
-                                by_worker: true,
-                                killed: None,
-                            });
-                        }
+            // The worker finished a call (it answered the host itself) or went away.
+            let done = worker.as_mut().map(|w| w.chan.recv(Some(Instant::now())));
+            match done {
+                Some(Ok(r)) => {
+                    if running.as_ref().is_some_and(|r| r.by_worker) {
+                        running = None;
                     }
-                    Message::Pong(p) => {
-                        if running
-                            .as_ref()
-                            .is_some_and(|r| r.by_worker && r.id == p.nonce)
-                        {
-                            running = None;
-                        }
-                        if p.running == 1 {
-                            // The worker retires: the next call gets a new one (this one is
-                            // reaped as an unknown child).
-                            worker = None;
-                        }
+                    if matches!(r.message, Message::Pong(Pong { running: 1, .. })) {
+                        // The worker retires: the next call gets a new one (this one is reaped
+                        // as an unknown child).
+                        worker = None;
                     }
-                    _ => {}
+                }
+                Some(Err(hatchery_protocol::ProtocolError::Timeout { .. })) | None => {}
+                Some(Err(_)) => {
+                    // Worker channel closed: reaped below.
                 }
             }
         }
         // The host gave up on the call, or its time is up: kill whoever runs it.
         if let Some(r) = running.as_mut() {
             let expired = r.deadline.is_some_and(|d| Instant::now() >= d);
-            let hung_up = reply_ev && polled == Some(r.id);
-            if r.killed.is_none() && (hung_up || expired) {
+            if r.killed.is_none() && (reply_ev || expired) {
                 kill(r.pid);
                 r.killed = Some(if expired {
                     Outcome::TimedOut
@@ -738,8 +630,20 @@ fn serve(exports: Exports) -> i32 {
                             0,
                         );
                     };
-                    // A call being killed (cancelled, timed out) no longer counts: finish it now
-                    // (it is SIGKILLed, so this is quick) before taking the next.
+                    // One call at a time: a call still running here belongs to a request the
+                    // host gave up on (it closes the reply socket before it hands the zygote the
+                    // next request). Kill it if that was not noticed yet, then finish it now (it is
+                    // SIGKILLed, so this is quick).
+                    if let Some(r) = running.as_mut().filter(|r| r.killed.is_none()) {
+                        let mut p = [PollFd::new(r.reply.as_fd(), PollFlags::POLLIN)];
+                        if matches!(poll(&mut p, PollTimeout::ZERO), Ok(n) if n > 0) {
+                            kill(r.pid);
+                            r.killed = Some(Outcome::Signaled {
+                                signal: libc::SIGKILL,
+                                core_dumped: false,
+                            });
+                        }
+                    }
                     if running.as_ref().is_some_and(|r| r.killed.is_some()) {
                         if let Some(mut r) = running.take() {
                             let root = reap::wait_for(r.pid);
@@ -830,31 +734,43 @@ fn serve(exports: Exports) -> i32 {
                         }
                         Some(max) => {
                             if worker.is_none() {
-                                generation += 1;
-                                match start_worker(&exports, fd, max.max(1)) {
-                                    Ok(w) => {
-                                        // Tell the host where to send calls directly.
-                                        let _ = chan.send(
-                                            &Message::Worker(hatchery_protocol::Worker {
-                                                generation,
-                                            }),
-                                            &[w.forward.as_fd()],
-                                            Some(Instant::now() + Duration::from_secs(1)),
-                                        );
-                                        worker = Some(w);
-                                    }
-                                    Err(e) => {
-                                        fail_now(
-                                            &mut fds,
-                                            failure(SetupStep::Fork, e, "fork worker"),
-                                        );
-                                        continue;
-                                    }
+                                let Ok((ours, theirs)) = Channel::pair() else {
+                                    fail_now(
+                                        &mut fds,
+                                        failure(SetupStep::Fork, libc::EMFILE, "socketpair"),
+                                    );
+                                    continue;
+                                };
+                                #[allow(unsafe_code)]
+                                // SAFETY: single-threaded helper (checked before Ready).
+                                let pid = unsafe { libc::fork() };
+                                if pid == 0 {
+                                    drop(ours);
+                                    let _ = nix::unistd::close(fd);
+                                    let code = worker_loop(&exports, theirs, max.max(1));
+                                    #[allow(unsafe_code)]
+                                    // SAFETY: leave without running the helper's destructors.
+                                    unsafe {
+                                        libc::_exit(code)
+                                    };
                                 }
+                                drop(theirs);
+                                if pid < 0 {
+                                    fail_now(
+                                        &mut fds,
+                                        failure(SetupStep::Fork, libc::EAGAIN, "fork worker"),
+                                    );
+                                    continue;
+                                }
+                                worker = Some(Worker { pid, chan: ours });
                             }
                             let Some(w) = worker.as_mut() else { continue };
-                            // Forward the call, with all its fds, to the worker's request socket;
-                            // the worker reports its start and end.
+                            // Hand the call, with all its fds, to the worker; keep a dup of the
+                            // reply socket to notice the host giving up.
+                            let reply_dup = match fds.reply.as_fd().try_clone_to_owned() {
+                                Ok(d) => d,
+                                Err(_) => continue,
+                            };
                             let mut send_fds: Vec<BorrowedFd<'_>> = vec![fds.reply.as_fd()];
                             let mut stdio = [FdSlot::Null; 3];
                             for (i, fd) in fds.stdio.iter().enumerate() {
@@ -880,43 +796,26 @@ fn serve(exports: Exports) -> i32 {
                                 stdio,
                                 named,
                             };
-                            let message = Message::Request(Box::new(fwd));
-                            if w.forward.send(&message, &send_fds, None).is_err() {
-                                // The worker went away between calls: start another, once.
+                            if w.chan
+                                .send(&Message::Request(Box::new(fwd)), &send_fds, None)
+                                .is_err()
+                            {
                                 kill(w.pid);
-                                generation += 1;
-                                let retried =
-                                    start_worker(&exports, fd, max.max(1)).map(|mut w2| {
-                                        let ok = w2.forward.send(&message, &send_fds, None).is_ok();
-                                        let _ = chan.send(
-                                            &Message::Worker(hatchery_protocol::Worker {
-                                                generation,
-                                            }),
-                                            &[w2.forward.as_fd()],
-                                            Some(Instant::now() + Duration::from_secs(1)),
-                                        );
-                                        (w2, ok)
-                                    });
-                                match retried {
-                                    Ok((w2, true)) => worker = Some(w2),
-                                    Ok((w2, false)) => {
-                                        kill(w2.pid);
-                                        worker = None;
-                                        fail_now(
-                                            &mut fds,
-                                            failure(SetupStep::Fork, libc::EPIPE, "worker gone"),
-                                        );
-                                    }
-                                    Err(e) => {
-                                        worker = None;
-                                        fail_now(
-                                            &mut fds,
-                                            failure(SetupStep::Fork, e, "fork worker"),
-                                        );
-                                    }
-                                }
+                                fail_now(
+                                    &mut fds,
+                                    failure(SetupStep::Fork, libc::EPIPE, "worker gone"),
+                                );
                                 continue;
                             }
+                            running = Some(Running {
+                                id,
+                                pid: w.pid,
+                                reply: Channel::new(reply_dup),
+                                deadline,
+                                started: received_at,
+                                by_worker: true,
+                                killed: None,
+                            });
                         }
                     }
                 }

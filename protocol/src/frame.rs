@@ -62,14 +62,11 @@ pub enum Kind {
     Pong = 9,
     /// Host → guest: finish and exit.
     Shutdown = 10,
-    /// Guest → host (call mode, reuse): a new worker's request socket, so the host can send
-    /// calls to it directly.
-    Worker = 11,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Hello,
         Kind::SetupPlan,
         Kind::Ready,
@@ -80,7 +77,6 @@ impl Kind {
         Kind::Ping,
         Kind::Pong,
         Kind::Shutdown,
-        Kind::Worker,
     ];
 
     /// The kind for a wire value, if it names one.
@@ -101,7 +97,6 @@ impl Kind {
             Kind::Ping => "Ping",
             Kind::Pong => "Pong",
             Kind::Shutdown => "Shutdown",
-            Kind::Worker => "Worker",
         }
     }
 
@@ -110,7 +105,6 @@ impl Kind {
         match self {
             Kind::SetupPlan => MAX_PLAN_FDS,
             Kind::Request => MAX_REQUEST_FDS,
-            Kind::Worker => 1,
             _ => 0,
         }
     }

@@ -564,14 +564,6 @@ pub struct Shutdown {
     pub kill: bool,
 }
 
-/// A reuse worker's request socket (the one fd of the frame): calls sent there skip the zygote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
-pub struct Worker {
-    /// Counts the workers of this zygote.
-    pub generation: u64,
-}
-
 /// Any message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
@@ -587,7 +579,6 @@ pub enum Message {
     Ping(Ping),
     Pong(Pong),
     Shutdown(Shutdown),
-    Worker(Worker),
 }
 
 impl Message {
@@ -604,7 +595,6 @@ impl Message {
             Message::Ping(_) => Kind::Ping,
             Message::Pong(_) => Kind::Pong,
             Message::Shutdown(_) => Kind::Shutdown,
-            Message::Worker(_) => Kind::Worker,
         }
     }
 
@@ -632,7 +622,6 @@ impl Message {
             Message::Ping(m) => rmp_serde::encode::write(out, m),
             Message::Pong(m) => rmp_serde::encode::write(out, m),
             Message::Shutdown(m) => rmp_serde::encode::write(out, m),
-            Message::Worker(m) => rmp_serde::encode::write(out, m),
         };
         res.map_err(|source| ProtocolError::Encode { kind, source })?;
         let body_len = out.len() - HEADER_LEN;
@@ -685,7 +674,6 @@ impl Message {
             Kind::Ping => Message::Ping(de(kind, body)?),
             Kind::Pong => Message::Pong(de(kind, body)?),
             Kind::Shutdown => Message::Shutdown(de(kind, body)?),
-            Kind::Worker => Message::Worker(de(kind, body)?),
         })
     }
 }

@@ -64,7 +64,11 @@ fn thousand_mixed_requests_leak_nothing() {
         }
         let m = p.metrics();
         assert!(m.requests() >= 900, "{m:?}");
-        assert!(m.retired >= 4, "recycling happened: {m:?}");
+        // Recycling happened (the last retirements may still be under way in the background).
+        assert!(
+            m.retired + m.zygotes.draining as u64 >= 4,
+            "recycling: {m:?}"
+        );
     }
     if open_fds() != fds_before {
         for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {

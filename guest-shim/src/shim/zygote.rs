@@ -454,6 +454,20 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                         // them (they are SIGKILLed, so this is quick): its cleanup kills every
                         // other process, which must not hit the new request.
                         if z.max_concurrent == 1 {
+                            // The host releases a zygote only after closing the reply socket of a
+                            // request it gave up on; look again, right now, for such hang-ups.
+                            for r in running.iter_mut().filter(|r| r.killed.is_none()) {
+                                let mut p = [PollFd::new(r.reply.as_fd(), PollFlags::POLLIN)];
+                                let hung_up =
+                                    matches!(poll(&mut p, PollTimeout::ZERO), Ok(n) if n > 0);
+                                if hung_up {
+                                    kill_request(r);
+                                    r.killed = Some(Outcome::Signaled {
+                                        signal: libc::SIGKILL,
+                                        core_dumped: false,
+                                    });
+                                }
+                            }
                             while let Some(pos) = running.iter().position(|r| r.killed.is_some()) {
                                 let r = running.swap_remove(pos);
                                 match reap::wait_for(r.pid) {

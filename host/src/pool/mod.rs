@@ -362,9 +362,6 @@ struct Zygote {
     raw_fd: RawFd,
     /// Callers send requests; only the maintenance thread reads.
     chan: Mutex<Channel>,
-    /// Call mode with reuse: the current worker's request socket (calls sent there skip the
-    /// zygote); `None` until the zygote announces a worker, and again once it retires.
-    worker: Mutex<Option<Channel>>,
     dead: AtomicBool,
 }
 
@@ -500,7 +497,6 @@ impl Inner {
             pid: shim.pid,
             raw_fd,
             chan: Mutex::new(shim.chan),
-            worker: Mutex::new(None),
             dead: AtomicBool::new(false),
         })
     }
@@ -658,7 +654,7 @@ pub struct Ticket {
     wall: Option<Duration>,
     started: Instant,
     queued: Duration,
-    /// A result (or error) was received.
+    /// The one result (or error) was received.
     done: bool,
     lease: Lease,
 }
@@ -666,14 +662,21 @@ pub struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.done {
-            // Cancelled: the zygote kills whoever runs the request, which may be a reuse worker
-            // that still takes direct calls; send the next call through the zygote instead.
-            *self
+            // Cancelled. Tell the zygote on its control socket, before the lease is released and
+            // the zygote can be handed the next request: closing the reply socket alone is not
+            // enough, as a copy of it may briefly live on in a child this process is spawning.
+            let cancel = Message::Cancel(hatchery_protocol::Cancel { id: self.id });
+            let _ = self
                 .lease
                 .zygote
-                .worker
+                .chan
                 .lock()
-                .unwrap_or_else(|e| e.into_inner()) = None;
+                .unwrap_or_else(|e| e.into_inner())
+                .send(
+                    &cancel,
+                    &[],
+                    Some(Instant::now() + Duration::from_millis(100)),
+                );
         }
     }
 }
@@ -832,39 +835,16 @@ impl Pool {
         let borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
             .chain(fds.iter().map(|f| f.as_fd()))
             .collect();
-        let is_call = matches!(wire.work, hatchery_protocol::Work::Call { .. });
-        let message = Message::Request(Box::new(wire));
-        let send_deadline = Some(Instant::now() + Duration::from_secs(5));
-        // A reuse worker takes calls directly; if it just retired (its socket is closed), the
-        // zygote gets the call and starts a new one.
-        let direct = is_call && {
-            let mut w = lease
-                .zygote
-                .worker
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            match w
-                .as_mut()
-                .map(|c| c.send(&message, &borrowed, send_deadline))
-            {
-                Some(Ok(())) => true,
-                Some(Err(_)) => {
-                    *w = None;
-                    false
-                }
-                None => false,
-            }
-        };
-        let sent = if direct {
-            Ok(())
-        } else {
-            lease
-                .zygote
-                .chan
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(&message, &borrowed, send_deadline)
-        };
+        let sent = lease
+            .zygote
+            .chan
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(
+                &Message::Request(Box::new(wire)),
+                &borrowed,
+                Some(Instant::now() + Duration::from_secs(5)),
+            );
         drop(borrowed);
         drop(fds);
         drop(guest_end);
@@ -1077,12 +1057,7 @@ fn maintenance(weak: Weak<Inner>) {
                             st.pings.remove(slot);
                         }
                     }
-                    Message::Worker(_) => {
-                        if let Some(fd) = r.fds.into_iter().next() {
-                            *z.worker.lock().unwrap_or_else(|e| e.into_inner()) =
-                                Some(Channel::new(fd).with_max_frame(REPLY_MAX_FRAME));
-                        }
-                    }
+
                     other => {
                         tracing::warn!(?slot, kind = ?other.kind(), "zygote sent an unexpected message; killing it");
                         inner.discard(*slot, true);
