@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::{FdAssignment, IdPlan, Kind, Message, SetupPlan, ShimMode};
+use hatchery_protocol::{FdAssignment, IdPlan, SetupPlan, ShimMode};
 
 use crate::child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
 use crate::container::{Container, Namespace};
@@ -360,52 +360,15 @@ impl Command {
         // The command's ends of the pipes now live in the container only.
         drop(setup.child_fds);
         drop(blob_fd);
-        let deadline = Some(Instant::now() + spawn::START_TIMEOUT);
-        let ready = shim.chan.recv(deadline);
-        match ready {
-            Ok(r) => match r.message {
-                Message::Ready(ready) => {
-                    let mut steps = std::mem::take(&mut shim.host_steps);
-                    steps.extend(
-                        ready
-                            .setup
-                            .into_iter()
-                            .map(|s| (format!("shim: {}", s.step), Duration::from_micros(s.us))),
-                    );
-                    Ok(Child::new(shim, setup.host, started, self.timeout, steps))
-                }
-                Message::SetupFailed(f) => {
-                    shim.kill_and_reap();
-                    Err(Error::Setup {
-                        step: f.step,
-                        errno: f.errno,
-                        detail: f.detail,
-                    })
-                }
-                other => {
-                    shim.kill_and_reap();
-                    Err(Error::Protocol {
-                        op: "waiting for the container",
-                        source: hatchery_protocol::ProtocolError::UnexpectedMessage {
-                            expected: Kind::Ready.name(),
-                            got: other.kind(),
-                        },
-                    })
-                }
-            },
-            Err(e) => {
-                let status = shim.kill_and_reap();
-                Err(match e {
-                    hatchery_protocol::ProtocolError::Closed => Error::ShimLost {
-                        status: format!("{status:?}"),
-                    },
-                    other => Error::Protocol {
-                        op: "waiting for the container",
-                        source: other,
-                    },
-                })
-            }
-        }
+        let ready = shim.await_ready("waiting for the container")?;
+        let mut steps = std::mem::take(&mut shim.host_steps);
+        steps.extend(
+            ready
+                .setup
+                .into_iter()
+                .map(|s| (format!("shim: {}", s.step), Duration::from_micros(s.us))),
+        );
+        Ok(Child::new(shim, setup.host, started, self.timeout, steps))
     }
 
     /// Starts the command. Stdio defaults to inherit.

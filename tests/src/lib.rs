@@ -80,3 +80,12 @@ pub fn child_pids() -> Vec<i32> {
     }
     out
 }
+
+/// A two-worker tokio runtime with I/O and time drivers, for the async API tests.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}

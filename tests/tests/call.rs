@@ -167,11 +167,7 @@ fn async_calls() {
     if !ready() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = hatchery_tests::runtime();
     let p = pool(Isolation::Fresh);
     rt.block_on(async {
         assert_eq!(

@@ -482,11 +482,7 @@ fn async_api_runs_and_cancels_by_drop() {
     if !ready() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = hatchery_tests::runtime();
     let p = pool();
     rt.block_on(async {
         let r = p

@@ -104,11 +104,11 @@ pub fn spawn_single(plan: &LaunchPlan, err_pipe: RawFd) -> Result<libc::pid_t, i
         "the shim must stay single-threaded"
     );
     let args = CommandArgs { plan, err_pipe };
-    let top = (plan.child_stack.as_ptr() as usize + plan.child_stack.len()) & !15;
+    let top = plan.child_stack_top;
     let flags =
         libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::SIGCHLD;
     // SAFETY: `single_main` only reads `args` (alive: this thread is suspended until the child
-    // execs or exits) and runs on `child_stack`, which nothing else uses meanwhile.
+    // execs or exits) and runs on the shim's child stack, which nothing else uses meanwhile.
     let pid = unsafe {
         libc::clone(
             single_main,
@@ -172,9 +172,9 @@ fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
     // The command is started like posix_spawn: sharing our memory (a private copy of the
     // zygote's) while we are suspended until it execs, on a stack prepared before the fork.
     let args = CommandArgs { plan, err_pipe };
-    let top = (plan.child_stack.as_ptr() as usize + plan.child_stack.len()) & !15;
+    let top = plan.child_stack_top;
     // SAFETY: `command_main` only reads `args` (alive: we are suspended until the command execs
-    // or exits, CLONE_VFORK) and runs on `child_stack`, which nobody else uses meanwhile.
+    // or exits, CLONE_VFORK) and runs on the shim's child stack, which nobody else uses meanwhile.
     let pid = unsafe {
         libc::clone(
             command_main,

@@ -63,8 +63,9 @@ pub struct LaunchPlan {
     pub(crate) private_proc: Vec<CString>,
     /// Signals to reset to their default before exec (the ones the shim ignores or handles).
     pub(crate) reset_signals: &'static [i32],
-    /// Stack of the command's `CLONE_VM | CLONE_VFORK` start from the request root.
-    pub(crate) child_stack: Vec<u8>,
+    /// Top of the stack for the command's `CLONE_VM | CLONE_VFORK` start (see
+    /// [`child_stack_top`]).
+    pub(crate) child_stack_top: usize,
     /// SIGKILL the command when its parent dies (off for a helper exec'd in place of PID 1,
     /// whose parent is a host thread).
     pub die_with_parent: bool,
@@ -311,8 +312,20 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         private_tmpfs: Vec::new(),
         private_proc: Vec::new(),
         reset_signals: non_default_signals(),
-        child_stack: vec![0u8; 64 * 1024],
+        child_stack_top: child_stack_top(),
         die_with_parent: true,
+    })
+}
+
+/// One stack, allocated once, for every `CLONE_VM | CLONE_VFORK` start of this single-threaded
+/// shim: only one such child runs on it at a time, because its parent is suspended until the child
+/// execs (the zygote itself, or a request root, which uses its own copy-on-write copy). Returns
+/// its 16-byte aligned top.
+fn child_stack_top() -> usize {
+    static TOP: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *TOP.get_or_init(|| {
+        let stack: &'static mut [u8] = Box::leak(vec![0u8; 64 * 1024].into_boxed_slice());
+        (stack.as_mut_ptr() as usize + stack.len()) & !15
     })
 }
 

@@ -450,47 +450,7 @@ impl Inner {
             plan_fds: fds,
             title: "hatchery:zygote",
         })?;
-        let ready = shim.chan.recv(Some(Instant::now() + spawn::START_TIMEOUT));
-        let fail = |shim: &ShimProcess, e: Error| {
-            shim.kill_and_reap();
-            Err(e)
-        };
-        match ready {
-            Ok(r) => match r.message {
-                Message::Ready(_) => {}
-                Message::SetupFailed(f) => {
-                    return fail(
-                        &shim,
-                        Error::Setup {
-                            step: f.step,
-                            errno: f.errno,
-                            detail: f.detail,
-                        },
-                    )
-                }
-                other => {
-                    return fail(
-                        &shim,
-                        Error::Protocol {
-                            op: "starting a zygote",
-                            source: ProtocolError::UnexpectedMessage {
-                                expected: Kind::Ready.name(),
-                                got: other.kind(),
-                            },
-                        },
-                    )
-                }
-            },
-            Err(e) => {
-                return fail(
-                    &shim,
-                    Error::Protocol {
-                        op: "starting a zygote",
-                        source: e,
-                    },
-                )
-            }
-        }
+        shim.await_ready("starting a zygote")?;
         let raw_fd = shim.chan.as_fd().as_raw_fd();
         Ok(Zygote {
             slot,

@@ -57,6 +57,44 @@ impl ShimProcess {
         let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
         reap(self.pid)
     }
+
+    /// Kills and reaps the shim after `e` broke the conversation while the host was doing
+    /// `op`: a closed socket means the shim died, anything else is a protocol error.
+    fn lost(&self, op: &'static str, e: hatchery_protocol::ProtocolError) -> Error {
+        let status = self.kill_and_reap();
+        match e {
+            hatchery_protocol::ProtocolError::Closed => Error::ShimLost {
+                status: format!("{status:?}"),
+            },
+            other => Error::Protocol { op, source: other },
+        }
+    }
+
+    /// Waits for the end of stage 1: `Ready`, or a typed error (the shim's `SetupFailed`, another
+    /// message, a timeout, the shim dying), after which the shim is killed and reaped.
+    pub fn await_ready(&mut self, op: &'static str) -> Result<hatchery_protocol::Ready> {
+        let got = self.chan.recv(Some(Instant::now() + START_TIMEOUT));
+        let err = match got {
+            Ok(r) => match r.message {
+                Message::Ready(ready) => return Ok(ready),
+                Message::SetupFailed(f) => Error::Setup {
+                    step: f.step,
+                    errno: f.errno,
+                    detail: f.detail,
+                },
+                other => Error::Protocol {
+                    op,
+                    source: hatchery_protocol::ProtocolError::UnexpectedMessage {
+                        expected: Kind::Ready.name(),
+                        got: other.kind(),
+                    },
+                },
+            },
+            Err(e) => return Err(self.lost(op, e)),
+        };
+        self.kill_and_reap();
+        Err(err)
+    }
 }
 
 /// Waits for `pid`, retrying on EINTR.
@@ -150,18 +188,7 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
             shim_proc.host_steps = host_steps;
             Ok(shim_proc)
         }
-        Err(e) => {
-            let status = shim_proc.kill_and_reap();
-            Err(match e {
-                hatchery_protocol::ProtocolError::Closed => Error::ShimLost {
-                    status: format!("{status:?}"),
-                },
-                other => Error::Protocol {
-                    op: "starting the shim",
-                    source: other,
-                },
-            })
-        }
+        Err(e) => Err(shim_proc.lost("starting the shim", e)),
     }
 }
 
