@@ -247,23 +247,238 @@ pub fn set_rlimit(resource: libc::c_int, soft: u64, hard: u64) -> Result<(), Err
     }
 }
 
-/// Installs a classic BPF seccomp filter given as packed `sock_filter` words
-/// (`code | jt << 16 | jf << 24 | k << 32`). The caller sets no_new_privs first.
-pub fn install_seccomp(program: &[libc::sock_filter]) -> Result<(), Errno> {
+/// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_long = 1 << 3;
+
+/// Installs a classic BPF seccomp filter (the caller sets no_new_privs first). With `listener`
+/// the filter gets a user-notification listener, whose (close-on-exec) fd is returned.
+pub fn install_seccomp(
+    program: &[libc::sock_filter],
+    listener: bool,
+) -> Result<Option<RawFd>, Errno> {
     let prog = libc::sock_fprog {
         len: program.len() as libc::c_ushort,
         filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    let flags = if listener {
+        SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        0
     };
     // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies it.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_seccomp,
             1 as libc::c_long, /* SECCOMP_SET_MODE_FILTER */
-            0 as libc::c_long,
+            flags,
             &prog as *const libc::sock_fprog,
         )
     };
-    check(ret).map(drop)
+    let ret = check(ret)?;
+    Ok(listener.then_some(ret as RawFd))
+}
+
+/// `struct seccomp_data`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeccompData {
+    /// Syscall number.
+    pub nr: i32,
+    /// `AUDIT_ARCH_*` of the call.
+    pub arch: u32,
+    /// Instruction pointer.
+    pub instruction_pointer: u64,
+    /// Arguments.
+    pub args: [u64; 6],
+}
+
+/// `struct seccomp_notif`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SeccompNotif {
+    /// Cookie for the response.
+    pub id: u64,
+    /// Calling thread, in the listener's pid namespace.
+    pub pid: u32,
+    /// Unused.
+    pub flags: u32,
+    /// The call.
+    pub data: SeccompData,
+}
+
+#[repr(C)]
+struct SeccompNotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+/// `SECCOMP_IOCTL_NOTIF_RECV` = `_IOWR('!', 0, struct seccomp_notif)`.
+const NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+/// `SECCOMP_IOCTL_NOTIF_SEND` = `_IOWR('!', 1, struct seccomp_notif_resp)`.
+const NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+
+/// Receives one pending notification from a seccomp listener.
+pub fn seccomp_notif_recv(listener: RawFd) -> Result<SeccompNotif, Errno> {
+    // The kernel insists on a zeroed buffer.
+    let mut notif = SeccompNotif::default();
+    // SAFETY: `notif` is a writable `struct seccomp_notif` of the size the ioctl number encodes.
+    let r = unsafe { libc::ioctl(listener, NOTIF_RECV, &mut notif as *mut SeccompNotif) };
+    check(r as libc::c_long)?;
+    Ok(notif)
+}
+
+/// Answers notification `id`: the call fails with `errno`.
+pub fn seccomp_notif_deny(listener: RawFd, id: u64, errno: i32) -> Result<(), Errno> {
+    let resp = SeccompNotifResp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: `resp` is a `struct seccomp_notif_resp` of the size the ioctl number encodes.
+    let r = unsafe { libc::ioctl(listener, NOTIF_SEND, &resp as *const SeccompNotifResp) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// Sends `fd` with an 8-byte message over a unix socket (SCM_RIGHTS), without allocating.
+pub fn send_fd(sock: RawFd, msg: &[u8; 8], fd: RawFd, flags: i32) -> Result<(), Errno> {
+    // One cmsghdr carrying one int: the data follows the (16-byte, aligned) header, which is
+    // where CMSG_DATA puts it on Linux.
+    #[repr(C)]
+    struct FdControl {
+        hdr: libc::cmsghdr,
+        fd: RawFd,
+    }
+    // SAFETY: cmsghdr is plain integers; all-zero is valid.
+    let zeroed_hdr: libc::cmsghdr = unsafe { std::mem::zeroed() };
+    let mut control = FdControl {
+        hdr: zeroed_hdr,
+        fd,
+    };
+    control.hdr.cmsg_level = libc::SOL_SOCKET;
+    control.hdr.cmsg_type = libc::SCM_RIGHTS;
+    // SAFETY: CMSG_LEN is a pure size computation.
+    control.hdr.cmsg_len = unsafe { libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut iov = libc::iovec {
+        iov_base: msg.as_ptr() as *mut libc::c_void,
+        iov_len: msg.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the fields set below point at live locals.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_iov = &mut iov;
+    hdr.msg_iovlen = 1;
+    hdr.msg_control = (&mut control as *mut FdControl).cast();
+    hdr.msg_controllen = std::mem::size_of::<FdControl>();
+    loop {
+        // SAFETY: `hdr` and everything it points to are alive for the call.
+        let r = unsafe { libc::sendmsg(sock, &hdr, flags) };
+        if r >= 0 {
+            return Ok(());
+        }
+        if errno() != libc::EINTR {
+            return Err(errno());
+        }
+    }
+}
+
+/// `struct landlock_ruleset_attr` (ABI 6: fs, net, scoped).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LandlockRulesetAttr {
+    /// Handled `LANDLOCK_ACCESS_FS_*`.
+    pub handled_access_fs: u64,
+    /// Handled `LANDLOCK_ACCESS_NET_*`.
+    pub handled_access_net: u64,
+    /// `LANDLOCK_SCOPE_*`.
+    pub scoped: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+#[repr(C)]
+struct NetPortAttr {
+    allowed_access: u64,
+    port: u64,
+}
+
+/// The kernel's landlock ABI version (`Err` when landlock is absent or disabled).
+pub fn landlock_abi() -> Result<u32, Errno> {
+    // SAFETY: LANDLOCK_CREATE_RULESET_VERSION with a null attribute and size 0 only queries.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<LandlockRulesetAttr>(),
+            0usize,
+            1u32, /* LANDLOCK_CREATE_RULESET_VERSION */
+        )
+    };
+    check(r).map(|v| v as u32)
+}
+
+/// Creates a ruleset; returns its (close-on-exec) fd.
+pub fn landlock_create_ruleset(attr: &LandlockRulesetAttr) -> Result<RawFd, Errno> {
+    // SAFETY: `attr` is a live struct of the size passed. The kernel accepts a larger struct than
+    // it knows as long as the unknown tail is zero, which the caller ensures.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            attr as *const LandlockRulesetAttr,
+            std::mem::size_of::<LandlockRulesetAttr>(),
+            0u32,
+        )
+    };
+    check(r).map(|fd| fd as RawFd)
+}
+
+/// Allows `access` beneath the file or directory open at `parent_fd`.
+pub fn landlock_allow_path(ruleset: RawFd, parent_fd: RawFd, access: u64) -> Result<(), Errno> {
+    let attr = PathBeneathAttr {
+        allowed_access: access,
+        parent_fd,
+    };
+    // SAFETY: `attr` is a live `struct landlock_path_beneath_attr`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            1u32, /* LANDLOCK_RULE_PATH_BENEATH */
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
+    };
+    check(r).map(drop)
+}
+
+/// Allows `access` on TCP `port`.
+pub fn landlock_allow_port(ruleset: RawFd, port: u64, access: u64) -> Result<(), Errno> {
+    let attr = NetPortAttr {
+        allowed_access: access,
+        port,
+    };
+    // SAFETY: `attr` is a live `struct landlock_net_port_attr`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset,
+            2u32, /* LANDLOCK_RULE_NET_PORT */
+            &attr as *const NetPortAttr,
+            0u32,
+        )
+    };
+    check(r).map(drop)
+}
+
+/// Restricts the calling thread (and what it execs and forks) to `ruleset`.
+pub fn landlock_restrict_self(ruleset: RawFd) -> Result<(), Errno> {
+    // SAFETY: integer-only syscall.
+    let r = unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) };
+    check(r).map(drop)
 }
 
 /// `execve(path, argv, envp)`; only returns on failure.

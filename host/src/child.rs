@@ -224,6 +224,7 @@ pub struct Child {
     status: Option<ExitStatus>,
     killed: bool,
     setup: Vec<(String, Duration)>,
+    features: hatchery_protocol::Features,
 }
 
 impl Child {
@@ -233,6 +234,7 @@ impl Child {
         started: Instant,
         timeout: Option<Duration>,
         setup: Vec<(String, Duration)>,
+        features: hatchery_protocol::Features,
     ) -> Child {
         Child {
             shim: Some(shim),
@@ -244,7 +246,14 @@ impl Child {
             status: None,
             killed: false,
             setup,
+            features,
         }
+    }
+
+    /// What the container enforces: seccomp (and whether violations are reported), the
+    /// landlock ABI and the rights and scopes it enforces, no_new_privs.
+    pub fn features(&self) -> &hatchery_protocol::Features {
+        &self.features
     }
 
     /// How long each container setup step took: the host's (`host: …`: clone and exec of the
@@ -296,7 +305,8 @@ impl Child {
             };
             match shim.chan.recv(recv_deadline) {
                 Ok(r) => match r.message {
-                    Message::Response(resp) => {
+                    Message::Response(mut resp) => {
+                        crate::seccomp::name_violation(&mut resp.outcome);
                         let real = self.started.elapsed();
                         spawn::reap(shim.pid);
                         let rusage = Rusage::from_usage(&resp.usage, real);

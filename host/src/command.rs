@@ -325,6 +325,7 @@ impl Command {
             self.cwd.as_deref(),
         );
         let c = &self.container;
+        let (seccomp, landlock) = c.confinement_plan(true)?;
         let plan = SetupPlan {
             hostname: c
                 .namespaces
@@ -342,7 +343,8 @@ impl Command {
             },
             blob: blob_index,
             loopback: c.namespaces.contains(&Namespace::Network),
-            seccomp: None,
+            seccomp,
+            landlock,
             mode: ShimMode::OneShot {
                 command,
                 fds: assignments,
@@ -361,6 +363,7 @@ impl Command {
         drop(setup.child_fds);
         drop(blob_fd);
         let ready = shim.await_ready("waiting for the container")?;
+        let features = ready.features;
         let mut steps = std::mem::take(&mut shim.host_steps);
         steps.extend(
             ready
@@ -368,7 +371,14 @@ impl Command {
                 .into_iter()
                 .map(|s| (format!("shim: {}", s.step), Duration::from_micros(s.us))),
         );
-        Ok(Child::new(shim, setup.host, started, self.timeout, steps))
+        Ok(Child::new(
+            shim,
+            setup.host,
+            started,
+            self.timeout,
+            steps,
+            features,
+        ))
     }
 
     /// Starts the command. Stdio defaults to inherit.

@@ -10,6 +10,8 @@ use hatchery_protocol::{Bytes, MountOp, Resource, Rlimit as RlimitSpec, RootPlan
 use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::idmap::{self, IdMap};
+use crate::landlock::Ruleset;
+use crate::seccomp::Filter;
 
 /// A resource of `setrlimit(2)`.
 pub type Rlimit = Resource;
@@ -93,6 +95,8 @@ pub struct Container {
     pub(crate) gid_maps: Vec<IdMap>,
     pub(crate) user: Option<UserSpec>,
     pub(crate) rlimits: BTreeMap<u8, RlimitSpec>,
+    pub(crate) seccomp: Option<Filter>,
+    pub(crate) landlock: Option<Ruleset>,
     /// Problems found while configuring, reported by `spawn` (builders cannot fail).
     pub(crate) config_errors: Vec<(&'static str, String, &'static str)>,
 }
@@ -160,6 +164,8 @@ impl Container {
             }],
             user: None,
             rlimits: BTreeMap::new(),
+            seccomp: None,
+            landlock: None,
             config_errors: Vec::new(),
         }
     }
@@ -420,6 +426,64 @@ impl Container {
             },
         );
         self
+    }
+
+    /// Installs `filter` in every command, last, right before exec (compiled once, with
+    /// libseccomp, in this process; see [`crate::seccomp`]). No filter by default, as in
+    /// hakoniwa; the pool's [`default_profile`](crate::pool::default_profile) has
+    /// [`Profile::Podman`](crate::seccomp::Profile::Podman).
+    pub fn seccomp_filter(&mut self, filter: Filter) -> &mut Self {
+        self.seccomp = Some(filter);
+        self
+    }
+
+    /// Removes the seccomp filter.
+    pub fn seccomp_unconfined(&mut self) -> &mut Self {
+        self.seccomp = None;
+        self
+    }
+
+    /// The seccomp filter, if any.
+    pub fn seccomp(&self) -> Option<&Filter> {
+        self.seccomp.as_ref()
+    }
+
+    /// Restricts every command with `ruleset` (plus rules derived from the mounts when it
+    /// restricts the file system; see [`crate::landlock`]). Each command gets a domain of its
+    /// own.
+    pub fn landlock_ruleset(&mut self, ruleset: Ruleset) -> &mut Self {
+        self.landlock = Some(ruleset);
+        self
+    }
+
+    /// The landlock ruleset, if any.
+    pub fn landlock(&self) -> Option<&Ruleset> {
+        self.landlock.as_ref()
+    }
+
+    /// The seccomp and landlock parts of a setup plan. `supervised`: a trusted shim watches
+    /// the command (else notifying rules compile to kills).
+    pub(crate) fn confinement_plan(
+        &self,
+        supervised: bool,
+    ) -> Result<(
+        Option<hatchery_protocol::SeccompPlan>,
+        Option<hatchery_protocol::LandlockPlan>,
+    )> {
+        let seccomp = match &self.seccomp {
+            None => None,
+            Some(f) => {
+                let p = f.compile(!supervised).map_err(|source| Error::Seccomp {
+                    profile: f.name().to_string(),
+                    source,
+                })?;
+                Some(hatchery_protocol::SeccompPlan {
+                    filter: p.words.to_vec(),
+                    notify: p.notify,
+                })
+            }
+        };
+        Ok((seccomp, self.landlock.as_ref().map(|r| r.plan(self))))
     }
 
     /// A command that runs `program` in this container. Without a `/`, `program` is searched

@@ -60,6 +60,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The seccomp policy could not be compiled.
+    #[error("compiling the seccomp policy {profile:?}: {source}")]
+    Seccomp {
+        /// The profile's name.
+        profile: String,
+        /// Why.
+        #[source]
+        source: crate::seccomp::SeccompError,
+    },
     /// `clone` with new namespaces failed.
     #[error("clone with new namespaces failed: {}{}", errno_text(*errno), clone_hint(*errno))]
     Clone {

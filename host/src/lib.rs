@@ -31,7 +31,9 @@ mod command;
 mod container;
 mod error;
 pub mod idmap;
+pub mod landlock;
 pub mod pool;
+pub mod seccomp;
 pub mod shim_binary;
 mod spawn;
 mod wire;
@@ -40,5 +42,5 @@ pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output,
 pub use command::{Command, Stdio};
 pub use container::{Container, Namespace, Rlimit};
 pub use error::{Error, Result};
-pub use hatchery_protocol::{Outcome, SetupStep};
+pub use hatchery_protocol::{Features, LandlockEnforced, Outcome, SetupStep};
 pub use pool::{Isolation, Pool, PoolBuilder, PoolError, Request, RunResult};

@@ -317,11 +317,71 @@ pub struct SetupPlan {
     pub blob: Option<u8>,
     /// Bring the loopback interface up (the container has its own network namespace).
     pub loopback: bool,
-    /// A compiled seccomp filter: `struct sock_filter` entries, each packed into a `u64`
-    /// (`code | jt << 16 | jf << 24 | k << 32`). Installed raw, last, before exec.
-    pub seccomp: Option<Vec<u64>>,
+    /// A compiled seccomp filter, installed raw, last, before exec.
+    pub seccomp: Option<SeccompPlan>,
+    /// A landlock policy; every command gets a domain of its own built from it.
+    pub landlock: Option<LandlockPlan>,
     /// What to do once built.
     pub mode: ShimMode,
+}
+
+/// The `sendmsg` flags with which a command hands its seccomp listener to the shim, between
+/// installing its filter and exec (`MSG_NOSIGNAL | MSG_DONTWAIT | MSG_EOR`). Filters that notify
+/// allow `sendmsg` with exactly these flags before any other rule, so the hand-over can never
+/// wait on a notification that nobody is yet listening to.
+pub const LISTENER_SEND_FLAGS: i32 = 0x4000 | 0x40 | 0x80;
+
+/// A seccomp filter compiled by the host (with libseccomp) for the shim to install raw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct SeccompPlan {
+    /// `struct sock_filter` entries, each packed into a `u64`
+    /// (`code | jt << 16 | jf << 24 | k << 32`).
+    pub filter: Vec<u64>,
+    /// The filter returns `SECCOMP_RET_USER_NOTIF` for some calls: install it with
+    /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`. The shim (never the guest) holds the listener; a
+    /// notified call kills the request and is reported as [`Outcome::Violation`].
+    pub notify: bool,
+}
+
+/// One landlock path rule: `access` (`LANDLOCK_ACCESS_FS_*` bits) beneath `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct LandlockPathRule {
+    /// A path inside the container.
+    pub path: Bytes,
+    /// `LANDLOCK_ACCESS_FS_*` bits (file-only bits are kept for non-directories).
+    pub access: u64,
+}
+
+/// One landlock port rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct LandlockPortRule {
+    /// TCP port.
+    pub port: u16,
+    /// `LANDLOCK_ACCESS_NET_*` bits.
+    pub access: u64,
+}
+
+/// A landlock policy. The shim restricts every command to a domain of its own built from it
+/// (after its private mounts exist), so commands cannot signal or reach one another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct LandlockPlan {
+    /// Handled `LANDLOCK_ACCESS_FS_*` rights: denied unless a rule grants them.
+    pub handled_fs: u64,
+    /// Handled `LANDLOCK_ACCESS_NET_*` rights.
+    pub handled_net: u64,
+    /// `LANDLOCK_SCOPE_*` bits.
+    pub scoped: u64,
+    /// Path rules.
+    pub fs_rules: Vec<LandlockPathRule>,
+    /// Port rules.
+    pub net_rules: Vec<LandlockPortRule>,
+    /// Fail the setup (step `Landlock`) when the kernel's ABI cannot enforce every handled
+    /// right and scope; otherwise enforce what it can and report it in [`Features`].
+    pub required: bool,
 }
 
 /// A named container setup step, for [`SetupFailure`] and [`Outcome::SetupFailed`].
@@ -380,10 +440,26 @@ pub struct SetupFailure {
 pub struct Features {
     /// A seccomp filter is installed before every exec.
     pub seccomp: bool,
-    /// Landlock ABI enforced, if any.
+    /// Seccomp violations are reported through a user-notification listener the shim holds.
+    pub seccomp_notify: bool,
+    /// The kernel's landlock ABI, when landlock is enforced.
     pub landlock_abi: Option<u32>,
+    /// Landlock rights and scopes enforced (after dropping what the kernel lacks).
+    pub landlock: Option<LandlockEnforced>,
     /// no_new_privs is set.
     pub no_new_privs: bool,
+}
+
+/// What a landlock domain actually restricts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct LandlockEnforced {
+    /// Handled `LANDLOCK_ACCESS_FS_*` rights.
+    pub fs: u64,
+    /// Handled `LANDLOCK_ACCESS_NET_*` rights.
+    pub net: u64,
+    /// `LANDLOCK_SCOPE_*` bits.
+    pub scoped: u64,
 }
 
 /// Stage 1 finished.
@@ -491,7 +567,8 @@ pub enum Outcome {
     OutputExceeded,
     /// The seccomp policy stopped a system call.
     Violation {
-        /// Syscall name, as libseccomp resolves it.
+        /// Syscall name, as libseccomp resolves it for the host's architecture (the shim sends
+        /// it empty; the host fills it in from `nr`).
         syscall: String,
         /// Syscall number.
         nr: i64,

@@ -14,7 +14,7 @@ use crate::shim::launch::LaunchPlan;
 use crate::sys;
 
 /// The steps the child can fail at, indexed by the number it reports.
-pub const CHILD_STEPS: [SetupStep; 13] = [
+pub const CHILD_STEPS: [SetupStep; 14] = [
     SetupStep::Fork,
     SetupStep::MountTmpfs,
     SetupStep::MountProc,
@@ -26,9 +26,13 @@ pub const CHILD_STEPS: [SetupStep; 13] = [
     SetupStep::SetIds,
     SetupStep::NoNewPrivs,
     SetupStep::Chdir,
+    SetupStep::Landlock,
     SetupStep::Seccomp,
     SetupStep::Exec,
 ];
+
+/// The report message that carries the seccomp listener (a step index no failure uses).
+const LISTENER_MSG: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 
 fn step_index(step: SetupStep) -> u32 {
     CHILD_STEPS.iter().position(|s| *s == step).unwrap_or(0) as u32
@@ -234,18 +238,60 @@ fn raw(ret: libc::c_long) -> Result<(), i32> {
 
 /// The request child. See the module header for the rules.
 fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
-    let (step, errno) = setup_and_exec(plan);
+    let (step, errno) = setup_and_exec(plan, err_pipe);
     fail(err_pipe, step, errno)
 }
 
 /// Execs a call-mode helper in place of the (single-threaded) shim, after the same lockdown as
-/// any command. Returns only on failure, with the failed step and errno.
+/// any command. Returns only on failure, with the failed step and errno. Its seccomp filter must
+/// not notify: nobody trusted would hold the listener.
 pub fn exec_in_place(plan: &LaunchPlan) -> (SetupStep, i32) {
-    setup_and_exec(plan)
+    setup_and_exec(plan, -1)
+}
+
+/// Enters a new landlock domain built from `ll`: rules on the paths as this process sees them
+/// (its private mounts included), then `landlock_restrict_self`.
+fn enter_landlock(ll: &crate::shim::confine::LandlockLaunch) -> Result<(), i32> {
+    let ruleset = sys::landlock_create_ruleset(&ll.attr)?;
+    let result = (|| {
+        for (path, access) in ll.paths.iter() {
+            // SAFETY: `path` is a NUL-terminated CString built before the fork.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            // SAFETY: an all-zero `stat` is a valid out-buffer.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: `fd` is open; `st` is a writable stat buffer.
+            let is_dir = unsafe { libc::fstat(fd, &mut st) } == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            let access = if is_dir {
+                *access
+            } else {
+                access & crate::shim::confine::FS_FILE_RIGHTS
+            };
+            let r = if access == 0 {
+                Ok(())
+            } else {
+                sys::landlock_allow_path(ruleset, fd, access)
+            };
+            // SAFETY: closing the O_PATH fd opened above.
+            unsafe { libc::close(fd) };
+            r?;
+        }
+        for &(port, access) in ll.ports.iter() {
+            sys::landlock_allow_port(ruleset, port, access)?;
+        }
+        sys::landlock_restrict_self(ruleset)
+    })();
+    // SAFETY: closing the ruleset fd created above.
+    unsafe { libc::close(ruleset) };
+    result
 }
 
 /// The lockdown sequence, ending in `execve`; returns the failed step and errno otherwise.
-fn setup_and_exec(plan: &LaunchPlan) -> (SetupStep, i32) {
+/// `report` (or -1) is the channel to the shim, which gets the seccomp listener.
+fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
     sys::reset_signals(plan.reset_signals);
     if let Err(e) = sys::unblock_all_signals() {
         return (SetupStep::NewSession, e);
@@ -324,9 +370,31 @@ fn setup_and_exec(plan: &LaunchPlan) -> (SetupStep, i32) {
             return (SetupStep::Chdir, errno());
         }
     }
-    if let Some(filter) = &plan.seccomp {
-        if let Err(e) = sys::install_seccomp(filter) {
-            return (SetupStep::Seccomp, e);
+    if let Some(ll) = plan.confinement.landlock {
+        if let Err(e) = enter_landlock(ll) {
+            return (SetupStep::Landlock, e);
+        }
+    }
+    if let Some(sc) = plan.confinement.seccomp {
+        if sc.notify && report < 0 {
+            return (SetupStep::Seccomp, libc::EINVAL);
+        }
+        match sys::install_seccomp(&sc.filter, sc.notify) {
+            Err(e) => return (SetupStep::Seccomp, e),
+            // Between here and execve only `sendmsg` with LISTENER_SEND_FLAGS (which every
+            // notifying filter allows first) and execve itself run. The listener is
+            // close-on-exec: the command never holds it.
+            Ok(Some(listener)) => {
+                if let Err(e) = sys::send_fd(
+                    report,
+                    &LISTENER_MSG,
+                    listener,
+                    hatchery_protocol::LISTENER_SEND_FLAGS,
+                ) {
+                    return (SetupStep::Seccomp, e);
+                }
+            }
+            Ok(None) => {}
         }
     }
     let e = sys::execve(&plan.path, &plan.argv_ptrs, &plan.envp_ptrs);
@@ -339,34 +407,74 @@ fn errno() -> i32 {
         .unwrap_or(libc::EIO)
 }
 
-/// Reads the child's 8-byte failure report: `Ok(())` on EOF (the exec succeeded).
-pub fn read_report(pipe: &OwnedFd) -> Result<(), (SetupStep, i32)> {
-    let mut buf = [0u8; 8];
-    let mut got = 0;
-    while got < buf.len() {
-        // SAFETY: reading into the unfilled tail of a stack buffer.
-        let n = unsafe {
-            libc::read(
-                pipe.as_raw_fd(),
-                buf[got..].as_mut_ptr().cast(),
-                buf.len() - got,
-            )
-        };
-        if n == 0 {
-            break;
-        }
-        if n < 0 {
-            if errno() == libc::EINTR {
-                continue;
+/// Reads the child's report: its seccomp listener if its filter notifies, then EOF once it
+/// exec'd (`Ok`), or an 8-byte failure (`step index: u32`, `errno: i32`). A notification
+/// arriving before the exec (a policy that denies a call the hand-over needs) kills the child
+/// and fails the `Seccomp` step, instead of waiting forever.
+pub fn read_report(sock: &OwnedFd, pid: libc::pid_t) -> Result<Option<OwnedFd>, (SetupStep, i32)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut listener: Option<OwnedFd> = None;
+    loop {
+        if let Some(l) = &listener {
+            let mut pfds = [
+                PollFd::new(std::os::fd::AsFd::as_fd(sock), PollFlags::POLLIN),
+                PollFd::new(std::os::fd::AsFd::as_fd(l), PollFlags::POLLIN),
+            ];
+            match poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err((SetupStep::Exec, e as i32)),
             }
-            return Err((SetupStep::Exec, errno()));
+            let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            if !ready(&pfds[0]) && ready(&pfds[1]) {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                return Err((SetupStep::Seccomp, libc::EPERM));
+            }
         }
-        got += n as usize;
+        let mut buf = [0u8; 8];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let msg = match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err((SetupStep::Exec, e as i32)),
+        };
+        let mut got_fd = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for fd in fds {
+                        // SAFETY: the kernel just installed `fd` in our table; nobody owns it.
+                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                        if got_fd.is_none() {
+                            got_fd = Some(owned);
+                        }
+                    }
+                }
+            }
+        }
+        let n = msg.bytes;
+        if n == 0 {
+            return Ok(listener);
+        }
+        if n == 8 && buf == LISTENER_MSG {
+            if got_fd.is_none() {
+                return Err((SetupStep::Seccomp, libc::EBADF));
+            }
+            listener = got_fd;
+            continue;
+        }
+        if n != 8 {
+            return Err((SetupStep::Exec, libc::EIO));
+        }
+        let idx = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        return Err((*CHILD_STEPS.get(idx).unwrap_or(&SetupStep::Exec), errno));
     }
-    if got == 0 {
-        return Ok(());
-    }
-    let idx = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-    Err((*CHILD_STEPS.get(idx).unwrap_or(&SetupStep::Exec), errno))
 }

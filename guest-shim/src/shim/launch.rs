@@ -11,6 +11,7 @@ use std::time::Instant;
 use hatchery_protocol::{ExecSpec, Resource, Rlimit, SetupFailure, SetupStep, UserSpec};
 
 use crate::shim::child;
+use crate::shim::confine::Confinement;
 use crate::shim::users;
 
 /// The PATH searched when the command's environment has none.
@@ -53,7 +54,7 @@ pub struct LaunchPlan {
     _sources: Vec<OwnedFd>,
     pub(crate) rlimits: Vec<(libc::c_int, u64, u64)>,
     pub(crate) ids: Option<ChildIds>,
-    pub(crate) seccomp: Option<Vec<libc::sock_filter>>,
+    pub(crate) confinement: Confinement,
     pub(crate) fd_limit: u32,
     /// RLIMIT_CPU hard limit in seconds, to tell a CPU-limit kill from another SIGKILL.
     pub cpu_limit_secs: Option<u64>,
@@ -104,6 +105,8 @@ pub struct Launched {
     pub pid: libc::pid_t,
     /// When it was forked.
     pub started: Instant,
+    /// The seccomp notification listener of its filter, when the filter notifies.
+    pub listener: Option<OwnedFd>,
 }
 
 fn resource_number(r: Resource) -> libc::c_int {
@@ -188,8 +191,8 @@ pub struct LaunchRequest<'a> {
     pub user: Option<&'a UserSpec>,
     /// Whether setgroups is permitted in this user namespace.
     pub setgroups_allowed: bool,
-    /// Raw seccomp filter words.
-    pub seccomp: Option<&'a [u64]>,
+    /// Seccomp and landlock, prepared in stage 1.
+    pub confinement: Confinement,
 }
 
 /// Builds a [`LaunchPlan`].
@@ -279,17 +282,6 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
             })
         }
     };
-    let seccomp = req.seccomp.map(|words| {
-        words
-            .iter()
-            .map(|w| libc::sock_filter {
-                code: *w as u16,
-                jt: (*w >> 16) as u8,
-                jf: (*w >> 24) as u8,
-                k: (*w >> 32) as u32,
-            })
-            .collect()
-    });
     let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(soft, _)| soft.min(1 << 20) as u32)
         .unwrap_or(1024);
@@ -306,7 +298,7 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         _sources: sources,
         rlimits,
         ids,
-        seccomp,
+        confinement: req.confinement,
         fd_limit,
         cpu_limit_secs,
         private_tmpfs: Vec::new(),
@@ -344,12 +336,21 @@ pub struct LaunchedRequest {
     pub started: Instant,
     /// Receives the command's raw wait status when it ends (non-blocking).
     pub status: OwnedFd,
+    /// The seccomp notification listener of its filter, when the filter notifies.
+    pub listener: Option<OwnedFd>,
 }
 
-/// A close-on-exec pipe for the child's failure report, its write end above every fd target.
+/// The child's report channel: a close-on-exec seqpacket pair, the child's end above every fd
+/// target. The child sends its seccomp listener on it, or its failure; EOF means it exec'd.
 fn report_pipe(plan: &LaunchPlan) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
-    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (r, w) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| fail(SetupStep::Fork, e as i32, "socketpair"))?;
     Ok((r, above_targets(plan, &w)?))
 }
 
@@ -375,8 +376,12 @@ fn start(
     let started = Instant::now();
     let pid = spawn(w.as_raw_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
     drop(w);
-    match child::read_report(&r) {
-        Ok(()) => Ok(Launched { pid, started }),
+    match child::read_report(&r, pid) {
+        Ok(listener) => Ok(Launched {
+            pid,
+            started,
+            listener,
+        }),
         Err((step, errno)) => {
             // The child has _exit'ed or is about to; reap it so no zombie is left.
             let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
@@ -409,12 +414,14 @@ pub fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure
         pid: launched.pid,
         started: launched.started,
         status: status_r,
+        listener: launched.listener,
     })
 }
 
 fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
     match step {
         SetupStep::Exec => plan.path.to_string_lossy().into_owned(),
+        SetupStep::Landlock => "entering the landlock domain (a rule's path may be missing)".into(),
         SetupStep::Chdir => plan
             .cwd
             .as_ref()

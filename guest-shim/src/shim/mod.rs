@@ -12,6 +12,7 @@
 //! ```
 
 pub(crate) mod child;
+pub mod confine;
 pub mod launch;
 mod oneshot;
 pub(crate) mod reap;
@@ -126,6 +127,7 @@ fn exec_helper(
     plan: &hatchery_protocol::SetupPlan,
     helper: &hatchery_protocol::ExecSpec,
     devnull: OwnedFd,
+    confinement: confine::Confinement,
 ) -> i32 {
     let dup = |fd: &OwnedFd| {
         fd.try_clone().map_err(|e| SetupFailure {
@@ -154,7 +156,7 @@ fn exec_helper(
             rlimits: &plan.rlimits,
             user: plan.ids.user.as_ref(),
             setgroups_allowed: plan.ids.setgroups_allowed,
-            seccomp: plan.seccomp.as_deref(),
+            confinement,
         })?;
         p.die_with_parent = false;
         Ok(p)
@@ -282,18 +284,36 @@ pub fn main() -> i32 {
             },
         );
     }
+    let (confinement, landlock_abi, landlock) =
+        match confine::prepare(plan.seccomp.as_ref(), plan.landlock.as_ref()) {
+            Ok(c) => c,
+            Err(f) => return setup_failed(&mut chan, f),
+        };
+    watch.lap("prepare seccomp + landlock");
     let features = Features {
         seccomp: plan.seccomp.is_some(),
-        landlock_abi: None,
+        seccomp_notify: plan.seccomp.as_ref().is_some_and(|s| s.notify),
+        landlock_abi,
+        landlock,
         no_new_privs: true,
     };
     let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     match &plan.mode {
-        ShimMode::Helper { helper, .. } => exec_helper(&mut chan, &plan, helper, devnull),
-        ShimMode::OneShot { .. } => oneshot::run(&mut chan, &plan, fds, &sigfd, features, watch),
+        ShimMode::Helper { helper, .. } => {
+            exec_helper(&mut chan, &plan, helper, devnull, confinement)
+        }
+        ShimMode::OneShot { .. } => oneshot::run(
+            &mut chan,
+            &plan,
+            fds,
+            &sigfd,
+            (features, confinement),
+            watch,
+        ),
         ShimMode::Zygote { max_concurrent } => zygote::serve(zygote::Zygote {
             chan: &mut chan,
             plan: &plan,
+            confinement,
             signals: &sigfd,
             features,
             devnull,

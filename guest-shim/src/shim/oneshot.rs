@@ -13,6 +13,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
+use crate::shim::confine::{self, Confinement};
 use crate::shim::launch::{self, LaunchPlan, LaunchRequest};
 use crate::shim::reap;
 
@@ -22,7 +23,7 @@ pub fn run(
     plan: &SetupPlan,
     mut fds: Vec<Option<OwnedFd>>,
     signals: &SignalFd,
-    features: Features,
+    (features, confinement): (Features, Confinement),
     mut watch: crate::shim::Stopwatch,
 ) -> i32 {
     let ShimMode::OneShot {
@@ -54,7 +55,7 @@ pub fn run(
         rlimits: &plan.rlimits,
         user: plan.ids.user.as_ref(),
         setgroups_allowed: plan.ids.setgroups_allowed,
-        seccomp: plan.seccomp.as_deref(),
+        confinement,
     });
     let launch_plan = match prepared {
         Ok(p) => p,
@@ -62,7 +63,7 @@ pub fn run(
     };
     watch.lap("prepare command");
     let received = Instant::now();
-    let child = match launch::launch(&launch_plan) {
+    let mut child = match launch::launch(&launch_plan) {
         Ok(c) => c,
         Err(f) => return report_failure(chan, f),
     };
@@ -84,18 +85,50 @@ pub fn run(
         return 1;
     }
 
+    // A seccomp violation, once seen: it decides the outcome.
+    let mut violation = None;
     loop {
-        let mut pfds = [
-            PollFd::new(chan.as_fd(), PollFlags::POLLIN),
-            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
-        ];
-        match poll(&mut pfds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return 1,
+        let (chan_ready, sig_ready, notified) = {
+            let mut pfds = vec![
+                PollFd::new(chan.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            ];
+            if let Some(l) = &child.listener {
+                pfds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return 1,
+            }
+            let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            (
+                ready(&pfds[0]),
+                ready(&pfds[1]),
+                pfds.get(2).map(|p| {
+                    (
+                        p.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)),
+                        ready(p),
+                    )
+                }),
+            )
+        };
+        match notified {
+            Some((true, _)) => {
+                if let Some((v, id)) = child.listener.as_ref().and_then(confine::receive_violation)
+                {
+                    // Every process of the container but us dies: the command's whole tree.
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), Signal::SIGKILL);
+                    if let Some(l) = &child.listener {
+                        confine::deny(l, id);
+                    }
+                    violation.get_or_insert(v);
+                }
+            }
+            // Hang-up: no task uses the filter any more.
+            Some((false, true)) => child.listener = None,
+            _ => {}
         }
-        let chan_ready = pfds[0].revents().is_some_and(|r| !r.is_empty());
-        let sig_ready = pfds[1].revents().is_some_and(|r| !r.is_empty());
         if sig_ready {
             while let Ok(Some(info)) = signals.read_signal() {
                 let sig = info.ssi_signo as i32;
@@ -108,7 +141,9 @@ pub fn run(
                 }
             }
             if let Some(done) = reap::reap_all(child.pid) {
-                let outcome = reap::outcome(&done, cpu_limit);
+                let outcome = violation
+                    .take()
+                    .unwrap_or_else(|| reap::outcome(&done, cpu_limit));
                 let _ = chan.send(
                     &Message::Response(Box::new(Response {
                         id: 0,

@@ -23,6 +23,7 @@ use hatchery_protocol::{
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 
+use crate::shim::confine::{self, Confinement};
 use crate::shim::launch::{self, LaunchRequest};
 use crate::shim::reap;
 
@@ -40,6 +41,8 @@ struct Running {
     cpu_limit: Option<u64>,
     /// Why the zygote killed it, if it did.
     killed: Option<Outcome>,
+    /// Its seccomp filter's notification listener (never held by the guest).
+    listener: Option<OwnedFd>,
 }
 
 /// Private mounts every request gets, derived from the plan.
@@ -133,6 +136,8 @@ pub struct Zygote<'a> {
     pub chan: &'a mut Channel,
     /// The plan it was built from.
     pub plan: &'a SetupPlan,
+    /// Seccomp and landlock for every request.
+    pub confinement: Confinement,
     /// SIGCHLD and termination signals.
     pub signals: &'a SignalFd,
     /// What is enforced.
@@ -238,20 +243,20 @@ impl Zygote<'_> {
                 rlimits: &rlimits,
                 user: self.plan.ids.user.as_ref(),
                 setgroups_allowed: self.plan.ids.setgroups_allowed,
-                seccomp: self.plan.seccomp.as_deref(),
+                confinement: self.confinement,
             })?
             .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?;
             let launched = if self.max_concurrent == 1 {
                 let l = launch::launch_single(&plan)?;
-                (l.pid, l.started, None)
+                (l.pid, l.started, None, l.listener)
             } else {
                 let l = launch::launch_request(&plan)?;
-                (l.pid, l.started, Some(l.status))
+                (l.pid, l.started, Some(l.status), l.listener)
             };
             Ok((launched, plan.cpu_limit_secs))
         })();
         match prepared {
-            Ok(((pid, started, status), cpu_limit)) => Ok(Running {
+            Ok(((pid, started, status, listener), cpu_limit)) => Ok(Running {
                 id: req.id,
                 pid,
                 reply,
@@ -264,6 +269,7 @@ impl Zygote<'_> {
                 status,
                 cpu_limit,
                 killed: None,
+                listener,
             }),
             Err(f) => Err((reply, f)),
         }
@@ -390,24 +396,55 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                 PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
             })
             .unwrap_or(PollTimeout::NONE);
-        let (chan_ev, sig_ev, reply_ev) = {
-            let mut pfds = Vec::with_capacity(2 + running.len());
+        let (chan_ev, sig_ev, reply_ev, listener_ev) = {
+            let mut pfds = Vec::with_capacity(2 + 2 * running.len());
             pfds.push(PollFd::new(z.chan.as_fd(), PollFlags::POLLIN));
             pfds.push(PollFd::new(z.signals.as_fd(), PollFlags::POLLIN));
             for r in &running {
                 pfds.push(PollFd::new(r.reply.as_fd(), PollFlags::POLLIN));
+            }
+            // Listeners of requests still alive (a killed one's notifications do not matter).
+            for r in &running {
+                if let Some(l) = r.listener.as_ref().filter(|_| r.killed.is_none()) {
+                    pfds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                }
             }
             match poll(&mut pfds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(_) => return 1,
             }
             let ev = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            let n = running.len();
             (
                 ev(&pfds[0]),
                 ev(&pfds[1]),
-                pfds[2..].iter().map(ev).collect::<Vec<bool>>(),
+                pfds[2..2 + n].iter().map(ev).collect::<Vec<bool>>(),
+                pfds[2 + n..]
+                    .iter()
+                    .map(|p| p.revents().unwrap_or(PollFlags::empty()))
+                    .collect::<Vec<PollFlags>>(),
             )
         };
+        // Seccomp notifications: a violation kills its request and becomes its outcome.
+        let mut listener_ev = listener_ev.into_iter();
+        for r in running.iter_mut() {
+            if r.listener.is_none() || r.killed.is_some() {
+                continue;
+            }
+            let flags = listener_ev.next().unwrap_or(PollFlags::empty());
+            if flags.contains(PollFlags::POLLIN) {
+                if let Some((v, id)) = r.listener.as_ref().and_then(confine::receive_violation) {
+                    kill_request(r);
+                    if let Some(l) = &r.listener {
+                        confine::deny(l, id);
+                    }
+                    r.killed = Some(v);
+                }
+            } else if !flags.is_empty() {
+                // Hang-up: no task uses the filter any more.
+                r.listener = None;
+            }
+        }
         // The host closed a reply socket (or wrote to it, which it never does): cancel.
         for (r, hit) in running.iter_mut().zip(reply_ev) {
             if hit && r.killed.is_none() {

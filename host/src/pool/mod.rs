@@ -240,6 +240,9 @@ impl PoolBuilder {
             Some(request::sealed_memfd("hatchery-files", &blob)?)
         };
         let c = &self.profile;
+        let (seccomp, landlock) = c
+            .confinement_plan(self.helper.is_none())
+            .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
         let plan = SetupPlan {
             hostname: c
                 .namespaces
@@ -257,7 +260,8 @@ impl PoolBuilder {
             },
             blob: blob_fd.as_ref().map(|_| 0),
             loopback: c.namespaces.contains(&crate::Namespace::Network),
-            seccomp: None,
+            seccomp,
+            landlock,
             mode: match &self.helper {
                 None => ShimMode::Zygote {
                     max_concurrent: self.per_zygote,
@@ -317,6 +321,7 @@ impl PoolBuilder {
             wake,
             stopping: AtomicBool::new(false),
             maintenance: Mutex::new(None),
+            features: Mutex::new(None),
         });
         // Warm the minimum now, so configuration errors surface here.
         for _ in 0..self.min {
@@ -395,6 +400,8 @@ struct Inner {
     wake: OwnedFd,
     stopping: AtomicBool,
     maintenance: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What the last zygote reported as enforced.
+    features: Mutex<Option<hatchery_protocol::Features>>,
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -450,7 +457,8 @@ impl Inner {
             plan_fds: fds,
             title: "hatchery:zygote",
         })?;
-        shim.await_ready("starting a zygote")?;
+        let ready = shim.await_ready("starting a zygote")?;
+        *self.features.lock().unwrap_or_else(|e| e.into_inner()) = Some(ready.features);
         let raw_fd = shim.chan.as_fd().as_raw_fd();
         Ok(Zygote {
             slot,
@@ -724,6 +732,7 @@ impl Ticket {
         let (stdout, out_full) = request::read_capture(self.stdout.take())?;
         let (stderr, err_full) = request::read_capture(self.stderr.take())?;
         let mut outcome = resp.outcome;
+        crate::seccomp::name_violation(&mut outcome);
         if (out_full || err_full)
             && matches!(
                 outcome,
@@ -827,6 +836,19 @@ impl Pool {
     }
 
     /// Metrics: zygotes by state, queue depth, outcomes, restarts, latency histogram.
+    /// What the zygotes' containers enforce, as reported by the last one started: seccomp
+    /// (and whether violations are reported), the landlock ABI and the rights and scopes it
+    /// enforces, no_new_privs. `None` before the first zygote is ready. Call-mode helpers
+    /// report what their guest library knows (no landlock details).
+    pub fn features(&self) -> Option<hatchery_protocol::Features> {
+        self.inner
+            .features
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A snapshot of the pool's metrics.
     pub fn metrics(&self) -> MetricsSnapshot {
         let st = lock(&self.inner.state);
         let (starting, warm, busy, draining) = st.slots.counts();

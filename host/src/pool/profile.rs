@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use crate::container::{Container, Namespace};
+use crate::landlock::{CompatMode, Ruleset};
+use crate::seccomp::Profile;
 
 /// Size of the private `/tmp` every request gets by default.
 pub const DEFAULT_TMP_BYTES: u64 = 64 << 20;
@@ -46,7 +48,12 @@ pub fn add_system_dirs(c: &mut Container) {
 /// The default profile of a pool: every namespace (no network but loopback), a read-only
 /// minimal root (`/usr` and the `/bin /lib*` links), an `/etc` with only a synthetic
 /// passwd/group naming the sandbox's users plus the linker cache, time zone and certificates,
-/// a fresh `/proc`, a minimal `/dev`, and a 64 MiB `/tmp` that every request gets afresh.
+/// a fresh `/proc`, a minimal `/dev`, and a 64 MiB `/tmp` that every request gets afresh;
+/// the [`podman`](crate::seccomp::Profile::Podman) seccomp policy (violations reported), and
+/// landlock restricting everything ([`Ruleset::restrict_all`]: the file system as the mounts
+/// allow, no TCP bind or connect, signals and abstract unix sockets scoped to each request)
+/// with [`CompatMode::BestEffort`]: what the kernel cannot enforce is reported in
+/// [`Pool::features`](crate::Pool::features). Use `CompatMode::Enforce` to demand it.
 pub fn default_profile() -> Container {
     let mut c = Container::new();
     c.unshare(Namespace::Ipc)
@@ -63,5 +70,11 @@ pub fn default_profile() -> Container {
         .file("/etc/group", GROUP)
         .devfsmount("/dev")
         .tmpfsmount_sized("/tmp", DEFAULT_TMP_BYTES);
+    if let Some(f) = Profile::Podman.filter() {
+        c.seccomp_filter(f);
+    }
+    let mut rules = Ruleset::new();
+    rules.restrict_all(CompatMode::BestEffort);
+    c.landlock_ruleset(rules);
     c
 }

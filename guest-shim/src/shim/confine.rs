@@ -1,0 +1,268 @@
+//! Seccomp and landlock, prepared once in stage 1 for every command the shim starts.
+//!
+//! The host compiled the seccomp filter; here it becomes `sock_filter`s once. The landlock plan
+//! is checked against the kernel's ABI (what the kernel lacks is dropped, or the setup fails
+//! when the plan requires it) and its paths become `CString`s; each command then builds a
+//! domain of its own in the fork boundary (`child`), after its private mounts exist, so rules on
+//! its private `/tmp` name that request's tmpfs and its scopes separate it from every sibling.
+
+use std::ffi::CString;
+
+use hatchery_protocol::{LandlockEnforced, LandlockPlan, SeccompPlan, SetupFailure, SetupStep};
+
+use crate::sys;
+
+/// The landlock ABI this shim is written for: 6 (Linux 6.12) adds signal and abstract unix
+/// socket scoping. Newer kernels enforce at least what ABI 6 does.
+pub const TARGET_ABI: u32 = 6;
+
+/// `LANDLOCK_ACCESS_FS_*` rights that apply to files (the rest only to directories).
+pub const FS_FILE_RIGHTS: u64 = 1 | 1 << 1 | 1 << 2 | 1 << 14 | 1 << 15;
+
+/// Filesystem rights a kernel of landlock ABI `abi` knows.
+pub fn fs_rights(abi: u32) -> u64 {
+    match abi {
+        0 => 0,
+        1 => (1 << 13) - 1,
+        2 => (1 << 14) - 1,
+        3 | 4 => (1 << 15) - 1,
+        _ => (1 << 16) - 1,
+    }
+}
+
+/// Network rights (TCP bind and connect) of ABI `abi`.
+pub fn net_rights(abi: u32) -> u64 {
+    if abi >= 4 {
+        0b11
+    } else {
+        0
+    }
+}
+
+/// Scopes (abstract unix sockets, signals) of ABI `abi`.
+pub fn scopes(abi: u32) -> u64 {
+    if abi >= 6 {
+        0b11
+    } else {
+        0
+    }
+}
+
+/// A seccomp filter ready to install.
+#[derive(Debug)]
+pub struct SeccompLaunch {
+    /// The program.
+    pub filter: Vec<libc::sock_filter>,
+    /// Install with a listener (which goes to the shim, never to the guest).
+    pub notify: bool,
+}
+
+/// A landlock policy ready for the fork boundary.
+#[derive(Debug)]
+pub struct LandlockLaunch {
+    /// The ruleset's handled rights and scopes (only what the kernel knows).
+    pub attr: sys::LandlockRulesetAttr,
+    /// Paths and the rights granted beneath them (already within `attr`).
+    pub paths: Vec<(CString, u64)>,
+    /// TCP ports and the rights granted on them.
+    pub ports: Vec<(u64, u64)>,
+}
+
+/// What every command of this shim gets. Lives as long as the process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Confinement {
+    /// Installed last, before exec.
+    pub seccomp: Option<&'static SeccompLaunch>,
+    /// A domain per command, entered after no_new_privs.
+    pub landlock: Option<&'static LandlockLaunch>,
+}
+
+fn fail(errno: i32, detail: String) -> SetupFailure {
+    SetupFailure {
+        step: SetupStep::Landlock,
+        errno,
+        detail,
+    }
+}
+
+fn seccomp(plan: &SeccompPlan) -> SeccompLaunch {
+    SeccompLaunch {
+        filter: plan
+            .filter
+            .iter()
+            .map(|w| libc::sock_filter {
+                code: *w as u16,
+                jt: (*w >> 16) as u8,
+                jf: (*w >> 24) as u8,
+                k: (*w >> 32) as u32,
+            })
+            .collect(),
+        notify: plan.notify,
+    }
+}
+
+/// Checks `plan` against a kernel of landlock ABI `abi` (`None`: no landlock).
+pub fn landlock(
+    plan: &LandlockPlan,
+    abi: Option<u32>,
+) -> Result<Option<(LandlockLaunch, LandlockEnforced)>, SetupFailure> {
+    let abi_n = abi.unwrap_or(0);
+    let enforced = LandlockEnforced {
+        fs: plan.handled_fs & fs_rights(abi_n),
+        net: plan.handled_net & net_rights(abi_n),
+        scoped: plan.scoped & scopes(abi_n),
+    };
+    let wanted = LandlockEnforced {
+        fs: plan.handled_fs,
+        net: plan.handled_net,
+        scoped: plan.scoped,
+    };
+    if plan.required && enforced != wanted {
+        let errno = if abi.is_none() {
+            libc::EOPNOTSUPP
+        } else {
+            libc::ENOTSUP
+        };
+        return Err(fail(
+            errno,
+            match abi {
+                None => "landlock is not available in this kernel (or disabled at boot)".into(),
+                Some(v) => format!(
+                    "the kernel's landlock ABI {v} cannot enforce fs {:#x} net {:#x} scopes {:#x}",
+                    wanted.fs & !enforced.fs,
+                    wanted.net & !enforced.net,
+                    wanted.scoped & !enforced.scoped
+                ),
+            },
+        ));
+    }
+    if enforced == LandlockEnforced::default() {
+        return Ok(None);
+    }
+    let mut paths = Vec::with_capacity(plan.fs_rules.len());
+    for r in &plan.fs_rules {
+        let access = r.access & enforced.fs;
+        if access == 0 {
+            continue;
+        }
+        let path = CString::new(r.path.0.clone()).map_err(|_| {
+            fail(
+                libc::EINVAL,
+                format!(
+                    "{:?} contains a NUL byte",
+                    String::from_utf8_lossy(&r.path.0)
+                ),
+            )
+        })?;
+        paths.push((path, access));
+    }
+    let ports = plan
+        .net_rules
+        .iter()
+        .filter(|r| r.access & enforced.net != 0)
+        .map(|r| (u64::from(r.port), r.access & enforced.net))
+        .collect();
+    Ok(Some((
+        LandlockLaunch {
+            attr: sys::LandlockRulesetAttr {
+                handled_access_fs: enforced.fs,
+                handled_access_net: enforced.net,
+                scoped: enforced.scoped,
+            },
+            paths,
+            ports,
+        },
+        enforced,
+    )))
+}
+
+/// Prepares the plan's seccomp filter and landlock policy; returns them with what is enforced
+/// (landlock ABI and rights).
+pub fn prepare(
+    seccomp_plan: Option<&SeccompPlan>,
+    landlock_plan: Option<&LandlockPlan>,
+) -> Result<(Confinement, Option<u32>, Option<LandlockEnforced>), SetupFailure> {
+    let mut c = Confinement::default();
+    if let Some(p) = seccomp_plan {
+        c.seccomp = Some(Box::leak(Box::new(seccomp(p))));
+    }
+    let mut abi_used = None;
+    let mut enforced = None;
+    if let Some(p) = landlock_plan {
+        let abi = sys::landlock_abi().ok();
+        if let Some((launch, e)) = landlock(p, abi)? {
+            c.landlock = Some(Box::leak(Box::new(launch)));
+            abi_used = abi;
+            enforced = Some(e);
+        }
+    }
+    Ok((c, abi_used, enforced))
+}
+
+/// Receives a pending notification from a command's seccomp listener. Returns the violation
+/// to report and the notification's id, or `None` when nothing was pending (the notifying task
+/// died meanwhile). The caller kills the request, then [`deny`]s the call (in that order: the
+/// guest must not run on after its call fails).
+pub fn receive_violation(
+    listener: &std::os::fd::OwnedFd,
+) -> Option<(hatchery_protocol::Outcome, u64)> {
+    use std::os::fd::AsRawFd;
+    let n = sys::seccomp_notif_recv(listener.as_raw_fd()).ok()?;
+    Some((
+        hatchery_protocol::Outcome::Violation {
+            syscall: String::new(),
+            nr: i64::from(n.data.nr),
+            args: n.data.args,
+        },
+        n.id,
+    ))
+}
+
+/// Fails notified call `id` with `EPERM` (harmless if its task is already dead).
+pub fn deny(listener: &std::os::fd::OwnedFd, id: u64) {
+    use std::os::fd::AsRawFd;
+    let _ = sys::seccomp_notif_deny(listener.as_raw_fd(), id, libc::EPERM);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hatchery_protocol::{Bytes, LandlockPathRule};
+
+    fn plan(required: bool) -> LandlockPlan {
+        LandlockPlan {
+            handled_fs: fs_rights(5),
+            handled_net: 0b11,
+            scoped: 0b11,
+            fs_rules: vec![LandlockPathRule {
+                path: Bytes(b"/usr".to_vec()),
+                access: 1 << 2 | 1 << 3 | 1 << 15,
+            }],
+            net_rules: Vec::new(),
+            required,
+        }
+    }
+
+    #[test]
+    fn best_effort_drops_what_the_kernel_lacks() {
+        let (launch, e) = landlock(&plan(false), Some(3)).unwrap().unwrap();
+        assert_eq!(e.fs, fs_rights(3));
+        assert_eq!(e.net, 0);
+        assert_eq!(e.scoped, 0);
+        // The rule loses IOCTL_DEV (ABI 5), which the ruleset does not handle.
+        assert_eq!(launch.paths[0].1, 1 << 2 | 1 << 3);
+        assert!(landlock(&plan(false), None).unwrap().is_none());
+    }
+
+    #[test]
+    fn required_fails_with_what_is_missing() {
+        let f = landlock(&plan(true), Some(5)).unwrap_err();
+        assert_eq!(f.step, SetupStep::Landlock);
+        assert!(f.detail.contains("scopes 0x3"), "{}", f.detail);
+        assert!(landlock(&plan(true), Some(6)).is_ok());
+        assert_eq!(
+            landlock(&plan(true), None).unwrap_err().errno,
+            libc::EOPNOTSUPP
+        );
+    }
+}

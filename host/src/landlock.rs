@@ -1,0 +1,281 @@
+//! Landlock policies as data (the API of hakoniwa's `landlock::Ruleset`), turned into a
+//! [`LandlockPlan`] for the shim, which builds a domain per command in the fork boundary.
+//!
+//! ```text
+//!  Ruleset { restricted resources + compat mode, fs rules, port rules, scopes }
+//!     + rules derived from the container's mounts (read-only binds: read + execute,
+//!       writable mounts: read + write + execute, /dev: read + write + device ioctls,
+//!       /proc: read, placed files: read, the root: list directories)
+//!     ──▶ LandlockPlan (rights of the targeted ABI) ──▶ shim: checked against the kernel's ABI
+//!         once (best effort drops what it lacks, enforce fails the setup), then per command:
+//!         create ruleset, add rules, landlock_restrict_self, right before seccomp and exec
+//! ```
+//!
+//! The targeted ABI is pinned at 6 (Linux 6.12): filesystem rights through device ioctls, TCP
+//! bind/connect, and scoping of signals and abstract unix sockets. Each command gets a domain
+//! of its own, so it cannot signal or connect to the abstract sockets of its siblings, its
+//! zygote or the host.
+
+use std::collections::BTreeMap;
+use std::ops::BitOr;
+
+use hatchery_protocol::{Bytes, LandlockPathRule, LandlockPlan, LandlockPortRule};
+
+use crate::container::{Container, FsEntry, MountEntry};
+
+/// The landlock ABI these policies are written for.
+pub const TARGET_ABI: u32 = 6;
+
+const EXECUTE: u64 = 1;
+const WRITE_FILE: u64 = 1 << 1;
+const READ_FILE: u64 = 1 << 2;
+const READ_DIR: u64 = 1 << 3;
+const IOCTL_DEV: u64 = 1 << 15;
+/// Every filesystem right of ABI 6.
+const ALL_FS: u64 = (1 << 16) - 1;
+
+/// Filesystem access granted beneath a path. Combine with `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FsAccess(u64);
+
+impl FsAccess {
+    /// Read files and list directories.
+    pub const R: FsAccess = FsAccess(READ_FILE | READ_DIR);
+    /// Write, create, remove, rename, link and truncate, and device ioctls.
+    pub const W: FsAccess = FsAccess(ALL_FS & !(EXECUTE | READ_FILE | READ_DIR));
+    /// Execute files.
+    pub const X: FsAccess = FsAccess(EXECUTE);
+
+    /// The raw `LANDLOCK_ACCESS_FS_*` bits.
+    pub fn bits(self) -> u64 {
+        self.0
+    }
+}
+
+impl BitOr for FsAccess {
+    type Output = FsAccess;
+    fn bitor(self, rhs: FsAccess) -> FsAccess {
+        FsAccess(self.0 | rhs.0)
+    }
+}
+
+/// Network access granted on a TCP port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NetAccess {
+    /// `bind(2)` to the port.
+    TcpBind,
+    /// `connect(2)` to the port.
+    TcpConnect,
+}
+
+impl NetAccess {
+    fn bits(self) -> u64 {
+        match self {
+            NetAccess::TcpBind => 1,
+            NetAccess::TcpConnect => 2,
+        }
+    }
+}
+
+/// What a ruleset can restrict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Resource {
+    /// File-system access: denied unless a rule (or a mount) grants it.
+    Fs,
+    /// Binding TCP ports.
+    TcpBind,
+    /// Connecting to TCP ports.
+    TcpConnect,
+    /// Signals and abstract unix sockets reaching outside the command's own domain.
+    Scope,
+}
+
+/// What happens when the kernel cannot enforce a restriction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CompatMode {
+    /// The container fails to start (`SetupStep::Landlock`).
+    Enforce,
+    /// Enforce what the kernel can, and report it (`Child::features`, pool metrics).
+    BestEffort,
+}
+
+/// A landlock policy. Empty by default (restricts nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    restricted: BTreeMap<Resource, CompatMode>,
+    fs_rules: Vec<(String, FsAccess)>,
+    net_rules: Vec<(u16, NetAccess)>,
+}
+
+impl Ruleset {
+    /// An empty ruleset.
+    pub fn new() -> Ruleset {
+        Ruleset::default()
+    }
+
+    /// Restricts `resource`.
+    pub fn restrict(&mut self, resource: Resource, mode: CompatMode) -> &mut Self {
+        self.restricted.insert(resource, mode);
+        self
+    }
+
+    /// Restricts the file system, TCP bind and connect, and scopes signals and abstract unix
+    /// sockets to the command's own domain.
+    pub fn restrict_all(&mut self, mode: CompatMode) -> &mut Self {
+        for r in [
+            Resource::Fs,
+            Resource::TcpBind,
+            Resource::TcpConnect,
+            Resource::Scope,
+        ] {
+            self.restrict(r, mode);
+        }
+        self
+    }
+
+    /// Grants `access` beneath `path` (a path inside the container; it must exist there).
+    pub fn add_fs_rule(&mut self, path: &str, access: FsAccess) -> &mut Self {
+        self.fs_rules.push((path.to_string(), access));
+        self
+    }
+
+    /// Grants `access` on TCP `port`.
+    pub fn add_net_rule(&mut self, port: u16, access: NetAccess) -> &mut Self {
+        self.net_rules.push((port, access));
+        self
+    }
+
+    /// Whether `resource` is restricted.
+    pub fn restricts(&self, resource: Resource) -> bool {
+        self.restricted.contains_key(&resource)
+    }
+
+    /// The plan for `container`: the explicit rules plus, when the file system is restricted,
+    /// rules derived from its mounts.
+    pub(crate) fn plan(&self, container: &Container) -> LandlockPlan {
+        let mut plan = LandlockPlan {
+            required: self.restricted.values().any(|m| *m == CompatMode::Enforce),
+            ..LandlockPlan::default()
+        };
+        let rule = |path: &str, access: u64| LandlockPathRule {
+            path: Bytes(path.as_bytes().to_vec()),
+            access,
+        };
+        if self.restricts(Resource::Fs) {
+            plan.handled_fs = ALL_FS;
+            let rw = ALL_FS;
+            let rx = READ_FILE | READ_DIR | EXECUTE;
+            plan.fs_rules.push(rule(
+                "/",
+                match container.rootdir {
+                    None => READ_DIR,
+                    Some((_, false)) => rx,
+                    Some((_, true)) => rw,
+                },
+            ));
+            for (target, m) in &container.mounts {
+                let access = match m {
+                    MountEntry::Bind {
+                        writable: false, ..
+                    } => rx,
+                    MountEntry::Bind { writable: true, .. } => rw,
+                    MountEntry::Tmpfs {
+                        read_only: false, ..
+                    } => rw,
+                    MountEntry::Tmpfs {
+                        read_only: true, ..
+                    } => rx,
+                    MountEntry::Proc => READ_FILE | READ_DIR,
+                    MountEntry::Devfs => READ_FILE | READ_DIR | WRITE_FILE | IOCTL_DEV,
+                };
+                plan.fs_rules.push(rule(target, access));
+                if matches!(m, MountEntry::Devfs) {
+                    // Its shm is a private tmpfs of every request.
+                    plan.fs_rules
+                        .push(rule(&format!("{target}/shm"), rw & !EXECUTE));
+                }
+            }
+            for e in &container.fs {
+                match e {
+                    FsEntry::File { path, mode, .. } => plan.fs_rules.push(rule(
+                        path,
+                        READ_FILE | if mode & 0o111 != 0 { EXECUTE } else { 0 },
+                    )),
+                    FsEntry::Dir { path, .. } => {
+                        plan.fs_rules.push(rule(path, READ_FILE | READ_DIR))
+                    }
+                    FsEntry::Symlink { .. } => {}
+                }
+            }
+            for (path, access) in &self.fs_rules {
+                plan.fs_rules.push(rule(path, access.bits()));
+            }
+        }
+        for (res, bit) in [(Resource::TcpBind, 1), (Resource::TcpConnect, 2)] {
+            if self.restricts(res) {
+                plan.handled_net |= bit;
+            }
+        }
+        for (port, access) in &self.net_rules {
+            if plan.handled_net & access.bits() != 0 {
+                plan.net_rules.push(LandlockPortRule {
+                    port: *port,
+                    access: access.bits(),
+                });
+            }
+        }
+        if self.restricts(Resource::Scope) {
+            plan.scoped = 0b11;
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_become_rules() {
+        let mut c = Container::new();
+        c.bindmount_ro("/usr", "/usr")
+            .bindmount_rw("/var/tmp", "/data")
+            .devfsmount("/dev")
+            .tmpfsmount("/tmp")
+            .file("/etc/passwd", "root:x:0:0::/:/bin/sh\n");
+        let mut r = Ruleset::new();
+        r.restrict_all(CompatMode::BestEffort)
+            .add_net_rule(8080, NetAccess::TcpConnect);
+        let plan = r.plan(&c);
+        let access = |p: &str| {
+            plan.fs_rules
+                .iter()
+                .find(|r| r.path.0 == p.as_bytes())
+                .map(|r| r.access)
+        };
+        assert_eq!(access("/"), Some(READ_DIR));
+        assert_eq!(access("/usr"), Some(READ_FILE | READ_DIR | EXECUTE));
+        assert_eq!(access("/data"), Some(ALL_FS));
+        assert_eq!(access("/tmp"), Some(ALL_FS));
+        assert_eq!(access("/proc"), Some(READ_FILE | READ_DIR));
+        assert_eq!(access("/etc/passwd"), Some(READ_FILE));
+        assert_eq!(plan.handled_net, 0b11);
+        assert_eq!(plan.net_rules.len(), 1);
+        assert_eq!(plan.scoped, 0b11);
+        assert!(!plan.required);
+    }
+
+    #[test]
+    fn nothing_restricted_means_no_rules() {
+        let mut r = Ruleset::new();
+        r.restrict(Resource::TcpBind, CompatMode::Enforce);
+        let plan = r.plan(&Container::new());
+        assert_eq!(plan.handled_fs, 0);
+        assert!(plan.fs_rules.is_empty());
+        assert_eq!(plan.handled_net, 1);
+        assert!(plan.required);
+    }
+}

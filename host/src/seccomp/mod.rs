@@ -1,0 +1,592 @@
+//! Seccomp policies: described as plain data ([`Filter`], the API of hakoniwa's
+//! `seccomp::Filter`), compiled once with libseccomp in the host into raw BPF, installed raw by
+//! the shim after the fork (no libseccomp in a forked child: SECURITY and STYLE rule 2).
+//!
+//! ```text
+//!  Filter (data) ──compile() once, cached──▶ Program { BPF words, notify }
+//!        │                                           │ SetupPlan.seccomp
+//!        ▼                                           ▼
+//!  presets: podman (default), strict, audit    shim: seccomp(SET_MODE_FILTER[, NEW_LISTENER])
+//!  OCI/Docker JSON profiles                      right before execve; the shim (never the
+//!                                                guest) keeps the listener and turns a
+//!                                                notified call into Outcome::Violation
+//! ```
+//!
+//! Actions: [`Action::Notify`] is how a policy says "report and kill": the shim that holds the
+//! listener kills the request and reports [`Outcome::Violation`](crate::Outcome) with the
+//! syscall's name, number and arguments. [`Action::Errno`] denies quietly (the call fails, the
+//! program goes on); [`Action::KillProcess`] kills without a report (the outcome is
+//! `Signaled(SIGSYS)`). Calls from a foreign ABI (i386 via `int 0x80`, x32) kill the process:
+//! only the native architecture is in a filter unless [`Filter::add_arch`] adds another.
+
+mod oci;
+mod profiles;
+
+use std::io::{Read, Seek};
+use std::sync::{Arc, OnceLock};
+
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
+
+pub use oci::OciError;
+pub use profiles::Profile;
+
+/// What a rule (or the default) does with a system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// Run it.
+    Allow,
+    /// Fail it with this errno; the program goes on.
+    Errno(i32),
+    /// Kill the process (`SIGSYS`), without a report.
+    KillProcess,
+    /// Kill the thread, without a report.
+    KillThread,
+    /// Run it and log it to the kernel audit log.
+    Log,
+    /// Deliver `SIGSYS` to the process (which may handle it).
+    Trap,
+    /// Report and kill: the shim that holds the notification listener kills the request and
+    /// reports `Outcome::Violation { syscall, nr, args }`. Where no trusted supervisor exists
+    /// (call-mode helpers) this compiles to [`Action::KillProcess`].
+    Notify,
+}
+
+impl Action {
+    fn to_scmp(self, notify_as_kill: bool) -> ScmpAction {
+        match self {
+            Action::Allow => ScmpAction::Allow,
+            Action::Errno(e) => ScmpAction::Errno(e),
+            Action::KillProcess => ScmpAction::KillProcess,
+            Action::KillThread => ScmpAction::KillThread,
+            Action::Log => ScmpAction::Log,
+            Action::Trap => ScmpAction::Trap,
+            Action::Notify if notify_as_kill => ScmpAction::KillProcess,
+            Action::Notify => ScmpAction::Notify,
+        }
+    }
+}
+
+/// An architecture a filter accepts calls from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Arch {
+    /// The host's own.
+    Native,
+    /// x86-64.
+    X8664,
+    /// i386.
+    X86,
+    /// x32.
+    X32,
+    /// 64-bit ARM.
+    Aarch64,
+    /// 32-bit ARM.
+    Arm,
+    /// 64-bit RISC-V.
+    Riscv64,
+}
+
+impl Arch {
+    fn to_scmp(self) -> ScmpArch {
+        match self {
+            Arch::Native => ScmpArch::Native,
+            Arch::X8664 => ScmpArch::X8664,
+            Arch::X86 => ScmpArch::X86,
+            Arch::X32 => ScmpArch::X32,
+            Arch::Aarch64 => ScmpArch::Aarch64,
+            Arch::Arm => ScmpArch::Arm,
+            Arch::Riscv64 => ScmpArch::Riscv64,
+        }
+    }
+}
+
+/// A comparison operator for [`ArgCmp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ArgCmpOp {
+    /// `arg != datum`
+    Ne,
+    /// `arg < datum`
+    Lt,
+    /// `arg <= datum`
+    Le,
+    /// `arg == datum`
+    Eq,
+    /// `arg >= datum`
+    Ge,
+    /// `arg > datum`
+    Gt,
+    /// `arg & mask == datum`
+    MaskedEq(u64),
+}
+
+/// A condition on one argument of a system call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ArgCmp {
+    /// Argument index, 0 to 5.
+    pub arg: u32,
+    /// Operator.
+    pub op: ArgCmpOp,
+    /// Value compared with.
+    pub datum: u64,
+}
+
+impl ArgCmp {
+    /// `arg <op> datum`.
+    pub fn new(arg: u32, op: ArgCmpOp, datum: u64) -> ArgCmp {
+        ArgCmp { arg, op, datum }
+    }
+
+    fn to_scmp(self) -> ScmpArgCompare {
+        let op = match self.op {
+            ArgCmpOp::Ne => ScmpCompareOp::NotEqual,
+            ArgCmpOp::Lt => ScmpCompareOp::Less,
+            ArgCmpOp::Le => ScmpCompareOp::LessOrEqual,
+            ArgCmpOp::Eq => ScmpCompareOp::Equal,
+            ArgCmpOp::Ge => ScmpCompareOp::GreaterEqual,
+            ArgCmpOp::Gt => ScmpCompareOp::Greater,
+            ArgCmpOp::MaskedEq(m) => ScmpCompareOp::MaskedEqual(m),
+        };
+        ScmpArgCompare::new(self.arg, op, self.datum)
+    }
+}
+
+/// Which syscall a rule names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Syscall {
+    Name(String),
+    /// A raw number of the native architecture (for calls newer than the system's libseccomp).
+    Number(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Rule {
+    action: Action,
+    syscall: Syscall,
+    conditions: Vec<ArgCmp>,
+}
+
+/// A seccomp policy, as data. Cheap to clone; clones share the compiled program, so a policy is
+/// compiled once however many containers use it.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    default: Action,
+    archs: Vec<Arch>,
+    rules: Vec<Rule>,
+    /// ioctl requests (low 32 bits) and their actions, checked before every other rule.
+    ioctls: Vec<(u32, Action)>,
+    /// Skip rule names this system's libseccomp does not know (profiles written for several
+    /// kernels and architectures list such names); explicit rules report them as errors.
+    lenient: bool,
+    name: String,
+    compiled: Arc<[OnceLock<Result<Program, SeccompError>>; 2]>,
+}
+
+impl PartialEq for Filter {
+    fn eq(&self, other: &Filter) -> bool {
+        self.default == other.default
+            && self.archs == other.archs
+            && self.rules == other.rules
+            && self.ioctls == other.ioctls
+            && self.lenient == other.lenient
+    }
+}
+
+/// A compiled filter, ready for the shim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Program {
+    /// Packed `struct sock_filter` words (`code | jt << 16 | jf << 24 | k << 32`).
+    pub words: Arc<[u64]>,
+    /// Some rule notifies (the shim installs it with a listener).
+    pub notify: bool,
+}
+
+/// Compiling a [`Filter`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SeccompError {
+    /// libseccomp refused the filter context, an architecture or a rule.
+    #[error("libseccomp: {operation}: {message}")]
+    Libseccomp {
+        /// What was being done (`add_rule read`, …).
+        operation: String,
+        /// libseccomp's error.
+        message: String,
+    },
+    /// A rule names a system call this system's libseccomp does not know.
+    #[error("unknown system call {0:?} (not known to this system's libseccomp)")]
+    UnknownSyscall(String),
+    /// Exporting the BPF program failed.
+    #[error("exporting the BPF program: {0}")]
+    Export(String),
+}
+
+fn scmp_err(
+    operation: impl Into<String>,
+) -> impl FnOnce(libseccomp::error::SeccompError) -> SeccompError {
+    let operation = operation.into();
+    move |e| SeccompError::Libseccomp {
+        operation,
+        message: e.to_string(),
+    }
+}
+
+impl Filter {
+    /// A filter whose calls not matched by any rule get `default`; native architecture only.
+    pub fn new(default: Action) -> Filter {
+        Filter {
+            default,
+            archs: vec![Arch::Native],
+            rules: Vec::new(),
+            ioctls: Vec::new(),
+            lenient: false,
+            name: "custom".into(),
+            compiled: Arc::default(),
+        }
+    }
+
+    /// The name of the profile this filter came from (`podman`, `strict`, a file, `custom`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn named(mut self, name: impl Into<String>) -> Filter {
+        self.name = name.into();
+        self
+    }
+
+    pub(crate) fn lenient(mut self) -> Filter {
+        self.lenient = true;
+        self.changed();
+        self
+    }
+
+    fn changed(&mut self) {
+        self.compiled = Arc::default();
+    }
+
+    /// Also accepts calls from `arch` (a filter has only the native architecture by default;
+    /// calls from any other kill the process).
+    pub fn add_arch(&mut self, arch: Arch) -> &mut Self {
+        if !self.archs.contains(&arch) {
+            self.archs.push(arch);
+        }
+        self.changed();
+        self
+    }
+
+    /// `syscall` gets `action`.
+    pub fn add_rule(&mut self, action: Action, syscall: &str) -> &mut Self {
+        self.add_rule_conditional(action, syscall, &[])
+    }
+
+    /// `syscall` gets `action` when every condition holds.
+    pub fn add_rule_conditional(
+        &mut self,
+        action: Action,
+        syscall: &str,
+        conditions: &[ArgCmp],
+    ) -> &mut Self {
+        self.rules.push(Rule {
+            action,
+            syscall: Syscall::Name(syscall.to_string()),
+            conditions: conditions.to_vec(),
+        });
+        self.changed();
+        self
+    }
+
+    /// `ioctl(fd, request, …)` gets `action` when the low 32 bits of its request equal
+    /// `request` (the kernel ignores the high bits, so a plain comparison could be bypassed).
+    /// Checked before every other rule of the filter.
+    pub fn add_ioctl_rule(&mut self, action: Action, request: u32) -> &mut Self {
+        self.ioctls.push((request, action));
+        self.changed();
+        self
+    }
+
+    /// A rule by raw syscall number of the native architecture.
+    pub(crate) fn add_rule_nr(&mut self, action: Action, nr: i32) -> &mut Self {
+        self.rules.push(Rule {
+            action,
+            syscall: Syscall::Number(nr),
+            conditions: Vec::new(),
+        });
+        self.changed();
+        self
+    }
+
+    /// Reads a profile in the OCI runtime-spec / Docker JSON format.
+    pub fn from_oci_json(json: &str) -> Result<Filter, OciError> {
+        oci::parse(json, "json")
+    }
+
+    /// Reads a profile file in the OCI runtime-spec / Docker JSON format.
+    pub fn from_oci_file(path: impl AsRef<std::path::Path>) -> Result<Filter, OciError> {
+        oci::load(path.as_ref())
+    }
+
+    /// The default action.
+    pub fn default_action(&self) -> Action {
+        self.default
+    }
+
+    /// Compiles the filter (once; later calls and clones reuse the result). With
+    /// `notify_as_kill`, [`Action::Notify`] compiles to [`Action::KillProcess`], for processes
+    /// no trusted supervisor watches.
+    pub fn compile(&self, notify_as_kill: bool) -> Result<Program, SeccompError> {
+        self.compiled[notify_as_kill as usize]
+            .get_or_init(|| self.build(notify_as_kill))
+            .clone()
+    }
+
+    fn build(&self, notify_as_kill: bool) -> Result<Program, SeccompError> {
+        let default = self.default.to_scmp(notify_as_kill);
+        let mut ctx = ScmpFilterContext::new(default).map_err(scmp_err("new filter"))?;
+        ctx.set_act_badarch(ScmpAction::KillProcess)
+            .map_err(scmp_err("bad-arch action"))?;
+        // The shim sets no_new_privs itself before installing the program.
+        ctx.set_ctl_nnp(false).map_err(scmp_err("nnp"))?;
+        for arch in &self.archs {
+            if *arch != Arch::Native {
+                ctx.add_arch(arch.to_scmp())
+                    .map_err(scmp_err(format!("add_arch {arch:?}")))?;
+            }
+        }
+        let mut notify = matches!(default, ScmpAction::Notify)
+            || self
+                .ioctls
+                .iter()
+                .any(|(_, a)| a.to_scmp(notify_as_kill) == ScmpAction::Notify);
+        for rule in &self.rules {
+            let action = rule.action.to_scmp(notify_as_kill);
+            if action == default {
+                continue; // libseccomp refuses rules that repeat the default
+            }
+            let (syscall, label) = match &rule.syscall {
+                Syscall::Name(name) => match libseccomp::ScmpSyscall::from_name(name) {
+                    Ok(s) => (s, name.clone()),
+                    Err(_) if self.lenient => continue,
+                    Err(_) => return Err(SeccompError::UnknownSyscall(name.clone())),
+                },
+                Syscall::Number(nr) => (libseccomp::ScmpSyscall::from(*nr), format!("#{nr}")),
+            };
+            let conds: Vec<ScmpArgCompare> = rule.conditions.iter().map(|c| c.to_scmp()).collect();
+            let added = if conds.is_empty() {
+                ctx.add_rule(action, syscall)
+            } else {
+                ctx.add_rule_conditional(action, syscall, &conds)
+            };
+            match added {
+                Ok(_) => notify |= action == ScmpAction::Notify,
+                // A name that exists for another architecture only (e.g. `_llseek` on x86-64).
+                Err(_) if self.lenient => {}
+                Err(e) => return Err(scmp_err(format!("add_rule {label}"))(e)),
+            }
+        }
+        let body = export(&ctx)?;
+        let mut words = if notify || !self.ioctls.is_empty() {
+            prefix(&self.ioctls, notify, notify_as_kill)?
+        } else {
+            Vec::new()
+        };
+        words.extend(body);
+        if words.len() > u16::MAX as usize {
+            return Err(SeccompError::Export(format!(
+                "{} instructions is more than a filter can hold",
+                words.len()
+            )));
+        }
+        Ok(Program {
+            words: words.into(),
+            notify,
+        })
+    }
+}
+
+/// `AUDIT_ARCH_*` of the native architecture.
+fn native_audit_arch() -> Option<u32> {
+    if cfg!(target_arch = "x86_64") {
+        Some(0xC000_003E)
+    } else if cfg!(target_arch = "aarch64") {
+        Some(0xC000_00B7)
+    } else {
+        None
+    }
+}
+
+fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> u64 {
+    u64::from(code) | u64::from(jt) << 16 | u64::from(jf) << 24 | u64::from(k) << 32
+}
+
+/// Offset in `struct seccomp_data` of the low 32 bits of argument `i`.
+fn arg_low(i: u32) -> u32 {
+    let base = 16 + 8 * i;
+    if cfg!(target_endian = "little") {
+        base
+    } else {
+        base + 4
+    }
+}
+
+/// `SECCOMP_RET_*` of an action.
+fn ret_value(action: Action, notify_as_kill: bool) -> u32 {
+    match action {
+        Action::Allow => 0x7fff_0000,
+        Action::Errno(e) => 0x0005_0000 | (e as u32 & 0xffff),
+        Action::KillProcess => 0x8000_0000,
+        Action::KillThread => 0,
+        Action::Log => 0x7ffc_0000,
+        Action::Trap => 0x0003_0000,
+        Action::Notify if notify_as_kill => 0x8000_0000,
+        Action::Notify => 0x7fc0_0000,
+    }
+}
+
+/// Hand-written checks in front of libseccomp's program, for the native architecture only:
+/// the listener hand-over (`sendmsg` with [`LISTENER_SEND_FLAGS`]) when the filter notifies, and
+/// the ioctl requests compared on their low 32 bits.
+///
+/// [`LISTENER_SEND_FLAGS`]: hatchery_protocol::LISTENER_SEND_FLAGS
+fn prefix(
+    ioctls: &[(u32, Action)],
+    handover: bool,
+    notify_as_kill: bool,
+) -> Result<Vec<u64>, SeccompError> {
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let Some(arch) = native_audit_arch() else {
+        return Err(SeccompError::Export(
+            "ioctl rules and notification are implemented for x86-64 and aarch64 only".into(),
+        ));
+    };
+    // Layout (`skip` = first instruction after the prefix):
+    //   ld arch; jeq native ? next : skip; ld nr
+    //   [handover] jeq sendmsg ? next : +3; ld arg2; jeq FLAGS ? next : skip; ret ALLOW
+    //   [ioctls]   jeq ioctl ? next : skip; ld arg1; { jeq req ? next : +1; ret action }*
+    let handover_len = if handover { 4 } else { 0 };
+    let ioctl_len = if ioctls.is_empty() {
+        0
+    } else {
+        2 + 2 * ioctls.len()
+    };
+    let total = 3 + handover_len + ioctl_len;
+    if total > 250 {
+        return Err(SeccompError::Export("too many ioctl rules".into()));
+    }
+    let mut p = Vec::with_capacity(total);
+    let to_skip = |p: &Vec<u64>| (total - p.len() - 1) as u8;
+    p.push(bpf(LD_W_ABS, 0, 0, 4));
+    let j = to_skip(&p);
+    p.push(bpf(JEQ_K, 0, j, arch));
+    p.push(bpf(LD_W_ABS, 0, 0, 0));
+    if handover {
+        p.push(bpf(JEQ_K, 0, 3, libc::SYS_sendmsg as u32));
+        p.push(bpf(LD_W_ABS, 0, 0, arg_low(2)));
+        let j = to_skip(&p);
+        p.push(bpf(
+            JEQ_K,
+            0,
+            j,
+            hatchery_protocol::LISTENER_SEND_FLAGS as u32,
+        ));
+        p.push(bpf(RET_K, 0, 0, ret_value(Action::Allow, false)));
+    }
+    if !ioctls.is_empty() {
+        let j = to_skip(&p);
+        p.push(bpf(JEQ_K, 0, j, libc::SYS_ioctl as u32));
+        p.push(bpf(LD_W_ABS, 0, 0, arg_low(1)));
+        for (req, action) in ioctls {
+            p.push(bpf(JEQ_K, 0, 1, *req));
+            p.push(bpf(RET_K, 0, 0, ret_value(*action, notify_as_kill)));
+        }
+    }
+    debug_assert_eq!(p.len(), total);
+    Ok(p)
+}
+
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<u64>, SeccompError> {
+    let export_err = |e: std::io::Error| SeccompError::Export(e.to_string());
+    let mut file = memfd::MemfdOptions::default()
+        .close_on_exec(true)
+        .create("hatchery-seccomp-bpf")
+        .map_err(|e| SeccompError::Export(e.to_string()))?
+        .into_file();
+    ctx.export_bpf(&file)
+        .map_err(|e| SeccompError::Export(e.to_string()))?;
+    file.rewind().map_err(export_err)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(export_err)?;
+    if bytes.is_empty() || bytes.len() % 8 != 0 {
+        return Err(SeccompError::Export(format!(
+            "{} bytes is not a whole number of BPF instructions",
+            bytes.len()
+        )));
+    }
+    // `struct sock_filter` is { u16 code; u8 jt; u8 jf; u32 k } in native byte order, which is
+    // exactly the packing `code | jt << 16 | jf << 24 | k << 32` of a native-endian u64.
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk")))
+        .collect())
+}
+
+/// The name of native system call `nr` (`"#nr"` when libseccomp does not know it).
+pub fn syscall_name(nr: i64) -> String {
+    i32::try_from(nr)
+        .ok()
+        .and_then(|n| libseccomp::ScmpSyscall::from(n).get_name().ok())
+        .unwrap_or_else(|| format!("#{nr}"))
+}
+
+/// Fills in the syscall name of a violation reported by the shim.
+pub(crate) fn name_violation(outcome: &mut hatchery_protocol::Outcome) {
+    if let hatchery_protocol::Outcome::Violation { syscall, nr, .. } = outcome {
+        if syscall.is_empty() {
+            *syscall = syscall_name(*nr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiles_once_and_clones_share_the_program() {
+        let mut f = Filter::new(Action::Errno(libc::ENOSYS));
+        f.add_rule(Action::Allow, "read");
+        let a = f.compile(false).unwrap();
+        let g = f.clone();
+        let b = g.compile(false).unwrap();
+        assert!(Arc::ptr_eq(&a.words, &b.words));
+        assert!(!a.notify);
+    }
+
+    #[test]
+    fn notify_is_detected_and_can_compile_to_kill() {
+        let mut f = Filter::new(Action::Allow);
+        f.add_rule(Action::Notify, "ptrace");
+        assert!(f.compile(false).unwrap().notify);
+        assert!(!f.compile(true).unwrap().notify);
+    }
+
+    #[test]
+    fn unknown_names_are_errors_unless_lenient() {
+        let mut f = Filter::new(Action::Allow);
+        f.add_rule(Action::KillProcess, "no_such_syscall");
+        assert_eq!(
+            f.compile(false),
+            Err(SeccompError::UnknownSyscall("no_such_syscall".into()))
+        );
+        assert!(f.lenient().compile(false).is_ok());
+    }
+
+    #[test]
+    fn names_resolve() {
+        assert_eq!(syscall_name(libc::SYS_ptrace), "ptrace");
+        assert_eq!(syscall_name(99_999), "#99999");
+    }
+}

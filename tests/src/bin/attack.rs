@@ -1,0 +1,461 @@
+//! `attack NAME [ARG]`: attempts one attack from inside a sandbox, for the adversarial suite
+//! (`tests/tests/adversarial.rs`).
+//!
+//! Exit codes: the errno with which the kernel refused the attempt; 0 when the attempt had no
+//! effect in a way the attack checks itself (nothing found, nothing leaked); 100 when the attack
+//! SUCCEEDED (an escape: the test fails). Attacks on denied system calls never return: the
+//! sandbox kills them (a reported violation or SIGSYS).
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::io::Write;
+
+const ESCAPED: i32 = 100;
+
+/// A raw system call; `Err(errno)` on failure.
+fn sys(nr: libc::c_long, a: [u64; 6]) -> Result<i64, i32> {
+    // SAFETY: raw system calls with integer arguments (or pointers the caller keeps alive); the
+    // point of this program is to try calls the sandbox must refuse.
+    let r = unsafe { libc::syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    } else {
+        Ok(r)
+    }
+}
+
+fn c(s: &str) -> CString {
+    CString::new(s).expect("no NUL")
+}
+
+fn ptr<T>(p: *const T) -> u64 {
+    p as u64
+}
+
+/// Exit with the errno of `r`, or `ESCAPED` if it succeeded.
+fn refused(r: Result<i64, i32>) -> ! {
+    match r {
+        Ok(_) => std::process::exit(ESCAPED),
+        Err(e) => std::process::exit(e),
+    }
+}
+
+fn open(path: &str, flags: i32) -> Result<i64, i32> {
+    let p = c(path);
+    sys(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as u64,
+            ptr(p.as_ptr()),
+            flags as u64,
+            0o644,
+            0,
+            0,
+        ],
+    )
+}
+
+fn abstract_addr(name: &str) -> std::os::unix::net::SocketAddr {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name")
+}
+
+fn fork_now() -> i32 {
+    // SAFETY: this program is single-threaded; the child only calls async-signal-safe code.
+    unsafe { libc::fork() }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.get(1).map(String::as_str).unwrap_or("");
+    let arg = args.get(2).cloned().unwrap_or_default();
+    match name {
+        // ---- file-system escape ----
+        "read-host-secret" => refused(open("/etc/shadow", libc::O_RDONLY)),
+        "read-host-home" => refused(open("/root/.bashrc", libc::O_RDONLY)),
+        "write-ro-bind" => refused(open("/usr/hatchery-attack", libc::O_CREAT | libc::O_WRONLY)),
+        "write-placed-file" => refused(open("/etc/passwd", libc::O_WRONLY)),
+        "remount-rw" => {
+            let t = c("/usr");
+            refused(sys(
+                libc::SYS_mount,
+                [
+                    0,
+                    ptr(t.as_ptr()),
+                    0,
+                    libc::MS_REMOUNT | libc::MS_BIND,
+                    0,
+                    0,
+                ],
+            ))
+        }
+        "mount-tmpfs" => {
+            let (s, t) = (c("tmpfs"), c("/tmp"));
+            refused(sys(
+                libc::SYS_mount,
+                [ptr(s.as_ptr()), ptr(t.as_ptr()), ptr(s.as_ptr()), 0, 0, 0],
+            ))
+        }
+        "umount" => {
+            let t = c("/proc");
+            refused(sys(
+                libc::SYS_umount2,
+                [ptr(t.as_ptr()), libc::MNT_DETACH as u64, 0, 0, 0, 0],
+            ))
+        }
+        "chroot" => {
+            let t = c("/tmp");
+            refused(sys(libc::SYS_chroot, [ptr(t.as_ptr()), 0, 0, 0, 0, 0]))
+        }
+        "pivot-root" => {
+            let (a, b) = (c("/tmp"), c("/tmp"));
+            refused(sys(
+                libc::SYS_pivot_root,
+                [ptr(a.as_ptr()), ptr(b.as_ptr()), 0, 0, 0, 0],
+            ))
+        }
+        "open-by-handle" => {
+            let mut handle = [0u8; 136];
+            handle[0..4].copy_from_slice(&128u32.to_ne_bytes());
+            refused(sys(
+                libc::SYS_open_by_handle_at,
+                [
+                    libc::AT_FDCWD as u64,
+                    ptr(handle.as_ptr()),
+                    libc::O_RDONLY as u64,
+                    0,
+                    0,
+                    0,
+                ],
+            ))
+        }
+        "fsopen" => {
+            let t = c("tmpfs");
+            refused(sys(libc::SYS_fsopen, [ptr(t.as_ptr()), 0, 0, 0, 0, 0]))
+        }
+        "proc-sys-write" => refused(open("/proc/sys/kernel/hostname", libc::O_WRONLY)),
+        "proc-sysrq" => refused(open("/proc/sysrq-trigger", libc::O_WRONLY)),
+        "proc-self-exe-write" => refused(open("/proc/self/exe", libc::O_WRONLY)),
+        "proc-init-exe" => refused(open("/proc/1/exe", libc::O_RDONLY)),
+        "raw-device" => refused(open("/dev/sda", libc::O_RDONLY)),
+        "mknod" => {
+            let p = c("/tmp/attack-null");
+            let dev = libc::makedev(1, 3);
+            refused(sys(
+                libc::SYS_mknodat,
+                [
+                    libc::AT_FDCWD as u64,
+                    ptr(p.as_ptr()),
+                    (libc::S_IFCHR | 0o666) as u64,
+                    dev,
+                    0,
+                    0,
+                ],
+            ))
+        }
+        "gain-caps" => {
+            // capset: every capability in the effective set.
+            #[repr(C)]
+            struct Header(u32, i32);
+            #[repr(C)]
+            struct Data(u32, u32, u32);
+            let h = Header(0x2008_0522, 0);
+            let d = [Data(u32::MAX, u32::MAX, 0), Data(u32::MAX, u32::MAX, 0)];
+            refused(sys(
+                libc::SYS_capset,
+                [ptr(&h), ptr(d.as_ptr()), 0, 0, 0, 0],
+            ))
+        }
+        "leaked-fds" => {
+            // Anything open beyond stdio is a leak.
+            let leaked = std::fs::read_dir("/proc/self/fd")
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                        .filter(|fd| *fd > 2)
+                        .count()
+                })
+                .unwrap_or(0);
+            // One is the directory being read.
+            std::process::exit(if leaked > 1 { ESCAPED } else { 0 })
+        }
+        "cwd-escape" => {
+            for _ in 0..8 {
+                let _ = std::env::set_current_dir("..");
+            }
+            refused(open("etc/shadow", libc::O_RDONLY))
+        }
+        "symlink-escape" => {
+            let _ = std::os::unix::fs::symlink("/etc/shadow", "/tmp/attack-link");
+            refused(open("/tmp/attack-link", libc::O_RDONLY))
+        }
+        "exec-from-tmp-setuid" => {
+            // A setuid copy of a shell in the writable /tmp: nosuid and no_new_privs keep it
+            // from raising anything; the copy's euid stays ours.
+            let _ = std::fs::copy("/bin/sh", "/tmp/attack-sh");
+            let p = c("/tmp/attack-sh");
+            let _ = sys(libc::SYS_chmod, [ptr(p.as_ptr()), 0o4755, 0, 0, 0, 0]);
+            let uid = sys(libc::SYS_getuid, [0; 6]);
+            let euid = sys(libc::SYS_geteuid, [0; 6]);
+            let nnp = sys(
+                libc::SYS_prctl,
+                [libc::PR_GET_NO_NEW_PRIVS as u64, 0, 0, 0, 0, 0],
+            );
+            std::process::exit(if uid == euid && nnp == Ok(1) {
+                0
+            } else {
+                ESCAPED
+            })
+        }
+
+        // ---- kernel attack surface ----
+        "unshare-user" => refused(sys(
+            libc::SYS_unshare,
+            [libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0],
+        )),
+        "setns" => {
+            let fd = open("/proc/self/ns/net", libc::O_RDONLY).unwrap_or(-1);
+            refused(sys(libc::SYS_setns, [fd as u64, 0, 0, 0, 0, 0]))
+        }
+        "clone-newns" => refused(sys(
+            libc::SYS_clone,
+            [(libc::CLONE_NEWNS | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0],
+        )),
+        "clone3" => {
+            let args = [0u64; 11];
+            refused(sys(libc::SYS_clone3, [ptr(args.as_ptr()), 88, 0, 0, 0, 0]))
+        }
+        "ptrace-traceme" => refused(sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_TRACEME as u64, 0, 0, 0, 0, 0],
+        )),
+        "ptrace-init" => refused(sys(
+            libc::SYS_ptrace,
+            [libc::PTRACE_ATTACH as u64, 1, 0, 0, 0, 0],
+        )),
+        "process-vm-readv" => {
+            let mut buf = [0u8; 8];
+            let local = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: 8,
+            };
+            let remote = libc::iovec {
+                iov_base: 0x1000 as *mut libc::c_void,
+                iov_len: 8,
+            };
+            refused(sys(
+                libc::SYS_process_vm_readv,
+                [1, ptr(&local), 1, ptr(&remote), 1, 0],
+            ))
+        }
+        "bpf" => refused(sys(libc::SYS_bpf, [0, 0, 0, 0, 0, 0])),
+        "perf-event-open" => {
+            let attr = [0u64; 16];
+            refused(sys(
+                libc::SYS_perf_event_open,
+                [ptr(attr.as_ptr()), 0, u64::MAX, u64::MAX, 0, 0],
+            ))
+        }
+        "userfaultfd" => refused(sys(libc::SYS_userfaultfd, [0, 0, 0, 0, 0, 0])),
+        "io-uring" => {
+            let params = [0u8; 120];
+            refused(sys(
+                libc::SYS_io_uring_setup,
+                [8, ptr(params.as_ptr()), 0, 0, 0, 0],
+            ))
+        }
+        "keyctl" => refused(sys(libc::SYS_keyctl, [0, 0, 0, 0, 0, 0])),
+        "add-key" => {
+            let (t, d) = (c("user"), c("attack"));
+            refused(sys(
+                libc::SYS_add_key,
+                [ptr(t.as_ptr()), ptr(d.as_ptr()), 0, 0, (-2i64) as u64, 0],
+            ))
+        }
+        "kexec-load" => refused(sys(libc::SYS_kexec_load, [0, 0, 0, 0, 0, 0])),
+        "init-module" => refused(sys(libc::SYS_init_module, [0, 0, 0, 0, 0, 0])),
+        "personality" => refused(sys(libc::SYS_personality, [0x0040000, 0, 0, 0, 0, 0])),
+        "tiocsti" => {
+            // High bits set: the kernel only looks at the low 32, and so must the filter.
+            let ch = b'x';
+            refused(sys(
+                libc::SYS_ioctl,
+                [0, 0xdead_beef_0000_5412, ptr(&ch), 0, 0, 0],
+            ))
+        }
+        "tioclinux" => {
+            let sub = 0u8;
+            refused(sys(libc::SYS_ioctl, [0, 0x541C, ptr(&sub), 0, 0, 0]))
+        }
+        "x32-syscall" => refused(sys(0x4000_0000 | libc::SYS_getpid, [0; 6])),
+        "i386-syscall" => {
+            #[cfg(target_arch = "x86_64")]
+            {
+                let ret: i64;
+                // SAFETY: `int 0x80` enters the i386 system-call ABI with eax = 20 (getpid); it
+                // clobbers nothing else we rely on. The sandbox must kill us before it returns.
+                unsafe {
+                    std::arch::asm!("int 0x80", inlateout("rax") 20i64 => ret, options(nostack));
+                }
+                refused(if ret < 0 { Err(-ret as i32) } else { Ok(ret) })
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            std::process::exit(0)
+        }
+
+        // ---- other requests, the zygote and the host ----
+        "kill-init" => refused(sys(libc::SYS_kill, [1, libc::SIGKILL as u64, 0, 0, 0, 0])),
+        "kill-all" => {
+            let r = sys(
+                libc::SYS_kill,
+                [(-1i64) as u64, libc::SIGKILL as u64, 0, 0, 0, 0],
+            );
+            // Nobody else may be reachable: either refused or nobody found.
+            match r {
+                Err(e) => std::process::exit(e),
+                Ok(_) => std::process::exit(ESCAPED),
+            }
+        }
+        "kill-pid" => {
+            let pid: i64 = arg.parse().unwrap_or(1);
+            refused(sys(libc::SYS_kill, [pid as u64, 0, 0, 0, 0, 0]))
+        }
+        "abstract-listen" => {
+            let l = std::os::unix::net::UnixListener::bind_addr(&abstract_addr(&arg))
+                .expect("bind abstract");
+            println!("listening");
+            let _ = std::io::stdout().flush();
+            let _ = l.accept();
+            std::process::exit(ESCAPED)
+        }
+        "abstract-connect" => {
+            match std::os::unix::net::UnixStream::connect_addr(&abstract_addr(&arg)) {
+                Ok(_) => std::process::exit(ESCAPED),
+                Err(e) => std::process::exit(e.raw_os_error().unwrap_or(-1)),
+            }
+        }
+        "tcp-bind" => match std::net::TcpListener::bind("127.0.0.1:8080") {
+            Ok(_) => std::process::exit(ESCAPED),
+            Err(e) => std::process::exit(e.raw_os_error().unwrap_or(-1)),
+        },
+        "tcp-connect" => match std::net::TcpStream::connect("127.0.0.1:22") {
+            Ok(_) => std::process::exit(ESCAPED),
+            Err(e) => std::process::exit(e.raw_os_error().unwrap_or(-1)),
+        },
+        "sysv-shm-create" => {
+            // SAFETY: plain shmget with an integer key.
+            let id = unsafe { libc::shmget(0x4854_4348, 4096, libc::IPC_CREAT | 0o600) };
+            std::process::exit(if id >= 0 { 0 } else { 1 })
+        }
+        "sysv-shm-find" => {
+            // SAFETY: plain shmget with an integer key.
+            let id = unsafe { libc::shmget(0x4854_4348, 0, 0) };
+            refused(if id >= 0 {
+                Ok(0)
+            } else {
+                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+            })
+        }
+        "posix-shm-create" => {
+            let ok = std::fs::write("/dev/shm/hatchery-attack", b"secret").is_ok();
+            std::process::exit(if ok { 0 } else { 1 })
+        }
+        "posix-shm-find" => refused(open("/dev/shm/hatchery-attack", libc::O_RDONLY)),
+        "tmp-plant" => {
+            let ok = std::fs::write("/tmp/hatchery-planted", b"for the next request").is_ok();
+            std::process::exit(if ok { 0 } else { 1 })
+        }
+        "tmp-find" => refused(open("/tmp/hatchery-planted", libc::O_RDONLY)),
+
+        // ---- resource exhaustion ----
+        "fork-bomb" => loop {
+            match fork_now() {
+                0 => {
+                    // SAFETY: pause takes no arguments.
+                    unsafe { libc::pause() };
+                    std::process::exit(0)
+                }
+                -1 => {
+                    std::process::exit(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+                }
+                _ => {}
+            }
+        },
+        "thread-bomb" => loop {
+            if let Err(e) = std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(std::thread::park)
+            {
+                std::process::exit(e.raw_os_error().unwrap_or(-1))
+            }
+        },
+        "memory-hog" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let mut v: Vec<u8> = Vec::new();
+                if v.try_reserve_exact(16 << 20).is_err() {
+                    std::process::exit(libc::ENOMEM)
+                }
+                v.resize(16 << 20, 1);
+                hoard.push(v);
+            }
+        }
+        "fd-exhaust" => loop {
+            if let Err(e) = open("/dev/null", libc::O_RDONLY) {
+                std::process::exit(e)
+            }
+        },
+        "tmpfs-fill" => {
+            let mut f = std::fs::File::create("/tmp/fill").expect("create");
+            let chunk = vec![7u8; 1 << 16];
+            loop {
+                if let Err(e) = f.write_all(&chunk) {
+                    std::process::exit(e.raw_os_error().unwrap_or(-1))
+                }
+            }
+        }
+        "output-flood" => {
+            let chunk = vec![b'y'; 1 << 16];
+            let mut out = std::io::stdout().lock();
+            loop {
+                if out.write_all(&chunk).is_err() {
+                    std::process::exit(1)
+                }
+            }
+        }
+        "cpu-spin" => {
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        "sleep-forever" => loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        },
+        "sigstop-self" => {
+            let _ = sys(libc::SYS_kill, [0, libc::SIGSTOP as u64, 0, 0, 0, 0]);
+            std::process::exit(0)
+        }
+        "ignore-sigterm" => {
+            // SAFETY: ignoring a signal installs no handler code.
+            unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        "core-dump" => std::process::abort(),
+        "zombies" => {
+            for _ in 0..200 {
+                if fork_now() == 0 {
+                    // SAFETY: _exit in the child of a single-threaded process.
+                    unsafe { libc::_exit(0) };
+                }
+            }
+            std::process::exit(0)
+        }
+        other => {
+            eprintln!("unknown attack {other:?}");
+            std::process::exit(99)
+        }
+    }
+}
