@@ -225,6 +225,8 @@ pub struct Child {
     killed: bool,
     setup: Vec<(String, Duration)>,
     features: hatchery_protocol::Features,
+    /// Dropped (killing what is left and removing it) after the shim is reaped.
+    cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl Child {
@@ -235,6 +237,7 @@ impl Child {
         timeout: Option<Duration>,
         setup: Vec<(String, Duration)>,
         features: hatchery_protocol::Features,
+        cgroup: Option<crate::cgroup::Cgroup>,
     ) -> Child {
         Child {
             shim: Some(shim),
@@ -247,6 +250,7 @@ impl Child {
             killed: false,
             setup,
             features,
+            cgroup,
         }
     }
 
@@ -309,6 +313,13 @@ impl Child {
                         crate::seccomp::name_violation(&mut resp.outcome);
                         let real = self.started.elapsed();
                         spawn::reap(shim.pid);
+                        if let Some(cg) = self.cgroup.take() {
+                            if matches!(resp.outcome, Outcome::Signaled { signal, .. } if signal == libc::SIGKILL)
+                                && cg.oom_kills() > 0
+                            {
+                                resp.outcome = Outcome::MemoryExceeded;
+                            }
+                        }
                         let rusage = Rusage::from_usage(&resp.usage, real);
                         self.shim = None;
                         let st = ExitStatus::from_outcome(resp.outcome, Some(rusage), self.timeout);

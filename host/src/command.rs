@@ -334,7 +334,7 @@ impl Command {
                 .flatten(),
             root,
             mounts,
-            rlimits: c.rlimits.values().copied().collect(),
+            rlimits: c.rlimit_plan(),
             ids: IdPlan {
                 uid: c.uid_maps[0].container_id,
                 gid: c.gid_maps[0].container_id,
@@ -351,6 +351,7 @@ impl Command {
             },
         };
         let clone_flags = c.namespaces.iter().fold(0, |acc, ns| acc | ns.clone_flag());
+        let cgroup = crate::cgroup::Cgroup::create(&c.resources)?;
         let mut shim = spawn::start(StartSpec {
             clone_flags,
             uid_maps: &c.uid_maps,
@@ -358,6 +359,7 @@ impl Command {
             plan,
             plan_fds: fds,
             title: "hatchery:oneshot",
+            cgroup: cgroup.as_ref(),
         })?;
         // The command's ends of the pipes now live in the container only.
         drop(setup.child_fds);
@@ -378,6 +380,7 @@ impl Command {
             self.timeout,
             steps,
             features,
+            cgroup,
         ))
     }
 

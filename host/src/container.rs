@@ -97,6 +97,7 @@ pub struct Container {
     pub(crate) rlimits: BTreeMap<u8, RlimitSpec>,
     pub(crate) seccomp: Option<Filter>,
     pub(crate) landlock: Option<Ruleset>,
+    pub(crate) resources: crate::cgroup::Limits,
     /// Problems found while configuring, reported by `spawn` (builders cannot fail).
     pub(crate) config_errors: Vec<(&'static str, String, &'static str)>,
 }
@@ -166,6 +167,7 @@ impl Container {
             rlimits: BTreeMap::new(),
             seccomp: None,
             landlock: None,
+            resources: crate::cgroup::Limits::default(),
             config_errors: Vec::new(),
         }
     }
@@ -459,6 +461,56 @@ impl Container {
     /// The landlock ruleset, if any.
     pub fn landlock(&self) -> Option<&Ruleset> {
         self.landlock.as_ref()
+    }
+
+    /// Limits the container's memory to `bytes` (RAM, no swap on top): a cgroup where one is
+    /// available ([`crate::cgroup::mechanism`]), where exceeding it is reported as
+    /// `MemoryExceeded`; `RLIMIT_AS` otherwise (allocations fail instead).
+    pub fn cgroup_memory(&mut self, bytes: u64) -> &mut Self {
+        self.resources.memory = Some(bytes);
+        self
+    }
+
+    /// Limits the container to `n` processes and threads: a cgroup's `pids.max`, or
+    /// `RLIMIT_NPROC` (counted per user namespace, so per container) without one.
+    pub fn cgroup_pids_limit(&mut self, n: u64) -> &mut Self {
+        self.resources.pids = Some(n);
+        self
+    }
+
+    /// Limits the container's CPU bandwidth to `cpus` CPUs (`cpu.max` / CFS quota). Needs a
+    /// cgroup: without one, starting fails with a typed error.
+    pub fn cgroup_cpus(&mut self, cpus: f64) -> &mut Self {
+        self.resources.cpus = Some(cpus);
+        self
+    }
+
+    /// The memory, pids and CPU limits.
+    pub fn resource_limits(&self) -> crate::cgroup::Limits {
+        self.resources
+    }
+
+    /// The rlimits of a setup plan: the explicit ones, plus `RLIMIT_AS`/`RLIMIT_NPROC` for
+    /// memory and pids limits when no cgroup enforces them (explicit rlimits win).
+    pub(crate) fn rlimit_plan(&self) -> Vec<RlimitSpec> {
+        let mut out: Vec<RlimitSpec> = self.rlimits.values().copied().collect();
+        if *crate::cgroup::mechanism() == crate::cgroup::Mechanism::Rlimits {
+            for (res, value) in [
+                (Resource::As, self.resources.memory),
+                (Resource::Nproc, self.resources.pids),
+            ] {
+                if let Some(v) = value {
+                    if !out.iter().any(|r| r.resource == res) {
+                        out.push(RlimitSpec {
+                            resource: res,
+                            soft: v,
+                            hard: v,
+                        });
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The seccomp and landlock parts of a setup plan. `supervised`: a trusted shim watches

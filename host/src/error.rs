@@ -69,6 +69,9 @@ pub enum Error {
         #[source]
         source: crate::seccomp::SeccompError,
     },
+    /// The container's cgroup could not be set up.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
     /// `clone` with new namespaces failed.
     #[error("clone with new namespaces failed: {}{}", errno_text(*errno), clone_hint(*errno))]
     Clone {

@@ -26,6 +26,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+pub mod cgroup;
 mod child;
 mod command;
 mod container;

@@ -251,7 +251,7 @@ impl PoolBuilder {
                 .flatten(),
             root,
             mounts,
-            rlimits: c.rlimits.values().copied().collect(),
+            rlimits: c.rlimit_plan(),
             ids: hatchery_protocol::IdPlan {
                 uid: c.uid_maps[0].container_id,
                 gid: c.gid_maps[0].container_id,
@@ -368,6 +368,8 @@ struct Zygote {
     /// Callers send requests; only the maintenance thread reads.
     chan: Mutex<Channel>,
     dead: AtomicBool,
+    /// Its container's cgroup (memory, pids, CPU limits), removed when the zygote goes.
+    cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl Zygote {
@@ -449,6 +451,7 @@ impl Inner {
     fn start_zygote(&self, slot: SlotId) -> Result<Zygote, Error> {
         let p = &self.profile;
         let fds: Vec<BorrowedFd<'_>> = p.blob.iter().map(|b| b.as_fd()).collect();
+        let cgroup = crate::cgroup::Cgroup::create(&p.container.resources)?;
         let mut shim: ShimProcess = spawn::start(StartSpec {
             clone_flags: p.clone_flags,
             uid_maps: &p.container.uid_maps,
@@ -456,6 +459,7 @@ impl Inner {
             plan: p.plan.clone(),
             plan_fds: fds,
             title: "hatchery:zygote",
+            cgroup: cgroup.as_ref(),
         })?;
         let ready = shim.await_ready("starting a zygote")?;
         *self.features.lock().unwrap_or_else(|e| e.into_inner()) = Some(ready.features);
@@ -466,6 +470,7 @@ impl Inner {
             raw_fd,
             chan: Mutex::new(shim.chan),
             dead: AtomicBool::new(false),
+            cgroup,
         })
     }
 
@@ -624,6 +629,8 @@ pub struct Ticket {
     queued: Duration,
     /// The one result (or error) was received.
     done: bool,
+    /// OOM kills in the zygote's cgroup when the request was sent.
+    oom_before: Option<u64>,
     lease: Lease,
 }
 
@@ -733,6 +740,13 @@ impl Ticket {
         let (stderr, err_full) = request::read_capture(self.stderr.take())?;
         let mut outcome = resp.outcome;
         crate::seccomp::name_violation(&mut outcome);
+        if let (Some(before), Some(cg)) = (self.oom_before, &self.lease.zygote.cgroup) {
+            if matches!(outcome, Outcome::Signaled { signal, .. } if signal == libc::SIGKILL)
+                && cg.oom_kills() > before
+            {
+                outcome = Outcome::MemoryExceeded;
+            }
+        }
         if (out_full || err_full)
             && matches!(
                 outcome,
@@ -817,7 +831,9 @@ impl Pool {
         drop(borrowed);
         drop(fds);
         drop(guest_end);
+        let oom_before = lease.zygote.cgroup.as_ref().map(|c| c.oom_kills());
         let mut ticket = Ticket {
+            oom_before,
             lease,
             id,
             reply: host_end.with_max_frame(REPLY_MAX_FRAME),
@@ -835,7 +851,6 @@ impl Pool {
         Ok(ticket)
     }
 
-    /// Metrics: zygotes by state, queue depth, outcomes, restarts, latency histogram.
     /// What the zygotes' containers enforce, as reported by the last one started: seccomp
     /// (and whether violations are reported), the landlock ABI and the rights and scopes it
     /// enforces, no_new_privs. `None` before the first zygote is ready. Call-mode helpers
@@ -848,7 +863,7 @@ impl Pool {
             .clone()
     }
 
-    /// A snapshot of the pool's metrics.
+    /// Metrics: zygotes by state, queue depth, outcomes, restarts, latency histogram.
     pub fn metrics(&self) -> MetricsSnapshot {
         let st = lock(&self.inner.state);
         let (starting, warm, busy, draining) = st.slots.counts();

@@ -6,6 +6,16 @@ use crate::container::{Container, Namespace};
 use crate::landlock::{CompatMode, Ruleset};
 use crate::seccomp::Profile;
 
+/// Memory of a zygote's container (its one request by default): a cgroup limit where one is
+/// available, `RLIMIT_AS` otherwise.
+pub const DEFAULT_MEMORY_BYTES: u64 = 1 << 30;
+
+/// Processes and threads of a zygote's container.
+pub const DEFAULT_PIDS: u64 = 256;
+
+/// Open files per process.
+pub const DEFAULT_NOFILE: u64 = 1024;
+
 /// Size of the private `/tmp` every request gets by default.
 pub const DEFAULT_TMP_BYTES: u64 = 64 << 20;
 
@@ -49,6 +59,7 @@ pub fn add_system_dirs(c: &mut Container) {
 /// minimal root (`/usr` and the `/bin /lib*` links), an `/etc` with only a synthetic
 /// passwd/group naming the sandbox's users plus the linker cache, time zone and certificates,
 /// a fresh `/proc`, a minimal `/dev`, and a 64 MiB `/tmp` that every request gets afresh;
+/// 1 GiB of memory, 256 processes and 1024 open files per process;
 /// the [`podman`](crate::seccomp::Profile::Podman) seccomp policy (violations reported), and
 /// landlock restricting everything ([`Ruleset::restrict_all`]: the file system as the mounts
 /// allow, no TCP bind or connect, signals and abstract unix sockets scoped to each request)
@@ -70,6 +81,9 @@ pub fn default_profile() -> Container {
         .file("/etc/group", GROUP)
         .devfsmount("/dev")
         .tmpfsmount_sized("/tmp", DEFAULT_TMP_BYTES);
+    c.cgroup_memory(DEFAULT_MEMORY_BYTES)
+        .cgroup_pids_limit(DEFAULT_PIDS)
+        .setrlimit(crate::Rlimit::Nofile, DEFAULT_NOFILE, DEFAULT_NOFILE);
     if let Some(f) = Profile::Podman.filter() {
         c.seccomp_filter(f);
     }

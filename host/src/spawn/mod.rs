@@ -40,6 +40,8 @@ pub(crate) struct StartSpec<'a> {
     pub plan_fds: Vec<BorrowedFd<'a>>,
     /// Process title.
     pub title: &'a str,
+    /// The cgroup the shim joins right after clone, before it starts anything.
+    pub cgroup: Option<&'a crate::cgroup::Cgroup>,
 }
 
 /// A running shim that accepted its plan.
@@ -163,6 +165,12 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
     if let Some(errno) = clone_child::read_exec_error(err_r.as_raw_fd()) {
         reap(pid);
         return Err(Error::ShimExec { errno });
+    }
+    if let Some(cg) = spec.cgroup {
+        if let Err(e) = cg.attach(pid.as_raw()) {
+            shim_proc.kill_and_reap();
+            return Err(e.into());
+        }
     }
     let mut plan = spec.plan;
     let t = Instant::now();

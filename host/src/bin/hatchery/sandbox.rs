@@ -85,6 +85,135 @@ pub struct SandboxArgs {
     /// Limit the wall time, in seconds (fractions allowed)
     #[arg(long, value_name = "LIMIT")]
     pub limit_walltime: Option<f64>,
+    /// Seccomp policy: podman (default), strict, audit, unconfined, or an OCI/Docker JSON file
+    #[arg(long, value_name = "PROFILE|FILE.json")]
+    pub seccomp: Option<String>,
+    /// Landlock: restrict the file system, TCP bind and connect, signals and abstract sockets
+    #[arg(long)]
+    pub landlock_restrict_all: bool,
+    /// Landlock: restrict the file system to the mounts and --landlock-fs-* paths
+    #[arg(long)]
+    pub landlock_restrict_fs: bool,
+    /// Landlock: deny binding TCP ports except --landlock-tcp-bind
+    #[arg(long)]
+    pub landlock_restrict_tcp_bind: bool,
+    /// Landlock: deny connecting to TCP ports except --landlock-tcp-connect
+    #[arg(long)]
+    pub landlock_restrict_tcp_connect: bool,
+    /// Landlock: allow reading beneath these container paths (comma-separated)
+    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
+    pub landlock_fs_ro: Vec<String>,
+    /// Landlock: allow reading and writing beneath these container paths
+    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
+    pub landlock_fs_rw: Vec<String>,
+    /// Landlock: allow reading and executing beneath these container paths
+    #[arg(long, value_name = "PATHS", value_delimiter = ',')]
+    pub landlock_fs_rx: Vec<String>,
+    /// Landlock: allow binding these TCP ports (comma-separated)
+    #[arg(long, value_name = "PORTS", value_delimiter = ',')]
+    pub landlock_tcp_bind: Vec<u16>,
+    /// Landlock: allow connecting to these TCP ports (comma-separated)
+    #[arg(long, value_name = "PORTS", value_delimiter = ',')]
+    pub landlock_tcp_connect: Vec<u16>,
+    /// Memory limit (bytes, or with a K/M/G suffix): a cgroup, RLIMIT_AS without one
+    #[arg(long, value_name = "BYTES")]
+    pub cgroup_memory: Option<String>,
+    /// Limit on processes and threads: a cgroup, RLIMIT_NPROC without one
+    #[arg(long, value_name = "N")]
+    pub cgroup_pids_limit: Option<u64>,
+    /// CPU bandwidth in CPUs (e.g. 0.5); needs a cgroup
+    #[arg(long, value_name = "CPUS")]
+    pub cgroup_cpus: Option<f64>,
+}
+
+fn parse_bytes(flag: &str, s: &str) -> Result<u64, String> {
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 1u64 << 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 1 << 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{flag}: bad size {s:?} (bytes, or with a K/M/G suffix)"))
+}
+
+fn apply_confinement(c: &mut Container, args: &SandboxArgs) -> Result<(), String> {
+    use hatchery::landlock::{CompatMode, FsAccess, NetAccess, Resource, Ruleset};
+    use hatchery::seccomp::{Filter, Profile};
+    match args.seccomp.as_deref().unwrap_or("podman") {
+        name if Profile::from_name(name).is_some() => {
+            match Profile::from_name(name).and_then(Profile::filter) {
+                Some(f) => c.seccomp_filter(f),
+                None => c.seccomp_unconfined(),
+            };
+        }
+        file => {
+            let f = Filter::from_oci_file(file).map_err(|e| format!("--seccomp: {e}"))?;
+            c.seccomp_filter(f);
+        }
+    }
+    let fs_paths = !(args.landlock_fs_ro.is_empty()
+        && args.landlock_fs_rw.is_empty()
+        && args.landlock_fs_rx.is_empty());
+    let wants = [
+        (
+            Resource::Fs,
+            args.landlock_restrict_all || args.landlock_restrict_fs || fs_paths,
+        ),
+        (
+            Resource::TcpBind,
+            args.landlock_restrict_all
+                || args.landlock_restrict_tcp_bind
+                || !args.landlock_tcp_bind.is_empty(),
+        ),
+        (
+            Resource::TcpConnect,
+            args.landlock_restrict_all
+                || args.landlock_restrict_tcp_connect
+                || !args.landlock_tcp_connect.is_empty(),
+        ),
+        (Resource::Scope, args.landlock_restrict_all),
+    ];
+    if wants.iter().any(|(_, w)| *w) {
+        // Asked for on the command line: enforced, or the container does not start.
+        let mut r = Ruleset::new();
+        for (res, w) in wants {
+            if w {
+                r.restrict(res, CompatMode::Enforce);
+            }
+        }
+        for (list, access) in [
+            (&args.landlock_fs_ro, FsAccess::R),
+            (&args.landlock_fs_rw, FsAccess::R | FsAccess::W),
+            (&args.landlock_fs_rx, FsAccess::R | FsAccess::X),
+        ] {
+            for p in list {
+                r.add_fs_rule(p, access);
+            }
+        }
+        for p in &args.landlock_tcp_bind {
+            r.add_net_rule(*p, NetAccess::TcpBind);
+        }
+        for p in &args.landlock_tcp_connect {
+            r.add_net_rule(*p, NetAccess::TcpConnect);
+        }
+        c.landlock_ruleset(r);
+    }
+    if let Some(m) = &args.cgroup_memory {
+        c.cgroup_memory(parse_bytes("--cgroup-memory", m)?);
+    }
+    if let Some(n) = args.cgroup_pids_limit {
+        c.cgroup_pids_limit(n);
+    }
+    if let Some(cpus) = args.cgroup_cpus {
+        if !(cpus > 0.0 && cpus.is_finite()) {
+            return Err(format!("--cgroup-cpus: {cpus} is not a positive number"));
+        }
+        c.cgroup_cpus(cpus);
+    }
+    Ok(())
 }
 
 pub fn split_pair(s: &str) -> (&str, Option<&str>) {
@@ -238,6 +367,7 @@ pub fn apply(
             c.setrlimit(r, v, v);
         }
     }
+    apply_confinement(&mut c, args)?;
     let mut env = Vec::new();
     for e in &args.setenv {
         match e.split_once('=') {

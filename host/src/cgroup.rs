@@ -1,0 +1,349 @@
+//! Memory, pids and CPU limits with cgroups, and the rlimit fallback.
+//!
+//! ```text
+//!  mechanism (decided once per process)           per container (one-shot) / per zygote (pool)
+//!  1. cgroup v2: $HATCHERY_CGROUP_PARENT (a        mkdir hatchery-<pid>-<n>, write the limits,
+//!     delegated directory), or /sys/fs/cgroup      move the shim in right after clone (before it
+//!     itself when root on a pure-v2 host          starts anything); OOM kills counted from
+//!  2. cgroup v1 memory/pids/cpu hierarchies        memory.events / memory.oom_control turn a
+//!     (root only)                                  SIGKILL into Outcome::MemoryExceeded;
+//!  3. rlimits: memory → RLIMIT_AS, pids →          teardown: cgroup.kill (v2) or SIGKILL of
+//!     RLIMIT_NPROC (counted per user namespace,    every member, then rmdir
+//!     i.e. per container); no CPU share
+//! ```
+//!
+//! A cgroup holds a whole container: for a pool that is one zygote, which runs one request at a
+//! time by default, so the limits apply per request.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Limits a container's processes share.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory in bytes (RAM; swap is not allowed on top where the kernel can say so).
+    pub memory: Option<u64>,
+    /// Processes and threads.
+    pub pids: Option<u64>,
+    /// CPU bandwidth in CPUs (0.5 = half of one CPU).
+    pub cpus: Option<f64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.pids.is_some() || self.cpus.is_some()
+    }
+}
+
+/// How limits are enforced on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mechanism {
+    /// cgroup v2, beneath this directory.
+    CgroupV2(PathBuf),
+    /// cgroup v1 hierarchies (memory, pids, cpu), beneath our own cgroup in each.
+    CgroupV1,
+    /// No usable cgroup: memory and pids limits become `RLIMIT_AS` and `RLIMIT_NPROC`; a CPU
+    /// limit cannot be enforced and is refused.
+    Rlimits,
+}
+
+/// Setting up a cgroup failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CgroupError {
+    /// Creating or configuring the cgroup failed.
+    #[error("cgroup {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A CPU limit was asked for and no cgroup can enforce it.
+    #[error(
+        "a CPU limit needs a cgroup: run as root, or point HATCHERY_CGROUP_PARENT at a \
+         delegated cgroup v2 directory with the cpu controller"
+    )]
+    CpuUnavailable,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn is_cgroup2(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn controllers(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default()
+}
+
+/// Enables memory, pids and cpu (where available) for the children of `dir`.
+fn enable_controllers(dir: &Path) {
+    let available = controllers(dir);
+    for c in ["memory", "pids", "cpu"] {
+        if available.split_whitespace().any(|a| a == c) {
+            let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{c}"));
+        }
+    }
+}
+
+fn v2_parent() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HATCHERY_CGROUP_PARENT") {
+        let p = PathBuf::from(p);
+        if is_cgroup2(&p) {
+            enable_controllers(&p);
+            return Some(p);
+        }
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    if is_root() && is_cgroup2(root) && controllers(root).contains("memory") {
+        let dir = root.join("hatchery");
+        enable_controllers(root);
+        if std::fs::create_dir(&dir).is_ok() || dir.is_dir() {
+            enable_controllers(&dir);
+            return Some(dir);
+        }
+    }
+    None
+}
+
+/// Our own cgroup path in the v1 hierarchy of `controller`.
+fn v1_own_path(controller: &str) -> Option<String> {
+    let s = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    s.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctrls
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
+    })
+}
+
+fn v1_base(controller: &str) -> Option<PathBuf> {
+    let mount = Path::new("/sys/fs/cgroup").join(controller);
+    if !mount.is_dir() || is_cgroup2(&mount) {
+        return None;
+    }
+    let own = v1_own_path(controller)?;
+    Some(mount.join(own.trim_start_matches('/')))
+}
+
+/// The mechanism in force on this host (decided once).
+pub fn mechanism() -> &'static Mechanism {
+    static M: OnceLock<Mechanism> = OnceLock::new();
+    M.get_or_init(|| {
+        if let Some(p) = v2_parent() {
+            return Mechanism::CgroupV2(p);
+        }
+        if is_root() && v1_base("memory").is_some() && v1_base("pids").is_some() {
+            return Mechanism::CgroupV1;
+        }
+        Mechanism::Rlimits
+    })
+}
+
+/// A cgroup (one directory per v1 hierarchy) holding one container; removed on drop.
+#[derive(Debug)]
+pub(crate) struct Cgroup {
+    /// (controller or "" for v2, directory).
+    dirs: Vec<(&'static str, PathBuf)>,
+    v2: bool,
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    let path = dir.join(file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(value.as_bytes()))
+        .map_err(io(&path))
+}
+
+fn unique_name() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "hatchery-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Cgroup {
+    /// A new cgroup with `limits`, or `None` when limits are enforced with rlimits (or there
+    /// are none).
+    pub fn create(limits: &Limits) -> Result<Option<Cgroup>, CgroupError> {
+        if !limits.any() {
+            return Ok(None);
+        }
+        let name = unique_name();
+        match mechanism() {
+            Mechanism::Rlimits => {
+                if limits.cpus.is_some() {
+                    return Err(CgroupError::CpuUnavailable);
+                }
+                Ok(None)
+            }
+            Mechanism::CgroupV2(parent) => {
+                let dir = parent.join(&name);
+                std::fs::create_dir(&dir).map_err(io(&dir))?;
+                let cg = Cgroup {
+                    dirs: vec![("", dir.clone())],
+                    v2: true,
+                };
+                if let Some(m) = limits.memory {
+                    write(&dir, "memory.max", &m.to_string())?;
+                    let _ = write(&dir, "memory.swap.max", "0");
+                }
+                if let Some(p) = limits.pids {
+                    write(&dir, "pids.max", &p.to_string())?;
+                }
+                if let Some(c) = limits.cpus {
+                    write(
+                        &dir,
+                        "cpu.max",
+                        &format!("{} 100000", ((c * 100_000.0) as u64).max(1000)),
+                    )?;
+                }
+                Ok(Some(cg))
+            }
+            Mechanism::CgroupV1 => {
+                let mut cg = Cgroup {
+                    dirs: Vec::new(),
+                    v2: false,
+                };
+                let mut make = |controller: &'static str| -> Result<PathBuf, CgroupError> {
+                    let base = v1_base(controller).ok_or_else(|| CgroupError::Io {
+                        path: PathBuf::from("/sys/fs/cgroup").join(controller),
+                        source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                    })?;
+                    let dir = base.join(&name);
+                    std::fs::create_dir(&dir).map_err(io(&dir))?;
+                    cg.dirs.push((controller, dir.clone()));
+                    Ok(dir)
+                };
+                // Memory is always created: it reports OOM kills.
+                let mem = make("memory")?;
+                if let Some(m) = limits.memory {
+                    write(&mem, "memory.limit_in_bytes", &m.to_string())?;
+                    if mem.join("memory.memsw.limit_in_bytes").exists() {
+                        write(&mem, "memory.memsw.limit_in_bytes", &m.to_string())?;
+                    }
+                }
+                if let Some(p) = limits.pids {
+                    let dir = make("pids")?;
+                    write(&dir, "pids.max", &p.to_string())?;
+                }
+                if let Some(c) = limits.cpus {
+                    let dir = make("cpu")?;
+                    write(&dir, "cpu.cfs_period_us", "100000")?;
+                    write(
+                        &dir,
+                        "cpu.cfs_quota_us",
+                        &((c * 100_000.0) as u64).max(1000).to_string(),
+                    )?;
+                }
+                Ok(Some(cg))
+            }
+        }
+    }
+
+    /// Moves process `pid` (and its future children) in.
+    pub fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        for (_, dir) in &self.dirs {
+            write(dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// OOM kills in this cgroup so far.
+    pub fn oom_kills(&self) -> u64 {
+        let (file, key) = if self.v2 {
+            ("memory.events", "oom_kill")
+        } else {
+            ("memory.oom_control", "oom_kill")
+        };
+        self.dirs
+            .iter()
+            .find(|(c, _)| *c == "" || *c == "memory")
+            .and_then(|(_, d)| std::fs::read_to_string(d.join(file)).ok())
+            .and_then(|s| {
+                s.lines().find_map(|l| {
+                    let mut it = l.split_whitespace();
+                    (it.next() == Some(key))
+                        .then(|| it.next()?.parse().ok())
+                        .flatten()
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    fn members(&self) -> Vec<i32> {
+        self.dirs
+            .iter()
+            .filter_map(|(_, d)| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|s| {
+                s.lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if self.v2 {
+            let _ = write(&self.dirs[0].1, "cgroup.kill", "1");
+        } else {
+            for pid in self.members() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        // Dying processes leave the cgroup asynchronously: retry briefly.
+        for (_, dir) in &self.dirs {
+            for attempt in 0..50 {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove cgroup");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_limits_no_cgroup() {
+        assert!(Cgroup::create(&Limits::default()).unwrap().is_none());
+        assert!(!Limits::default().any());
+    }
+}
