@@ -281,7 +281,7 @@ impl Cgroup {
         };
         self.dirs
             .iter()
-            .find(|(c, _)| *c == "" || *c == "memory")
+            .find(|(c, _)| c.is_empty() || *c == "memory")
             .and_then(|(_, d)| std::fs::read_to_string(d.join(file)).ok())
             .and_then(|s| {
                 s.lines().find_map(|l| {
