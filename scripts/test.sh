@@ -58,6 +58,7 @@ echo "== tests as $TEST_USER"
 for exe in "$STAGE"/deps/*; do
     echo "-- $(basename "$exe")"
     (cd "$STAGE" && runuser -u "$TEST_USER" -- env HOME="/home/$TEST_USER" \
-        HATCHERY_TESTS_MUST_RUN="${HATCHERY_TESTS_MUST_RUN:-0}" "$exe" --test-threads=2)
+        HATCHERY_TESTS_MUST_RUN="${HATCHERY_TESTS_MUST_RUN:-0}" \
+        HATCHERY_LANDLOCK_ABI="${HATCHERY_LANDLOCK_ABI:-}" "$exe" --test-threads=2)
 done
 echo "== all tests passed, as root and as $TEST_USER"

@@ -1,0 +1,479 @@
+//! The adversarial suite: each case runs `attack NAME` (tests/src/bin/attack.rs), a tiny program
+//! that attempts one attack, in the default profile, in one-shot mode and in a pool, and asserts
+//! the exact result: the errno the kernel refused it with, a reported seccomp violation, a
+//! typed outcome. The pool must keep serving after every case, and the host's open fds,
+//! children and zombies must be unchanged at the end. `scripts/test.sh` runs it as root and as
+//! an unprivileged user.
+
+use std::io::{BufRead, BufReader};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use hatchery::pool::Sink;
+use hatchery::{Container, Outcome, Pool, Request};
+use hatchery_tests::{bin_dir, require, user_namespaces_work};
+
+const ATTACK: &str = "/hatchery-bin/attack";
+/// The attack succeeded (see attack.rs).
+const ESCAPED: i32 = 100;
+
+fn ready() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    require(
+        *OK.get_or_init(user_namespaces_work),
+        "user namespaces unavailable",
+    )
+}
+
+fn profile() -> Container {
+    let mut c = hatchery::pool::default_profile();
+    c.bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");
+    c
+}
+
+/// What a case must end with.
+#[derive(Debug, Clone, PartialEq)]
+enum Expect {
+    /// Refused with this errno (the attack exits with it).
+    Errno(i32),
+    /// The attack found nothing to exploit and exits 0.
+    Clean,
+    /// Killed and reported as a violation of this system call.
+    Violation(&'static str),
+    /// Exactly this outcome.
+    Outcome(Outcome),
+}
+
+fn check(mode: &str, attack: &str, outcome: &Outcome, expect: &Expect) {
+    let ok = match (expect, outcome) {
+        (Expect::Errno(e), Outcome::Exited(code)) => code == e,
+        (Expect::Clean, Outcome::Exited(0)) => true,
+        (Expect::Violation(name), Outcome::Violation { syscall, .. }) => syscall == name,
+        (Expect::Outcome(o), got) => o == got,
+        _ => false,
+    };
+    assert!(
+        ok,
+        "{mode}: attack {attack}: expected {expect:?}, got {outcome:?}{}",
+        if *outcome == Outcome::Exited(ESCAPED) {
+            " (THE ATTACK SUCCEEDED)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// One pool for the suite's sequential cases: one zygote, so every case runs where the
+/// previous one did.
+fn pool() -> &'static Mutex<Pool> {
+    static POOL: OnceLock<Mutex<Pool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        Mutex::new(
+            Pool::builder()
+                .profile(profile())
+                .min_zygotes(1)
+                .max_zygotes(1)
+                .build()
+                .expect("pool"),
+        )
+    })
+}
+
+fn run_pool(attack: &str, arg: &str, wall: Duration) -> Outcome {
+    let p = pool().lock().unwrap_or_else(|e| e.into_inner());
+    let r = p
+        .run(Request::exec(ATTACK).args([attack, arg]).wall_time(wall))
+        .unwrap_or_else(|e| panic!("pool: attack {attack}: host error {e}"));
+    // The zygote still serves.
+    let next = p
+        .run(Request::exec("/bin/true"))
+        .expect("pool after attack");
+    assert_eq!(next.outcome, Outcome::Exited(0), "pool after {attack}");
+    r.outcome
+}
+
+fn run_oneshot(c: &Container, attack: &str, arg: &str, wall: Duration) -> Outcome {
+    c.command(ATTACK)
+        .args([attack, arg])
+        .wait_timeout(wall)
+        .status()
+        .unwrap_or_else(|e| panic!("one-shot: attack {attack}: host error {e}"))
+        .outcome
+}
+
+/// Runs `attack` in both modes and checks both results.
+fn both(attack: &str, expect: Expect) {
+    both_with(attack, "", Duration::from_secs(10), expect)
+}
+
+fn both_with(attack: &str, arg: &str, wall: Duration, expect: Expect) {
+    if !ready() {
+        return;
+    }
+    let got = run_oneshot(&profile(), attack, arg, wall);
+    check("one-shot", attack, &got, &expect);
+    let got = run_pool(attack, arg, wall);
+    check("pool", attack, &got, &expect);
+}
+
+macro_rules! cases {
+    ($($name:ident: $attack:literal => $expect:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                both($attack, $expect);
+            }
+        )*
+    };
+}
+
+// File-system escape.
+cases! {
+    host_secret_is_absent: "read-host-secret" => Expect::Errno(libc::ENOENT);
+    host_home_is_absent: "read-host-home" => Expect::Errno(libc::ENOENT);
+    read_only_bind_cannot_be_written: "write-ro-bind" => Expect::Errno(libc::EROFS);
+    placed_files_are_read_only: "write-placed-file" => Expect::Errno(libc::EROFS);
+    remount_read_write_is_a_violation: "remount-rw" => Expect::Violation("mount");
+    mount_is_a_violation: "mount-tmpfs" => Expect::Violation("mount");
+    umount_is_a_violation: "umount" => Expect::Violation("umount2");
+    chroot_is_a_violation: "chroot" => Expect::Violation("chroot");
+    pivot_root_is_a_violation: "pivot-root" => Expect::Violation("pivot_root");
+    open_by_handle_is_a_violation: "open-by-handle" => Expect::Violation("open_by_handle_at");
+    new_mount_api_is_a_violation: "fsopen" => Expect::Violation("fsopen");
+    proc_sys_cannot_be_written: "proc-sys-write" => Expect::Errno(libc::EACCES);
+    sysrq_trigger_is_absent: "proc-sysrq" => Expect::Errno(libc::ENOENT);
+    own_exe_cannot_be_written: "proc-self-exe-write" => Expect::Errno(libc::EACCES);
+    init_exe_cannot_be_opened: "proc-init-exe" => Expect::Errno(libc::EACCES);
+    raw_devices_are_absent: "raw-device" => Expect::Errno(libc::ENOENT);
+    mknod_is_refused: "mknod" => Expect::Errno(libc::EPERM);
+    capabilities_cannot_be_regained: "gain-caps" => Expect::Errno(libc::EPERM);
+    no_host_fds_leak: "leaked-fds" => Expect::Clean;
+    cwd_cannot_leave_the_root: "cwd-escape" => Expect::Errno(libc::ENOENT);
+    symlinks_cannot_leave_the_root: "symlink-escape" => Expect::Errno(libc::ENOENT);
+    setuid_copies_gain_nothing: "exec-from-tmp-setuid" => Expect::Clean;
+}
+
+// Kernel attack surface.
+cases! {
+    unshare_is_a_violation: "unshare-user" => Expect::Violation("unshare");
+    setns_is_a_violation: "setns" => Expect::Violation("setns");
+    clone_with_namespaces_is_a_violation: "clone-newns" => Expect::Violation("clone");
+    clone3_is_enosys: "clone3" => Expect::Errno(libc::ENOSYS);
+    ptrace_traceme_is_a_violation: "ptrace-traceme" => Expect::Violation("ptrace");
+    ptrace_of_init_is_a_violation: "ptrace-init" => Expect::Violation("ptrace");
+    process_vm_readv_is_a_violation: "process-vm-readv" => Expect::Violation("process_vm_readv");
+    bpf_is_a_violation: "bpf" => Expect::Violation("bpf");
+    perf_event_open_is_a_violation: "perf-event-open" => Expect::Violation("perf_event_open");
+    userfaultfd_is_a_violation: "userfaultfd" => Expect::Violation("userfaultfd");
+    io_uring_is_enosys: "io-uring" => Expect::Errno(libc::ENOSYS);
+    keyctl_is_a_violation: "keyctl" => Expect::Violation("keyctl");
+    add_key_is_a_violation: "add-key" => Expect::Violation("add_key");
+    kexec_is_a_violation: "kexec-load" => Expect::Violation("kexec_load");
+    module_loading_is_a_violation: "init-module" => Expect::Violation("init_module");
+    personality_changes_are_refused: "personality" => Expect::Errno(libc::ENOSYS);
+    tiocsti_with_high_bits_is_a_violation: "tiocsti" => Expect::Violation("ioctl");
+    tioclinux_is_a_violation: "tioclinux" => Expect::Violation("ioctl");
+    x32_abi_kills: "x32-syscall" => Expect::Outcome(Outcome::Signaled { signal: libc::SIGSYS, core_dumped: false });
+    i386_abi_kills: "i386-syscall" => Expect::Outcome(Outcome::Signaled { signal: libc::SIGSYS, core_dumped: false });
+}
+
+// Other requests, the zygote, the host.
+cases! {
+    init_cannot_be_signalled: "kill-init" => Expect::Errno(libc::EPERM);
+    kill_all_reaches_nobody: "kill-all" => Expect::Errno(libc::ESRCH);
+    tcp_bind_is_refused: "tcp-bind" => Expect::Errno(libc::EACCES);
+    tcp_connect_is_refused: "tcp-connect" => Expect::Errno(libc::EACCES);
+    core_dumps_are_off: "core-dump" => Expect::Outcome(Outcome::Signaled { signal: libc::SIGABRT, core_dumped: false });
+    zombies_are_reaped: "zombies" => Expect::Clean;
+}
+
+// Resource exhaustion.
+cases! {
+    fork_bombs_hit_the_pids_limit: "fork-bomb" => Expect::Errno(libc::EAGAIN);
+    thread_bombs_hit_the_pids_limit: "thread-bomb" => Expect::Errno(libc::EAGAIN);
+    fd_exhaustion_hits_nofile: "fd-exhaust" => Expect::Errno(libc::EMFILE);
+}
+
+#[test]
+fn the_host_process_cannot_be_signalled() {
+    // The host's pids do not exist in the container's pid namespace (and pid 1, the shim, is
+    // protected by the landlock scope: see init_cannot_be_signalled).
+    both_with(
+        "kill-pid",
+        &std::process::id().to_string(),
+        Duration::from_secs(10),
+        Expect::Errno(libc::ESRCH),
+    );
+}
+
+#[test]
+fn time_and_signal_games_end_in_timeouts() {
+    for attack in [
+        "cpu-spin",
+        "sleep-forever",
+        "sigstop-self",
+        "ignore-sigterm",
+    ] {
+        both_with(
+            attack,
+            "",
+            Duration::from_millis(300),
+            Expect::Outcome(Outcome::TimedOut),
+        );
+    }
+}
+
+#[test]
+fn memory_hogs_hit_the_memory_limit() {
+    if !ready() {
+        return;
+    }
+    let mut c = profile();
+    c.cgroup_memory(96 << 20);
+    let expect = match hatchery::cgroup::mechanism() {
+        // Without a cgroup the limit is RLIMIT_AS: allocation fails.
+        hatchery::cgroup::Mechanism::Rlimits => Expect::Errno(libc::ENOMEM),
+        _ => Expect::Outcome(Outcome::MemoryExceeded),
+    };
+    let got = run_oneshot(&c, "memory-hog", "", Duration::from_secs(20));
+    check("one-shot", "memory-hog", &got, &expect);
+    let p = Pool::builder()
+        .profile(c)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap();
+    let r = p
+        .run(Request::exec(ATTACK).arg("memory-hog"))
+        .expect("pool");
+    check("pool", "memory-hog", &r.outcome, &expect);
+    assert!(p.run(Request::exec("/bin/true")).unwrap().success());
+}
+
+#[test]
+fn tmpfs_and_output_floods_are_capped() {
+    if !ready() {
+        return;
+    }
+    let p = pool().lock().unwrap_or_else(|e| e.into_inner());
+    let r = p
+        .run(
+            Request::exec(ATTACK)
+                .arg("tmpfs-fill")
+                .tmp_size(1 << 20)
+                .stdout(Sink::Capture(64 << 20)),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Exited(libc::ENOSPC));
+    let r = p
+        .run(
+            Request::exec(ATTACK)
+                .arg("output-flood")
+                .stdout(Sink::Capture(1 << 20)),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::OutputExceeded);
+    assert!(r.stdout.len() <= 1 << 20);
+    let got = run_oneshot(&profile(), "tmpfs-fill", "", Duration::from_secs(10));
+    // One-shot /tmp is the profile's 64 MiB tmpfs.
+    check("one-shot", "tmpfs-fill", &got, &Expect::Errno(libc::ENOSPC));
+}
+
+#[test]
+fn nothing_is_left_for_the_next_request() {
+    if !ready() {
+        return;
+    }
+    for (plant, find) in [
+        ("tmp-plant", "tmp-find"),
+        ("sysv-shm-create", "sysv-shm-find"),
+        ("posix-shm-create", "posix-shm-find"),
+    ] {
+        let got = run_pool(plant, "", Duration::from_secs(10));
+        assert_eq!(got, Outcome::Exited(0), "{plant}");
+        let got = run_pool(find, "", Duration::from_secs(10));
+        check("pool", find, &got, &Expect::Errno(libc::ENOENT));
+        let c = profile();
+        assert_eq!(
+            run_oneshot(&c, plant, "", Duration::from_secs(10)),
+            Outcome::Exited(0)
+        );
+        check(
+            "one-shot",
+            find,
+            &run_oneshot(&c, find, "", Duration::from_secs(10)),
+            &Expect::Errno(libc::ENOENT),
+        );
+    }
+}
+
+#[test]
+fn concurrent_requests_cannot_reach_each_others_abstract_sockets() {
+    if !ready() {
+        return;
+    }
+    // Two requests at once in one zygote: same network namespace, different landlock domains.
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .max_concurrent_per_zygote(2)
+        .build()
+        .unwrap();
+    let name = format!("hatchery-attack-{}", std::process::id());
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let listener = p
+        .submit(
+            Request::exec(ATTACK)
+                .args(["abstract-listen", &name])
+                .stdout(Sink::Fd(w))
+                .wall_time(Duration::from_secs(20)),
+        )
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(std::fs::File::from(r))
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "listening");
+    let r = p
+        .run(Request::exec(ATTACK).args(["abstract-connect", &name]))
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Exited(libc::EPERM));
+    drop(listener); // cancels it
+}
+
+#[test]
+fn confinement_is_reported() {
+    if !ready() {
+        return;
+    }
+    let p = pool().lock().unwrap_or_else(|e| e.into_inner());
+    p.run(Request::exec("/bin/true")).unwrap();
+    let f = p.features().expect("features after a zygote started");
+    assert!(f.seccomp && f.seccomp_notify && f.no_new_privs, "{f:?}");
+    let want_abi: Option<u32> = std::env::var("HATCHERY_LANDLOCK_ABI")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    match (want_abi, f.landlock_abi) {
+        (Some(want), got) => assert!(
+            got.is_some_and(|g| g >= want),
+            "landlock ABI {got:?}, expected at least {want} (HATCHERY_LANDLOCK_ABI)"
+        ),
+        (None, None) => {
+            require(false, "landlock unavailable");
+        }
+        (None, Some(_)) => {}
+    }
+    if f.landlock_abi.is_some_and(|a| a >= 6) {
+        let e = f.landlock.expect("landlock details");
+        assert_eq!((e.net, e.scoped), (0b11, 0b11));
+    }
+}
+
+/// Setup steps that fail for real (bad mount source, landlock rule on a missing path, missing
+/// program, bad working directory, unknown user) fail with a typed error naming the step, and
+/// the command, which would leave a mark in a writable directory, never runs.
+#[test]
+fn failed_setup_steps_never_run_the_command() {
+    if !ready() {
+        return;
+    }
+    let marks = std::env::temp_dir().join(format!("hatchery-marks-{}", std::process::id()));
+    std::fs::create_dir_all(&marks).unwrap();
+    let marks_s = marks.to_string_lossy().into_owned();
+    let base = || {
+        let mut c = profile();
+        c.bindmount_rw(&marks_s, "/marks");
+        c
+    };
+    type Break = Box<dyn Fn(&mut Container)>;
+    let cases: Vec<(&str, hatchery::SetupStep, Break)> = vec![
+        (
+            "bind",
+            hatchery::SetupStep::BindMount,
+            Box::new(|c| {
+                c.bindmount_ro("/nonexistent-hatchery-source", "/x");
+            }),
+        ),
+        (
+            "landlock",
+            hatchery::SetupStep::Landlock,
+            Box::new(|c| {
+                let mut r = hatchery::landlock::Ruleset::new();
+                r.restrict_all(hatchery::landlock::CompatMode::Enforce)
+                    .add_fs_rule("/no/such/path", hatchery::landlock::FsAccess::R);
+                c.landlock_ruleset(r);
+            }),
+        ),
+        (
+            "user",
+            hatchery::SetupStep::ResolveUser,
+            Box::new(|c| {
+                c.user("no-such-user", None, &[]);
+            }),
+        ),
+    ];
+    for (what, step, breaker) in cases {
+        let mut c = base();
+        breaker(&mut c);
+        let mark = format!("/marks/{what}");
+        let err = c
+            .command("/bin/sh")
+            .args(["-c", &format!("echo ran > {mark}")])
+            .status()
+            .expect_err(what);
+        match err {
+            hatchery::Error::Setup { step: s, .. } => assert_eq!(s, step, "{what}"),
+            other => panic!("{what}: expected a setup error, got {other}"),
+        }
+        // The same container as a pool: the zygote never becomes ready, or the request fails.
+        let pool = Pool::builder()
+            .profile(c)
+            .min_zygotes(0)
+            .max_zygotes(1)
+            .build();
+        let spawn_failed = |e: &hatchery::PoolError| match e {
+            hatchery::PoolError::Spawn(e) => {
+                matches!(**e, hatchery::Error::Setup { step: s, .. } if s == step)
+            }
+            _ => false,
+        };
+        match pool {
+            Err(e) => assert!(spawn_failed(&e), "{what}: {e}"),
+            Ok(p) => match p.run(sh_mark(&mark)) {
+                Ok(r) => assert!(
+                    matches!(&r.outcome, Outcome::SetupFailed(f) if f.step == step),
+                    "{what}: {r:?}"
+                ),
+                Err(e) => assert!(spawn_failed(&e), "{what}: {e}"),
+            },
+        }
+        assert!(!marks.join(what).exists(), "{what}: the command ran");
+    }
+    // Request-level failures: missing program, bad working directory.
+    let c = base();
+    let p = Pool::builder()
+        .profile(c.clone())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap();
+    let r = p.run(Request::exec("/no/such/program")).unwrap();
+    assert!(
+        matches!(&r.outcome, Outcome::SetupFailed(f) if f.step == hatchery::SetupStep::Exec || f.step == hatchery::SetupStep::FindProgram),
+        "{r:?}"
+    );
+    let r = p
+        .run(sh_mark("/marks/cwd").current_dir("/no/such/dir"))
+        .unwrap();
+    assert!(
+        matches!(&r.outcome, Outcome::SetupFailed(f) if f.step == hatchery::SetupStep::Chdir),
+        "{r:?}"
+    );
+    assert!(!marks.join("cwd").exists());
+    let _ = std::fs::remove_dir_all(&marks);
+}
+
+fn sh_mark(mark: &str) -> Request {
+    Request::exec("/bin/sh").args(["-c", &format!("echo ran > {mark}")])
+}
