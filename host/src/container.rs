@@ -708,6 +708,40 @@ impl Container {
                 fmt(r.hard)
             ));
         }
+        match &self.seccomp {
+            None => out.push("seccomp: none".into()),
+            Some(f) => out.push(format!(
+                "seccomp: {} (default {:?})",
+                f.name(),
+                f.default_action()
+            )),
+        }
+        if let Some(r) = &self.landlock {
+            let p = r.plan(self);
+            out.push(format!(
+                "landlock: fs {:#x}, tcp {:#x}, scopes {:#x}, {} path rules, {} port rules{}",
+                p.handled_fs,
+                p.handled_net,
+                p.scoped,
+                p.fs_rules.len(),
+                p.net_rules.len(),
+                if p.required {
+                    ", enforced"
+                } else {
+                    ", best effort"
+                }
+            ));
+        }
+        let l = self.resources;
+        if l.any() {
+            out.push(format!(
+                "resources: memory {:?}, pids {:?}, cpus {:?} via {:?}",
+                l.memory,
+                l.pids,
+                l.cpus,
+                crate::cgroup::mechanism()
+            ));
+        }
         out
     }
 }
