@@ -370,6 +370,8 @@ struct Zygote {
     dead: AtomicBool,
     /// Its container's cgroup (memory, pids, CPU limits), removed when the zygote goes.
     cgroup: Option<crate::cgroup::Cgroup>,
+    /// OOM kills in that cgroup already attributed to a request.
+    oom_seen: AtomicU64,
 }
 
 impl Zygote {
@@ -471,6 +473,7 @@ impl Inner {
             chan: Mutex::new(shim.chan),
             dead: AtomicBool::new(false),
             cgroup,
+            oom_seen: AtomicU64::new(0),
         })
     }
 
@@ -629,8 +632,6 @@ pub struct Ticket {
     queued: Duration,
     /// The one result (or error) was received.
     done: bool,
-    /// OOM kills in the zygote's cgroup when the request was sent.
-    oom_before: Option<u64>,
     lease: Lease,
 }
 
@@ -740,11 +741,14 @@ impl Ticket {
         let (stderr, err_full) = request::read_capture(self.stderr.take())?;
         let mut outcome = resp.outcome;
         crate::seccomp::name_violation(&mut outcome);
-        if let (Some(before), Some(cg)) = (self.oom_before, &self.lease.zygote.cgroup) {
-            if matches!(outcome, Outcome::Signaled { signal, .. } if signal == libc::SIGKILL)
-                && cg.oom_kills() > before
-            {
-                outcome = Outcome::MemoryExceeded;
+        // Only a SIGKILL can be an OOM kill: the cgroup is read then, not on every request.
+        let z = &self.lease.zygote;
+        if let Some(cg) = &z.cgroup {
+            if matches!(outcome, Outcome::Signaled { signal, .. } if signal == libc::SIGKILL) {
+                let kills = cg.oom_kills();
+                if kills > z.oom_seen.swap(kills, Ordering::SeqCst) {
+                    outcome = Outcome::MemoryExceeded;
+                }
             }
         }
         if (out_full || err_full)
@@ -831,9 +835,7 @@ impl Pool {
         drop(borrowed);
         drop(fds);
         drop(guest_end);
-        let oom_before = lease.zygote.cgroup.as_ref().map(|c| c.oom_kills());
         let mut ticket = Ticket {
-            oom_before,
             lease,
             id,
             reply: host_end.with_max_frame(REPLY_MAX_FRAME),

@@ -35,8 +35,8 @@ fn ptr<T>(p: *const T) -> u64 {
 /// Exit with the errno of `r`, or `ESCAPED` if it succeeded.
 fn refused(r: Result<i64, i32>) -> ! {
     match r {
-        Ok(_) => std::process::exit(ESCAPED),
-        Err(e) => std::process::exit(e),
+        Ok(_) => exit(ESCAPED),
+        Err(e) => exit(e),
     }
 }
 
@@ -58,6 +58,14 @@ fn open(path: &str, flags: i32) -> Result<i64, i32> {
 fn abstract_addr(name: &str) -> std::os::unix::net::SocketAddr {
     use std::os::linux::net::SocketAddrExt;
     std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name")
+}
+
+/// Ends the process with `_exit`: this program forks, and a forked child must not run the
+/// parent's exit handlers (nothing here buffers output that is not flushed explicitly).
+fn exit(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    // SAFETY: _exit ends the process at once; always sound.
+    unsafe { libc::_exit(code) }
 }
 
 fn fork_now() -> i32 {
@@ -177,7 +185,7 @@ fn main() {
                 })
                 .unwrap_or(0);
             // One is the directory being read.
-            std::process::exit(if leaked > 1 { ESCAPED } else { 0 })
+            exit(if leaked > 1 { ESCAPED } else { 0 })
         }
         "cwd-escape" => {
             for _ in 0..8 {
@@ -201,7 +209,7 @@ fn main() {
                 libc::SYS_prctl,
                 [libc::PR_GET_NO_NEW_PRIVS as u64, 0, 0, 0, 0, 0],
             );
-            std::process::exit(if uid == euid && nnp == Ok(1) {
+            exit(if uid == euid && nnp == Ok(1) {
                 0
             } else {
                 ESCAPED
@@ -300,7 +308,7 @@ fn main() {
                 refused(if ret < 0 { Err(-ret as i32) } else { Ok(ret) })
             }
             #[cfg(not(target_arch = "x86_64"))]
-            std::process::exit(0)
+            exit(0)
         }
 
         // ---- other requests, the zygote and the host ----
@@ -312,8 +320,8 @@ fn main() {
             );
             // Nobody else may be reachable: either refused or nobody found.
             match r {
-                Err(e) => std::process::exit(e),
-                Ok(_) => std::process::exit(ESCAPED),
+                Err(e) => exit(e),
+                Ok(_) => exit(ESCAPED),
             }
         }
         "kill-pid" => {
@@ -326,26 +334,26 @@ fn main() {
             println!("listening");
             let _ = std::io::stdout().flush();
             let _ = l.accept();
-            std::process::exit(ESCAPED)
+            exit(ESCAPED)
         }
         "abstract-connect" => {
             match std::os::unix::net::UnixStream::connect_addr(&abstract_addr(&arg)) {
-                Ok(_) => std::process::exit(ESCAPED),
-                Err(e) => std::process::exit(e.raw_os_error().unwrap_or(-1)),
+                Ok(_) => exit(ESCAPED),
+                Err(e) => exit(e.raw_os_error().unwrap_or(-1)),
             }
         }
         "tcp-bind" => match std::net::TcpListener::bind("127.0.0.1:8080") {
-            Ok(_) => std::process::exit(ESCAPED),
-            Err(e) => std::process::exit(e.raw_os_error().unwrap_or(-1)),
+            Ok(_) => exit(ESCAPED),
+            Err(e) => exit(e.raw_os_error().unwrap_or(-1)),
         },
         "tcp-connect" => match std::net::TcpStream::connect("127.0.0.1:22") {
-            Ok(_) => std::process::exit(ESCAPED),
-            Err(e) => std::process::exit(e.raw_os_error().unwrap_or(-1)),
+            Ok(_) => exit(ESCAPED),
+            Err(e) => exit(e.raw_os_error().unwrap_or(-1)),
         },
         "sysv-shm-create" => {
             // SAFETY: plain shmget with an integer key.
             let id = unsafe { libc::shmget(0x4854_4348, 4096, libc::IPC_CREAT | 0o600) };
-            std::process::exit(if id >= 0 { 0 } else { 1 })
+            exit(if id >= 0 { 0 } else { 1 })
         }
         "sysv-shm-find" => {
             // SAFETY: plain shmget with an integer key.
@@ -358,12 +366,12 @@ fn main() {
         }
         "posix-shm-create" => {
             let ok = std::fs::write("/dev/shm/hatchery-attack", b"secret").is_ok();
-            std::process::exit(if ok { 0 } else { 1 })
+            exit(if ok { 0 } else { 1 })
         }
         "posix-shm-find" => refused(open("/dev/shm/hatchery-attack", libc::O_RDONLY)),
         "tmp-plant" => {
             let ok = std::fs::write("/tmp/hatchery-planted", b"for the next request").is_ok();
-            std::process::exit(if ok { 0 } else { 1 })
+            exit(if ok { 0 } else { 1 })
         }
         "tmp-find" => refused(open("/tmp/hatchery-planted", libc::O_RDONLY)),
 
@@ -373,11 +381,9 @@ fn main() {
                 0 => {
                     // SAFETY: pause takes no arguments.
                     unsafe { libc::pause() };
-                    std::process::exit(0)
+                    exit(0)
                 }
-                -1 => {
-                    std::process::exit(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
-                }
+                -1 => exit(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)),
                 _ => {}
             }
         },
@@ -386,7 +392,7 @@ fn main() {
                 .stack_size(64 * 1024)
                 .spawn(std::thread::park)
             {
-                std::process::exit(e.raw_os_error().unwrap_or(-1))
+                exit(e.raw_os_error().unwrap_or(-1))
             }
         },
         "memory-hog" => {
@@ -394,7 +400,7 @@ fn main() {
             loop {
                 let mut v: Vec<u8> = Vec::new();
                 if v.try_reserve_exact(16 << 20).is_err() {
-                    std::process::exit(libc::ENOMEM)
+                    exit(libc::ENOMEM)
                 }
                 v.resize(16 << 20, 1);
                 hoard.push(v);
@@ -402,7 +408,7 @@ fn main() {
         }
         "fd-exhaust" => loop {
             if let Err(e) = open("/dev/null", libc::O_RDONLY) {
-                std::process::exit(e)
+                exit(e)
             }
         },
         "tmpfs-fill" => {
@@ -410,7 +416,7 @@ fn main() {
             let chunk = vec![7u8; 1 << 16];
             loop {
                 if let Err(e) = f.write_all(&chunk) {
-                    std::process::exit(e.raw_os_error().unwrap_or(-1))
+                    exit(e.raw_os_error().unwrap_or(-1))
                 }
             }
         }
@@ -419,7 +425,7 @@ fn main() {
             let mut out = std::io::stdout().lock();
             loop {
                 if out.write_all(&chunk).is_err() {
-                    std::process::exit(1)
+                    exit(1)
                 }
             }
         }
@@ -434,7 +440,7 @@ fn main() {
         },
         "sigstop-self" => {
             let _ = sys(libc::SYS_kill, [0, libc::SIGSTOP as u64, 0, 0, 0, 0]);
-            std::process::exit(0)
+            exit(0)
         }
         "ignore-sigterm" => {
             // SAFETY: ignoring a signal installs no handler code.
@@ -451,11 +457,11 @@ fn main() {
                     unsafe { libc::_exit(0) };
                 }
             }
-            std::process::exit(0)
+            exit(0)
         }
         other => {
             eprintln!("unknown attack {other:?}");
-            std::process::exit(99)
+            exit(99)
         }
     }
 }

@@ -142,18 +142,17 @@ fn parse_bytes(flag: &str, s: &str) -> Result<u64, String> {
 fn apply_confinement(c: &mut Container, args: &SandboxArgs) -> Result<(), String> {
     use hatchery::landlock::{CompatMode, FsAccess, NetAccess, Resource, Ruleset};
     use hatchery::seccomp::{Filter, Profile};
-    match args.seccomp.as_deref().unwrap_or("podman") {
-        name if Profile::from_name(name).is_some() => {
-            match Profile::from_name(name).and_then(Profile::filter) {
-                Some(f) => c.seccomp_filter(f),
-                None => c.seccomp_unconfined(),
-            };
+    let name = args.seccomp.as_deref().unwrap_or("podman");
+    match Profile::from_name(name) {
+        Some(profile) => match profile.filter() {
+            Some(f) => c.seccomp_filter(f),
+            None => c.seccomp_unconfined(),
+        },
+        None => {
+            let f = Filter::from_oci_file(name).map_err(|e| format!("--seccomp: {e}"))?;
+            c.seccomp_filter(f)
         }
-        file => {
-            let f = Filter::from_oci_file(file).map_err(|e| format!("--seccomp: {e}"))?;
-            c.seccomp_filter(f);
-        }
-    }
+    };
     let fs_paths = !(args.landlock_fs_ro.is_empty()
         && args.landlock_fs_rw.is_empty()
         && args.landlock_fs_rx.is_empty());
