@@ -532,6 +532,7 @@ impl Container {
                 Some(hatchery_protocol::SeccompPlan {
                     filter: p.words.to_vec(),
                     notify: p.notify,
+                    notify_exec: p.notify_exec,
                 })
             }
         };

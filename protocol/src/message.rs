@@ -342,6 +342,9 @@ pub struct SeccompPlan {
     /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`. The shim (never the guest) holds the listener; a
     /// notified call kills the request and is reported as [`Outcome::Violation`].
     pub notify: bool,
+    /// The filter may notify `execve`/`execveat` themselves: the shim must not be suspended
+    /// (vfork-style) until the command execs, since that exec waits for the shim.
+    pub notify_exec: bool,
 }
 
 /// One landlock path rule: `access` (`LANDLOCK_ACCESS_FS_*` bits) beneath `path`.

@@ -477,3 +477,43 @@ fn failed_setup_steps_never_run_the_command() {
 fn sh_mark(mark: &str) -> Request {
     Request::exec("/bin/sh").args(["-c", &format!("echo ran > {mark}")])
 }
+
+#[test]
+fn a_policy_that_notifies_execve_reports_it() {
+    use hatchery::seccomp::{Action, Filter};
+    if !ready() {
+        return;
+    }
+    // The command's own execve is the first call its filter sees: the supervisor must report it
+    // (not wait for an exec that never completes), in every launch path.
+    let mut c = profile();
+    let mut f = Filter::new(Action::Allow);
+    f.add_rule(Action::Notify, "execve");
+    c.seccomp_filter(f);
+    let wall = Duration::from_secs(20);
+    let expect = Expect::Violation("execve");
+    check(
+        "one-shot",
+        "execve",
+        &c.command("/bin/true")
+            .wait_timeout(wall)
+            .status()
+            .unwrap()
+            .outcome,
+        &expect,
+    );
+    for concurrent in [1, 2] {
+        let p = Pool::builder()
+            .profile(c.clone())
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .max_concurrent_per_zygote(concurrent)
+            .build()
+            .unwrap();
+        let mode = format!("pool, {concurrent} per zygote");
+        for _ in 0..2 {
+            let r = p.run(Request::exec("/bin/true").wall_time(wall)).unwrap();
+            check(&mode, "execve", &r.outcome, &expect);
+        }
+    }
+}

@@ -408,28 +408,42 @@ fn errno() -> i32 {
 }
 
 /// Reads the child's report: its seccomp listener if its filter notifies, then EOF once it
-/// exec'd (`Ok`), or an 8-byte failure (`step index: u32`, `errno: i32`). A notification
-/// arriving before the exec (a policy that denies a call the hand-over needs) kills the child
-/// and fails the `Seccomp` step, instead of waiting forever.
-pub fn read_report(sock: &OwnedFd, pid: libc::pid_t) -> Result<Option<OwnedFd>, (SetupStep, i32)> {
+/// exec'd (`Ok`), or an 8-byte failure (`step index: u32`, `errno: i32`).
+///
+/// A pending notification before EOF ends the wait with `Ok` too, leaving the notification for
+/// the supervisor (which kills the request and reports the violation): either the command
+/// already runs and violated its policy before every other holder of the report socket closed
+/// it (a request root closes its copy only once its vfork returns), or the policy notifies the
+/// `execve` itself, which would otherwise wait forever. A hung-up listener (the command already
+/// exited) is not a notification: the wait goes on for the report.
+pub fn read_report(sock: &OwnedFd) -> Result<Option<OwnedFd>, (SetupStep, i32)> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut listener: Option<OwnedFd> = None;
+    // Whether the listener may still deliver a notification (it hangs up once the filter has
+    // no users left).
+    let mut watch_listener = true;
     loop {
-        if let Some(l) = &listener {
+        if let (Some(l), true) = (&listener, watch_listener) {
             let mut pfds = [
                 PollFd::new(std::os::fd::AsFd::as_fd(sock), PollFlags::POLLIN),
                 PollFd::new(std::os::fd::AsFd::as_fd(l), PollFlags::POLLIN),
             ];
             match poll(&mut pfds, PollTimeout::NONE) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err((SetupStep::Exec, e as i32)),
             }
-            let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
-            if !ready(&pfds[0]) && ready(&pfds[1]) {
-                // SAFETY: signalling our own child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                return Err((SetupStep::Seccomp, libc::EPERM));
+            let sock_ready = pfds[0].revents().is_some_and(|r| !r.is_empty());
+            let l_events = pfds[1].revents().unwrap_or(PollFlags::empty());
+            if !sock_ready {
+                if l_events.contains(PollFlags::POLLIN) {
+                    return Ok(listener);
+                }
+                if !l_events.is_empty() {
+                    watch_listener = false;
+                }
+                continue;
             }
         }
         let mut buf = [0u8; 8];

@@ -55,6 +55,8 @@ pub struct SeccompLaunch {
     pub filter: Vec<libc::sock_filter>,
     /// Install with a listener (which goes to the shim, never to the guest).
     pub notify: bool,
+    /// The filter may notify the command's own `execve`: never wait for that exec suspended.
+    pub notify_exec: bool,
 }
 
 /// A landlock policy ready for the fork boundary.
@@ -98,6 +100,7 @@ fn seccomp(plan: &SeccompPlan) -> SeccompLaunch {
             })
             .collect(),
         notify: plan.notify,
+        notify_exec: plan.notify_exec,
     }
 }
 

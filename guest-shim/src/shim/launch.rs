@@ -376,7 +376,7 @@ fn start(
     let started = Instant::now();
     let pid = spawn(w.as_raw_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
     drop(w);
-    match child::read_report(&r, pid) {
+    match child::read_report(&r) {
         Ok(listener) => Ok(Launched {
             pid,
             started,

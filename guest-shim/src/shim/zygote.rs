@@ -246,7 +246,10 @@ impl Zygote<'_> {
                 confinement: self.confinement,
             })?
             .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?;
-            let launched = if self.max_concurrent == 1 {
+            // A single-process request suspends the zygote until the command execs; a filter
+            // that notifies that exec would wait for the suspended zygote forever.
+            let notify_exec = self.confinement.seccomp.is_some_and(|s| s.notify_exec);
+            let launched = if self.max_concurrent == 1 && !notify_exec {
                 let l = launch::launch_single(&plan)?;
                 (l.pid, l.started, None, l.listener)
             } else {

@@ -200,6 +200,9 @@ pub struct Program {
     pub words: Arc<[u64]>,
     /// Some rule notifies (the shim installs it with a listener).
     pub notify: bool,
+    /// `execve` (the call the shim starts every command with) may notify: some rule for it
+    /// notifies, or the default does and no unconditional rule overrides it.
+    pub notify_exec: bool,
 }
 
 /// Compiling a [`Filter`] failed.
@@ -404,7 +407,23 @@ impl Filter {
         Ok(Program {
             words: words.into(),
             notify,
+            notify_exec: notify && self.may_notify_exec(notify_as_kill),
         })
+    }
+
+    /// Whether `execve` may notify (conservative: conditions are not evaluated).
+    fn may_notify_exec(&self, notify_as_kill: bool) -> bool {
+        let notifies = |a: Action| a.to_scmp(notify_as_kill) == ScmpAction::Notify;
+        let rules: Vec<&Rule> = self
+            .rules
+            .iter()
+            .filter(|r| match &r.syscall {
+                Syscall::Name(n) => n == "execve",
+                Syscall::Number(n) => i64::from(*n) == libc::SYS_execve,
+            })
+            .collect();
+        rules.iter().any(|r| notifies(r.action))
+            || (notifies(self.default) && !rules.iter().any(|r| r.conditions.is_empty()))
     }
 }
 
@@ -574,6 +593,32 @@ mod tests {
         f.add_rule(Action::Notify, "ptrace");
         assert!(f.compile(false).unwrap().notify);
         assert!(!f.compile(true).unwrap().notify);
+        assert!(!f.compile(false).unwrap().notify_exec);
+    }
+
+    #[test]
+    fn notifying_exec_is_detected() {
+        let mut f = Filter::new(Action::Allow);
+        f.add_rule(Action::Notify, "execveat");
+        assert!(
+            !f.compile(false).unwrap().notify_exec,
+            "the shim uses execve"
+        );
+        f.add_rule_conditional(Action::Notify, "execve", &[ArgCmp::new(1, ArgCmpOp::Eq, 0)]);
+        assert!(f.compile(false).unwrap().notify_exec);
+        assert!(!f.compile(true).unwrap().notify_exec);
+        // A notifying default counts unless an unconditional rule overrides it.
+        let mut f = Filter::new(Action::Notify);
+        f.add_rule_conditional(Action::Allow, "execve", &[ArgCmp::new(1, ArgCmpOp::Ne, 0)]);
+        assert!(f.compile(false).unwrap().notify_exec);
+        f.add_rule(Action::Allow, "execve");
+        assert!(!f.compile(false).unwrap().notify_exec);
+        for p in [profiles::Profile::Podman, profiles::Profile::Strict] {
+            assert!(
+                !p.filter().unwrap().compile(false).unwrap().notify_exec,
+                "{p:?}"
+            );
+        }
     }
 
     #[test]
