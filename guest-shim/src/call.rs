@@ -20,7 +20,7 @@
 //!  helper (PID 1 of the container, warm)
 //!   ├─ Fresh: fork per call ─▶ child runs the export, writes the result to fd 1, exits
 //!   └─ Reuse: one worker (forked once) runs calls in a loop, recycled after N calls, any fault
-//!      or a timeout
+//!      or a timeout; the host sends it calls directly after the first
 //! ```
 //!
 //! ## Wire contract (for helpers in other languages)
@@ -34,6 +34,14 @@
 //! panicked, 102 the argument did not decode, 103 the result exceeded the output limit. An
 //! unknown export is `SetupFailed { step: FindProgram, errno: ENOENT, detail: "unknown export
 //! <name>" }`. Closing a reply socket means the host gave up: kill that call.
+//!
+//! With `Reuse` isolation (`HATCHERY_REUSE=N` in the helper's environment) the first call also
+//! carries a direct channel ([`Request::direct`]): the host sends every further call on it, in
+//! the same format (reply socket at index `reply`), without waking the helper's PID 1. A helper
+//! keeps one worker reading it (replaced whenever it goes, so queued calls are always served);
+//! `Exports::serve` has the worker announce each direct call to PID 1 (the request and a handle
+//! on its reply socket) before running it, so PID 1 still enforces its wall time, kills it when
+//! the host gives up, and reports a crash on that reply socket.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -200,6 +208,8 @@ struct CallFds {
     reply: Channel,
     stdio: [Option<OwnedFd>; 3],
     named: Vec<(String, i32, OwnedFd)>,
+    /// The host's direct channel for further calls ([`Request::direct`]).
+    direct: Option<OwnedFd>,
 }
 
 fn take_fds(req: &Request, fds: Vec<OwnedFd>) -> Result<CallFds, (Option<Channel>, SetupFailure)> {
@@ -225,10 +235,12 @@ fn take_fds(req: &Request, fds: Vec<OwnedFd>) -> Result<CallFds, (Option<Channel
             named.push((n.name.clone().unwrap_or_default(), n.target, fd));
         }
     }
+    let direct = req.direct.and_then(&mut take);
     Ok(CallFds {
         reply,
         stdio,
         named,
+        direct,
     })
 }
 
@@ -353,11 +365,41 @@ fn wipe_tmp() {
     }
 }
 
-fn worker_loop(exports: &Exports, mut chan: Channel, max: u64) -> i32 {
+/// The reuse worker's loop: calls forwarded by the helper's PID 1 on `chan`, and calls the host
+/// sends directly on `direct`. A direct call is announced to PID 1 first (the request and its
+/// reply socket, so PID 1 can enforce its deadline, notice the host giving up and report a
+/// crash); every call's completion is reported to PID 1 before the host hears of it.
+fn worker_loop(exports: &Exports, mut chan: Channel, direct: Option<Channel>, max: u64) -> i32 {
+    let mut direct = direct;
     let mut served = 0u64;
     loop {
-        let received = match chan.recv(None) {
+        let from_direct = match &direct {
+            None => false,
+            Some(d) => {
+                let mut pfds = [
+                    PollFd::new(chan.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(d.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut pfds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(_) => return 1,
+                }
+                let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+                !ready(&pfds[0]) && ready(&pfds[1])
+            }
+        };
+        let source = match (from_direct, direct.as_mut()) {
+            (true, Some(d)) => d,
+            _ => &mut chan,
+        };
+        let received = match source.recv(None) {
             Ok(r) => r,
+            Err(_) if from_direct => {
+                // The host's end is gone: only forwarded calls remain.
+                direct = None;
+                continue;
+            }
             Err(_) => return 0,
         };
         let Message::Request(req) = received.message else {
@@ -369,8 +411,36 @@ fn worker_loop(exports: &Exports, mut chan: Channel, max: u64) -> i32 {
         let Ok(mut fds) = take_fds(&req, received.fds) else {
             return 1;
         };
+        if from_direct {
+            // Announce it (with a handle on its reply socket) before running it.
+            let announce = Message::Request(Box::new(Request {
+                reply: 0,
+                stdio: [FdSlot::Null; 3],
+                named: Vec::new(),
+                direct: None,
+                ..(*req).clone()
+            }));
+            if chan.send(&announce, &[fds.reply.as_fd()], None).is_err() {
+                return 1;
+            }
+        }
         let Some(f) = exports.exports.get(export) else {
-            return 1;
+            let _ = chan.send(
+                &Message::Pong(Pong {
+                    nonce: req.id,
+                    running: 0,
+                }),
+                &[],
+                None,
+            );
+            respond(
+                &mut fds.reply,
+                req.id,
+                Outcome::SetupFailed(unknown_export(export)),
+                Usage::default(),
+                0,
+            );
+            continue;
         };
         let before = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
             .map(|u| usage_of(&u))
@@ -419,6 +489,49 @@ fn worker_loop(exports: &Exports, mut chan: Channel, max: u64) -> i32 {
             return 0;
         }
     }
+}
+
+fn unknown_export(export: &str) -> SetupFailure {
+    failure(
+        SetupStep::FindProgram,
+        libc::ENOENT,
+        format!("unknown export {export}"),
+    )
+}
+
+/// Forks the reuse worker (with its own channel to PID 1, and the host's direct channel).
+fn spawn_worker(
+    exports: &Exports,
+    control_fd: RawFd,
+    direct: Option<&OwnedFd>,
+    max: u64,
+) -> Result<Worker, SetupFailure> {
+    let (ours, theirs) =
+        Channel::pair().map_err(|_| failure(SetupStep::Fork, libc::EMFILE, "socketpair"))?;
+    let direct_dup = match direct {
+        Some(d) => Some(
+            d.try_clone()
+                .map_err(|_| failure(SetupStep::Fork, libc::EMFILE, "dup"))?,
+        ),
+        None => None,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: single-threaded helper (checked before Ready).
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        drop(ours);
+        let _ = nix::unistd::close(control_fd);
+        let code = worker_loop(exports, theirs, direct_dup.map(Channel::new), max.max(1));
+        #[allow(unsafe_code)]
+        // SAFETY: leave without running the helper's destructors.
+        unsafe {
+            libc::_exit(code)
+        };
+    }
+    if pid < 0 {
+        return Err(failure(SetupStep::Fork, libc::EAGAIN, "fork worker"));
+    }
+    Ok(Worker { pid, chan: ours })
 }
 
 fn serve(exports: Exports) -> i32 {
@@ -478,6 +591,9 @@ fn serve(exports: Exports) -> i32 {
     }
     let mut running: Option<Running> = None;
     let mut worker: Option<Worker> = None;
+    // Reuse: the host's direct channel; the worker takes calls from it (and a replacement is
+    // started whenever the worker goes, so calls queued there are always served).
+    let mut direct: Option<OwnedFd> = None;
     let mut accepting = true;
     loop {
         if !accepting && running.is_none() {
@@ -485,6 +601,16 @@ fn serve(exports: Exports) -> i32 {
                 kill(w.pid);
             }
             return 0;
+        }
+        if let (None, Some(d), Some(max), true) = (&worker, &direct, reuse, accepting) {
+            // The worker went (retired, failed, killed): its replacement serves what the host
+            // queues on the direct channel.
+            match spawn_worker(&exports, fd, Some(d), max) {
+                Ok(w) => worker = Some(w),
+                // Without a worker nobody reads the direct channel: drop it, so the host's next
+                // direct send fails instead of waiting.
+                Err(_) => direct = None,
+            }
         }
         let timeout = running
             .as_ref()
@@ -530,16 +656,37 @@ fn serve(exports: Exports) -> i32 {
             // The worker finished a call (it answered the host itself) or went away.
             let done = worker.as_mut().map(|w| w.chan.recv(Some(Instant::now())));
             match done {
-                Some(Ok(r)) => {
-                    if running.as_ref().is_some_and(|r| r.by_worker) {
-                        running = None;
+                Some(Ok(r)) => match r.message {
+                    // A direct call starts: track it like a forwarded one.
+                    Message::Request(req) => {
+                        let reply = r.fds.into_iter().next();
+                        if let (None, Some(reply), Some(w)) = (&running, reply, &worker) {
+                            let now = Instant::now();
+                            running = Some(Running {
+                                id: req.id,
+                                pid: w.pid,
+                                reply: Channel::new(reply),
+                                deadline: req
+                                    .limits
+                                    .wall_time_us
+                                    .map(|us| now + Duration::from_micros(us)),
+                                started: now,
+                                by_worker: true,
+                                killed: None,
+                            });
+                        }
                     }
-                    if matches!(r.message, Message::Pong(Pong { running: 1, .. })) {
-                        // The worker retires: the next call gets a new one (this one is reaped
-                        // as an unknown child).
-                        worker = None;
+                    message => {
+                        if running.as_ref().is_some_and(|r| r.by_worker) {
+                            running = None;
+                        }
+                        if matches!(message, Message::Pong(Pong { running: 1, .. })) {
+                            // The worker retires: the next call gets a new one (this one is
+                            // reaped as an unknown child).
+                            worker = None;
+                        }
                     }
-                }
+                },
                 Some(Err(hatchery_protocol::ProtocolError::Timeout { .. })) | None => {}
                 Some(Err(_)) => {
                     // Worker channel closed: reaped below.
@@ -621,6 +768,13 @@ fn serve(exports: Exports) -> i32 {
                         }
                         Err((None, _)) => continue,
                     };
+                    if let Some(d) = fds.direct.take() {
+                        // A new direct channel: the worker (if any) belonged to the old one.
+                        if let Some(w) = worker.take() {
+                            kill(w.pid);
+                        }
+                        direct = Some(d);
+                    }
                     let fail_now = |fds: &mut CallFds, f: SetupFailure| {
                         respond(
                             &mut fds.reply,
@@ -681,14 +835,7 @@ fn serve(exports: Exports) -> i32 {
                         continue;
                     };
                     let Some(f) = exports.exports.get(export) else {
-                        fail_now(
-                            &mut fds,
-                            failure(
-                                SetupStep::FindProgram,
-                                libc::ENOENT,
-                                format!("unknown export {export}"),
-                            ),
-                        );
+                        fail_now(&mut fds, unknown_export(export));
                         continue;
                     };
                     let deadline = req
@@ -734,35 +881,13 @@ fn serve(exports: Exports) -> i32 {
                         }
                         Some(max) => {
                             if worker.is_none() {
-                                let Ok((ours, theirs)) = Channel::pair() else {
-                                    fail_now(
-                                        &mut fds,
-                                        failure(SetupStep::Fork, libc::EMFILE, "socketpair"),
-                                    );
-                                    continue;
-                                };
-                                #[allow(unsafe_code)]
-                                // SAFETY: single-threaded helper (checked before Ready).
-                                let pid = unsafe { libc::fork() };
-                                if pid == 0 {
-                                    drop(ours);
-                                    let _ = nix::unistd::close(fd);
-                                    let code = worker_loop(&exports, theirs, max.max(1));
-                                    #[allow(unsafe_code)]
-                                    // SAFETY: leave without running the helper's destructors.
-                                    unsafe {
-                                        libc::_exit(code)
-                                    };
+                                match spawn_worker(&exports, fd, direct.as_ref(), max) {
+                                    Ok(w) => worker = Some(w),
+                                    Err(f) => {
+                                        fail_now(&mut fds, f);
+                                        continue;
+                                    }
                                 }
-                                drop(theirs);
-                                if pid < 0 {
-                                    fail_now(
-                                        &mut fds,
-                                        failure(SetupStep::Fork, libc::EAGAIN, "fork worker"),
-                                    );
-                                    continue;
-                                }
-                                worker = Some(Worker { pid, chan: ours });
                             }
                             let Some(w) = worker.as_mut() else { continue };
                             // Hand the call, with all its fds, to the worker; keep a dup of the
@@ -795,6 +920,7 @@ fn serve(exports: Exports) -> i32 {
                                 limits: req.limits.clone(),
                                 stdio,
                                 named,
+                                direct: None,
                             };
                             if w.chan
                                 .send(&Message::Request(Box::new(fwd)), &send_fds, None)

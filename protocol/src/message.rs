@@ -544,6 +544,10 @@ pub struct Request {
     pub stdio: [FdSlot; 3],
     /// Further passed fds and their numbers in the helper.
     pub named: Vec<FdAssignment>,
+    /// Call mode with `Reuse` isolation: the index of a `SOCK_SEQPACKET` end among the
+    /// request's fds on which the host sends the helper's further calls directly (each with its
+    /// own reply socket, as here), bypassing the helper's PID 1. Replaces any earlier one.
+    pub direct: Option<u8>,
 }
 
 /// How a request ended. Exactly one per request.

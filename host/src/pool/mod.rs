@@ -287,6 +287,7 @@ impl PoolBuilder {
         .map_err(|e| PoolError::io("eventfd")(e.into()))?
         .into();
         let inner = Arc::new(Inner {
+            reuse: reuse.is_some(),
             cfg: Config {
                 max_queue: self.max_queue,
                 acquire_timeout: self.acquire_timeout,
@@ -372,6 +373,9 @@ struct Zygote {
     cgroup: Option<crate::cgroup::Cgroup>,
     /// OOM kills in that cgroup already attributed to a request.
     oom_seen: AtomicU64,
+    /// Reuse: the channel on which calls go straight to the helper's worker (set up by the
+    /// first call; the helper keeps a worker reading it).
+    direct: Mutex<Option<Channel>>,
 }
 
 impl Zygote {
@@ -396,6 +400,8 @@ struct State {
 #[derive(Debug)]
 struct Inner {
     cfg: Config,
+    /// Call mode with `Isolation::Reuse`: calls go straight to each helper's worker.
+    reuse: bool,
     profile: ProfilePlan,
     state: Mutex<State>,
     cond: Condvar,
@@ -406,6 +412,11 @@ struct Inner {
     maintenance: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// What the last zygote reported as enforced.
     features: Mutex<Option<hatchery_protocol::Features>>,
+}
+
+/// Locks a mutex, whether or not a holder panicked.
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -474,6 +485,7 @@ impl Inner {
             dead: AtomicBool::new(false),
             cgroup,
             oom_seen: AtomicU64::new(0),
+            direct: Mutex::new(None),
         })
     }
 
@@ -814,25 +826,55 @@ impl Pool {
         let (host_end, guest_end) =
             Channel::pair().map_err(|e| PoolError::io("socketpair")(std::io::Error::other(e)))?;
         let request::Prepared {
-            wire,
+            mut wire,
             fds,
             stdout,
             stderr,
         } = prepared;
-        let borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
+        let send_by = Some(Instant::now() + Duration::from_secs(5));
+        let reuse_call =
+            self.inner.reuse && matches!(wire.work, hatchery_protocol::Work::Call { .. });
+        let direct = reuse_call
+            .then(|| lock_any(&lease.zygote.direct).take())
+            .flatten();
+        // A reuse call without a direct channel goes through the helper's PID 1 and sets one up.
+        let establish = if reuse_call
+            && direct.is_none()
+            && fds.len() + 2 <= hatchery_protocol::frame::MAX_REQUEST_FDS
+        {
+            Some(
+                Channel::pair()
+                    .map_err(|e| PoolError::io("socketpair")(std::io::Error::other(e)))?,
+            )
+        } else {
+            None
+        };
+        let mut borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
             .chain(fds.iter().map(|f| f.as_fd()))
             .collect();
-        let sent = lease
-            .zygote
-            .chan
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .send(
+        if let Some((_, theirs)) = &establish {
+            wire.direct = Some(borrowed.len() as u8);
+            borrowed.push(theirs.as_fd());
+        }
+        let sent = match direct {
+            // Straight to the worker (it announces the call to the helper's PID 1 itself).
+            Some(mut d) => {
+                let sent = d.send(&Message::Request(Box::new(wire)), &borrowed, send_by);
+                if sent.is_ok() {
+                    *lock_any(&lease.zygote.direct) = Some(d);
+                }
+                sent
+            }
+            None => lock_any(&lease.zygote.chan).send(
                 &Message::Request(Box::new(wire)),
                 &borrowed,
-                Some(Instant::now() + Duration::from_secs(5)),
-            );
+                send_by,
+            ),
+        };
         drop(borrowed);
+        if let (Ok(()), Some((ours, _))) = (&sent, establish) {
+            *lock_any(&lease.zygote.direct) = Some(ours);
+        }
         drop(fds);
         drop(guest_end);
         let mut ticket = Ticket {

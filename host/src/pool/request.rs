@@ -302,6 +302,7 @@ impl Request {
             },
             stdio: [stdin, stdout, stderr],
             named,
+            direct: None,
         };
         Ok(Prepared {
             wire,
