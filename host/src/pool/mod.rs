@@ -333,7 +333,7 @@ impl PoolBuilder {
             .name("hatchery-pool".into())
             .spawn(move || maintenance(weak))
             .map_err(PoolError::io("spawn the maintenance thread"))?;
-        *inner.maintenance.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        *lock_any(&inner.maintenance) = Some(handle);
         Ok(Pool {
             _owner: Arc::new(Owner {
                 inner: inner.clone(),
@@ -420,7 +420,7 @@ fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    lock_any(m)
 }
 
 impl Inner {
@@ -475,7 +475,7 @@ impl Inner {
             cgroup: cgroup.as_ref(),
         })?;
         let ready = shim.await_ready("starting a zygote")?;
-        *self.features.lock().unwrap_or_else(|e| e.into_inner()) = Some(ready.features);
+        *lock_any(&self.features) = Some(ready.features);
         let raw_fd = shim.chan.as_fd().as_raw_fd();
         Ok(Zygote {
             slot,
@@ -576,11 +576,7 @@ impl Inner {
     fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake_maintenance();
-        let handle = self
-            .maintenance
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let handle = lock_any(&self.maintenance).take();
         if let Some(h) = handle {
             if h.thread().id() != std::thread::current().id() {
                 let _ = h.join();
@@ -654,17 +650,11 @@ impl Drop for Ticket {
             // the zygote can be handed the next request: closing the reply socket alone is not
             // enough, as a copy of it may briefly live on in a child this process is spawning.
             let cancel = Message::Cancel(hatchery_protocol::Cancel { id: self.id });
-            let _ = self
-                .lease
-                .zygote
-                .chan
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .send(
-                    &cancel,
-                    &[],
-                    Some(Instant::now() + Duration::from_millis(100)),
-                );
+            let _ = lock_any(&self.lease.zygote.chan).send(
+                &cancel,
+                &[],
+                Some(Instant::now() + Duration::from_millis(100)),
+            );
         }
     }
 }
@@ -900,11 +890,7 @@ impl Pool {
     /// enforces, no_new_privs. `None` before the first zygote is ready. Call-mode helpers
     /// report what their guest library knows (no landlock details).
     pub fn features(&self) -> Option<hatchery_protocol::Features> {
-        self.inner
-            .features
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock_any(&self.inner.features).clone()
     }
 
     /// Metrics: zygotes by state, queue depth, outcomes, restarts, latency histogram.
@@ -1030,7 +1016,7 @@ fn maintenance(weak: Weak<Inner>) {
                     .collect();
                 for z in ready {
                     nonce += 1;
-                    let sent = z.chan.lock().unwrap_or_else(|e| e.into_inner()).send(
+                    let sent = lock_any(&z.chan).send(
                         &Message::Ping(Ping { nonce }),
                         &[],
                         Some(now + inner.cfg.health_timeout),
@@ -1085,11 +1071,7 @@ fn maintenance(weak: Weak<Inner>) {
                 continue;
             }
             let slot = &z.slot;
-            let got = z
-                .chan
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .recv(Some(Instant::now()));
+            let got = lock_any(&z.chan).recv(Some(Instant::now()));
             match got {
                 Ok(r) => match r.message {
                     Message::Pong(p) => {
