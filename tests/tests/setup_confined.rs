@@ -1,0 +1,427 @@
+//! Issue #12: container setup never follows a symbolic link out of the sandbox, never changes
+//! the host's file system through a read-only rootdir, and every writable tmpfs a request can
+//! reach (`/tmp`, `/dev/shm`, `--tmpfs`) has a size limit. Each test builds its own decoy
+//! directories under a temp dir and checks afterwards that they are unchanged (contents and
+//! modes). They run as root and as an unprivileged user (see `scripts/test.sh`).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use hatchery::{Container, Error, Pool, Request, SetupStep};
+use hatchery_tests::{bin_dir, require, user_namespaces_work};
+
+fn ready() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    require(
+        *OK.get_or_init(user_namespaces_work),
+        "user namespaces unavailable",
+    )
+}
+
+fn hatchery(args: &[&str]) -> Output {
+    Command::new(bin_dir().join("hatchery"))
+        .args(args)
+        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
+        .output()
+        .expect("run the hatchery binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fresh directory under the temp dir, mode `mode`.
+fn tempdir(tag: &str, mode: u32) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "hatchery-confined-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::set_permissions(&d, PermissionsExt::from_mode(mode)).unwrap();
+    d
+}
+
+/// Everything under `dir` (itself included), never following links: (relative path, mode,
+/// contents or link target).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, u32, Vec<u8>)> {
+    fn walk(base: &Path, p: &Path, out: &mut Vec<(PathBuf, u32, Vec<u8>)>) {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        let rel = p.strip_prefix(base).unwrap().to_path_buf();
+        let ft = m.file_type();
+        let data = if ft.is_symlink() {
+            std::fs::read_link(p)
+                .unwrap()
+                .into_os_string()
+                .into_encoded_bytes()
+        } else if ft.is_file() {
+            std::fs::read(p).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        out.push((rel, m.mode(), data));
+        if ft.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            names.sort();
+            for n in names {
+                walk(base, &n, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// A decoy directory holding one file.
+fn decoy(tag: &str, mode: u32) -> PathBuf {
+    let d = tempdir(tag, 0o755);
+    std::fs::write(d.join("f"), "decoy\n").unwrap();
+    std::fs::set_permissions(&d, PermissionsExt::from_mode(mode)).unwrap();
+    d
+}
+
+/// A rootdir that can run `/bin/sh` once the host's `/usr` is bound on its (empty) `usr`: the
+/// host's `/bin /lib*` links, and a `keep` file.
+fn rootdir(tag: &str) -> PathBuf {
+    let rd = tempdir(tag, 0o755);
+    std::fs::create_dir(rd.join("usr")).unwrap();
+    for name in ["bin", "sbin", "lib", "lib32", "lib64", "libx32"] {
+        let host = Path::new("/").join(name);
+        if let Ok(target) = std::fs::read_link(&host) {
+            std::os::unix::fs::symlink(target, rd.join(name)).unwrap();
+        }
+    }
+    std::fs::write(rd.join("keep"), "keep\n").unwrap();
+    rd
+}
+
+/// The container of `rootdir`: `rd` read-only (or writable) with the host's `/usr` bound in.
+fn rootdir_container(rd: &Path, writable: bool) -> Container {
+    let mut c = Container::new();
+    if writable {
+        c.rootdir_rw(rd);
+    } else {
+        c.rootdir(rd);
+    }
+    c.bindmount_ro("/usr", "/usr");
+    c
+}
+
+fn s(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn assert_setup_eloop(out: &Output, what: &str) {
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "{what}: stdout={} stderr={}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains(&std::io::Error::from_raw_os_error(libc::ELOOP).to_string()),
+        "{what}: not refused for a symbolic link: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_read_only_rootdir_gets_nothing_created_in_it() {
+    if !ready() {
+        return;
+    }
+    let rd = rootdir("ro-create");
+    let before = snapshot(&rd);
+    let r = s(&rd);
+    let out = hatchery(&[
+        "run",
+        "--rootdir",
+        &r,
+        "-b",
+        "/usr:/usr",
+        "--devfs",
+        "/dev",
+        "--tmpfs",
+        "/scratch",
+        "--dir",
+        "/created:777",
+        "--symlink",
+        "/keep:/keep-link",
+        "--",
+        "/bin/sh",
+        "-c",
+        "test -d /created && test -d /proc/1 && test -d /scratch && test -c /dev/null && cat /keep-link",
+    ]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(0), "keep\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(snapshot(&rd), before, "the read-only rootdir changed");
+    std::fs::remove_dir_all(&rd).ok();
+}
+
+#[test]
+fn symlinks_in_a_rootdir_never_redirect_setup() {
+    if !ready() {
+        return;
+    }
+    let target = decoy("rd-target", 0o755);
+    let target_before = snapshot(&target);
+    let rd = rootdir("rd-links");
+    std::os::unix::fs::symlink(&target, rd.join("etc")).unwrap();
+    std::os::unix::fs::symlink(&target, rd.join("mnt")).unwrap();
+    let rd_before = snapshot(&rd);
+    let r = s(&rd);
+    let rw = format!("{r}:rw");
+    for (root, extra) in [
+        (&r, vec!["--dir", "/etc/sub"]),
+        (&r, vec!["--dir", "/mnt:777"]),
+        (&r, vec!["--tmpfs", "/etc/t"]),
+        (&r, vec!["--symlink", "/x:/etc/l"]),
+        (&r, vec!["-b", "/usr/share:/etc/b"]),
+        (&r, vec!["--devfs", "/etc/dev"]),
+        (&rw, vec!["--dir", "/etc/sub"]),
+        (&rw, vec!["--dir", "/mnt:777"]),
+        (&rw, vec!["-b", "/usr/share:/mnt/b"]),
+    ] {
+        let mut args = vec!["run", "--rootdir", root.as_str(), "-b", "/usr:/usr"];
+        args.extend(extra.iter().copied());
+        args.extend(["--", "/bin/true"]);
+        let out = hatchery(&args);
+        assert_setup_eloop(&out, &format!("{args:?}"));
+        assert_eq!(
+            snapshot(&target),
+            target_before,
+            "{args:?} changed the decoy"
+        );
+        assert_eq!(snapshot(&rd), rd_before, "{args:?} changed the rootdir");
+    }
+    // The library's file(): a typed failure naming the step, ELOOP and the path.
+    let mut c = rootdir_container(&rd, false);
+    c.file("/etc/config", "planted\n");
+    match c.command("/bin/true").status() {
+        Err(Error::Setup {
+            step: SetupStep::WriteFile,
+            errno,
+            detail,
+        }) => {
+            assert_eq!(errno, libc::ELOOP, "{detail}");
+            assert!(detail.contains("/etc/config"), "{detail}");
+        }
+        other => panic!("file() through a link: {other:?}"),
+    }
+    assert_eq!(snapshot(&target), target_before, "file() changed the decoy");
+    std::fs::remove_dir_all(&rd).ok();
+    std::fs::remove_dir_all(&target).ok();
+}
+
+#[test]
+fn file_onto_a_read_only_rootdir_leaves_the_host_file_alone() {
+    if !ready() {
+        return;
+    }
+    let rd = rootdir("ro-file");
+    std::fs::create_dir(rd.join("etc")).unwrap();
+    let config = rd.join("etc/config");
+    std::fs::write(&config, "original\n").unwrap();
+    std::fs::set_permissions(&config, PermissionsExt::from_mode(0o444)).unwrap();
+    let before = snapshot(&rd);
+    let mut c = rootdir_container(&rd, false);
+    c.file("/etc/config", "replaced\n");
+    let out = c
+        .command("/bin/sh")
+        .args(["-c", "cat /etc/config; stat -c %a /etc/config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} {}",
+        out.status,
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), "replaced\n644\n");
+    assert_eq!(snapshot(&rd), before, "the host file changed");
+    assert_eq!(
+        std::fs::metadata(&config).unwrap().mode() & 0o7777,
+        0o444,
+        "mode of the host file changed"
+    );
+    std::fs::remove_dir_all(&rd).ok();
+}
+
+#[test]
+fn guest_planted_symlinks_in_a_bind_never_redirect_setup() {
+    if !ready() {
+        return;
+    }
+    let work = tempdir("work", 0o777);
+    let outside = decoy("outside", 0o777);
+    let secret = decoy("secret", 0o700);
+    let (outside_before, secret_before) = (snapshot(&outside), snapshot(&secret));
+    let bind = format!("{}:/data", s(&work));
+    // One run plants the links in its writable bind...
+    let plant = format!(
+        "ln -s {} /data/cfg && ln -s {} /data/cache",
+        s(&outside),
+        s(&secret)
+    );
+    let out = hatchery(&["run", "-B", &bind, "--", "/bin/sh", "-c", &plant]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(std::fs::symlink_metadata(work.join("cfg"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    // ...later runs must not follow them.
+    for extra in [
+        ["--dir", "/data/cfg/x:777"],
+        ["--dir", "/data/cache:777"],
+        ["--tmpfs", "/data/cfg/t"],
+        ["--symlink", "/x:/data/cfg/l"],
+        ["-b", "/usr/share:/data/cache/b"],
+    ] {
+        let mut args = vec!["run", "-B", &bind];
+        args.extend(extra);
+        args.extend(["--", "/bin/true"]);
+        let out = hatchery(&args);
+        assert_setup_eloop(&out, &format!("{args:?}"));
+        assert_eq!(snapshot(&outside), outside_before, "{args:?} wrote outside");
+        assert_eq!(
+            snapshot(&secret),
+            secret_before,
+            "{args:?} changed the secret"
+        );
+    }
+    let mut c = Container::new();
+    c.rootfs("/")
+        .bindmount_rw(&s(&work), "/data")
+        .file("/data/cfg/planted", "x");
+    assert!(matches!(
+        c.command("/bin/true").status(),
+        Err(Error::Setup {
+            errno: libc::ELOOP,
+            ..
+        })
+    ));
+    assert_eq!(snapshot(&outside), outside_before, "file() wrote outside");
+    for d in [&work, &outside, &secret] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+#[test]
+fn a_read_only_rootdir_is_read_only_with_every_submount() {
+    if !ready() {
+        return;
+    }
+    // The host's / has writable submounts (/dev/shm at least).
+    let probe = format!("/dev/shm/hatchery-probe-{}", std::process::id());
+    let script =
+        format!("if echo x > {probe} 2>/dev/null; then echo WROTE; fi; cat /proc/self/mountinfo");
+    let out = hatchery(&["run", "--rootdir", "/", "--", "/bin/sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let _ = std::fs::remove_file(&probe);
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("WROTE"), "wrote into the host's /dev/shm");
+    let mut lines: Vec<(String, String)> = stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4].to_string(), f[5].to_string())
+        })
+        .collect();
+    // The container's own fresh /proc is the last mount on /proc.
+    let fresh_proc = lines.iter().rposition(|(p, _)| p == "/proc").unwrap();
+    lines.remove(fresh_proc);
+    assert!(lines.iter().any(|(p, _)| p == "/dev/shm"), "{lines:?}");
+    for (point, opts) in &lines {
+        for want in ["ro", "nosuid", "nodev"] {
+            assert!(
+                opts.split(',').any(|o| o == want),
+                "{point} is not {want}: {opts}"
+            );
+        }
+    }
+}
+
+const FILL: &str = "dd if=/dev/zero of=/dev/shm/fill bs=1M count=200 2>&1; echo rc=$?";
+
+fn assert_enospc(out: &str, what: &str) {
+    assert!(
+        out.contains("No space left on device") && !out.contains("rc=0"),
+        "{what}: /dev/shm took 200 MiB: {out}"
+    );
+}
+
+#[test]
+fn dev_shm_and_tmpfs_mounts_are_capped_in_one_shot_containers() {
+    if !ready() {
+        return;
+    }
+    let out = hatchery(&[
+        "run",
+        "--devfs",
+        "/dev",
+        "--tmpfs",
+        "/scratch",
+        "--",
+        "/bin/sh",
+        "-c",
+        &format!("{FILL}; grep -E ' /(scratch|dev/shm) ' /proc/self/mountinfo"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_enospc(&stdout, "hatchery run");
+    for point in ["/scratch", "/dev/shm"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some(point))
+            .unwrap_or_else(|| panic!("{point} not mounted: {stdout}"));
+        assert!(line.contains("size="), "{point} has no size limit: {line}");
+    }
+    let mut c = Container::new();
+    c.rootfs("/").devfsmount("/dev").tmpfsmount("/tmp");
+    let out = c
+        .command("/bin/sh")
+        .args(["-c", &format!("{FILL}; grep ' /tmp ' /proc/self/mountinfo")])
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_enospc(&stdout, "Container");
+    assert!(stdout.contains("size="), "/tmp has no size limit: {stdout}");
+}
+
+#[test]
+fn dev_shm_is_capped_in_pool_requests() {
+    if !ready() {
+        return;
+    }
+    let mut profile = hatchery::pool::default_profile();
+    profile.bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");
+    let p = Pool::builder()
+        .profile(profile)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("pool");
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", FILL]))
+        .expect("request");
+    assert_enospc(&text(&r.stdout), "pool request");
+    // The next request gets an empty /dev/shm again.
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", "ls /dev/shm | wc -l"]))
+        .unwrap();
+    assert_eq!(text(&r.stdout).trim(), "0");
+}
