@@ -534,36 +534,6 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// `mount_setattr(dirfd, path, flags, attr)` with `MOUNT_ATTR_*` bits to set, recursively.
-pub fn mount_setattr_recursive(path: &CStr, set: u64) -> Result<(), Errno> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    const AT_RECURSIVE: libc::c_long = 0x8000;
-    // SAFETY: `path` is NUL-terminated and `attr` a valid `struct mount_attr` of the size passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD as libc::c_long,
-            path.as_ptr(),
-            AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    check(ret).map(drop)
-}
-
 /// `pivot_root(new_root, put_old)`.
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
     // SAFETY: both paths are NUL-terminated strings alive for the call.
@@ -608,4 +578,86 @@ pub fn loopback_up() -> Result<(), Errno> {
     } else {
         Ok(())
     }
+}
+
+/// `RESOLVE_NO_MAGICLINKS`: do not follow `/proc/*/fd`-style links.
+pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+/// `RESOLVE_NO_SYMLINKS`: fail with `ELOOP` on any symbolic link, the last component included.
+pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// `RESOLVE_IN_ROOT`: treat the starting directory as `/` (`..` and absolute links stay in it).
+pub const RESOLVE_IN_ROOT: u64 = 0x10;
+
+/// `openat2(dir, path, {flags, mode, resolve})`, returning the new fd (always close-on-exec).
+pub fn openat2(
+    dir: std::os::fd::BorrowedFd<'_>,
+    path: &CStr,
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> Result<std::os::fd::OwnedFd, Errno> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (flags | libc::O_CLOEXEC) as u32 as u64,
+        mode: u64::from(mode),
+        resolve,
+    };
+    // SAFETY: `dir` is an open fd borrowed for the call, `path` is NUL-terminated and `how` a
+    // valid `struct open_how` of the size passed; all alive for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd() as libc::c_long,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    let fd = check(ret)? as RawFd;
+    // SAFETY: the kernel just returned `fd`, a new open file descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], {attr_set: set})`: sets `MOUNT_ATTR_*`
+/// bits on the mount `fd` was opened on (the root of a mount) and, with `recursive`, on every
+/// mount below it.
+pub fn mount_setattr_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    set: u64,
+    recursive: bool,
+) -> Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    const AT_RECURSIVE: libc::c_long = 0x8000;
+    let flags = libc::AT_EMPTY_PATH as libc::c_long | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: `fd` is an open fd borrowed for the call, the path is an empty NUL-terminated
+    // string and `attr` a valid `struct mount_attr` of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd() as libc::c_long,
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
 }

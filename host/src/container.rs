@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use hatchery_protocol::{Bytes, MountOp, Resource, Rlimit as RlimitSpec, RootPlan, UserSpec};
+use hatchery_protocol::{
+    Bytes, MountOp, Resource, Rlimit as RlimitSpec, RootPlan, UserSpec, DEFAULT_SHM_BYTES,
+    DEFAULT_TMPFS_BYTES,
+};
 
 use crate::command::Command;
 use crate::error::{Error, Result};
@@ -191,13 +194,19 @@ impl Container {
     }
 
     /// Uses the host directory `host_path` as the root, read-only (see
-    /// [`rootdir_rw`](Container::rootdir_rw)).
+    /// [`rootdir_rw`](Container::rootdir_rw)). The directory is never written: the root is a
+    /// tmpfs into which each top-level entry of `host_path` is bound read-only (recursively,
+    /// submounts included, nosuid, nodev) before anything else is set up, so mount points and
+    /// files the directory lacks are made in the tmpfs. A [`file`](Container::file) over an
+    /// existing file is bound over it; a path below an entry that does not exist there fails
+    /// with `EROFS`. Costs one bind per top-level entry.
     pub fn rootdir(&mut self, host_path: impl AsRef<Path>) -> &mut Self {
         self.rootdir = Some((host_path.as_ref().to_path_buf(), false));
         self
     }
 
-    /// Uses the host directory `host_path` as a writable root.
+    /// Uses the host directory `host_path` as a writable root (nosuid, nodev, recursively).
+    /// Mount points and files are created in it as needed, never through a symbolic link.
     pub fn rootdir_rw(&mut self, host_path: impl AsRef<Path>) -> &mut Self {
         self.rootdir = Some((host_path.as_ref().to_path_buf(), true));
         self
@@ -273,7 +282,9 @@ impl Container {
     }
 
     /// Mounts a minimal /dev at `container_path`: null zero full random urandom tty, the
-    /// fd/stdin/stdout/stderr links, a private devpts (with ptmx) and a /dev/shm tmpfs.
+    /// fd/stdin/stdout/stderr links, a private devpts (with ptmx) and a /dev/shm tmpfs of
+    /// [`DEFAULT_SHM_BYTES`](hatchery_protocol::DEFAULT_SHM_BYTES) (64 MiB; in a pool every
+    /// request gets its own).
     pub fn devfsmount(&mut self, container_path: &str) -> &mut Self {
         if let Some(t) = self.target("devfs mount target", container_path) {
             self.mounts.insert(t, MountEntry::Devfs);
@@ -281,7 +292,9 @@ impl Container {
         self
     }
 
-    /// Mounts a fresh tmpfs (nosuid, nodev, mode 1777) at `container_path`.
+    /// Mounts a fresh tmpfs (nosuid, nodev, mode 1777) at `container_path`, of at most
+    /// [`DEFAULT_TMPFS_BYTES`](hatchery_protocol::DEFAULT_TMPFS_BYTES) (64 MiB; see
+    /// [`tmpfsmount_sized`](Container::tmpfsmount_sized) for another size).
     pub fn tmpfsmount(&mut self, container_path: &str) -> &mut Self {
         self.tmpfs(container_path, None, false)
     }
@@ -291,7 +304,7 @@ impl Container {
         self.tmpfs(container_path, Some(size_bytes), false)
     }
 
-    /// Mounts a tmpfs that is made read-only once files were placed in it.
+    /// Mounts a tmpfs (of at most 64 MiB) that is made read-only once files were placed in it.
     pub fn tmpfsmount_ro(&mut self, container_path: &str) -> &mut Self {
         self.tmpfs(container_path, None, true)
     }
@@ -594,7 +607,7 @@ impl Container {
                 },
                 MountEntry::Tmpfs { size, read_only } => MountOp::Tmpfs {
                     target,
-                    size_bytes: *size,
+                    size_bytes: Some(size.unwrap_or(DEFAULT_TMPFS_BYTES)),
                     nr_inodes: None,
                     mode: 0o1777,
                     read_only: *read_only,
@@ -654,12 +667,14 @@ impl Container {
                     if *writable { "rw" } else { "ro" }
                 ),
                 MountEntry::Tmpfs { size, read_only } => format!(
-                    "mount: tmpfs -> {t} ({}{})",
+                    "mount: tmpfs -> {t} ({}, size={})",
                     if *read_only { "ro" } else { "rw" },
-                    size.map(|s| format!(", size={s}")).unwrap_or_default()
+                    size.unwrap_or(DEFAULT_TMPFS_BYTES)
                 ),
                 MountEntry::Proc => format!("mount: proc -> {t}"),
-                MountEntry::Devfs => format!("mount: devfs -> {t}"),
+                MountEntry::Devfs => {
+                    format!("mount: devfs -> {t} (shm size={DEFAULT_SHM_BYTES})")
+                }
             });
         }
         for f in &self.fs {

@@ -144,7 +144,10 @@ pub struct Rlimit {
 pub enum RootPlan {
     /// A fresh tmpfs (the default), populated by the mount operations.
     Tmpfs,
-    /// A host directory bind-mounted as the root.
+    /// A host directory as the root. Read-only, it is never written: the root is a tmpfs and
+    /// each top-level entry of the directory is bound into it read-only (recursively, nosuid,
+    /// nodev) before anything else is mounted or created, so mount points and files it lacks
+    /// are made in the tmpfs. Writable, the directory itself is bound (nosuid, nodev).
     HostDir {
         /// Host path.
         path: Bytes,
@@ -153,8 +156,18 @@ pub enum RootPlan {
     },
 }
 
+/// Size of a [`MountOp::Tmpfs`] whose `size_bytes` is `None`: 64 MiB. Every writable tmpfs a
+/// request can reach is bounded; ask for a size explicitly to get more.
+pub const DEFAULT_TMPFS_BYTES: u64 = 64 << 20;
+
+/// Size of the `/dev/shm` tmpfs of a [`MountOp::Devfs`] (the container's and every request's
+/// private one): 64 MiB.
+pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
+
 /// One step of building the container's file tree, applied in order before `pivot_root`.
-/// Container paths are absolute paths inside the new root.
+/// Container paths are absolute paths inside the new root. Every path the shim creates,
+/// changes or mounts on is resolved inside the root without following symbolic links: a link
+/// in the way fails the step with `ELOOP`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub enum MountOp {
@@ -171,7 +184,7 @@ pub enum MountOp {
     Tmpfs {
         /// Container path.
         target: Bytes,
-        /// `size=` in bytes; `None` is the kernel default (half of RAM).
+        /// `size=` in bytes; `None` is [`DEFAULT_TMPFS_BYTES`].
         size_bytes: Option<u64>,
         /// `nr_inodes=`; `None` is the kernel default.
         nr_inodes: Option<u64>,
@@ -186,7 +199,7 @@ pub enum MountOp {
         target: Bytes,
     },
     /// A minimal /dev: null zero full random urandom tty, fd/stdin/stdout/stderr links, a
-    /// private devpts (ptmx) and a /dev/shm tmpfs.
+    /// private devpts (ptmx) and a /dev/shm tmpfs of [`DEFAULT_SHM_BYTES`].
     Devfs {
         /// Container path.
         target: Bytes,

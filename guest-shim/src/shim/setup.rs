@@ -2,36 +2,60 @@
 //! process that is PID 1 of new namespaces, so ordinary code is fine here).
 //!
 //! ```text
-//!  host tree (private copy)            staging (/tmp of the private copy)      after pivot_root
-//!  /                                   /tmp  <- tmpfs (or the rootdir bind)     /
-//!  ├── usr ───── bind, ro, nosuid ───▶ /tmp/usr                                 ├── usr
-//!  ├── dev/null ─ bind ──────────────▶ /tmp/dev/null  (in a small tmpfs)        ├── dev
-//!  └── proc (host)   proc (new pidns)▶ /tmp/proc                                ├── proc
-//!                                                                               └── tmp (tmpfs)
+//!  host tree (private copy)         scratch tmpfs on /tmp              after pivot_root
+//!  /                                /tmp/root  <- tmpfs (the new root)  /
+//!  ├── usr ─── bind, ro, nosuid ──▶ /tmp/root/usr                       ├── usr
+//!  ├── dev/null ─ bind ───────────▶ /tmp/root/dev/null (small tmpfs)    ├── dev
+//!  ├── proc (host)  proc (new ns) ▶ /tmp/root/proc                      ├── proc
+//!  │                                /tmp/files  staged file() contents  └── tmp (tmpfs, capped)
+//!  └── rootdir/{a,b} ─ bind, ro ──▶ /tmp/root/{a,b}  (read-only rootdir: top-level entries)
 //! ```
 //!
-//! Bind sources are opened (`O_PATH`) before the staging tmpfs covers the host's `/tmp`, and
-//! mounted through `/proc/self/fd/N`, so host paths under `/tmp` stay bindable. Every failing
-//! call becomes a [`SetupFailure`] naming the step, the errno and the path.
+//! Host sources (binds, the rootdir and its entries) are opened (`O_PATH`) before the scratch
+//! tmpfs covers the host's `/tmp`, and mounted through `/proc/self/fd/N`, so host paths under
+//! `/tmp` stay bindable.
+//!
+//! Nothing here follows a symbolic link inside the new root: every container path is walked
+//! from an fd of the root one component at a time with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_SYMLINKS)`, directories are made with `mkdirat` and files with `mknodat`/`openat2`
+//! on the parent's fd, permissions are set with `fchmod` on the opened fd, and mounts land on
+//! `/proc/self/fd/N` of the opened target. A link in the way fails the step with `ELOOP` and
+//! the container path, so a link planted in a rootdir or a writable bind (by a user or by an
+//! earlier run) can never make setup create, change or cover anything outside the sandbox.
+//! A read-only rootdir is never written: its entries are bound read-only into the root tmpfs
+//! before anything is created, so what it lacks is made in the tmpfs. Every failing call
+//! becomes a [`SetupFailure`] naming the step, the errno and the path.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use hatchery_protocol::{IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep};
+use hatchery_protocol::{
+    IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep, DEFAULT_SHM_BYTES,
+    DEFAULT_TMPFS_BYTES,
+};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sys::stat::{fstat, SFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
 
 use crate::sys;
 
-/// Where the new root is assembled, in the shim's private copy of the host mount tree.
-const STAGING: &str = "/tmp";
+/// The shim's scratch tmpfs, in its private copy of the host mount tree. Never part of the
+/// container: it is detached with the old root at `pivot_root`.
+const SCRATCH: &str = "/tmp";
+/// Where the new root is assembled (a mount inside the scratch tmpfs).
+const STAGING: &str = "/tmp/root";
+/// Contents of files placed over read-only targets, bound from here.
+const STAGED_FILES: &str = "/tmp/files";
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
+const READ_ONLY: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+
+/// Lookups inside the root: `/` is the root, and no symbolic link is followed.
+const IN_ROOT: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS;
 
 fn fail(step: SetupStep, errno: impl Into<i32>, detail: impl AsRef<Path>) -> SetupFailure {
     SetupFailure {
@@ -49,78 +73,191 @@ fn nix_fail(step: SetupStep, err: nix::Error, detail: impl AsRef<Path>) -> Setup
     fail(step, err as i32, detail)
 }
 
-fn cstr(step: SetupStep, p: &Path) -> Result<CString, SetupFailure> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| fail(step, libc::EINVAL, p))
+fn cstr(step: SetupStep, p: &OsStr) -> Result<CString, SetupFailure> {
+    CString::new(p.as_bytes()).map_err(|_| fail(step, libc::EINVAL, p))
 }
 
-/// A container path (absolute, no `..`) below `root`.
-pub fn below(root: &Path, container_path: &[u8]) -> Result<PathBuf, SetupFailure> {
-    let p = Path::new(std::ffi::OsStr::from_bytes(container_path));
-    let mut out = root.to_path_buf();
+/// The components of a container path (absolute, no `..`), for `step`'s errors.
+pub fn components(step: SetupStep, container_path: &[u8]) -> Result<Vec<&OsStr>, SetupFailure> {
+    let p = Path::new(OsStr::from_bytes(container_path));
+    let mut out = Vec::new();
     let mut saw_root = false;
     for c in p.components() {
         match c {
             Component::RootDir => saw_root = true,
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::ParentDir | Component::Prefix(_) => {
-                return Err(fail(SetupStep::MakeDir, libc::EINVAL, p))
-            }
+            Component::ParentDir | Component::Prefix(_) => return Err(fail(step, libc::EINVAL, p)),
         }
     }
     if !saw_root {
-        return Err(fail(SetupStep::MakeDir, libc::EINVAL, p));
+        return Err(fail(step, libc::EINVAL, p));
     }
     Ok(out)
 }
 
-fn mkdir_p(path: &Path, mode: u32) -> Result<(), SetupFailure> {
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-    {
-        Ok(()) => Ok(()),
-        Err(e) if path.is_dir() => {
-            let _ = e;
-            Ok(())
+fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn is_dir(step: SetupStep, fd: &OwnedFd, detail: &Path) -> Result<bool, SetupFailure> {
+    let st = fstat(fd.as_raw_fd()).map_err(|e| nix_fail(step, e, detail))?;
+    Ok(st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits())
+}
+
+/// Opens `name` (one component) below the directory `dir` without following links.
+fn open_child(dir: &OwnedFd, name: &OsStr, flags: i32, mode: u32) -> Result<OwnedFd, i32> {
+    let c = CString::new(name.as_bytes()).map_err(|_| libc::EINVAL)?;
+    sys::openat2(dir.as_fd(), &c, flags, mode, IN_ROOT)
+}
+
+/// The staging root, as an fd every container path is resolved from.
+struct Root {
+    fd: OwnedFd,
+}
+
+impl Root {
+    fn open_staging(step: SetupStep) -> Result<Root, SetupFailure> {
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(STAGING)
+            .map_err(|e| io_fail(step, e, STAGING))?;
+        Ok(Root { fd: fd.into() })
+    }
+
+    /// After a mount on the root itself, the root is the new mount.
+    fn refresh(&mut self, step: SetupStep, parts: &[&OsStr]) -> Result<(), SetupFailure> {
+        if parts.is_empty() {
+            *self = Root::open_staging(step)?;
         }
-        Err(e) => Err(io_fail(SetupStep::MakeDir, e, path)),
+        Ok(())
+    }
+
+    /// An `O_PATH` fd of an existing container path (crossing mounts, never links).
+    fn open(&self, step: SetupStep, path: &[u8]) -> Result<OwnedFd, SetupFailure> {
+        let parts = components(step, path)?;
+        let detail = Path::new(OsStr::from_bytes(path));
+        let rel: PathBuf = if parts.is_empty() {
+            PathBuf::from(".")
+        } else {
+            parts.iter().collect()
+        };
+        let c = cstr(step, rel.as_os_str())?;
+        sys::openat2(self.fd.as_fd(), &c, libc::O_PATH, 0, IN_ROOT)
+            .map_err(|e| fail(step, e, detail))
+    }
+
+    /// Walks `parts` from the root, making missing directories with `mode`; returns an `O_PATH`
+    /// fd of the last one. A link (or a non-directory) in the way fails with `ELOOP`
+    /// (`ENOTDIR`).
+    fn mkdir_p(
+        &self,
+        step: SetupStep,
+        parts: &[&OsStr],
+        mode: u32,
+        detail: &Path,
+    ) -> Result<OwnedFd, SetupFailure> {
+        let mut cur = self.fd.try_clone().map_err(|e| io_fail(step, e, detail))?;
+        for name in parts {
+            let flags = libc::O_PATH | libc::O_DIRECTORY;
+            let next = match open_child(&cur, name, flags, 0) {
+                Ok(fd) => fd,
+                Err(libc::ENOENT) => {
+                    match nix::sys::stat::mkdirat(
+                        Some(cur.as_raw_fd()),
+                        *name,
+                        Mode::from_bits_truncate(mode & 0o7777),
+                    ) {
+                        Ok(()) | Err(nix::Error::EEXIST) => {}
+                        Err(e) => return Err(nix_fail(step, e, detail)),
+                    }
+                    open_child(&cur, name, flags, 0).map_err(|e| fail(step, e, detail))?
+                }
+                Err(e) => return Err(fail(step, e, detail)),
+            };
+            cur = next;
+        }
+        Ok(cur)
+    }
+
+    /// The parent directory (made if missing) and the last component of a container path.
+    fn parent_of<'p>(
+        &self,
+        step: SetupStep,
+        path: &'p [u8],
+    ) -> Result<(OwnedFd, &'p OsStr), SetupFailure> {
+        let parts = components(step, path)?;
+        let detail = Path::new(OsStr::from_bytes(path));
+        let Some((name, dirs)) = parts.split_last() else {
+            return Err(fail(step, libc::EEXIST, detail));
+        };
+        Ok((self.mkdir_p(step, dirs, 0o755, detail)?, name))
+    }
+
+    /// A directory mount point at `path` (made if missing), as an `O_PATH` fd.
+    fn mount_point_dir(
+        &self,
+        step: SetupStep,
+        path: &[u8],
+        mode: u32,
+    ) -> Result<OwnedFd, SetupFailure> {
+        let parts = components(step, path)?;
+        self.mkdir_p(step, &parts, mode, Path::new(OsStr::from_bytes(path)))
+    }
+
+    /// A file mount point at `path` (an empty file made if missing), as an `O_PATH` fd.
+    fn mount_point_file(&self, step: SetupStep, path: &[u8]) -> Result<OwnedFd, SetupFailure> {
+        let detail = Path::new(OsStr::from_bytes(path));
+        let (dir, name) = self.parent_of(step, path)?;
+        file_stub(step, &dir, name, 0o644, detail)
     }
 }
 
-fn touch(path: &Path, mode: u32) -> Result<(), SetupFailure> {
-    if let Some(parent) = path.parent() {
-        mkdir_p(parent, 0o755)?;
+/// An `O_PATH` fd of the file `name` in `dir`, made empty with `mode` if missing.
+fn file_stub(
+    step: SetupStep,
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+    detail: &Path,
+) -> Result<OwnedFd, SetupFailure> {
+    match open_child(dir, name, libc::O_PATH, 0) {
+        Ok(fd) => return Ok(fd),
+        Err(libc::ENOENT) => {}
+        Err(e) => return Err(fail(step, e, detail)),
     }
-    if path.exists() {
-        return Ok(());
+    match nix::sys::stat::mknodat(
+        Some(dir.as_raw_fd()),
+        name,
+        SFlag::S_IFREG,
+        Mode::from_bits_truncate(mode & 0o7777),
+        0,
+    ) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(nix_fail(step, e, detail)),
     }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(mode)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(path)
-        .map(drop)
-        .map_err(|e| io_fail(SetupStep::MakeDir, e, path))
+    open_child(dir, name, libc::O_PATH, 0).map_err(|e| fail(step, e, detail))
 }
 
-/// Sets mount attributes on the mount at `path` and, with `recursive`, every mount below it.
-/// Falls back to a classic bind remount (one mount only) on kernels without `mount_setattr`.
-fn set_mount_attrs(path: &Path, attrs: u64, recursive: bool) -> Result<(), SetupFailure> {
-    let c = cstr(SetupStep::RemountReadOnly, path)?;
-    if recursive {
-        match sys::mount_setattr_recursive(&c, attrs) {
-            Ok(()) => return Ok(()),
-            Err(libc::ENOSYS) => {}
-            Err(e) => return Err(fail(SetupStep::RemountReadOnly, e, path)),
-        }
+/// Sets mount attributes on the mount `fd` is the root of and, with `recursive`, every mount
+/// below it. Without `mount_setattr` (Linux < 5.12) a classic bind remount handles one mount;
+/// a recursive read-only request then fails (`ENOSYS`) rather than leave submounts writable.
+fn set_mount_attrs(
+    fd: &OwnedFd,
+    attrs: u64,
+    recursive: bool,
+    detail: &Path,
+) -> Result<(), SetupFailure> {
+    let step = SetupStep::RemountReadOnly;
+    match sys::mount_setattr_fd(fd.as_fd(), attrs, recursive) {
+        Ok(()) => return Ok(()),
+        Err(libc::ENOSYS) if !(recursive && attrs & MOUNT_ATTR_RDONLY != 0) => {}
+        Err(e) => return Err(fail(step, e, detail)),
     }
+    let path = fd_path(fd);
     // Keep the flags the kernel locks in a user namespace (nosuid, nodev, noexec, ...).
-    let st = nix::sys::statvfs::statvfs(path)
-        .map_err(|e| nix_fail(SetupStep::RemountReadOnly, e, path))?;
+    let st = nix::sys::statvfs::fstatvfs(fd).map_err(|e| nix_fail(step, e, detail))?;
     let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
     let f = st.flags();
     use nix::sys::statvfs::FsFlags;
@@ -146,12 +283,8 @@ fn set_mount_attrs(path: &Path, attrs: u64, recursive: bool) -> Result<(), Setup
     if attrs & MOUNT_ATTR_NODEV != 0 {
         flags |= MsFlags::MS_NODEV;
     }
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
-        .map_err(|e| nix_fail(SetupStep::RemountReadOnly, e, path))
-}
-
-fn fd_path(fd: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+    mount(None::<&str>, &path, None::<&str>, flags, None::<&str>)
+        .map_err(|e| nix_fail(step, e, detail))
 }
 
 /// Takes the ids the plan names inside the user namespace (the maps were written by the host
@@ -165,6 +298,59 @@ pub fn set_ids(ids: &IdPlan) -> Result<(), SetupFailure> {
     }
     let uid = Uid::from_raw(ids.uid);
     setresuid(uid, uid, uid).map_err(|e| nix_fail(SetupStep::SetIds, e, "setresuid"))
+}
+
+/// One top-level entry of a read-only rootdir, opened before the scratch tmpfs.
+enum RootEntry {
+    /// A directory or a file (or anything else that can be bound), `O_PATH`.
+    Bound { name: CString, fd: OwnedFd },
+    /// A symbolic link, recreated as a link in the root tmpfs.
+    Link { name: CString, original: CString },
+}
+
+/// Opens the top-level entries of a read-only rootdir (never following a link).
+fn rootdir_entries(dir: &OwnedFd, detail: &Path) -> Result<Vec<RootEntry>, SetupFailure> {
+    let step = SetupStep::MountRoot;
+    let listing = std::fs::read_dir(fd_path(dir)).map_err(|e| io_fail(step, e, detail))?;
+    let mut out = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| io_fail(step, e, detail))?;
+        let name = entry.file_name();
+        let c = cstr(step, &name)?;
+        let fd = sys::openat2(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0, IN_ROOT)
+            .map_err(|e| fail(step, e, detail.join(&name)))?;
+        let st = fstat(fd.as_raw_fd()).map_err(|e| nix_fail(step, e, detail.join(&name)))?;
+        if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
+            let original = nix::fcntl::readlinkat(Some(dir.as_raw_fd()), name.as_os_str())
+                .map_err(|e| nix_fail(step, e, detail.join(&name)))?;
+            out.push(RootEntry::Link {
+                name: c,
+                original: cstr(step, &original)?,
+            });
+        } else {
+            out.push(RootEntry::Bound { name: c, fd });
+        }
+    }
+    Ok(out)
+}
+
+fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<(), SetupFailure> {
+    mount(
+        Some(&fd_path(src)),
+        &fd_path(dst),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| nix_fail(step, e, detail))
+}
+
+fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
+    let mut opts = format!("mode={:o},size={size}", mode & 0o7777);
+    if let Some(n) = nr_inodes {
+        opts.push_str(&format!(",nr_inodes={n}"));
+    }
+    opts
 }
 
 /// Builds the file tree and pivots into it. `fds` are the fds that came with the plan.
@@ -182,9 +368,9 @@ pub fn build_root(
     )
     .map_err(|e| nix_fail(SetupStep::MountPropagation, e, "/"))?;
 
-    // Open every host source before the staging mount hides the host's /tmp.
+    // Open every host source before the scratch mount hides the host's /tmp.
     let open_source = |step: SetupStep, p: &[u8]| -> Result<OwnedFd, SetupFailure> {
-        let path = Path::new(std::ffi::OsStr::from_bytes(p));
+        let path = Path::new(OsStr::from_bytes(p));
         std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
@@ -192,9 +378,21 @@ pub fn build_root(
             .map(OwnedFd::from)
             .map_err(|e| io_fail(step, e, path))
     };
-    let root_src = match &plan.root {
-        RootPlan::Tmpfs => None,
-        RootPlan::HostDir { path, .. } => Some(open_source(SetupStep::MountRoot, &path.0)?),
+    let (root_src, entries) = match &plan.root {
+        RootPlan::Tmpfs => (None, Vec::new()),
+        RootPlan::HostDir { path, writable } => {
+            let fd = open_source(SetupStep::MountRoot, &path.0)?;
+            let detail = Path::new(OsStr::from_bytes(&path.0));
+            if !is_dir(SetupStep::MountRoot, &fd, detail)? {
+                return Err(fail(SetupStep::MountRoot, libc::ENOTDIR, detail));
+            }
+            let entries = if *writable {
+                Vec::new()
+            } else {
+                rootdir_entries(&fd, detail)?
+            };
+            (Some((fd, *writable)), entries)
+        }
     };
     let mut sources = Vec::new();
     for op in &plan.mounts {
@@ -203,56 +401,121 @@ pub fn build_root(
         }
     }
 
-    let root = PathBuf::from(STAGING);
-    match (&plan.root, &root_src) {
-        (RootPlan::HostDir { .. }, Some(src)) => mount(
-            Some(&fd_path(src)),
-            &root,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .map_err(|e| nix_fail(SetupStep::MountRoot, e, &root))?,
+    // The scratch tmpfs: the staging root's mount point and the staged files, never in the
+    // container.
+    let step = SetupStep::MountRoot;
+    mount(
+        Some("tmpfs"),
+        SCRATCH,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(|e| nix_fail(step, e, SCRATCH))?;
+    // Unbindable: a recursive bind of a host directory holding the scratch's mount point (a
+    // rootdir `/`, its `tmp`) must not copy the scratch, or the root, into the container.
+    mount(
+        None::<&str>,
+        SCRATCH,
+        None::<&str>,
+        MsFlags::MS_UNBINDABLE,
+        None::<&str>,
+    )
+    .map_err(|e| nix_fail(step, e, SCRATCH))?;
+    for dir in [STAGING, STAGED_FILES] {
+        nix::unistd::mkdir(dir, Mode::from_bits_truncate(0o700))
+            .map_err(|e| nix_fail(step, e, dir))?;
+    }
+    // Staged files are bound from here: a mount of its own (bindable).
+    mount(
+        Some("tmpfs"),
+        STAGED_FILES,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(|e| nix_fail(step, e, STAGED_FILES))?;
+    match &root_src {
+        Some((src, true)) => {
+            mount(
+                Some(&fd_path(src)),
+                STAGING,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| nix_fail(step, e, STAGING))?;
+            let root = Root::open_staging(step)?;
+            set_mount_attrs(
+                &root.fd,
+                MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                true,
+                Path::new("/"),
+            )?;
+        }
         _ => mount(
             Some("tmpfs"),
-            &root,
+            STAGING,
             Some("tmpfs"),
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=0755"),
         )
-        .map_err(|e| nix_fail(SetupStep::MountRoot, e, &root))?,
+        .map_err(|e| nix_fail(step, e, STAGING))?,
     }
+    let mut root = Root::open_staging(step)?;
+    // A read-only rootdir: its entries, read-only (recursively) before anything is created.
+    for entry in &entries {
+        match entry {
+            RootEntry::Link { name, original } => {
+                nix::unistd::symlinkat(
+                    original.as_c_str(),
+                    Some(root.fd.as_raw_fd()),
+                    name.as_c_str(),
+                )
+                .map_err(|e| nix_fail(step, e, OsStr::from_bytes(name.as_bytes())))?;
+            }
+            RootEntry::Bound { name, fd } => {
+                let n = OsStr::from_bytes(name.as_bytes());
+                let detail = Path::new("/").join(n);
+                let stub = if is_dir(step, fd, &detail)? {
+                    root.mkdir_p(step, &[n], 0o755, &detail)?
+                } else {
+                    file_stub(step, &root.fd, n, 0o644, &detail)?
+                };
+                bind(step, fd, &stub, &detail)?;
+                let mounted =
+                    open_child(&root.fd, n, libc::O_PATH, 0).map_err(|e| fail(step, e, &detail))?;
+                set_mount_attrs(&mounted, READ_ONLY, true, &detail)?;
+            }
+        }
+    }
+    drop(entries);
 
     watch.lap("open sources + root mount");
     let blob = plan.blob.and_then(|i| fds.get(i as usize));
-    let mut read_only_later: Vec<PathBuf> = Vec::new();
+    let mut read_only_later: Vec<(OwnedFd, PathBuf)> = Vec::new();
     let mut sources = sources.into_iter();
+    let mut staged = 0u32;
     for op in &plan.mounts {
         match op {
             MountOp::Bind {
                 target, writable, ..
             } => {
+                let step = SetupStep::BindMount;
                 let src = sources.next().flatten().expect("one source per bind");
-                let dst = below(&root, &target.0)?;
-                let st =
-                    fstat(src.as_raw_fd()).map_err(|e| nix_fail(SetupStep::BindMount, e, &dst))?;
-                if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits() {
-                    mkdir_p(&dst, 0o755)?;
+                let detail = Path::new(OsStr::from_bytes(&target.0));
+                let dst = if is_dir(step, &src, detail)? {
+                    root.mount_point_dir(step, &target.0, 0o755)?
                 } else {
-                    touch(&dst, 0o644)?;
-                }
-                mount(
-                    Some(&fd_path(&src)),
-                    &dst,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .map_err(|e| nix_fail(SetupStep::BindMount, e, &dst))?;
+                    root.mount_point_file(step, &target.0)?
+                };
+                bind(step, &src, &dst, detail)?;
+                root.refresh(step, &components(step, &target.0)?)?;
+                let mounted = root.open(step, &target.0)?;
                 let attrs = MOUNT_ATTR_NOSUID
                     | MOUNT_ATTR_NODEV
                     | if *writable { 0 } else { MOUNT_ATTR_RDONLY };
-                set_mount_attrs(&dst, attrs, true)?;
+                set_mount_attrs(&mounted, attrs, true, detail)?;
             }
             MountOp::Tmpfs {
                 target,
@@ -261,49 +524,47 @@ pub fn build_root(
                 mode,
                 read_only,
             } => {
-                let dst = below(&root, &target.0)?;
-                mkdir_p(&dst, 0o755)?;
-                let mut opts = format!("mode={:o}", mode & 0o7777);
-                if let Some(s) = size_bytes {
-                    opts.push_str(&format!(",size={s}"));
-                }
-                if let Some(n) = nr_inodes {
-                    opts.push_str(&format!(",nr_inodes={n}"));
-                }
+                let step = SetupStep::MountTmpfs;
+                let detail = Path::new(OsStr::from_bytes(&target.0));
+                let dst = root.mount_point_dir(step, &target.0, 0o755)?;
+                let opts =
+                    tmpfs_options(*mode, size_bytes.unwrap_or(DEFAULT_TMPFS_BYTES), *nr_inodes);
                 mount(
                     Some("tmpfs"),
-                    &dst,
+                    &fd_path(&dst),
                     Some("tmpfs"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
                     Some(opts.as_str()),
                 )
-                .map_err(|e| nix_fail(SetupStep::MountTmpfs, e, &dst))?;
+                .map_err(|e| nix_fail(step, e, detail))?;
+                root.refresh(step, &components(step, &target.0)?)?;
                 if *read_only {
-                    read_only_later.push(dst);
+                    read_only_later.push((root.open(step, &target.0)?, detail.to_path_buf()));
                 }
             }
             MountOp::Proc { target } => {
-                let dst = below(&root, &target.0)?;
-                mkdir_p(&dst, 0o555)?;
+                let step = SetupStep::MountProc;
+                let detail = Path::new(OsStr::from_bytes(&target.0));
+                let dst = root.mount_point_dir(step, &target.0, 0o555)?;
                 mount(
                     Some("proc"),
-                    &dst,
+                    &fd_path(&dst),
                     Some("proc"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                     None::<&str>,
                 )
-                .map_err(|e| nix_fail(SetupStep::MountProc, e, &dst))?;
+                .map_err(|e| nix_fail(step, e, detail))?;
+                root.refresh(step, &components(step, &target.0)?)?;
             }
             MountOp::Devfs { target } => {
-                let dst = below(&root, &target.0)?;
-                build_devfs(&dst)?;
-                read_only_later.push(dst);
+                let dev = build_devfs(&mut root, &target.0)?;
+                read_only_later.push((dev, PathBuf::from(OsStr::from_bytes(&target.0))));
             }
             MountOp::Dir { path, mode } => {
-                let dst = below(&root, &path.0)?;
-                mkdir_p(&dst, *mode)?;
-                std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(*mode & 0o7777))
-                    .map_err(|e| io_fail(SetupStep::MakeDir, e, &dst))?;
+                let step = SetupStep::MakeDir;
+                let detail = Path::new(OsStr::from_bytes(&path.0));
+                let dir = root.mount_point_dir(step, &path.0, *mode)?;
+                set_mode(step, &dir, *mode, detail)?;
             }
             MountOp::File {
                 path,
@@ -311,16 +572,15 @@ pub fn build_root(
                 offset,
                 len,
             } => {
-                let dst = below(&root, &path.0)?;
-                write_file(&root, &dst, *mode, blob, *offset, *len)?;
+                staged += 1;
+                write_file(&root, &path.0, *mode, blob, *offset, *len, staged)?;
             }
             MountOp::Symlink { original, link } => {
-                let dst = below(&root, &link.0)?;
-                if let Some(parent) = dst.parent() {
-                    mkdir_p(parent, 0o755)?;
-                }
-                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(&original.0), &dst)
-                    .map_err(|e| io_fail(SetupStep::Symlink, e, &dst))?;
+                let step = SetupStep::Symlink;
+                let detail = Path::new(OsStr::from_bytes(&link.0));
+                let (dir, name) = root.parent_of(step, &link.0)?;
+                nix::unistd::symlinkat(OsStr::from_bytes(&original.0), Some(dir.as_raw_fd()), name)
+                    .map_err(|e| nix_fail(step, e, detail))?;
             }
         }
     }
@@ -330,116 +590,142 @@ pub fn build_root(
         nix::unistd::sethostname(name).map_err(|e| nix_fail(SetupStep::Hostname, e, name))?;
     }
 
-    for p in read_only_later.iter().rev() {
-        set_mount_attrs(
-            p,
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            false,
-        )?;
+    for (fd, detail) in read_only_later.iter().rev() {
+        set_mount_attrs(fd, READ_ONLY, false, detail)?;
     }
     let root_writable = matches!(plan.root, RootPlan::HostDir { writable: true, .. });
     if !root_writable {
-        set_mount_attrs(
-            &root,
-            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            false,
-        )?;
+        set_mount_attrs(&root.fd, READ_ONLY, false, Path::new("/"))?;
     }
+    drop(root);
 
     watch.lap("hostname + read-only remounts");
-    let r = pivot_into(&root);
+    let r = pivot_into(Path::new(STAGING));
     watch.lap("pivot_root");
     r
 }
 
+/// `fchmod` on a directory reached through `dir` (an `O_PATH` fd), unless it has the mode.
+fn set_mode(step: SetupStep, dir: &OwnedFd, mode: u32, detail: &Path) -> Result<(), SetupFailure> {
+    let mode = mode & 0o7777;
+    let st = fstat(dir.as_raw_fd()).map_err(|e| nix_fail(step, e, detail))?;
+    if st.st_mode & 0o7777 == mode {
+        return Ok(());
+    }
+    let opened = sys::openat2(
+        dir.as_fd(),
+        c".",
+        libc::O_RDONLY | libc::O_DIRECTORY,
+        0,
+        IN_ROOT,
+    )
+    .map_err(|e| fail(step, e, detail))?;
+    nix::sys::stat::fchmod(opened.as_raw_fd(), Mode::from_bits_truncate(mode))
+        .map_err(|e| nix_fail(step, e, detail))
+}
+
 fn write_file(
-    root: &Path,
-    dst: &Path,
+    root: &Root,
+    path: &[u8],
     mode: u32,
     blob: Option<&OwnedFd>,
     offset: u64,
     len: u64,
+    serial: u32,
 ) -> Result<(), SetupFailure> {
-    let blob = blob.ok_or_else(|| fail(SetupStep::WriteFile, libc::EBADF, dst))?;
+    let step = SetupStep::WriteFile;
+    let dst = Path::new(OsStr::from_bytes(path));
+    let blob = blob.ok_or_else(|| fail(step, libc::EBADF, dst))?;
     if len > (1 << 31) {
-        return Err(fail(SetupStep::WriteFile, libc::EFBIG, dst));
+        return Err(fail(step, libc::EFBIG, dst));
     }
     let mut buf = vec![0u8; len as usize];
-    let file = std::fs::File::from(
-        blob.try_clone()
-            .map_err(|e| io_fail(SetupStep::WriteFile, e, dst))?,
-    );
+    let file = std::fs::File::from(blob.try_clone().map_err(|e| io_fail(step, e, dst))?);
     file.read_exact_at(&mut buf, offset)
-        .map_err(|e| io_fail(SetupStep::WriteFile, e, dst))?;
-    if let Some(parent) = dst.parent() {
-        mkdir_p(parent, 0o755)?;
-    }
-    match create_with(dst, mode, &buf) {
-        Ok(()) => Ok(()),
-        // Inside a read-only bind (a host directory): never write through to the host. Place the
-        // file in the root tmpfs and bind it over the existing target instead.
-        Err(e) if e.raw_os_error() == Some(libc::EROFS) && dst.exists() => {
-            let staging = root.join(".hatchery-file");
-            create_with(&staging, mode, &buf)
-                .map_err(|e| io_fail(SetupStep::WriteFile, e, &staging))?;
-            let bound = mount(
-                Some(&staging),
-                dst,
+        .map_err(|e| io_fail(step, e, dst))?;
+    let (dir, name) = root.parent_of(step, path)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
+    match open_child(&dir, name, flags, mode & 0o7777) {
+        Ok(fd) => fill(step, fd, mode, &buf, dst).map(drop),
+        // Inside a read-only mount (a read-only rootdir or bind): never write through to the
+        // host. Stage the file in the scratch tmpfs and bind it over the existing target.
+        Err(libc::EROFS) => {
+            let target = open_child(&dir, name, libc::O_PATH, 0).map_err(|e| fail(step, e, dst))?;
+            if is_dir(step, &target, dst)? {
+                return Err(fail(step, libc::EISDIR, dst));
+            }
+            let staged_path = Path::new(STAGED_FILES).join(serial.to_string());
+            let staged: OwnedFd = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&staged_path)
+                .map_err(|e| io_fail(step, e, dst))?
+                .into();
+            let staged = fill(step, staged, mode, &buf, dst)?;
+            mount(
+                Some(&fd_path(&staged)),
+                &fd_path(&target),
                 None::<&str>,
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(|e| nix_fail(SetupStep::WriteFile, e, dst));
-            let _ = std::fs::remove_file(&staging);
-            bound?;
-            set_mount_attrs(
-                dst,
-                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-                false,
-            )
+            .map_err(|e| nix_fail(step, e, dst))?;
+            let mounted =
+                open_child(&dir, name, libc::O_PATH, 0).map_err(|e| fail(step, e, dst))?;
+            set_mount_attrs(&mounted, READ_ONLY, false, dst)
         }
-        Err(e) => Err(io_fail(SetupStep::WriteFile, e, dst)),
+        Err(e) => Err(fail(step, e, dst)),
     }
 }
 
-fn create_with(path: &Path, mode: u32, contents: &[u8]) -> std::io::Result<()> {
-    let out = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode & 0o7777)
-        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-        .open(path)?;
-    out.write_all_at(contents, 0)?;
-    out.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))
+/// Writes `contents` into the opened file and sets its mode on the same fd.
+fn fill(
+    step: SetupStep,
+    fd: OwnedFd,
+    mode: u32,
+    contents: &[u8],
+    detail: &Path,
+) -> Result<OwnedFd, SetupFailure> {
+    let out = std::fs::File::from(fd);
+    out.write_all_at(contents, 0)
+        .map_err(|e| io_fail(step, e, detail))?;
+    nix::sys::stat::fchmod(out.as_raw_fd(), Mode::from_bits_truncate(mode & 0o7777))
+        .map_err(|e| nix_fail(step, e, detail))?;
+    Ok(out.into())
 }
 
-/// A minimal /dev: a small tmpfs with the harmless host devices bound in, the stdio links, a
-/// private devpts instance and a /dev/shm tmpfs.
-fn build_devfs(dev: &Path) -> Result<(), SetupFailure> {
+/// A minimal /dev at `target`: a small tmpfs with the harmless host devices bound in, the
+/// stdio links, a private devpts instance and a size-capped /dev/shm tmpfs. Returns the fd of
+/// the /dev tmpfs (made read-only once the tree is built).
+fn build_devfs(root: &mut Root, target: &[u8]) -> Result<OwnedFd, SetupFailure> {
     let step = SetupStep::MountDevfs;
-    mkdir_p(dev, 0o755)?;
+    let detail = Path::new(OsStr::from_bytes(target));
+    let dst = root.mount_point_dir(step, target, 0o755)?;
     mount(
         Some("tmpfs"),
-        dev,
+        &fd_path(&dst),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("mode=0755,size=65536,nr_inodes=64"),
     )
-    .map_err(|e| nix_fail(step, e, dev))?;
+    .map_err(|e| nix_fail(step, e, detail))?;
+    root.refresh(step, &components(step, target)?)?;
+    let dev = root.open(step, target)?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let dst = dev.join(name);
-        touch(&dst, 0o666)?;
+        let n = OsStr::new(name);
+        let stub = file_stub(step, &dev, n, 0o666, &detail.join(name))?;
         let src = Path::new("/dev").join(name);
         mount(
             Some(&src),
-            &dst,
+            &fd_path(&stub),
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
         .map_err(|e| nix_fail(step, e, &src))?;
-        set_mount_attrs(&dst, MOUNT_ATTR_NOSUID, false)?;
+        let mounted = open_child(&dev, n, libc::O_PATH, 0).map_err(|e| fail(step, e, &src))?;
+        set_mount_attrs(&mounted, MOUNT_ATTR_NOSUID, false, &src)?;
     }
     for (link, original) in [
         ("fd", "/proc/self/fd"),
@@ -447,34 +733,40 @@ fn build_devfs(dev: &Path) -> Result<(), SetupFailure> {
         ("stdout", "/proc/self/fd/1"),
         ("stderr", "/proc/self/fd/2"),
         ("ptmx", "pts/ptmx"),
-        ("core", "/proc/kcore"),
     ] {
-        if link == "core" {
-            continue; // never expose kcore, even as a dangling name
-        }
-        std::os::unix::fs::symlink(original, dev.join(link))
-            .map_err(|e| io_fail(step, e, dev.join(link)))?;
+        // Never /dev/core (kcore), not even as a dangling name.
+        nix::unistd::symlinkat(original, Some(dev.as_raw_fd()), link)
+            .map_err(|e| nix_fail(step, e, detail.join(link)))?;
     }
-    let pts = dev.join("pts");
-    mkdir_p(&pts, 0o755)?;
+    let pts = dir_in(&dev, "pts", 0o755, &detail.join("pts"))?;
     mount(
         Some("devpts"),
-        &pts,
+        &fd_path(&pts),
         Some("devpts"),
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=620"),
     )
-    .map_err(|e| nix_fail(step, e, &pts))?;
-    let shm = dev.join("shm");
-    mkdir_p(&shm, 0o1777)?;
+    .map_err(|e| nix_fail(step, e, detail.join("pts")))?;
+    let shm = dir_in(&dev, "shm", 0o1777, &detail.join("shm"))?;
+    let opts = tmpfs_options(0o1777, DEFAULT_SHM_BYTES, None);
     mount(
         Some("tmpfs"),
-        &shm,
+        &fd_path(&shm),
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
+        Some(opts.as_str()),
     )
-    .map_err(|e| nix_fail(step, e, &shm))
+    .map_err(|e| nix_fail(step, e, detail.join("shm")))?;
+    Ok(dev)
+}
+
+/// A directory `name` made in `dir` (a fresh tmpfs), as an `O_PATH` fd.
+fn dir_in(dir: &OwnedFd, name: &str, mode: u32, detail: &Path) -> Result<OwnedFd, SetupFailure> {
+    let step = SetupStep::MountDevfs;
+    nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(mode))
+        .map_err(|e| nix_fail(step, e, detail))?;
+    open_child(dir, OsStr::new(name), libc::O_PATH | libc::O_DIRECTORY, 0)
+        .map_err(|e| fail(step, e, detail))
 }
 
 /// `pivot_root(".", ".")` in the new root, then detach the old root lying on top of it.
@@ -491,15 +783,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn below_rejects_escapes() {
-        let r = Path::new("/tmp");
+    fn components_reject_escapes() {
+        let s = SetupStep::MakeDir;
+        let names = |p: &[u8]| -> Vec<String> {
+            components(s, p)
+                .unwrap()
+                .iter()
+                .map(|c| c.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(b"/usr/lib"), ["usr", "lib"]);
+        assert!(names(b"/").is_empty());
+        assert_eq!(names(b"/a/./b//"), ["a", "b"]);
+        assert!(components(s, b"/a/../../etc").is_err());
+        assert!(components(s, b"relative").is_err());
+    }
+
+    #[test]
+    fn tmpfs_mounts_always_get_a_size() {
+        assert_eq!(tmpfs_options(0o1777, 4096, None), "mode=1777,size=4096");
         assert_eq!(
-            below(r, b"/usr/lib").unwrap(),
-            PathBuf::from("/tmp/usr/lib")
+            tmpfs_options(0o40755, 1, Some(8)),
+            "mode=755,size=1,nr_inodes=8"
         );
-        assert_eq!(below(r, b"/").unwrap(), PathBuf::from("/tmp"));
-        assert_eq!(below(r, b"/a/./b").unwrap(), PathBuf::from("/tmp/a/b"));
-        assert!(below(r, b"/a/../../etc").is_err());
-        assert!(below(r, b"relative").is_err());
     }
 }

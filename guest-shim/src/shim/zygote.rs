@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use hatchery_protocol::{
     Channel, FdSlot, Features, Message, MountOp, Outcome, Ready, Request, Resource, Response,
-    Rlimit, SetupFailure, SetupPlan, SetupStep, Usage, Work,
+    Rlimit, SetupFailure, SetupPlan, SetupStep, Usage, Work, DEFAULT_SHM_BYTES,
+    DEFAULT_TMPFS_BYTES,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
@@ -46,8 +47,11 @@ struct Running {
 }
 
 /// Private mounts every request gets, derived from the plan.
+/// Each tmpfs: (container path, size, mode, whether a request's `tmp_bytes` may resize it). Every
+/// one has a size: the plan's, [`DEFAULT_TMPFS_BYTES`] when it has none, and
+/// [`DEFAULT_SHM_BYTES`] for a devfs's `/dev/shm`.
 struct PrivateMounts {
-    tmpfs: Vec<(String, Option<u64>, u32)>,
+    tmpfs: Vec<(String, u64, u32, bool)>,
     proc: Vec<String>,
 }
 
@@ -65,16 +69,18 @@ impl PrivateMounts {
                     ..
                 } => tmpfs.push((
                     String::from_utf8_lossy(&target.0).into_owned(),
-                    *size_bytes,
+                    size_bytes.unwrap_or(DEFAULT_TMPFS_BYTES),
                     *mode,
+                    true,
                 )),
                 MountOp::Devfs { target } => tmpfs.push((
                     format!(
                         "{}/shm",
                         String::from_utf8_lossy(&target.0).trim_end_matches('/')
                     ),
-                    None,
+                    DEFAULT_SHM_BYTES,
                     0o1777,
+                    false,
                 )),
                 MountOp::Proc { target } => {
                     proc.push(String::from_utf8_lossy(&target.0).into_owned())
@@ -88,12 +94,12 @@ impl PrivateMounts {
     fn tmpfs_options(&self, size_override: Option<u64>) -> Vec<(String, String)> {
         self.tmpfs
             .iter()
-            .map(|(t, size, mode)| {
-                let mut o = format!("mode={:o}", mode & 0o7777);
-                if let Some(s) = size_override.or(*size) {
-                    o.push_str(&format!(",size={s}"));
-                }
-                (t.clone(), o)
+            .map(|(t, size, mode, resizable)| {
+                let size = match size_override {
+                    Some(s) if *resizable => s,
+                    _ => *size,
+                };
+                (t.clone(), format!("mode={:o},size={size}", mode & 0o7777))
             })
             .collect()
     }
