@@ -173,6 +173,13 @@ cases! {
     personality_changes_are_refused: "personality" => Expect::Errno(libc::ENOSYS);
     tiocsti_with_high_bits_is_a_violation: "tiocsti" => Expect::Violation("ioctl");
     tioclinux_is_a_violation: "tioclinux" => Expect::Violation("ioctl");
+    vsock_sockets_are_refused: "socket-vsock" => Expect::Errno(libc::EAFNOSUPPORT);
+    af_alg_sockets_are_refused: "socket-alg" => Expect::Errno(libc::EAFNOSUPPORT);
+    packet_sockets_are_refused: "socket-packet" => Expect::Errno(libc::EAFNOSUPPORT);
+    socket_families_compare_all_bits: "socket-vsock-high-bits" => Expect::Errno(libc::EAFNOSUPPORT);
+    socketpair_is_unix_only: "socketpair-vsock" => Expect::Errno(libc::EAFNOSUPPORT);
+    netlink_is_route_only: "netlink-audit" => Expect::Errno(libc::EPROTONOSUPPORT);
+    unix_inet_and_route_netlink_still_work: "socket-allowed-families" => Expect::Clean;
     x32_abi_kills: "x32-syscall" => Expect::Outcome(Outcome::Signaled { signal: libc::SIGSYS, core_dumped: false });
     i386_abi_kills: "i386-syscall" => Expect::Outcome(Outcome::Signaled { signal: libc::SIGSYS, core_dumped: false });
 }

@@ -312,6 +312,106 @@ fn main() {
         }
 
         // ---- other requests, the zygote and the host ----
+        // Address families a helper never needs (AF_VSOCK reaches the hypervisor, AF_ALG the
+        // kernel's crypto API); ARG, when given, is a raw domain value (high bits included).
+        "socket-vsock" => refused(sys(
+            libc::SYS_socket,
+            [libc::AF_VSOCK as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+        )),
+        "socket-alg" => refused(sys(
+            libc::SYS_socket,
+            [libc::AF_ALG as u64, libc::SOCK_SEQPACKET as u64, 0, 0, 0, 0],
+        )),
+        "socket-packet" => refused(sys(
+            libc::SYS_socket,
+            [libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0],
+        )),
+        "socket-vsock-high-bits" => refused(sys(
+            libc::SYS_socket,
+            [
+                1 << 32 | libc::AF_VSOCK as u64,
+                libc::SOCK_STREAM as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )),
+        "socketpair-vsock" => {
+            let mut sv = [0i32; 2];
+            refused(sys(
+                libc::SYS_socketpair,
+                [
+                    libc::AF_VSOCK as u64,
+                    libc::SOCK_STREAM as u64,
+                    0,
+                    ptr(sv.as_mut_ptr()),
+                    0,
+                    0,
+                ],
+            ))
+        }
+        "netlink-audit" => refused(sys(
+            libc::SYS_socket,
+            [
+                libc::AF_NETLINK as u64,
+                libc::SOCK_RAW as u64,
+                libc::NETLINK_AUDIT as u64,
+                0,
+                0,
+                0,
+            ],
+        )),
+        // The families helpers use still work: exits 0, or with the errno of the first refusal.
+        "socket-allowed-families" => {
+            for (domain, ty, proto) in [
+                (libc::AF_UNIX, libc::SOCK_STREAM, 0),
+                (libc::AF_UNIX, libc::SOCK_DGRAM, 0),
+                (libc::AF_INET, libc::SOCK_STREAM, 0),
+                (libc::AF_INET, libc::SOCK_DGRAM, 0),
+                (libc::AF_INET6, libc::SOCK_STREAM, 0),
+                (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+            ] {
+                let fd = match sys(
+                    libc::SYS_socket,
+                    [
+                        domain as u64,
+                        (ty | libc::SOCK_CLOEXEC) as u64,
+                        proto as u64,
+                        0,
+                        0,
+                        0,
+                    ],
+                ) {
+                    Ok(fd) => fd,
+                    Err(e) => exit(e),
+                };
+                let _ = sys(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]);
+            }
+            let mut sv = [0i32; 2];
+            if let Err(e) = sys(
+                libc::SYS_socketpair,
+                [
+                    libc::AF_UNIX as u64,
+                    libc::SOCK_STREAM as u64,
+                    0,
+                    ptr(sv.as_mut_ptr()),
+                    0,
+                    0,
+                ],
+            ) {
+                exit(e)
+            }
+            // if_nameindex (and getaddrinfo with AI_ADDRCONFIG) ask the kernel over NETLINK_ROUTE.
+            // SAFETY: no arguments; the result is freed below.
+            let names = unsafe { libc::if_nameindex() };
+            if names.is_null() {
+                exit(std::io::Error::last_os_error().raw_os_error().unwrap_or(1))
+            }
+            // SAFETY: a non-null result of if_nameindex, freed once.
+            unsafe { libc::if_freenameindex(names) };
+            exit(0)
+        }
         "kill-init" => refused(sys(libc::SYS_kill, [1, libc::SIGKILL as u64, 0, 0, 0, 0])),
         "kill-all" => {
             let r = sys(
