@@ -524,3 +524,43 @@ fn a_policy_that_notifies_execve_reports_it() {
         }
     }
 }
+
+#[test]
+fn strict_denies_the_listener_hand_over_form_of_sendmsg() {
+    use hatchery::seccomp::Profile;
+    if !ready() {
+        return;
+    }
+    assert_eq!(
+        hatchery_protocol::LISTENER_SEND_FLAGS,
+        0x4000 | 0x40 | 0x80 | 0x400 | 0x1000,
+        "attack.rs HANDOVER_FLAGS"
+    );
+    // The shim hands each command's notification listener over with one sendmsg between
+    // installing the filter and exec, then revokes that form with a second filter: the command
+    // must not inherit the allowance (EPERM), any other sendmsg is strict's violation, and the
+    // hand-over still works (mount is reported). Installing a further, restricting filter
+    // is what stays allowed.
+    let mut c = profile();
+    c.seccomp_filter(Profile::Strict.filter().unwrap());
+    let wall = Duration::from_secs(10);
+    let p = Pool::builder()
+        .profile(c.clone())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap();
+    for (attack, expect) in [
+        ("sendmsg-handover-form", Expect::Errno(libc::EPERM)),
+        ("sendmsg", Expect::Violation("sendmsg")),
+        ("mount-tmpfs", Expect::Violation("mount")),
+        ("seccomp-self-restrict", Expect::Clean),
+    ] {
+        let got = run_oneshot(&c, attack, "", wall);
+        check("one-shot, strict", attack, &got, &expect);
+        let r = p
+            .run(Request::exec(ATTACK).args([attack]).wall_time(wall))
+            .unwrap();
+        check("pool, strict", attack, &r.outcome, &expect);
+    }
+}

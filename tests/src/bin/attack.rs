@@ -12,6 +12,9 @@ use std::io::Write;
 
 const ESCAPED: i32 = 100;
 
+/// `hatchery_protocol::LISTENER_SEND_FLAGS`; the adversarial suite checks that they are equal.
+pub const HANDOVER_FLAGS: u64 = 0x4000 | 0x40 | 0x80 | 0x400 | 0x1000;
+
 /// A raw system call; `Err(errno)` on failure.
 fn sys(nr: libc::c_long, a: [u64; 6]) -> Result<i64, i32> {
     // SAFETY: raw system calls with integer arguments (or pointers the caller keeps alive); the
@@ -411,6 +414,67 @@ fn main() {
             // SAFETY: a non-null result of if_nameindex, freed once.
             unsafe { libc::if_freenameindex(names) };
             exit(0)
+        }
+        // The exact form of the shim's seccomp listener hand-over (sendmsg with
+        // hatchery_protocol::LISTENER_SEND_FLAGS), on stdout: a policy that denies sendmsg must
+        // deny this one too.
+        "sendmsg-handover-form" => {
+            // SAFETY: an all-zero msghdr (no name, no data, no control) is valid.
+            let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            refused(sys(
+                libc::SYS_sendmsg,
+                [1, ptr(&msg), HANDOVER_FLAGS, 0, 0, 0],
+            ))
+        }
+        // Any other sendmsg on stdout.
+        "sendmsg" => {
+            // SAFETY: an all-zero msghdr (no name, no data, no control) is valid.
+            let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            refused(sys(
+                libc::SYS_sendmsg,
+                [1, ptr(&msg), libc::MSG_NOSIGNAL as u64, 0, 0, 0],
+            ))
+        }
+        // Installing a filter without flags (what the hand-over leaves allowed): ARG is the
+        // errno the filter makes getppid fail with, which the attack checks.
+        "seccomp-self-restrict" => {
+            let filter = [
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_getppid as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | libc::EXDEV as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: 4,
+                filter: filter.as_ptr() as *mut _,
+            };
+            if let Err(e) = sys(libc::SYS_seccomp, [1, 0, ptr(&prog), 0, 0, 0]) {
+                exit(e)
+            }
+            match sys(libc::SYS_getppid, [0; 6]) {
+                Err(libc::EXDEV) => exit(0),
+                _ => exit(ESCAPED),
+            }
         }
         "kill-init" => refused(sys(libc::SYS_kill, [1, libc::SIGKILL as u64, 0, 0, 0, 0])),
         "kill-all" => {
