@@ -564,3 +564,60 @@ fn strict_denies_the_listener_hand_over_form_of_sendmsg() {
         check("pool, strict", attack, &r.outcome, &expect);
     }
 }
+
+/// A writer that ignores SIGXFSZ and goes on after EFBIG, exiting with `code`.
+fn efbig_writer(code: i32) -> Request {
+    Request::exec("/bin/sh").args([
+        "-c",
+        &format!("trap '' XFSZ; head -c 8M /dev/zero; exit {code}"),
+    ])
+}
+
+#[test]
+fn reaching_an_output_cap_is_never_a_truncated_success() {
+    if !ready() {
+        return;
+    }
+    let p = pool().lock().unwrap_or_else(|e| e.into_inner());
+    for code in [0, 1] {
+        // Captured stdout.
+        let r = p
+            .run(efbig_writer(code).stdout(Sink::Capture(4 << 20)))
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::OutputExceeded, "capture, exit {code}");
+        assert_eq!(r.stdout.len(), 4 << 20);
+        // stdout into a file, capped by the stderr capture's limit (as `hatchery map` does).
+        let file = tempfile_in_tmp(&format!("efbig-{code}"));
+        let r = p
+            .run(
+                efbig_writer(code)
+                    .stdout(Sink::Fd(file.try_clone().unwrap().into()))
+                    .stderr(Sink::Capture(4 << 20)),
+            )
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::OutputExceeded, "file sink, exit {code}");
+    }
+    // Exactly the cap is not an overflow.
+    let r = p
+        .run(
+            Request::exec("/bin/sh")
+                .args(["-c", "head -c 4M /dev/zero"])
+                .stdout(Sink::Capture(4 << 20)),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Exited(0));
+    assert_eq!(r.stdout.len(), 4 << 20);
+}
+
+fn tempfile_in_tmp(name: &str) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("hatchery-{}-{name}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    f
+}
