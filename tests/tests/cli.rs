@@ -457,3 +457,53 @@ fn map_reports_a_capped_output_as_exceeded_whatever_the_exit_code() {
     }
     std::fs::remove_dir_all(&base).ok();
 }
+
+#[test]
+fn run_shares_host_abstract_sockets_unless_the_network_is_unshared() {
+    use std::os::linux::net::SocketAddrExt;
+    if !ready() {
+        return;
+    }
+    // hakoniwa's default, kept for compatibility: the host's network namespace, so its abstract
+    // unix sockets too. --unshare-network (or --unshare-all) closes it.
+    let name = format!("hatchery-cli-abstract-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let bind = format!("{}:/hatchery-bin", bin_dir().display());
+    let attack = "/hatchery-bin/attack";
+    let o = hatchery(&["run", "-b", &bind, "--", attack, "abstract-connect", &name]);
+    assert_eq!(
+        o.status.code(),
+        Some(100),
+        "reached by default: {}",
+        text(&o.stderr)
+    );
+    assert!(listener.accept().is_ok(), "the host saw the connection");
+    for flag in ["--unshare-network", "--unshare-all"] {
+        let o = hatchery(&[
+            "run",
+            flag,
+            "-b",
+            &bind,
+            "--",
+            attack,
+            "abstract-connect",
+            &name,
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(libc::ECONNREFUSED),
+            "{flag}: {}",
+            text(&o.stderr)
+        );
+    }
+    let o = hatchery(&["run", "-v", "--", "/bin/true"]);
+    assert!(
+        text(&o.stderr).contains("network: shared with the host"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = hatchery(&["run", "--help"]);
+    assert!(text(&o.stdout).contains("--unshare-network"));
+}
