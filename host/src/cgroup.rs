@@ -8,8 +8,9 @@
 //!  2. cgroup v1 memory/pids/cpu hierarchies        memory.events / memory.oom_control turn a
 //!     (root only)                                  SIGKILL into Outcome::MemoryExceeded;
 //!  3. rlimits: memory → RLIMIT_AS, pids →          teardown: cgroup.kill (v2) or SIGKILL of
-//!     RLIMIT_NPROC (counted per user namespace,    every member, then rmdir
-//!     i.e. per container); no CPU share
+//!     RLIMIT_NPROC (counted per user namespace,    every member; wait until it is empty (poll
+//!     i.e. per container); no CPU share            cgroup.events on v2, rmdir with backoff on
+//!                                                  v1; at most 5 s), then rmdir
 //! ```
 //!
 //! A cgroup holds a whole container: for a pool that is one zygote, which runs one request at a
@@ -307,8 +308,12 @@ impl Cgroup {
     }
 }
 
-impl Drop for Cgroup {
-    fn drop(&mut self) {
+/// How long teardown waits for a killed cgroup to empty before giving up (and logging).
+const TEARDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Cgroup {
+    /// Kills every member: `cgroup.kill` on v2, SIGKILL to each pid in `cgroup.procs` on v1.
+    fn kill_members(&self) {
         if self.v2 {
             let _ = write(&self.dirs[0].1, "cgroup.kill", "1");
         } else {
@@ -319,20 +324,80 @@ impl Drop for Cgroup {
                 );
             }
         }
-        // Dying processes leave the cgroup asynchronously: retry briefly.
-        for (_, dir) in &self.dirs {
-            for attempt in 0..50 {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                    }
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove cgroup");
-                        break;
-                    }
-                }
+    }
+
+    /// v2: waits (poll on `cgroup.events`, which the kernel signals on every change) until the
+    /// cgroup is no longer populated, or `deadline`.
+    fn wait_empty_v2(&self, deadline: std::time::Instant) {
+        use std::io::{Read, Seek};
+        use std::os::fd::AsFd;
+        let path = self.dirs[0].1.join("cgroup.events");
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            return;
+        };
+        loop {
+            let mut s = String::new();
+            if f.rewind().is_err() || f.read_to_string(&mut s).is_err() {
+                return;
             }
+            if s.lines().any(|l| l.trim() == "populated 0") {
+                return;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut pfd = [nix::poll::PollFd::new(
+                f.as_fd(),
+                nix::poll::PollFlags::POLLPRI,
+            )];
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let _ = nix::poll::poll(
+                &mut pfd,
+                nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+            );
+        }
+    }
+}
+
+/// Removes `dir`, retrying with exponential backoff while it is busy (v1 has no notification
+/// that a cgroup emptied), re-killing members each time (`kill_again`), until `deadline`.
+fn remove_with_backoff(dir: &Path, deadline: std::time::Instant, kill_again: &dyn Fn()) {
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    tracing::warn!(dir = %dir.display(), "cgroup still busy; left behind");
+                    return;
+                }
+                kill_again();
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove cgroup");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    /// Kills every member, waits for the cgroup to empty (bounded by [`TEARDOWN_LIMIT`]) and
+    /// removes every directory. Dying processes leave a cgroup asynchronously (a large address
+    /// space takes a while to free), so removing right after the kill can fail with `EBUSY`.
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + TEARDOWN_LIMIT;
+        self.kill_members();
+        if self.v2 {
+            self.wait_empty_v2(deadline);
+        }
+        for (_, dir) in &self.dirs {
+            remove_with_backoff(dir, deadline, &|| self.kill_members());
         }
     }
 }

@@ -339,10 +339,13 @@ pub struct SetupPlan {
 }
 
 /// The `sendmsg` flags with which a command hands its seccomp listener to the shim, between
-/// installing its filter and exec (`MSG_NOSIGNAL | MSG_DONTWAIT | MSG_EOR`). Filters that notify
-/// allow `sendmsg` with exactly these flags before any other rule, so the hand-over can never
-/// wait on a notification that nobody is yet listening to.
-pub const LISTENER_SEND_FLAGS: i32 = 0x4000 | 0x40 | 0x80;
+/// installing its filter and exec (`MSG_NOSIGNAL | MSG_DONTWAIT | MSG_EOR`, plus the TCP-only
+/// `MSG_SYN | MSG_RST`, which unix sockets ignore and no program passes to `sendmsg`). Filters
+/// that notify allow `sendmsg` with exactly these flags before any other rule, so the hand-over
+/// can never wait on a notification that nobody is yet listening to; right after it the
+/// command installs a second filter that fails this form with `EPERM`, so the allowance is
+/// one-shot and never reaches the command's own code.
+pub const LISTENER_SEND_FLAGS: i32 = 0x4000 | 0x40 | 0x80 | 0x400 | 0x1000;
 
 /// A seccomp filter compiled by the host (with libseccomp) for the shim to install raw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -173,6 +173,13 @@ cases! {
     personality_changes_are_refused: "personality" => Expect::Errno(libc::ENOSYS);
     tiocsti_with_high_bits_is_a_violation: "tiocsti" => Expect::Violation("ioctl");
     tioclinux_is_a_violation: "tioclinux" => Expect::Violation("ioctl");
+    vsock_sockets_are_refused: "socket-vsock" => Expect::Errno(libc::EAFNOSUPPORT);
+    af_alg_sockets_are_refused: "socket-alg" => Expect::Errno(libc::EAFNOSUPPORT);
+    packet_sockets_are_refused: "socket-packet" => Expect::Errno(libc::EAFNOSUPPORT);
+    socket_families_compare_all_bits: "socket-vsock-high-bits" => Expect::Errno(libc::EAFNOSUPPORT);
+    socketpair_is_unix_only: "socketpair-vsock" => Expect::Errno(libc::EAFNOSUPPORT);
+    netlink_is_route_only: "netlink-audit" => Expect::Errno(libc::EPROTONOSUPPORT);
+    unix_inet_and_route_netlink_still_work: "socket-allowed-families" => Expect::Clean;
     x32_abi_kills: "x32-syscall" => Expect::Outcome(Outcome::Signaled { signal: libc::SIGSYS, core_dumped: false });
     i386_abi_kills: "i386-syscall" => Expect::Outcome(Outcome::Signaled { signal: libc::SIGSYS, core_dumped: false });
 }
@@ -516,4 +523,101 @@ fn a_policy_that_notifies_execve_reports_it() {
             check(&mode, "execve", &r.outcome, &expect);
         }
     }
+}
+
+#[test]
+fn strict_denies_the_listener_hand_over_form_of_sendmsg() {
+    use hatchery::seccomp::Profile;
+    if !ready() {
+        return;
+    }
+    assert_eq!(
+        hatchery_protocol::LISTENER_SEND_FLAGS,
+        0x4000 | 0x40 | 0x80 | 0x400 | 0x1000,
+        "attack.rs HANDOVER_FLAGS"
+    );
+    // The shim hands each command's notification listener over with one sendmsg between
+    // installing the filter and exec, then revokes that form with a second filter: the command
+    // must not inherit the allowance (EPERM), any other sendmsg is strict's violation, and the
+    // hand-over still works (mount is reported). Installing a further, restricting filter
+    // is what stays allowed.
+    let mut c = profile();
+    c.seccomp_filter(Profile::Strict.filter().unwrap());
+    let wall = Duration::from_secs(10);
+    let p = Pool::builder()
+        .profile(c.clone())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap();
+    for (attack, expect) in [
+        ("sendmsg-handover-form", Expect::Errno(libc::EPERM)),
+        ("sendmsg", Expect::Violation("sendmsg")),
+        ("mount-tmpfs", Expect::Violation("mount")),
+        ("seccomp-self-restrict", Expect::Clean),
+    ] {
+        let got = run_oneshot(&c, attack, "", wall);
+        check("one-shot, strict", attack, &got, &expect);
+        let r = p
+            .run(Request::exec(ATTACK).args([attack]).wall_time(wall))
+            .unwrap();
+        check("pool, strict", attack, &r.outcome, &expect);
+    }
+}
+
+/// A writer that ignores SIGXFSZ and goes on after EFBIG, exiting with `code`.
+fn efbig_writer(code: i32) -> Request {
+    Request::exec("/bin/sh").args([
+        "-c",
+        &format!("trap '' XFSZ; head -c 8M /dev/zero; exit {code}"),
+    ])
+}
+
+#[test]
+fn reaching_an_output_cap_is_never_a_truncated_success() {
+    if !ready() {
+        return;
+    }
+    let p = pool().lock().unwrap_or_else(|e| e.into_inner());
+    for code in [0, 1] {
+        // Captured stdout.
+        let r = p
+            .run(efbig_writer(code).stdout(Sink::Capture(4 << 20)))
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::OutputExceeded, "capture, exit {code}");
+        assert_eq!(r.stdout.len(), 4 << 20);
+        // stdout into a file, capped by the stderr capture's limit (as `hatchery map` does).
+        let file = tempfile_in_tmp(&format!("efbig-{code}"));
+        let r = p
+            .run(
+                efbig_writer(code)
+                    .stdout(Sink::Fd(file.try_clone().unwrap().into()))
+                    .stderr(Sink::Capture(4 << 20)),
+            )
+            .unwrap();
+        assert_eq!(r.outcome, Outcome::OutputExceeded, "file sink, exit {code}");
+    }
+    // Exactly the cap is not an overflow.
+    let r = p
+        .run(
+            Request::exec("/bin/sh")
+                .args(["-c", "head -c 4M /dev/zero"])
+                .stdout(Sink::Capture(4 << 20)),
+        )
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Exited(0));
+    assert_eq!(r.stdout.len(), 4 << 20);
+}
+
+fn tempfile_in_tmp(name: &str) -> std::fs::File {
+    let path = std::env::temp_dir().join(format!("hatchery-{}-{name}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    f
 }

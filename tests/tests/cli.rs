@@ -417,3 +417,93 @@ fn bench_reports_every_case_as_json() {
         "{steps:?}"
     );
 }
+
+#[test]
+fn map_reports_a_capped_output_as_exceeded_whatever_the_exit_code() {
+    if !ready() {
+        return;
+    }
+    // A writer that ignores SIGXFSZ and exits 0 (or 1) after EFBIG: an 8 MiB output under a
+    // 4 MiB cap is output_exceeded, not a truncated success.
+    let base = std::env::temp_dir().join(format!("hatchery-map-cap-{}", std::process::id()));
+    let input = base.join("in");
+    let out = base.join("out");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("x"), "x").unwrap();
+    for code in [0, 1] {
+        let script = format!("trap '' XFSZ; head -c 8M /dev/zero; exit {code}");
+        let o = hatchery(&[
+            "map",
+            "-q",
+            "--max-output",
+            "4194304",
+            "--out",
+            &out.to_string_lossy(),
+            &input.join("x").to_string_lossy(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        let line: serde_json::Value = serde_json::from_str(text(&o.stdout).trim()).unwrap();
+        assert_eq!(line["ok"].as_bool(), Some(false), "exit {code}: {line}");
+        assert_eq!(
+            line["outcome"].as_str(),
+            Some("output_exceeded"),
+            "exit {code}: {line}"
+        );
+        assert!(!out.join("x").exists(), "no truncated output is kept");
+    }
+    std::fs::remove_dir_all(&base).ok();
+}
+
+#[test]
+fn run_shares_host_abstract_sockets_unless_the_network_is_unshared() {
+    use std::os::linux::net::SocketAddrExt;
+    if !ready() {
+        return;
+    }
+    // hakoniwa's default, kept for compatibility: the host's network namespace, so its abstract
+    // unix sockets too. --unshare-network (or --unshare-all) closes it.
+    let name = format!("hatchery-cli-abstract-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let bind = format!("{}:/hatchery-bin", bin_dir().display());
+    let attack = "/hatchery-bin/attack";
+    let o = hatchery(&["run", "-b", &bind, "--", attack, "abstract-connect", &name]);
+    assert_eq!(
+        o.status.code(),
+        Some(100),
+        "reached by default: {}",
+        text(&o.stderr)
+    );
+    assert!(listener.accept().is_ok(), "the host saw the connection");
+    for flag in ["--unshare-network", "--unshare-all"] {
+        let o = hatchery(&[
+            "run",
+            flag,
+            "-b",
+            &bind,
+            "--",
+            attack,
+            "abstract-connect",
+            &name,
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(libc::ECONNREFUSED),
+            "{flag}: {}",
+            text(&o.stderr)
+        );
+    }
+    let o = hatchery(&["run", "-v", "--", "/bin/true"]);
+    assert!(
+        text(&o.stderr).contains("network: shared with the host"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = hatchery(&["run", "--help"]);
+    assert!(text(&o.stdout).contains("--unshare-network"));
+}

@@ -381,9 +381,11 @@ fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
         }
         match sys::install_seccomp(&sc.filter, sc.notify) {
             Err(e) => return (SetupStep::Seccomp, e),
-            // Between here and execve only `sendmsg` with LISTENER_SEND_FLAGS (which every
-            // notifying filter allows first) and execve itself run. The listener is
-            // close-on-exec: the command never holds it.
+            // Between here and execve only the hand-over runs: `sendmsg` with
+            // LISTENER_SEND_FLAGS and `seccomp(SET_MODE_FILTER, 0)`, which every notifying
+            // filter allows first; the second installs the filter that revokes the first, so
+            // the command never has that allowance. The listener is close-on-exec: the command
+            // never holds it.
             Ok(Some(listener)) => {
                 if let Err(e) = sys::send_fd(
                     report,
@@ -391,6 +393,9 @@ fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
                     listener,
                     hatchery_protocol::LISTENER_SEND_FLAGS,
                 ) {
+                    return (SetupStep::Seccomp, e);
+                }
+                if let Err(e) = sys::install_seccomp(&sc.revoke, false) {
                     return (SetupStep::Seccomp, e);
                 }
             }

@@ -57,6 +57,44 @@ pub struct SeccompLaunch {
     pub notify: bool,
     /// The filter may notify the command's own `execve`: never wait for that exec suspended.
     pub notify_exec: bool,
+    /// Installed right after the listener hand-over (when `notify`): see [`revoke_filter`].
+    pub revoke: Vec<libc::sock_filter>,
+}
+
+/// `AUDIT_ARCH_*` of the native architecture (0 where the host cannot build notifying filters).
+const NATIVE_AUDIT_ARCH: u32 = if cfg!(target_arch = "x86_64") {
+    0xC000_003E
+} else if cfg!(target_arch = "aarch64") {
+    0xC000_00B7
+} else {
+    0
+};
+
+/// The filter that ends the listener hand-over: `sendmsg` with exactly
+/// [`LISTENER_SEND_FLAGS`](hatchery_protocol::LISTENER_SEND_FLAGS), which every notifying
+/// policy allows before its own rules so the command can send its listener to the shim, fails
+/// with `EPERM` from then on; everything else is left to the policy. The command installs it
+/// after the hand-over and before exec, so its own code never has the allowance.
+pub fn revoke_filter() -> Vec<libc::sock_filter> {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+    const LD_W_ABS: u16 = 0x20;
+    const JEQ_K: u16 = 0x15;
+    const RET_K: u16 = 0x06;
+    let flags_low = if cfg!(target_endian = "little") {
+        32
+    } else {
+        36
+    };
+    vec![
+        op(LD_W_ABS, 0, 0, 4),
+        op(JEQ_K, 0, 5, NATIVE_AUDIT_ARCH),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JEQ_K, 0, 3, libc::SYS_sendmsg as u32),
+        op(LD_W_ABS, 0, 0, flags_low),
+        op(JEQ_K, 0, 1, hatchery_protocol::LISTENER_SEND_FLAGS as u32),
+        op(RET_K, 0, 0, 0x0005_0000 | libc::EPERM as u32),
+        op(RET_K, 0, 0, 0x7fff_0000),
+    ]
 }
 
 /// A landlock policy ready for the fork boundary.
@@ -101,6 +139,11 @@ fn seccomp(plan: &SeccompPlan) -> SeccompLaunch {
             .collect(),
         notify: plan.notify,
         notify_exec: plan.notify_exec,
+        revoke: if plan.notify {
+            revoke_filter()
+        } else {
+            Vec::new()
+        },
     }
 }
 

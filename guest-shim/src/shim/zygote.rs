@@ -44,6 +44,50 @@ struct Running {
     killed: Option<Outcome>,
     /// Its seccomp filter's notification listener (never held by the guest).
     listener: Option<OwnedFd>,
+    /// The output cap and the regular files it writes to, with their sizes at the start.
+    outputs: Option<OutputWatch>,
+}
+
+/// Detects that a request reached its output cap, whatever it did about it. `RLIMIT_FSIZE` is
+/// the cap plus one byte, so a file larger than the cap is one the command tried to make larger
+/// still: the outcome is `OutputExceeded` even if it ignored `SIGXFSZ` and exited 0 (or 1) after
+/// `EFBIG`.
+struct OutputWatch {
+    cap: u64,
+    /// Its stdout, stderr and named fds that are regular files (captures are memfds) opened for
+    /// writing, each with its size when the request started.
+    files: Vec<(OwnedFd, u64)>,
+}
+
+impl OutputWatch {
+    fn new(cap: u64, moves: &[(OwnedFd, i32)]) -> OutputWatch {
+        let mut files = Vec::new();
+        for (fd, target) in moves {
+            if *target == 0 {
+                continue;
+            }
+            let writable = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+                .is_ok_and(|fl| fl & libc::O_ACCMODE != libc::O_RDONLY);
+            let size = match nix::sys::stat::fstat(fd.as_raw_fd()) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFREG => st.st_size as u64,
+                _ => continue,
+            };
+            if writable {
+                if let Ok(dup) = fd.try_clone() {
+                    files.push((dup, size));
+                }
+            }
+        }
+        OutputWatch { cap, files }
+    }
+
+    /// Whether some output grew past the cap.
+    fn exceeded(&self) -> bool {
+        self.files.iter().any(|(fd, start)| {
+            nix::sys::stat::fstat(fd.as_raw_fd())
+                .is_ok_and(|st| st.st_size as u64 > self.cap && st.st_size as u64 > *start)
+        })
+    }
 }
 
 /// Private mounts every request gets, derived from the plan.
@@ -231,6 +275,8 @@ impl Zygote<'_> {
                 rlimits.retain(|x| x.resource != r.resource);
                 rlimits.push(*r);
             }
+            // The cap plus one byte: see OutputWatch.
+            let mut outputs = None;
             if let Some(out) = req.limits.output_bytes {
                 let cap = rlimits
                     .iter()
@@ -239,9 +285,10 @@ impl Zygote<'_> {
                 rlimits.retain(|x| x.resource != Resource::Fsize);
                 rlimits.push(Rlimit {
                     resource: Resource::Fsize,
-                    soft: cap,
-                    hard: cap,
+                    soft: cap.saturating_add(1),
+                    hard: cap.saturating_add(1),
                 });
+                outputs = Some(OutputWatch::new(cap, &moves));
             }
             let plan = launch::prepare(LaunchRequest {
                 exec: &exec,
@@ -262,10 +309,10 @@ impl Zygote<'_> {
                 let l = launch::launch_request(&plan)?;
                 (l.pid, l.started, Some(l.status), l.listener)
             };
-            Ok((launched, plan.cpu_limit_secs))
+            Ok((launched, plan.cpu_limit_secs, outputs))
         })();
         match prepared {
-            Ok(((pid, started, status, listener), cpu_limit)) => Ok(Running {
+            Ok(((pid, started, status, listener), cpu_limit, outputs)) => Ok(Running {
                 id: req.id,
                 pid,
                 reply,
@@ -279,6 +326,7 @@ impl Zygote<'_> {
                 cpu_limit,
                 killed: None,
                 listener,
+                outputs,
             }),
             Err(f) => Err((reply, f)),
         }
@@ -350,6 +398,11 @@ fn finish(mut r: Running, root: reap::Reaped) {
             let done = reap::Reaped { status, usage };
             match reap::outcome(&done, r.cpu_limit) {
                 Outcome::Signaled { signal, .. } if signal == libc::SIGXFSZ => {
+                    Outcome::OutputExceeded
+                }
+                Outcome::Exited(_) | Outcome::Signaled { .. }
+                    if r.outputs.as_ref().is_some_and(OutputWatch::exceeded) =>
+                {
                     Outcome::OutputExceeded
                 }
                 o => o,

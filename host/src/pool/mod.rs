@@ -24,6 +24,7 @@
 mod asynch;
 mod call;
 mod error;
+mod health;
 mod metrics;
 mod profile;
 mod request;
@@ -313,7 +314,7 @@ impl PoolBuilder {
                 zygotes: HashMap::new(),
                 waiters: 0,
                 closed: false,
-                pings: HashMap::new(),
+                pings: health::Pings::default(),
                 last_spawn_error: None,
             }),
             cond: Condvar::new(),
@@ -392,8 +393,8 @@ struct State {
     zygotes: HashMap<SlotId, Arc<Zygote>>,
     waiters: usize,
     closed: bool,
-    /// Pings in flight: slot → (nonce, sent at).
-    pings: HashMap<SlotId, (u64, Instant)>,
+    /// Pings in flight.
+    pings: health::Pings,
     last_spawn_error: Option<Arc<Error>>,
 }
 
@@ -536,7 +537,7 @@ impl Inner {
         let z = {
             let mut st = lock(&self.state);
             st.slots.remove(slot);
-            st.pings.remove(&slot);
+            st.pings.remove(slot);
             st.zygotes.remove(&slot)
         };
         if let Some(z) = z {
@@ -958,7 +959,6 @@ impl Pool {
 /// It holds only a weak reference, so dropping the pool stops it.
 fn maintenance(weak: Weak<Inner>) {
     let mut last_health = Instant::now();
-    let mut nonce = 0u64;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         if inner.stopping.load(Ordering::SeqCst) {
@@ -991,22 +991,20 @@ fn maintenance(weak: Weak<Inner>) {
         for slot in retire {
             inner.discard(slot, false);
         }
-        // Health: ping every ready zygote; a pong overdue means wedged.
+        // Health: ping every ready zygote; a pong overdue means wedged. The pings are recorded
+        // under the state lock and sent after it is released: a send may block (up to the
+        // health timeout) on a zygote that does not read, and acquire() must never wait for it.
         let now = Instant::now();
-        let mut wedged = Vec::new();
-        {
+        let (mut wedged, to_ping) = {
             let mut st = lock(&inner.state);
-            for (slot, (_, sent)) in st.pings.iter() {
-                if now.duration_since(*sent) > inner.cfg.health_timeout {
-                    wedged.push(*slot);
-                }
-            }
+            let wedged = st.pings.overdue(now, inner.cfg.health_timeout);
+            let mut to_ping = Vec::new();
             if now.duration_since(last_health) >= inner.cfg.health_interval {
                 last_health = now;
                 let ready: Vec<Arc<Zygote>> = st
                     .zygotes
                     .values()
-                    .filter(|z| !st.pings.contains_key(&z.slot))
+                    .filter(|z| !st.pings.pending(z.slot))
                     .filter(|z| {
                         st.slots
                             .iter()
@@ -1015,19 +1013,20 @@ fn maintenance(weak: Weak<Inner>) {
                     .cloned()
                     .collect();
                 for z in ready {
-                    nonce += 1;
-                    let sent = lock_any(&z.chan).send(
-                        &Message::Ping(Ping { nonce }),
-                        &[],
-                        Some(now + inner.cfg.health_timeout),
-                    );
-                    match sent {
-                        Ok(()) => {
-                            st.pings.insert(z.slot, (nonce, now));
-                        }
-                        Err(_) => wedged.push(z.slot),
-                    }
+                    let nonce = st.pings.sent(z.slot, now);
+                    to_ping.push((z, nonce));
                 }
+            }
+            (wedged, to_ping)
+        };
+        for (z, nonce) in to_ping {
+            let sent = lock_any(&z.chan).send(
+                &Message::Ping(Ping { nonce }),
+                &[],
+                Some(now + inner.cfg.health_timeout),
+            );
+            if sent.is_err() {
+                wedged.push(z.slot);
             }
         }
         for slot in wedged {
@@ -1075,9 +1074,14 @@ fn maintenance(weak: Weak<Inner>) {
             match got {
                 Ok(r) => match r.message {
                     Message::Pong(p) => {
-                        let mut st = lock(&inner.state);
-                        if st.pings.get(slot).is_some_and(|(n, _)| *n == p.nonce) {
-                            st.pings.remove(slot);
+                        let verdict = lock(&inner.state).pings.answer(*slot, p.nonce);
+                        if verdict == health::PongVerdict::Unsolicited {
+                            tracing::warn!(
+                                ?slot,
+                                nonce = p.nonce,
+                                "zygote sent a Pong nobody asked for; killing it"
+                            );
+                            inner.discard(*slot, true);
                         }
                     }
 

@@ -3,11 +3,14 @@
 //! Inputs and outputs are fds, never paths. Bytes given as stdin go into a sealed memfd (the
 //! helper reads immutable input from it, no pipe, no copy on its side); a file or a pipe can be
 //! passed as it is. Captured output goes to a memfd whose size is capped with `RLIMIT_FSIZE`
-//! set to the largest capture limit of the request: a helper writing past it gets
-//! `SIGXFSZ`/`EFBIG`, and the result is [`Outcome::OutputExceeded`]. The same limit applies to
-//! every regular file the request writes (a file given as a sink, files in its tmpfs). A capture
-//! with a smaller limit than the largest is cut to its own limit and also gives
-//! `OutputExceeded`; the helper is then stopped only at the largest limit.
+//! set one byte above the largest capture limit of the request: a helper writing past it gets
+//! `SIGXFSZ`/`EFBIG`, and the result is [`Outcome::OutputExceeded`] — also when the helper
+//! ignores `SIGXFSZ` and exits normally after `EFBIG`, because an output (a capture, or a
+//! regular file given as stdout, stderr or a named fd) larger than the limit is detected from
+//! its size, never from the signal. The same `RLIMIT_FSIZE` applies to every regular file the
+//! request writes (files in its tmpfs too). A capture with a smaller limit than the largest is
+//! cut to its own limit and also gives `OutputExceeded`; the helper is then stopped only at the
+//! largest limit.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Seek, SeekFrom};
@@ -313,7 +316,10 @@ impl Request {
     }
 }
 
-/// Reads a capture memfd, cut to its own limit; `true` when it reached that limit.
+/// Reads a capture memfd, cut to its own limit; `true` when the helper wrote more than that
+/// limit (the zygote sets `RLIMIT_FSIZE` one byte above the largest capture limit, so exactly
+/// the limit is a complete output and anything more is an overflow, whether or not the helper
+/// died of `SIGXFSZ`).
 pub(crate) fn read_capture(
     cap: Option<(std::fs::File, u64)>,
 ) -> Result<(Vec<u8>, bool), PoolError> {
@@ -326,7 +332,7 @@ pub(crate) fn read_capture(
     f.take(limit)
         .read_to_end(&mut buf)
         .map_err(PoolError::io("read capture"))?;
-    Ok((buf, len >= limit && limit > 0))
+    Ok((buf, len > limit))
 }
 
 /// Time spent in each phase of a request.

@@ -467,8 +467,16 @@ fn ret_value(action: Action, notify_as_kill: bool) -> u32 {
 }
 
 /// Hand-written checks in front of libseccomp's program, for the native architecture only:
-/// the listener hand-over (`sendmsg` with [`LISTENER_SEND_FLAGS`]) when the filter notifies, and
-/// the ioctl requests compared on their low 32 bits.
+/// the listener hand-over when the filter notifies, and the ioctl requests compared on their low
+/// 32 bits.
+///
+/// The hand-over is two calls the command makes between installing this filter and exec:
+/// `sendmsg` with exactly [`LISTENER_SEND_FLAGS`] (the listener to the shim), then
+/// `seccomp(SECCOMP_SET_MODE_FILTER, 0, …)` installing a second, tiny filter that makes that
+/// `sendmsg` form fail with `EPERM` from then on (the shim's `confine::revoke_filter`). So the
+/// `sendmsg` allowance is one-shot: the command never runs with it. What stays is that the
+/// command may install more seccomp filters without flags (which can only restrict it further,
+/// and without a listener of their own).
 ///
 /// [`LISTENER_SEND_FLAGS`]: hatchery_protocol::LISTENER_SEND_FLAGS
 fn prefix(
@@ -487,8 +495,10 @@ fn prefix(
     // Layout (`skip` = first instruction after the prefix):
     //   ld arch; jeq native ? next : skip; ld nr
     //   [handover] jeq sendmsg ? next : +3; ld arg2; jeq FLAGS ? next : skip; ret ALLOW
+    //              jeq seccomp ? next : +5; ld arg0; jeq SET_MODE_FILTER ? next : skip;
+    //              ld arg1; jeq 0 ? next : skip; ret ALLOW
     //   [ioctls]   jeq ioctl ? next : skip; ld arg1; { jeq req ? next : +1; ret action }*
-    let handover_len = if handover { 4 } else { 0 };
+    let handover_len = if handover { 10 } else { 0 };
     let ioctl_len = if ioctls.is_empty() {
         0
     } else {
@@ -514,6 +524,15 @@ fn prefix(
             j,
             hatchery_protocol::LISTENER_SEND_FLAGS as u32,
         ));
+        p.push(bpf(RET_K, 0, 0, ret_value(Action::Allow, false)));
+        // seccomp's operation and flags are unsigned ints: the low 32 bits are what counts.
+        p.push(bpf(JEQ_K, 0, 5, libc::SYS_seccomp as u32));
+        p.push(bpf(LD_W_ABS, 0, 0, arg_low(0)));
+        let j = to_skip(&p);
+        p.push(bpf(JEQ_K, 0, j, 1 /* SECCOMP_SET_MODE_FILTER */));
+        p.push(bpf(LD_W_ABS, 0, 0, arg_low(1)));
+        let j = to_skip(&p);
+        p.push(bpf(JEQ_K, 0, j, 0));
         p.push(bpf(RET_K, 0, 0, ret_value(Action::Allow, false)));
     }
     if !ioctls.is_empty() {

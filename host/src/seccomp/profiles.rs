@@ -19,12 +19,17 @@ pub enum Profile {
     /// loading, `open_by_handle_at`, and the `TIOCSTI`/`TIOCLINUX` ioctls. `clone3` and
     /// `io_uring_*` fail with `ENOSYS` (libc and io_uring users fall back), `personality`
     /// only reads or sets harmless personas, and foreign ABIs (x32, i386) kill the process.
+    /// `socket` creates only `AF_UNIX`, `AF_INET`, `AF_INET6` and route netlink sockets and
+    /// `socketpair` only `AF_UNIX` pairs; other families (`AF_VSOCK`, `AF_ALG`, `AF_PACKET`,
+    /// …) fail with `EAFNOSUPPORT`.
     Podman,
     /// Pure compute: what a statically or dynamically linked program needs to start (exec,
     /// the loader's read-only opens and mappings), read and write on the fds it was given,
-    /// memory, time, signals for itself, and exit. Everything else is a reported violation.
+    /// memory, time, signals for itself, and exit. Everything else is a reported violation
+    /// (`socket` and `socketpair` included, whatever the family).
     Strict,
-    /// Everything is allowed and logged to the kernel audit log.
+    /// Everything is allowed and logged to the kernel audit log: a tool to learn what a helper
+    /// calls, not a confinement (it restricts no call and no socket family).
     Audit,
     /// No filter.
     Unconfined,
@@ -482,6 +487,56 @@ const CLONE_NAMESPACES: [u64; 6] = [
     libc::CLONE_NEWNET as u64,
 ];
 
+/// The address families `socket` may create: what helpers use (unix sockets, IPv4 and IPv6 on
+/// the container's own network, route netlink for `getaddrinfo(AI_ADDRCONFIG)` and
+/// `if_nameindex`). Every other family (`AF_VSOCK`, `AF_ALG`, `AF_PACKET`, `AF_KEY`,
+/// `AF_BLUETOOTH`, …) fails with `EAFNOSUPPORT`, as on a kernel built without it.
+pub(crate) const SOCKET_FAMILIES: [u64; 4] = [
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+    libc::AF_NETLINK as u64,
+];
+
+/// `socket` for [`SOCKET_FAMILIES`] only (netlink with `NETLINK_ROUTE` only, other netlink
+/// protocols fail with `EPROTONOSUPPORT`), `socketpair` for `AF_UNIX` only; everything else
+/// fails with `EAFNOSUPPORT`. The family is compared on all 64 bits: a value with high bits set
+/// (which the kernel would truncate to an int) is refused too.
+fn add_socket_rules(f: &mut Filter) {
+    let deny = Action::Errno(libc::EAFNOSUPPORT);
+    for (call, allowed) in [
+        ("socket", &SOCKET_FAMILIES[..]),
+        ("socketpair", &[libc::AF_UNIX as u64][..]),
+    ] {
+        // Every value below the largest allowed one that is not allowed, then all above it.
+        let top = *allowed.iter().max().unwrap_or(&0);
+        for family in 0..=top {
+            if family == libc::AF_NETLINK as u64 && call == "socket" {
+                let netlink = ArgCmp::new(0, ArgCmpOp::Eq, family);
+                let route = libc::NETLINK_ROUTE as u64;
+                f.add_rule_conditional(
+                    Action::Allow,
+                    call,
+                    &[netlink, ArgCmp::new(2, ArgCmpOp::Eq, route)],
+                );
+                f.add_rule_conditional(
+                    Action::Errno(libc::EPROTONOSUPPORT),
+                    call,
+                    &[netlink, ArgCmp::new(2, ArgCmpOp::Ne, route)],
+                );
+                continue;
+            }
+            let action = if allowed.contains(&family) {
+                Action::Allow
+            } else {
+                deny
+            };
+            f.add_rule_conditional(action, call, &[ArgCmp::new(0, ArgCmpOp::Eq, family)]);
+        }
+        f.add_rule_conditional(deny, call, &[ArgCmp::new(0, ArgCmpOp::Gt, top)]);
+    }
+}
+
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541C;
 
@@ -490,10 +545,11 @@ fn podman() -> Filter {
         .named("podman")
         .lenient();
     for name in PODMAN_ALLOW {
-        if *name != "ioctl" {
+        if !matches!(*name, "ioctl" | "socket" | "socketpair") {
             f.add_rule(Action::Allow, name);
         }
     }
+    add_socket_rules(&mut f);
     for nr in NEW_ALLOW_NRS {
         f.add_rule_nr(Action::Allow, *nr);
     }

@@ -12,6 +12,9 @@ use std::io::Write;
 
 const ESCAPED: i32 = 100;
 
+/// `hatchery_protocol::LISTENER_SEND_FLAGS`; the adversarial suite checks that they are equal.
+pub const HANDOVER_FLAGS: u64 = 0x4000 | 0x40 | 0x80 | 0x400 | 0x1000;
+
 /// A raw system call; `Err(errno)` on failure.
 fn sys(nr: libc::c_long, a: [u64; 6]) -> Result<i64, i32> {
     // SAFETY: raw system calls with integer arguments (or pointers the caller keeps alive); the
@@ -312,6 +315,167 @@ fn main() {
         }
 
         // ---- other requests, the zygote and the host ----
+        // Address families a helper never needs (AF_VSOCK reaches the hypervisor, AF_ALG the
+        // kernel's crypto API); ARG, when given, is a raw domain value (high bits included).
+        "socket-vsock" => refused(sys(
+            libc::SYS_socket,
+            [libc::AF_VSOCK as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+        )),
+        "socket-alg" => refused(sys(
+            libc::SYS_socket,
+            [libc::AF_ALG as u64, libc::SOCK_SEQPACKET as u64, 0, 0, 0, 0],
+        )),
+        "socket-packet" => refused(sys(
+            libc::SYS_socket,
+            [libc::AF_PACKET as u64, libc::SOCK_RAW as u64, 0, 0, 0, 0],
+        )),
+        "socket-vsock-high-bits" => refused(sys(
+            libc::SYS_socket,
+            [
+                1 << 32 | libc::AF_VSOCK as u64,
+                libc::SOCK_STREAM as u64,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )),
+        "socketpair-vsock" => {
+            let mut sv = [0i32; 2];
+            refused(sys(
+                libc::SYS_socketpair,
+                [
+                    libc::AF_VSOCK as u64,
+                    libc::SOCK_STREAM as u64,
+                    0,
+                    ptr(sv.as_mut_ptr()),
+                    0,
+                    0,
+                ],
+            ))
+        }
+        "netlink-audit" => refused(sys(
+            libc::SYS_socket,
+            [
+                libc::AF_NETLINK as u64,
+                libc::SOCK_RAW as u64,
+                libc::NETLINK_AUDIT as u64,
+                0,
+                0,
+                0,
+            ],
+        )),
+        // The families helpers use still work: exits 0, or with the errno of the first refusal.
+        "socket-allowed-families" => {
+            for (domain, ty, proto) in [
+                (libc::AF_UNIX, libc::SOCK_STREAM, 0),
+                (libc::AF_UNIX, libc::SOCK_DGRAM, 0),
+                (libc::AF_INET, libc::SOCK_STREAM, 0),
+                (libc::AF_INET, libc::SOCK_DGRAM, 0),
+                (libc::AF_INET6, libc::SOCK_STREAM, 0),
+                (libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_ROUTE),
+            ] {
+                let fd = match sys(
+                    libc::SYS_socket,
+                    [
+                        domain as u64,
+                        (ty | libc::SOCK_CLOEXEC) as u64,
+                        proto as u64,
+                        0,
+                        0,
+                        0,
+                    ],
+                ) {
+                    Ok(fd) => fd,
+                    Err(e) => exit(e),
+                };
+                let _ = sys(libc::SYS_close, [fd as u64, 0, 0, 0, 0, 0]);
+            }
+            let mut sv = [0i32; 2];
+            if let Err(e) = sys(
+                libc::SYS_socketpair,
+                [
+                    libc::AF_UNIX as u64,
+                    libc::SOCK_STREAM as u64,
+                    0,
+                    ptr(sv.as_mut_ptr()),
+                    0,
+                    0,
+                ],
+            ) {
+                exit(e)
+            }
+            // if_nameindex (and getaddrinfo with AI_ADDRCONFIG) ask the kernel over NETLINK_ROUTE.
+            // SAFETY: no arguments; the result is freed below.
+            let names = unsafe { libc::if_nameindex() };
+            if names.is_null() {
+                exit(std::io::Error::last_os_error().raw_os_error().unwrap_or(1))
+            }
+            // SAFETY: a non-null result of if_nameindex, freed once.
+            unsafe { libc::if_freenameindex(names) };
+            exit(0)
+        }
+        // The exact form of the shim's seccomp listener hand-over (sendmsg with
+        // hatchery_protocol::LISTENER_SEND_FLAGS), on stdout: a policy that denies sendmsg must
+        // deny this one too.
+        "sendmsg-handover-form" => {
+            // SAFETY: an all-zero msghdr (no name, no data, no control) is valid.
+            let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            refused(sys(
+                libc::SYS_sendmsg,
+                [1, ptr(&msg), HANDOVER_FLAGS, 0, 0, 0],
+            ))
+        }
+        // Any other sendmsg on stdout.
+        "sendmsg" => {
+            // SAFETY: an all-zero msghdr (no name, no data, no control) is valid.
+            let msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            refused(sys(
+                libc::SYS_sendmsg,
+                [1, ptr(&msg), libc::MSG_NOSIGNAL as u64, 0, 0, 0],
+            ))
+        }
+        // Installing a filter without flags (what the hand-over leaves allowed): ARG is the
+        // errno the filter makes getppid fail with, which the attack checks.
+        "seccomp-self-restrict" => {
+            let filter = [
+                libc::sock_filter {
+                    code: 0x20,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                },
+                libc::sock_filter {
+                    code: 0x15,
+                    jt: 0,
+                    jf: 1,
+                    k: libc::SYS_getppid as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x0005_0000 | libc::EXDEV as u32,
+                },
+                libc::sock_filter {
+                    code: 0x06,
+                    jt: 0,
+                    jf: 0,
+                    k: 0x7fff_0000,
+                },
+            ];
+            let prog = libc::sock_fprog {
+                len: 4,
+                filter: filter.as_ptr() as *mut _,
+            };
+            if let Err(e) = sys(libc::SYS_seccomp, [1, 0, ptr(&prog), 0, 0, 0]) {
+                exit(e)
+            }
+            match sys(libc::SYS_getppid, [0; 6]) {
+                Err(libc::EXDEV) => exit(0),
+                _ => exit(ESCAPED),
+            }
+        }
         "kill-init" => refused(sys(libc::SYS_kill, [1, libc::SIGKILL as u64, 0, 0, 0, 0])),
         "kill-all" => {
             let r = sys(

@@ -19,6 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Commands {
     /// Run a COMMAND in a sandbox (compatible with `hakoniwa run`)
+    #[command(after_help = run::NETWORK_NOTE)]
     Run(run::RunArgs),
     /// Measure spawn latency and throughput of the sandboxes on this machine
     Bench(bench::BenchArgs),

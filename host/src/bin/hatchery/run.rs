@@ -3,6 +3,9 @@
 //! Exit codes: the command's own, 128+n when it was killed by signal n (a wall-time kill is
 //! 128+9), 125 when the container failed, 126 when the command could not be executed, 127 when
 //! it was not found.
+//!
+//! Like `hakoniwa run`, the default keeps the host's network namespace, and with it the host's
+//! abstract unix sockets (any listener there is reachable from the guest): [`NETWORK_NOTE`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +16,12 @@ use hatchery::Container;
 use crate::sandbox::{apply, SandboxArgs};
 
 const SHELL: &str = "/bin/sh";
+
+/// Said in `--help` and by `-v`: what the compatible default shares.
+pub const NETWORK_NOTE: &str = "Network: by default (as in hakoniwa) the command shares the \
+host's network namespace: its interfaces, its ports and its abstract unix sockets, so it can \
+connect to any abstract socket a host process listens on. --unshare-network (or --unshare-all) \
+gives it a network namespace of its own (loopback only), which closes all of that.";
 
 /// Options of `hatchery run`.
 #[derive(Args, Debug)]
@@ -76,6 +85,14 @@ pub fn execute(args: RunArgs) -> i32 {
     if args.verbose && !args.quiet {
         for line in container.describe() {
             eprintln!("hatchery: {line}");
+        }
+        if args.sandbox.unshare_all || args.sandbox.unshare_network {
+            eprintln!("hatchery: network: its own namespace (loopback only)");
+        } else {
+            eprintln!(
+                "hatchery: network: shared with the host, abstract unix sockets included \
+                 (--unshare-network closes it)"
+            );
         }
         eprintln!("hatchery: command: {argv:?}");
         eprintln!("hatchery: env: {env:?}");

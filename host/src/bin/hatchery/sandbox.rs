@@ -15,7 +15,9 @@ pub struct SandboxArgs {
     /// Create a new IPC namespace
     #[arg(long)]
     pub unshare_ipc: bool,
-    /// Create a new NETWORK namespace (loopback only)
+    /// Create a new NETWORK namespace (loopback only). Without it `hatchery run` shares the
+    /// host's network, abstract unix sockets included (hakoniwa's default); `hatchery map`
+    /// always has its own
     #[arg(long)]
     pub unshare_network: bool,
     /// Create a new UTS namespace
