@@ -19,7 +19,7 @@ pub const MAGIC: [u8; 4] = *b"HTCH";
 
 /// The protocol version this build speaks. Peers with another version are refused at the first
 /// frame with [`ProtocolError::Version`], before any body is decoded.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 16;
@@ -62,11 +62,22 @@ pub enum Kind {
     Pong = 9,
     /// Host → guest: finish and exit.
     Shutdown = 10,
+    /// Call mode, supervisor → helper zygote: fork a call process (one fd: its channel).
+    Spawn = 11,
+    /// Call mode, helper zygote → supervisor: the call process it forked.
+    Spawned = 12,
+    /// Call mode, helper zygote → supervisor: a process it forked was reaped.
+    ChildExited = 13,
+    /// Call mode: host → supervisor → call process: become the reuse worker serving the
+    /// direct channel passed with it (one fd).
+    Worker = 14,
+    /// Call mode, supervisor → host on a worker's direct channel: the worker is gone.
+    WorkerExited = 15,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Hello,
         Kind::SetupPlan,
         Kind::Ready,
@@ -77,6 +88,11 @@ impl Kind {
         Kind::Ping,
         Kind::Pong,
         Kind::Shutdown,
+        Kind::Spawn,
+        Kind::Spawned,
+        Kind::ChildExited,
+        Kind::Worker,
+        Kind::WorkerExited,
     ];
 
     /// The kind for a wire value, if it names one.
@@ -97,6 +113,11 @@ impl Kind {
             Kind::Ping => "Ping",
             Kind::Pong => "Pong",
             Kind::Shutdown => "Shutdown",
+            Kind::Spawn => "Spawn",
+            Kind::Spawned => "Spawned",
+            Kind::ChildExited => "ChildExited",
+            Kind::Worker => "Worker",
+            Kind::WorkerExited => "WorkerExited",
         }
     }
 
@@ -105,6 +126,7 @@ impl Kind {
         match self {
             Kind::SetupPlan => MAX_PLAN_FDS,
             Kind::Request => MAX_REQUEST_FDS,
+            Kind::Spawn | Kind::Worker => 1,
             _ => 0,
         }
     }

@@ -560,10 +560,6 @@ pub struct Request {
     pub stdio: [FdSlot; 3],
     /// Further passed fds and their numbers in the helper.
     pub named: Vec<FdAssignment>,
-    /// Call mode with `Reuse` isolation: the index of a `SOCK_SEQPACKET` end among the
-    /// request's fds on which the host sends the helper's further calls directly (each with its
-    /// own reply socket, as here), bypassing the helper's PID 1. Replaces any earlier one.
-    pub direct: Option<u8>,
 }
 
 /// How a request ended. Exactly one per request.
@@ -628,6 +624,79 @@ pub struct Response {
     pub usage: Usage,
     /// Time from receiving the request to the child's exec (or failure), µs.
     pub spawn_us: u64,
+    /// Call mode: how the export call ended (`None` for exec requests, and for calls that
+    /// ended before the export could answer: see [`Response::outcome`]).
+    pub call: Option<CallStatus>,
+}
+
+/// How a call to an export ended, as the call process reports it (call mode). Messages are
+/// bounded by [`MAX_CALL_MESSAGE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[non_exhaustive]
+pub enum CallStatus {
+    /// The export returned its result (on the call's stdout).
+    Ok,
+    /// The helper exports no function of that name.
+    UnknownExport,
+    /// The export returned an error.
+    Failed(String),
+    /// The export panicked.
+    Panicked(String),
+    /// The argument did not decode (typed exports).
+    Decode(String),
+    /// The result did not fit the output limit.
+    OutputTooLarge,
+}
+
+/// Longest message a [`CallStatus`] carries; longer ones are cut at a char boundary.
+pub const MAX_CALL_MESSAGE: usize = 4096;
+
+/// Call mode: fork one call process. Its channel to the supervisor is the one fd passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Spawn {}
+
+/// Call mode: the helper zygote forked this process for the last [`Spawn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Spawned {
+    /// Its pid (in the container's pid namespace).
+    pub pid: i32,
+}
+
+/// Call mode: the helper zygote reaped one of its processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct ChildExited {
+    /// Its pid.
+    pub pid: i32,
+    /// Its wait status.
+    pub status: i32,
+    /// What it used.
+    pub usage: Usage,
+}
+
+/// Call mode, `Reuse`: become (or, from the host, start) the worker that serves calls sent on
+/// the direct channel passed with this message. Each worker gets a channel of its own; the
+/// host closing it retires the worker (the supervisor kills the worker's whole process tree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Worker {
+    /// Hard limit on what one call may write to an output (`RLIMIT_FSIZE`), for the worker's
+    /// whole life.
+    pub output_bytes: Option<u64>,
+}
+
+/// Call mode, `Reuse`: the worker died (crashed, violated its policy, was killed); sent by the
+/// supervisor on the worker's direct channel as the answer to any call in flight there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct WorkerExited {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What it used over its life.
+    pub usage: Usage,
 }
 
 /// Kill a running request.
@@ -679,6 +748,11 @@ pub enum Message {
     Ping(Ping),
     Pong(Pong),
     Shutdown(Shutdown),
+    Spawn(Spawn),
+    Spawned(Spawned),
+    ChildExited(ChildExited),
+    Worker(Worker),
+    WorkerExited(Box<WorkerExited>),
 }
 
 impl Message {
@@ -695,6 +769,11 @@ impl Message {
             Message::Ping(_) => Kind::Ping,
             Message::Pong(_) => Kind::Pong,
             Message::Shutdown(_) => Kind::Shutdown,
+            Message::Spawn(_) => Kind::Spawn,
+            Message::Spawned(_) => Kind::Spawned,
+            Message::ChildExited(_) => Kind::ChildExited,
+            Message::Worker(_) => Kind::Worker,
+            Message::WorkerExited(_) => Kind::WorkerExited,
         }
     }
 
@@ -722,6 +801,11 @@ impl Message {
             Message::Ping(m) => rmp_serde::encode::write(out, m),
             Message::Pong(m) => rmp_serde::encode::write(out, m),
             Message::Shutdown(m) => rmp_serde::encode::write(out, m),
+            Message::Spawn(m) => rmp_serde::encode::write(out, m),
+            Message::Spawned(m) => rmp_serde::encode::write(out, m),
+            Message::ChildExited(m) => rmp_serde::encode::write(out, m),
+            Message::Worker(m) => rmp_serde::encode::write(out, m),
+            Message::WorkerExited(m) => rmp_serde::encode::write(out, m),
         };
         res.map_err(|source| ProtocolError::Encode { kind, source })?;
         let body_len = out.len() - HEADER_LEN;
@@ -774,6 +858,11 @@ impl Message {
             Kind::Ping => Message::Ping(de(kind, body)?),
             Kind::Pong => Message::Pong(de(kind, body)?),
             Kind::Shutdown => Message::Shutdown(de(kind, body)?),
+            Kind::Spawn => Message::Spawn(de(kind, body)?),
+            Kind::Spawned => Message::Spawned(de(kind, body)?),
+            Kind::ChildExited => Message::ChildExited(de(kind, body)?),
+            Kind::Worker => Message::Worker(de(kind, body)?),
+            Kind::WorkerExited => Message::WorkerExited(de(kind, body)?),
         })
     }
 }

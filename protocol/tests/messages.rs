@@ -30,7 +30,6 @@ fn sample_request() -> Request {
             target: 3,
             name: Some("font".into()),
         }],
-        direct: Some(4),
     }
 }
 
@@ -76,6 +75,7 @@ fn golden_response() {
             max_rss_kib: 1024,
         },
         spawn_us: 5,
+        call: None,
     }));
     let bytes = msg.encode().unwrap();
     assert_eq!(&bytes[..8], b"HTCH\x03\x00\x06\x00");

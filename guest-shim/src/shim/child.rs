@@ -242,13 +242,6 @@ fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
     fail(err_pipe, step, errno)
 }
 
-/// Execs a call-mode helper in place of the (single-threaded) shim, after the same lockdown as
-/// any command. Returns only on failure, with the failed step and errno. Its seccomp filter must
-/// not notify: nobody trusted would hold the listener.
-pub fn exec_in_place(plan: &LaunchPlan) -> (SetupStep, i32) {
-    setup_and_exec(plan, -1)
-}
-
 /// Enters a new landlock domain built from `ll`: rules on the paths as this process sees them
 /// (its private mounts included), then `landlock_restrict_self`.
 fn enter_landlock(ll: &crate::shim::confine::LandlockLaunch) -> Result<(), i32> {

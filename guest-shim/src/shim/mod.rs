@@ -119,63 +119,6 @@ fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
     125
 }
 
-/// Call mode: replace the shim with the helper, locked down like any command, keeping the
-/// control socket on fd 3 (the helper's `serve` answers Ready once it has preloaded). Returns only
-/// if that fails, after reporting SetupFailed.
-fn exec_helper(
-    chan: &mut Channel,
-    plan: &hatchery_protocol::SetupPlan,
-    helper: &hatchery_protocol::ExecSpec,
-    devnull: OwnedFd,
-    confinement: confine::Confinement,
-) -> i32 {
-    let dup = |fd: &OwnedFd| {
-        fd.try_clone().map_err(|e| SetupFailure {
-            step: SetupStep::MapFds,
-            errno: e.raw_os_error().unwrap_or(libc::EMFILE),
-            detail: "dup".into(),
-        })
-    };
-    let prepared = (|| {
-        let ctl = std::os::fd::AsFd::as_fd(&*chan)
-            .try_clone_to_owned()
-            .map_err(|e| SetupFailure {
-                step: SetupStep::MapFds,
-                errno: e.raw_os_error().unwrap_or(libc::EMFILE),
-                detail: "dup control socket".into(),
-            })?;
-        let fds = vec![
-            (dup(&devnull)?, 0),
-            (dup(&devnull)?, 1),
-            (dup(&devnull)?, 2),
-            (ctl, CONTROL_FD),
-        ];
-        let mut p = launch::prepare(launch::LaunchRequest {
-            exec: helper,
-            fds,
-            rlimits: &plan.rlimits,
-            user: plan.ids.user.as_ref(),
-            setgroups_allowed: plan.ids.setgroups_allowed,
-            confinement,
-        })?;
-        p.die_with_parent = false;
-        Ok(p)
-    })();
-    let launch_plan = match prepared {
-        Ok(p) => p,
-        Err(f) => return setup_failed(chan, f),
-    };
-    let (step, errno) = child::exec_in_place(&launch_plan);
-    setup_failed(
-        chan,
-        SetupFailure {
-            step,
-            errno,
-            detail: launch_plan.path().to_string_lossy().into_owned(),
-        },
-    )
-}
-
 /// The shim's entry point; returns the process exit code.
 pub fn main() -> i32 {
     let mut watch = Stopwatch::new();
@@ -300,7 +243,16 @@ pub fn main() -> i32 {
     let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     match &plan.mode {
         ShimMode::Helper { helper, .. } => {
-            exec_helper(&mut chan, &plan, helper, devnull, confinement)
+            crate::call::supervisor::run(crate::call::supervisor::Start {
+                chan: &mut chan,
+                plan: &plan,
+                helper,
+                devnull,
+                confinement,
+                signals: &sigfd,
+                features,
+                watch,
+            })
         }
         ShimMode::OneShot { .. } => oneshot::run(
             &mut chan,

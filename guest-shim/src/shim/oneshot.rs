@@ -153,6 +153,7 @@ pub fn run(
                             ..done.usage
                         },
                         spawn_us,
+                        call: None,
                     })),
                     &[],
                     None,

@@ -421,6 +421,7 @@ fn finish(mut r: Running, root: reap::Reaped) {
             outcome,
             usage,
             spawn_us: r.spawn_us,
+            call: None,
         },
     );
 }
@@ -592,7 +593,8 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                                         )),
                                         usage: Usage::default(),
                                         spawn_us: 0,
-                                    },
+                                    call: None,
+                                },
                                 );
                             }
                             continue;
@@ -607,6 +609,7 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                                     outcome: Outcome::SetupFailed(truncated(f)),
                                     usage: Usage::default(),
                                     spawn_us: 0,
+                                    call: None,
                                 },
                             ),
                         }

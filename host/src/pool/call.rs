@@ -1,12 +1,12 @@
 //! Calls to a call-mode helper: [`Pool::call`] and [`Pool::call_typed`] (and their async forms).
 //!
-//! The helper answers with the status codes of `hatchery_guest::call::status`; this module maps
-//! them, and every other way a call can end, onto [`CallError`].
+//! The call process answers with a typed `CallStatus` (protocol); this module maps it, and every
+//! other way a call can end, onto [`CallError`].
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use hatchery_protocol::{Outcome, SetupStep};
+use hatchery_protocol::{CallStatus, Outcome};
 
 use super::{Pool, PoolError, Request, RunResult, Timings, Usage};
 
@@ -51,30 +51,23 @@ pub enum CallError {
     Pool(#[from] PoolError),
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Maps a call's [`RunResult`] onto its output or typed error.
-pub(crate) fn interpret(r: RunResult) -> Result<CallOutput, CallError> {
-    match r.outcome {
-        Outcome::Exited(0) => Ok(CallOutput {
+/// Maps a call's [`RunResult`] onto its output or typed error: the call process's typed
+/// [`CallStatus`] when it answered, the outcome otherwise.
+pub(crate) fn interpret(export: &str, r: RunResult) -> Result<CallOutput, CallError> {
+    match (r.call, r.outcome) {
+        (_, Outcome::OutputExceeded) | (Some(CallStatus::OutputTooLarge), _) => {
+            Err(CallError::OutputTooLarge)
+        }
+        (Some(CallStatus::Ok), Outcome::Exited(0)) => Ok(CallOutput {
             output: r.stdout,
             usage: r.usage,
             timings: r.timings,
         }),
-        Outcome::Exited(100) => Err(CallError::Failed(text(&r.stderr))),
-        Outcome::Exited(101) => Err(CallError::Panicked(text(&r.stderr))),
-        Outcome::Exited(102) => Err(CallError::Decode(text(&r.stderr))),
-        Outcome::Exited(103) | Outcome::OutputExceeded => Err(CallError::OutputTooLarge),
-        Outcome::SetupFailed(f)
-            if f.step == SetupStep::FindProgram && f.detail.starts_with("unknown export ") =>
-        {
-            Err(CallError::UnknownExport(
-                f.detail["unknown export ".len()..].to_string(),
-            ))
-        }
-        other => Err(CallError::Ended(other)),
+        (Some(CallStatus::UnknownExport), _) => Err(CallError::UnknownExport(export.to_string())),
+        (Some(CallStatus::Failed(m)), _) => Err(CallError::Failed(m)),
+        (Some(CallStatus::Panicked(m)), _) => Err(CallError::Panicked(m)),
+        (Some(CallStatus::Decode(m)), _) => Err(CallError::Decode(m)),
+        (_, other) => Err(CallError::Ended(other)),
     }
 }
 
@@ -82,12 +75,17 @@ impl Pool {
     /// Calls `export` of the pool's call-mode helper with `arg`, in a fresh process forked from
     /// the warm helper (or its reuse worker), and returns the result bytes.
     pub fn call(&self, export: &str, arg: &[u8]) -> Result<CallOutput, CallError> {
-        interpret(self.run(Request::call(export, arg))?)
+        interpret(export, self.run(Request::call(export, arg))?)
     }
 
     /// [`call`](Pool::call) with a request built by hand (limits, stdin, named fds).
     pub fn call_request(&self, request: Request) -> Result<CallOutput, CallError> {
-        interpret(self.run(request)?)
+        let export = request
+            .call
+            .as_ref()
+            .map(|(e, _)| e.clone())
+            .unwrap_or_default();
+        interpret(&export, self.run(request)?)
     }
 
     /// A typed call: `arg` and the result travel as MessagePack (rmp-serde), matching
@@ -105,7 +103,7 @@ impl Pool {
     /// Async [`call`](Pool::call); cancel-safe like [`Pool::run_async`].
     #[cfg(feature = "tokio")]
     pub async fn call_async(&self, export: &str, arg: &[u8]) -> Result<CallOutput, CallError> {
-        interpret(self.run_async(Request::call(export, arg)).await?)
+        interpret(export, self.run_async(Request::call(export, arg)).await?)
     }
 
     /// Async [`call_typed`](Pool::call_typed).

@@ -242,7 +242,7 @@ impl PoolBuilder {
         };
         let c = &self.profile;
         let (seccomp, landlock) = c
-            .confinement_plan(self.helper.is_none())
+            .confinement_plan(true)
             .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
         let plan = SetupPlan {
             hostname: c
@@ -271,10 +271,7 @@ impl PoolBuilder {
                     helper: hatchery_protocol::ExecSpec {
                         program: HELPER_PATH.into(),
                         argv: vec![HELPER_PATH.into()],
-                        env: reuse
-                            .map(|n| format!("HATCHERY_REUSE={n}").as_str().into())
-                            .into_iter()
-                            .collect(),
+                        env: Vec::new(),
                         cwd: None,
                     },
                     reuse,
@@ -288,7 +285,7 @@ impl PoolBuilder {
         .map_err(|e| PoolError::io("eventfd")(e.into()))?
         .into();
         let inner = Arc::new(Inner {
-            reuse: reuse.is_some(),
+            reuse,
             cfg: Config {
                 max_queue: self.max_queue,
                 acquire_timeout: self.acquire_timeout,
@@ -374,9 +371,28 @@ struct Zygote {
     cgroup: Option<crate::cgroup::Cgroup>,
     /// OOM kills in that cgroup already attributed to a request.
     oom_seen: AtomicU64,
-    /// Reuse: the channel on which calls go straight to the helper's worker (set up by the
-    /// first call; the helper keeps a worker reading it).
-    direct: Mutex<Option<Channel>>,
+    /// Reuse: the current worker's direct channel (set up by the first call; retired by
+    /// dropping it).
+    direct: Mutex<Option<Direct>>,
+}
+
+/// A reuse worker's direct channel, as the host holds it. Dropping it retires the worker: the
+/// supervisor sees the hang-up and kills the worker's whole process tree.
+#[derive(Debug)]
+struct Direct {
+    chan: Channel,
+    tenant: Option<String>,
+    /// Calls sent on it so far.
+    calls: u64,
+}
+
+impl Direct {
+    /// Whether something (a `WorkerExited`, a hang-up) is waiting on it before any call was
+    /// sent: then the worker is gone and the channel must not be used.
+    fn stale(&self) -> bool {
+        let mut p = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+        !matches!(poll(&mut p, PollTimeout::ZERO), Ok(0))
+    }
 }
 
 impl Zygote {
@@ -401,8 +417,9 @@ struct State {
 #[derive(Debug)]
 struct Inner {
     cfg: Config,
-    /// Call mode with `Isolation::Reuse`: calls go straight to each helper's worker.
-    reuse: bool,
+    /// Call mode with `Isolation::Reuse { max_requests }`: calls go straight to each helper's
+    /// worker, which serves at most this many.
+    reuse: Option<u64>,
     profile: ProfilePlan,
     state: Mutex<State>,
     cond: Condvar,
@@ -641,13 +658,17 @@ pub struct Ticket {
     queued: Duration,
     /// The one result (or error) was received.
     done: bool,
+    /// A reuse call: the worker's channel (`reply` is a copy of it), handed back to the zygote
+    /// when the call succeeded and the worker may serve again; dropped (retiring the worker)
+    /// otherwise.
+    direct: Option<Direct>,
     lease: Lease,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if !self.done {
-            // Cancelled. Tell the zygote on its control socket, before the lease is released and
+        if !self.done && self.direct.is_none() {
+            // Cancelled (a reuse call is cancelled by dropping its worker's channel). Tell the zygote on its control socket, before the lease is released and
             // the zygote can be handed the next request: closing the reply socket alone is not
             // enough, as a copy of it may briefly live on in a child this process is spawning.
             let cancel = Message::Cancel(hatchery_protocol::Cancel { id: self.id });
@@ -686,7 +707,14 @@ impl Ticket {
 
     /// Waits for the request's one result.
     pub fn wait(mut self) -> Result<RunResult, PoolError> {
-        let deadline = self.wall.map(|w| Instant::now() + w + WALL_GRACE);
+        // A reuse call's deadline is the host's to enforce (retiring the worker kills it); the
+        // supervisor enforces every other one, the host only notices a wedged zygote.
+        let grace = if self.direct.is_some() {
+            Duration::ZERO
+        } else {
+            WALL_GRACE
+        };
+        let deadline = self.wall.map(|w| Instant::now() + w + grace);
         let res = self.receive(deadline);
         self.record(&res);
         res
@@ -705,6 +733,11 @@ impl Ticket {
     fn receive(&mut self, deadline: Option<Instant>) -> Result<RunResult, PoolError> {
         let received = match self.reply.recv(deadline) {
             Ok(r) => r,
+            Err(ProtocolError::Timeout { .. }) if self.direct.is_some() => {
+                self.done = true;
+                self.direct = None;
+                return Ok(self.ended(Outcome::TimedOut, None));
+            }
             Err(ProtocolError::Timeout { .. }) => {
                 // The zygote did not enforce the wall-time limit: it is wedged.
                 return Err(self.lost(ProtocolError::Timeout { op: "receive" }));
@@ -723,9 +756,39 @@ impl Ticket {
         }
     }
 
+    /// A reuse call that ended without an answer from the worker.
+    fn ended(&mut self, outcome: Outcome, usage: Option<hatchery_protocol::Usage>) -> RunResult {
+        let u = usage.unwrap_or_default();
+        let run = Duration::from_micros(u.wall_us);
+        RunResult {
+            outcome,
+            usage: Usage {
+                wall: run,
+                user: Duration::from_micros(u.user_us),
+                system: Duration::from_micros(u.sys_us),
+                max_rss_kib: u.max_rss_kib,
+            },
+            timings: Timings {
+                queued: self.queued,
+                dispatch: Duration::ZERO,
+                run,
+                total: self.started.elapsed(),
+            },
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            call: None,
+        }
+    }
+
     fn finish(&mut self, message: Message) -> Result<RunResult, PoolError> {
         self.done = true;
         let resp = match message {
+            Message::WorkerExited(w) if self.direct.is_some() => {
+                self.direct = None;
+                let mut outcome = w.outcome;
+                crate::seccomp::name_violation(&mut outcome);
+                return Ok(self.ended(outcome, Some(w.usage)));
+            }
             Message::Response(r) if r.id == self.id => r,
             Message::Response(_) => {
                 return Err(self.lost(ProtocolError::UnexpectedMessage {
@@ -763,8 +826,19 @@ impl Ticket {
             outcome = Outcome::OutputExceeded;
         }
         let total = self.started.elapsed();
+        if let Some(d) = self.direct.take() {
+            // The worker serves again only after a call that went well, up to its limit.
+            let max = self.lease.inner.reuse.unwrap_or(1);
+            if outcome == Outcome::Exited(0)
+                && resp.call == Some(hatchery_protocol::CallStatus::Ok)
+                && d.calls < max
+            {
+                *lock_any(&self.lease.zygote.direct) = Some(d);
+            }
+        }
         Ok(RunResult {
             outcome,
+            call: resp.call.clone(),
             usage: Usage {
                 wall: Duration::from_micros(resp.usage.wall_us),
                 user: Duration::from_micros(resp.usage.user_us),
@@ -808,6 +882,7 @@ impl Pool {
     pub fn submit(&self, request: Request) -> Result<Ticket, PoolError> {
         let started = Instant::now();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let tenant = request.tenant.clone();
         let prepared = request.prepare(id, self.inner.cfg.default_wall)?;
         let wall = prepared.wire.limits.wall_time_us.map(Duration::from_micros);
         let lease = self
@@ -817,67 +892,82 @@ impl Pool {
         let (host_end, guest_end) =
             Channel::pair().map_err(|e| PoolError::io("socketpair")(std::io::Error::other(e)))?;
         let request::Prepared {
-            mut wire,
+            wire,
             fds,
             stdout,
             stderr,
         } = prepared;
         let send_by = Some(Instant::now() + Duration::from_secs(5));
         let reuse_call =
-            self.inner.reuse && matches!(wire.work, hatchery_protocol::Work::Call { .. });
-        let direct = reuse_call
-            .then(|| lock_any(&lease.zygote.direct).take())
-            .flatten();
-        // A reuse call without a direct channel goes through the helper's PID 1 and sets one up.
-        let establish = if reuse_call
-            && direct.is_none()
-            && fds.len() + 2 <= hatchery_protocol::frame::MAX_REQUEST_FDS
-        {
-            Some(
-                Channel::pair()
-                    .map_err(|e| PoolError::io("socketpair")(std::io::Error::other(e)))?,
-            )
-        } else {
-            None
-        };
-        let mut borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
+            self.inner.reuse.is_some() && matches!(wire.work, hatchery_protocol::Work::Call { .. });
+        let borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
             .chain(fds.iter().map(|f| f.as_fd()))
             .collect();
-        if let Some((_, theirs)) = &establish {
-            wire.direct = Some(borrowed.len() as u8);
-            borrowed.push(theirs.as_fd());
-        }
-        let sent = match direct {
-            // Straight to the worker (it announces the call to the helper's PID 1 itself).
-            Some(mut d) => {
-                let sent = d.send(&Message::Request(Box::new(wire)), &borrowed, send_by);
-                if sent.is_ok() {
-                    *lock_any(&lease.zygote.direct) = Some(d);
+        let mut direct = None;
+        let sent = if reuse_call {
+            // The zygote's worker, if it may serve this call; otherwise it is retired (dropped)
+            // and a new one is started on a channel of its own.
+            let current = lock_any(&lease.zygote.direct)
+                .take()
+                .filter(|d| d.tenant == tenant && !d.stale());
+            let d = match current {
+                Some(d) => Ok(d),
+                None => Channel::pair().and_then(|(ours, theirs)| {
+                    let start = Message::Worker(hatchery_protocol::Worker {
+                        output_bytes: wire.limits.output_bytes,
+                    });
+                    lock_any(&lease.zygote.chan).send(&start, &[theirs.as_fd()], send_by)?;
+                    Ok(Direct {
+                        chan: ours,
+                        tenant: tenant.clone(),
+                        calls: 0,
+                    })
+                }),
+            };
+            match d {
+                Ok(mut d) => {
+                    let sent = d
+                        .chan
+                        .send(&Message::Request(Box::new(wire)), &borrowed, send_by);
+                    d.calls += 1;
+                    let copy = d.chan.as_fd().try_clone_to_owned();
+                    direct = Some(d);
+                    match copy {
+                        Ok(c) => sent.map(|()| Some(Channel::new(c))),
+                        Err(e) => Err(ProtocolError::Io {
+                            op: "dup",
+                            source: nix::errno::Errno::from_raw(
+                                e.raw_os_error().unwrap_or(libc::EMFILE),
+                            ),
+                        }),
+                    }
                 }
-                sent
+                Err(e) => Err(e),
             }
-            None => lock_any(&lease.zygote.chan).send(
-                &Message::Request(Box::new(wire)),
-                &borrowed,
-                send_by,
-            ),
+        } else {
+            lock_any(&lease.zygote.chan)
+                .send(&Message::Request(Box::new(wire)), &borrowed, send_by)
+                .map(|()| None)
         };
         drop(borrowed);
-        if let (Ok(()), Some((ours, _))) = (&sent, establish) {
-            *lock_any(&lease.zygote.direct) = Some(ours);
-        }
         drop(fds);
         drop(guest_end);
+        let (reply, sent) = match sent {
+            Ok(Some(copy)) => (copy, Ok(())),
+            Ok(None) => (host_end, Ok(())),
+            Err(e) => (host_end, Err(e)),
+        };
         let mut ticket = Ticket {
             lease,
             id,
-            reply: host_end.with_max_frame(REPLY_MAX_FRAME),
+            reply: reply.with_max_frame(REPLY_MAX_FRAME),
             stdout,
             stderr,
             wall,
             started,
             queued,
             done: false,
+            direct,
         };
         if let Err(e) = sent {
             self.inner.metrics.errors.fetch_add(1, Ordering::Relaxed);

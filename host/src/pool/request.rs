@@ -73,6 +73,7 @@ pub struct Request {
     pub(crate) wall_time: Option<Duration>,
     pub(crate) tmp_bytes: Option<u64>,
     pub(crate) rlimits: Vec<Rlimit>,
+    pub(crate) tenant: Option<String>,
 }
 
 impl Request {
@@ -92,6 +93,7 @@ impl Request {
             wall_time: None,
             tmp_bytes: None,
             rlimits: Vec::new(),
+            tenant: None,
         }
     }
 
@@ -103,6 +105,15 @@ impl Request {
             call: Some((export.to_string(), arg.into())),
             ..Request::exec("")
         }
+    }
+
+    /// Call mode with `Isolation::Reuse`: the tenant this call belongs to. A reuse worker only
+    /// ever serves calls of one tenant: a call with another key (or none, after calls with one)
+    /// gets a new worker, so no state of one tenant's calls is ever seen by another's. Costs a
+    /// worker start (a fork of the warm helper) whenever the tenant changes on a zygote.
+    pub fn tenant(mut self, key: impl Into<String>) -> Self {
+        self.tenant = Some(key.into());
+        self
     }
 
     /// Adds an argument.
@@ -264,7 +275,7 @@ impl Request {
         if fds.len() + 1 > hatchery_protocol::frame::MAX_REQUEST_FDS {
             return Err(PoolError::InvalidRequest {
                 what: format!("{} fds", fds.len()),
-                reason: "at most 60 fds per request",
+                reason: "at most 63 fds per request (64 with the reply socket)",
             });
         }
         let output_bytes = [&out_cap, &err_cap]
@@ -305,7 +316,6 @@ impl Request {
             },
             stdio: [stdin, stdout, stderr],
             named,
-            direct: None,
         };
         Ok(Prepared {
             wire,
@@ -375,6 +385,9 @@ pub struct RunResult {
     pub stdout: Vec<u8>,
     /// Captured stderr (empty unless captured).
     pub stderr: Vec<u8>,
+    /// Call mode: how the export call ended, as the call process reported it (`None` for exec
+    /// requests and for calls that ended before the export answered: see `outcome`).
+    pub call: Option<hatchery_protocol::CallStatus>,
 }
 
 impl RunResult {

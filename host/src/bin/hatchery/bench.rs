@@ -255,7 +255,6 @@ pub fn execute(args: BenchArgs) -> i32 {
                         limits: Default::default(),
                         stdio: [hatchery_protocol::FdSlot::Null; 3],
                         named: Vec::new(),
-                        direct: None,
                     }));
                 ch.send(&msg, &fds, None).is_ok() && ch.recv(None).is_ok()
             }),

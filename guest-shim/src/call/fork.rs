@@ -1,0 +1,164 @@
+//! The helper zygote's fork boundary: forks one call process and gives it the per-call
+//! lockdown before it can receive a call.
+//!
+//! The zygote is single-threaded (checked at Ready, and asserted before each fork in debug
+//! builds), so the child may allocate afterwards; this file itself only makes raw system calls
+//! on data prepared before the fork ([`CallLockdown`]). The child:
+//!
+//! 1. leads a process group of its own (`setpgid(0, 0)`): the supervisor kills the whole group
+//!    when the call ends, and the call filter below keeps every process of the call in it;
+//! 2. closes every fd but its channel to the supervisor (moved to fd 3);
+//! 3. enters a landlock domain of its own that only scopes signals and abstract unix sockets
+//!    (where the kernel has scopes): it cannot signal, ptrace or connect to the zygote, the
+//!    supervisor or another call;
+//! 4. installs the call filter: `setsid` and `setpgid` fail with `EPERM` (no process of the call
+//!    can leave its group), and so does `prlimit64` on any process but itself.
+#![allow(unsafe_code)]
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use crate::sys;
+
+/// The per-call lockdown, built once in the zygote before any fork.
+pub(super) struct CallLockdown {
+    filter: Vec<libc::sock_filter>,
+    scopes: u64,
+}
+
+const fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+const fn jeq(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+const LD_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+
+/// The call filter (see the module doc). Foreign ABIs are already killed by the container's
+/// policy, which runs first.
+pub(super) fn call_filter() -> Vec<libc::sock_filter> {
+    // Offsets in `struct seccomp_data`: nr at 0, args[0] at 16 (low word first).
+    let deny = stmt(RET, SECCOMP_RET_ERRNO | libc::EPERM as u32);
+    let allow = stmt(RET, SECCOMP_RET_ALLOW);
+    vec![
+        /* 0 */ stmt(LD_ABS, 0),
+        /* 1 */ jeq(libc::SYS_setsid as u32, 7, 0),
+        /* 2 */ jeq(libc::SYS_setpgid as u32, 6, 0),
+        /* 3 */ jeq(libc::SYS_prlimit64 as u32, 0, 4),
+        /* 4 */ stmt(LD_ABS, 16),
+        /* 5 */ jeq(0, 0, 3),
+        /* 6 */ stmt(LD_ABS, 20),
+        /* 7 */ jeq(0, 0, 1),
+        /* 8 */ allow,
+        /* 9 */ deny,
+    ]
+}
+
+impl CallLockdown {
+    /// The lockdown for this kernel (landlock scopes where its ABI has them).
+    pub(super) fn new() -> CallLockdown {
+        let abi = sys::landlock_abi().unwrap_or(0);
+        CallLockdown {
+            filter: call_filter(),
+            scopes: crate::shim::confine::scopes(abi),
+        }
+    }
+}
+
+/// Forks a call process. In the child, applies the lockdown and returns `Ok(None)` with its
+/// channel on fd 3 (the caller serves the call and `_exit`s); in the zygote, returns the child's
+/// pid. A child whose lockdown fails exits with status 125 before touching any call.
+pub(super) fn spawn(channel: OwnedFd, lockdown: &CallLockdown) -> Result<Option<i32>, i32> {
+    debug_assert_eq!(
+        crate::shim::thread_count(),
+        1,
+        "the helper zygote must be single-threaded to fork"
+    );
+    // SAFETY: the zygote is single-threaded (checked before Ready), so the child inherits no
+    // lock held by another thread; it runs only raw syscalls here.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EAGAIN));
+    }
+    if pid > 0 {
+        return Ok(Some(pid));
+    }
+    if lock_down(channel.as_raw_fd(), lockdown).is_err() {
+        // SAFETY: leave at once, running nothing of the helper's.
+        unsafe { libc::_exit(125) };
+    }
+    std::mem::forget(channel);
+    Ok(None)
+}
+
+/// The channel's fd in a call process.
+pub(super) const CALL_CHANNEL_FD: RawFd = 3;
+
+fn lock_down(channel: RawFd, l: &CallLockdown) -> Result<(), i32> {
+    // SAFETY: integer-only syscalls.
+    if unsafe { libc::setpgid(0, 0) } < 0 {
+        return Err(errno());
+    }
+    if channel != CALL_CHANNEL_FD {
+        sys::dup2_keep(channel, CALL_CHANNEL_FD)?;
+    }
+    sys::close_range((CALL_CHANNEL_FD + 1) as u32, u32::MAX, false, 65536)?;
+    // SAFETY: fcntl on an fd this process owns.
+    unsafe { libc::fcntl(CALL_CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    if l.scopes != 0 {
+        let ruleset = sys::landlock_create_ruleset(&sys::LandlockRulesetAttr {
+            handled_access_fs: 0,
+            handled_access_net: 0,
+            scoped: l.scopes,
+        })?;
+        let r = sys::landlock_restrict_self(ruleset);
+        // SAFETY: closing the ruleset fd created above.
+        unsafe { libc::close(ruleset) };
+        r?;
+    }
+    sys::install_seccomp(&l.filter, false)?;
+    Ok(())
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every jump of the call filter lands inside it, on a return.
+    #[test]
+    fn call_filter_jumps_stay_inside() {
+        let f = call_filter();
+        for (i, ins) in f.iter().enumerate() {
+            if ins.code == (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16 {
+                for off in [ins.jt, ins.jf] {
+                    assert!(i + 1 + (off as usize) < f.len(), "jump at {i}");
+                }
+            }
+        }
+        assert_eq!(f.last().unwrap().code, RET);
+        assert_eq!(f[8].k, SECCOMP_RET_ALLOW);
+        assert_eq!(f[9].k, SECCOMP_RET_ERRNO | libc::EPERM as u32);
+    }
+}

@@ -1,0 +1,768 @@
+//! The call-mode supervisor: `hatchery-shim` as PID 1 of a call-mode container. Trusted and
+//! single-threaded; it never runs helper code.
+//!
+//! It starts the helper (locked down like any command, its seccomp listener handed to this
+//! process), waits for the helper zygote's Ready, reports its own features to the host, keeps
+//! one call process forked ahead of time (a *spare*), and then:
+//!
+//! - **Fresh**: sends each host `Request` to the spare; the call process answers with a
+//!   `Response`. A deadline, a `Cancel`, the host closing the reply socket or a seccomp
+//!   notification kills the call's process group; a call process that dies without answering
+//!   is reported from the zygote's `ChildExited`. Exactly one `Response` goes to the host.
+//!   Afterwards the call's group is killed, `/tmp`, `/dev/shm` and SysV IPC are emptied, and a
+//!   new spare is forked, all before the next request is read.
+//! - **Reuse**: a host `Worker` message (with a fresh direct channel) turns the spare into the
+//!   worker, after killing and cleaning up the previous one. The host then talks to the worker
+//!   directly. The supervisor keeps a copy of the worker's end: it sees the host retire the
+//!   channel (hang-up) and kills the worker's group, and it answers `WorkerExited` there when
+//!   the worker dies on its own or violates its policy.
+//!
+//! Host death: the control socket hangs up, the supervisor returns, and PID 1 exiting takes
+//! every process of the container with it.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use hatchery_protocol::{
+    Channel, ExecSpec, FdSlot, Features, Message, Outcome, Ready, Request, Response, SetupFailure,
+    SetupPlan, SetupStep, Spawn, Usage, Work, WorkerExited,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signalfd::SignalFd;
+
+use super::cleanup;
+use crate::shim::confine::{self, Confinement};
+use crate::shim::{launch, reap, Stopwatch, CONTROL_FD};
+
+/// How long the helper zygote may take to fork a call process or report an exit.
+const ZYGOTE_DEADLINE: Duration = Duration::from_secs(5);
+
+fn failure(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure {
+    SetupFailure {
+        step,
+        errno,
+        detail: detail.into(),
+    }
+}
+
+fn killed() -> Outcome {
+    Outcome::Signaled {
+        signal: libc::SIGKILL,
+        core_dumped: false,
+    }
+}
+
+/// Kills a call's whole process group (and the process itself, should it not lead one yet).
+fn kill_group(pid: i32) {
+    for target in [-pid, pid] {
+        // SAFETY: integer-only syscall; `pid` is a process of this container (a zygote child).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(target, libc::SIGKILL)
+        };
+    }
+}
+
+/// A call process forked ahead of time, waiting for its call.
+struct Spare {
+    pid: i32,
+    chan: Channel,
+}
+
+/// A Fresh call in flight.
+struct Running {
+    id: u64,
+    pid: i32,
+    chan: Channel,
+    /// The host's reply socket for this request.
+    reply: Channel,
+    deadline: Option<Instant>,
+    started: Instant,
+    /// Why the supervisor killed it.
+    killed: Option<Outcome>,
+    /// What the call process answered.
+    answer: Option<Response>,
+    /// Its channel hung up (it died or closed it).
+    gone: bool,
+    /// The zygote reaped it.
+    exited: Option<(i32, Usage)>,
+    /// Regular files and memfds the call writes into, with their caps.
+    outputs: Vec<(OwnedFd, u64)>,
+}
+
+/// The Reuse worker.
+struct Worker {
+    pid: i32,
+    /// A copy of the worker's end of its direct channel.
+    direct: Channel,
+    started: Instant,
+    killed: Option<Outcome>,
+}
+
+struct Supervisor<'a> {
+    host: &'a mut Channel,
+    helper: Channel,
+    helper_pid: i32,
+    listener: Option<OwnedFd>,
+    signals: &'a SignalFd,
+    devnull: OwnedFd,
+    spare: Option<Spare>,
+    running: Option<Running>,
+    worker: Option<Worker>,
+    /// Exits reported by the zygote that no call claimed yet.
+    exits: Vec<(i32, i32, Usage)>,
+    accepting: bool,
+}
+
+/// Everything stage 1 hands the supervisor.
+pub(crate) struct Start<'a> {
+    /// Control socket to the host.
+    pub chan: &'a mut Channel,
+    /// The plan.
+    pub plan: &'a SetupPlan,
+    /// The helper to run.
+    pub helper: &'a ExecSpec,
+    /// `/dev/null`.
+    pub devnull: OwnedFd,
+    /// Seccomp and landlock for the helper.
+    pub confinement: Confinement,
+    /// SIGCHLD and termination signals.
+    pub signals: &'a SignalFd,
+    /// What the container enforces (reported to the host, never taken from the helper).
+    pub features: Features,
+    /// Setup timings.
+    pub watch: Stopwatch,
+}
+
+fn setup_failed(chan: &mut Channel, f: SetupFailure) -> i32 {
+    let _ = chan.send(&Message::SetupFailed(f), &[], None);
+    125
+}
+
+/// Runs the supervisor; returns PID 1's exit code.
+pub(crate) fn run(mut s: Start<'_>) -> i32 {
+    let (ours, theirs) = match Channel::pair() {
+        Ok(p) => p,
+        Err(_) => {
+            return setup_failed(s.chan, failure(SetupStep::Fork, libc::EMFILE, "socketpair"))
+        }
+    };
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone().map_err(|e| {
+            failure(
+                SetupStep::MapFds,
+                e.raw_os_error().unwrap_or(libc::EMFILE),
+                "dup",
+            )
+        })
+    };
+    let launched = (|| {
+        let fds = vec![
+            (dup(&s.devnull)?, 0),
+            (dup(&s.devnull)?, 1),
+            (dup(&s.devnull)?, 2),
+            (theirs.into_fd(), CONTROL_FD),
+        ];
+        let plan = launch::prepare(launch::LaunchRequest {
+            exec: s.helper,
+            fds,
+            rlimits: &s.plan.rlimits,
+            user: s.plan.ids.user.as_ref(),
+            setgroups_allowed: s.plan.ids.setgroups_allowed,
+            confinement: s.confinement,
+        })?;
+        launch::launch(&plan)
+    })();
+    let launched = match launched {
+        Ok(l) => l,
+        Err(f) => return setup_failed(s.chan, f),
+    };
+    s.watch.lap("start helper");
+    let mut sup = Supervisor {
+        host: s.chan,
+        helper: ours,
+        helper_pid: launched.pid,
+        listener: launched.listener,
+        signals: s.signals,
+        devnull: s.devnull,
+        spare: None,
+        running: None,
+        worker: None,
+        exits: Vec::new(),
+        accepting: true,
+    };
+    // The helper preloads, then its zygote reports Ready (or a failure).
+    match sup.helper.recv(None) {
+        Ok(r) => match r.message {
+            Message::Ready(_) => {}
+            Message::SetupFailed(f) => return setup_failed(sup.host, f),
+            _ => {
+                return setup_failed(
+                    sup.host,
+                    failure(
+                        SetupStep::Exec,
+                        libc::EPROTO,
+                        "the helper broke the protocol",
+                    ),
+                )
+            }
+        },
+        Err(_) => {
+            let status = reap::wait_for(sup.helper_pid).map_or(0, |r| r.status);
+            return setup_failed(
+                sup.host,
+                failure(
+                    SetupStep::Exec,
+                    libc::ECHILD,
+                    format!(
+                        "the helper exited before serving (wait status {status:#x}); does it call Exports::serve?"
+                    ),
+                ),
+            );
+        }
+    }
+    s.watch.lap("helper preload");
+    if let Err(f) = sup.spawn_spare() {
+        return setup_failed(sup.host, f);
+    }
+    let ready = Message::Ready(Ready {
+        features: s.features,
+        setup: std::mem::take(&mut s.watch.steps),
+    });
+    if sup.host.send(&ready, &[], None).is_err() {
+        return 1;
+    }
+    sup.serve()
+}
+
+impl Supervisor<'_> {
+    /// Has the zygote fork the next call process; waits for its pid.
+    fn spawn_spare(&mut self) -> Result<(), SetupFailure> {
+        if self.spare.is_some() {
+            return Ok(());
+        }
+        let (ours, theirs) =
+            Channel::pair().map_err(|_| failure(SetupStep::Fork, libc::EMFILE, "socketpair"))?;
+        self.helper
+            .send(&Message::Spawn(Spawn {}), &[theirs.as_fd()], None)
+            .map_err(|_| failure(SetupStep::Fork, libc::EPIPE, "the helper zygote is gone"))?;
+        drop(theirs);
+        let deadline = Instant::now() + ZYGOTE_DEADLINE;
+        loop {
+            let r = self
+                .helper
+                .recv(Some(deadline))
+                .map_err(|_| failure(SetupStep::Fork, libc::EPIPE, "the helper zygote is gone"))?;
+            match r.message {
+                Message::Spawned(sp) => {
+                    self.spare = Some(Spare {
+                        pid: sp.pid,
+                        chan: ours,
+                    });
+                    return Ok(());
+                }
+                Message::ChildExited(e) => self.child_exited(e.pid, e.status, e.usage),
+                Message::SetupFailed(f) => return Err(f),
+                _ => {
+                    return Err(failure(
+                        SetupStep::Fork,
+                        libc::EPROTO,
+                        "helper zygote protocol",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn child_exited(&mut self, pid: i32, status: i32, usage: Usage) {
+        if let Some(r) = self.running.as_mut().filter(|r| r.pid == pid) {
+            r.exited = Some((status, usage));
+        } else if self.worker.as_ref().is_some_and(|w| w.pid == pid) {
+            self.worker_died(status, usage);
+        } else if self.spare.as_ref().is_some_and(|s| s.pid == pid) {
+            self.spare = None;
+        } else {
+            self.exits.push((pid, status, usage));
+            if self.exits.len() > 64 {
+                self.exits.remove(0);
+            }
+        }
+    }
+
+    /// The worker died on its own (or was killed for a violation): tell the host on its
+    /// channel, kill what is left of it and clean up.
+    fn worker_died(&mut self, status: i32, usage: Usage) {
+        let Some(mut w) = self.worker.take() else {
+            return;
+        };
+        kill_group(w.pid);
+        let outcome = w
+            .killed
+            .take()
+            .unwrap_or_else(|| reap::outcome(&reap::Reaped { status, usage }, None));
+        let msg = Message::WorkerExited(Box::new(WorkerExited {
+            outcome,
+            usage: Usage {
+                wall_us: w.started.elapsed().as_micros() as u64,
+                ..usage
+            },
+        }));
+        let _ = w
+            .direct
+            .send(&msg, &[], Some(Instant::now() + Duration::from_millis(100)));
+        cleanup::wipe();
+    }
+
+    /// Ends the current worker (the host retired it, or a new one replaces it): kills its
+    /// group, waits for the zygote to reap it, cleans up.
+    fn retire_worker(&mut self) -> Result<(), ()> {
+        let Some(w) = self.worker.take() else {
+            return Ok(());
+        };
+        kill_group(w.pid);
+        self.wait_exit(w.pid)?;
+        cleanup::wipe();
+        Ok(())
+    }
+
+    /// Waits until the zygote reports `pid` reaped.
+    fn wait_exit(&mut self, pid: i32) -> Result<(i32, Usage), ()> {
+        if let Some(pos) = self.exits.iter().position(|e| e.0 == pid) {
+            let (_, status, usage) = self.exits.remove(pos);
+            return Ok((status, usage));
+        }
+        let deadline = Instant::now() + ZYGOTE_DEADLINE;
+        loop {
+            let r = self.helper.recv(Some(deadline)).map_err(|_| ())?;
+            match r.message {
+                Message::ChildExited(e) if e.pid == pid => return Ok((e.status, e.usage)),
+                Message::ChildExited(e) => self.child_exited(e.pid, e.status, e.usage),
+                _ => return Err(()),
+            }
+        }
+    }
+
+    fn respond(reply: &mut Channel, resp: Response) {
+        let _ = reply.send(
+            &Message::Response(Box::new(resp)),
+            &[],
+            Some(Instant::now() + Duration::from_secs(1)),
+        );
+    }
+
+    fn refuse(&self, req: &Request, fds: &mut [Option<OwnedFd>], f: SetupFailure) {
+        if let Some(reply) = fds.get_mut(req.reply as usize).and_then(Option::take) {
+            Self::respond(
+                &mut Channel::new(reply),
+                Response {
+                    id: req.id,
+                    outcome: Outcome::SetupFailed(f),
+                    usage: Usage::default(),
+                    spawn_us: 0,
+                    call: None,
+                },
+            );
+        }
+    }
+
+    /// Starts a Fresh call on the spare.
+    fn start(&mut self, req: Request, fds: Vec<OwnedFd>) {
+        let received = Instant::now();
+        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        if !self.accepting || self.running.is_some() || self.worker.is_some() {
+            let f = failure(
+                SetupStep::Fork,
+                libc::EAGAIN,
+                "the helper is busy or shutting down",
+            );
+            return self.refuse(&req, &mut fds, f);
+        }
+        if !matches!(req.work, Work::Call { .. }) {
+            let f = failure(
+                SetupStep::Exec,
+                libc::ENOSYS,
+                "exec requests need an exec-mode pool",
+            );
+            return self.refuse(&req, &mut fds, f);
+        }
+        if let Err(f) = self.spawn_spare() {
+            return self.refuse(&req, &mut fds, f);
+        }
+        let Some(reply) = fds.get_mut(req.reply as usize).and_then(Option::take) else {
+            return;
+        };
+        let Some(mut spare) = self.spare.take() else {
+            return;
+        };
+        // Output caps are checked here too, from the files' sizes: whatever the call does to
+        // its limits, reaching a cap is never a truncated success.
+        let mut outputs = Vec::new();
+        if let Some(cap) = req.limits.output_bytes {
+            for slot in &req.stdio[1..] {
+                if let FdSlot::Passed(i) = slot {
+                    if let Some(fd) = fds.get(*i as usize).and_then(Option::as_ref) {
+                        if is_regular(fd.as_fd()) {
+                            if let Ok(d) = fd.try_clone() {
+                                outputs.push((d, cap));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The call process must not get the host's reply socket: /dev/null in its place.
+        let mut send: Vec<OwnedFd> = Vec::with_capacity(fds.len());
+        for fd in fds {
+            match fd {
+                Some(fd) => send.push(fd),
+                None => match self.devnull.try_clone() {
+                    Ok(d) => send.push(d),
+                    Err(_) => return,
+                },
+            }
+        }
+        let borrowed: Vec<BorrowedFd<'_>> = send.iter().map(|f| f.as_fd()).collect();
+        let id = req.id;
+        let deadline = req
+            .limits
+            .wall_time_us
+            .map(|us| received + Duration::from_micros(us));
+        let sent = spare
+            .chan
+            .send(&Message::Request(Box::new(req)), &borrowed, None);
+        drop(borrowed);
+        drop(send);
+        let mut r = Running {
+            id,
+            pid: spare.pid,
+            chan: spare.chan,
+            reply: Channel::new(reply),
+            deadline,
+            started: received,
+            killed: None,
+            answer: None,
+            gone: false,
+            exited: None,
+            outputs,
+        };
+        if sent.is_err() {
+            r.gone = true;
+        }
+        self.running = Some(r);
+    }
+
+    /// Kills the running call for `why` (first reason wins).
+    fn kill_running(&mut self, why: Outcome) {
+        if let Some(r) = self.running.as_mut().filter(|r| r.killed.is_none()) {
+            kill_group(r.pid);
+            r.killed = Some(why);
+        }
+    }
+
+    /// Answers the host once the call is decided, then cleans up for the next one.
+    fn finish_if_done(&mut self) -> Result<(), ()> {
+        let done = self.running.as_ref().is_some_and(|r| {
+            r.answer.is_some() || r.exited.is_some() || (r.killed.is_some() && r.gone)
+        });
+        if !done {
+            return Ok(());
+        }
+        let Some(mut r) = self.running.take() else {
+            return Ok(());
+        };
+        kill_group(r.pid);
+        let exited = match r.exited {
+            Some(e) => Some(e),
+            None => self.wait_exit(r.pid).ok(),
+        };
+        let wall_us = r.started.elapsed().as_micros() as u64;
+        let exceeded = r
+            .outputs
+            .iter()
+            .any(|(fd, cap)| file_size(fd.as_fd()) > *cap);
+        let mut resp = match (r.killed.take(), r.answer.take(), exited) {
+            (Some(o), _, e) => Response {
+                id: r.id,
+                outcome: o,
+                usage: e.map(|e| e.1).unwrap_or_default(),
+                spawn_us: 0,
+                call: None,
+            },
+            (None, Some(a), _) => a,
+            (None, None, Some((status, usage))) => Response {
+                id: r.id,
+                outcome: reap::outcome(&reap::Reaped { status, usage }, None),
+                usage,
+                spawn_us: 0,
+                call: None,
+            },
+            (None, None, None) => Response {
+                id: r.id,
+                outcome: killed(),
+                usage: Usage::default(),
+                spawn_us: 0,
+                call: None,
+            },
+        };
+        resp.id = r.id;
+        resp.usage.wall_us = wall_us;
+        if exceeded && matches!(resp.outcome, Outcome::Exited(_) | Outcome::Signaled { .. }) {
+            resp.outcome = Outcome::OutputExceeded;
+            resp.call = None;
+        }
+        Self::respond(&mut r.reply, resp);
+        drop(r);
+        if exited.is_none() {
+            // The zygote did not report the call process: it is wedged.
+            return Err(());
+        }
+        cleanup::wipe();
+        if self.accepting {
+            // The next call's process, forked now, off the next request's path.
+            self.spawn_spare().map_err(|_| ())?;
+        }
+        Ok(())
+    }
+
+    /// The host's Worker message: retire the old worker, turn the spare into the new one.
+    fn start_worker(
+        &mut self,
+        w: hatchery_protocol::Worker,
+        direct: Option<OwnedFd>,
+    ) -> Result<(), ()> {
+        self.retire_worker()?;
+        let Some(direct) = direct else {
+            return Ok(());
+        };
+        if !self.accepting || self.running.is_some() {
+            return Ok(());
+        }
+        if self.spawn_spare().is_err() {
+            return Err(());
+        }
+        let Some(mut spare) = self.spare.take() else {
+            return Err(());
+        };
+        let Ok(copy) = direct.try_clone() else {
+            return Err(());
+        };
+        if spare
+            .chan
+            .send(&Message::Worker(w), &[direct.as_fd()], None)
+            .is_err()
+        {
+            kill_group(spare.pid);
+            return Ok(());
+        }
+        self.worker = Some(Worker {
+            pid: spare.pid,
+            direct: Channel::new(copy),
+            started: Instant::now(),
+            killed: None,
+        });
+        Ok(())
+    }
+
+    fn serve(&mut self) -> i32 {
+        loop {
+            if !self.accepting && self.running.is_none() {
+                if let Some(w) = self.worker.take() {
+                    kill_group(w.pid);
+                }
+                return 0;
+            }
+            let timeout = self
+                .running
+                .as_ref()
+                .and_then(|r| r.deadline.filter(|_| r.killed.is_none()))
+                .map(|d| {
+                    let ms = d
+                        .saturating_duration_since(Instant::now())
+                        .as_micros()
+                        .div_ceil(1000);
+                    PollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                        .unwrap_or(PollTimeout::MAX)
+                })
+                .unwrap_or(PollTimeout::NONE);
+            let ev = {
+                let mut pfds = vec![
+                    PollFd::new(self.host.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.helper.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.signals.as_fd(), PollFlags::POLLIN),
+                ];
+                let mut idx = [usize::MAX; 5];
+                if let Some(l) = &self.listener {
+                    idx[0] = pfds.len();
+                    pfds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(r) = &self.running {
+                    if !r.gone && r.answer.is_none() {
+                        idx[1] = pfds.len();
+                        pfds.push(PollFd::new(r.chan.as_fd(), PollFlags::POLLIN));
+                    }
+                    idx[2] = pfds.len();
+                    pfds.push(PollFd::new(r.reply.as_fd(), PollFlags::POLLIN));
+                }
+                if let Some(w) = &self.worker {
+                    // Only hang-ups: the calls on it are the worker's to read.
+                    idx[3] = pfds.len();
+                    pfds.push(PollFd::new(w.direct.as_fd(), PollFlags::empty()));
+                }
+                match poll(&mut pfds, timeout) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => return 1,
+                }
+                let get = |i: usize| {
+                    pfds.get(i)
+                        .and_then(|p| p.revents())
+                        .unwrap_or(PollFlags::empty())
+                };
+                [
+                    get(0),
+                    get(1),
+                    get(2),
+                    get(idx[0]),
+                    get(idx[1]),
+                    get(idx[2]),
+                    get(idx[3]),
+                ]
+            };
+            let [host_ev, helper_ev, sig_ev, listener_ev, call_ev, reply_ev, worker_ev] = ev;
+            if listener_ev.contains(PollFlags::POLLIN) {
+                if let Some((v, nid)) = self.listener.as_ref().and_then(confine::receive_violation)
+                {
+                    if self.running.is_some() {
+                        self.kill_running(v);
+                    } else if let Some(w) = self.worker.as_mut() {
+                        kill_group(w.pid);
+                        w.killed.get_or_insert(v);
+                    } else {
+                        // The helper zygote itself broke its policy: the container is done.
+                        return 1;
+                    }
+                    if let Some(l) = &self.listener {
+                        confine::deny(l, nid);
+                    }
+                }
+            } else if !listener_ev.is_empty() {
+                self.listener = None;
+            }
+            if !call_ev.is_empty() {
+                if let Some(r) = self.running.as_mut() {
+                    match r.chan.recv(Some(Instant::now())) {
+                        Ok(m) => match m.message {
+                            Message::Response(resp) => r.answer = Some(*resp),
+                            _ => {
+                                // A broken call process: it ends here.
+                                kill_group(r.pid);
+                                r.killed.get_or_insert(killed());
+                                r.gone = true;
+                            }
+                        },
+                        Err(hatchery_protocol::ProtocolError::Timeout { .. }) => {}
+                        Err(_) => r.gone = true,
+                    }
+                }
+            }
+            if !reply_ev.is_empty() {
+                // The host gave up on the call.
+                self.kill_running(killed());
+            }
+            if self.running.as_ref().is_some_and(|r| {
+                r.killed.is_none() && r.deadline.is_some_and(|d| Instant::now() >= d)
+            }) {
+                self.kill_running(Outcome::TimedOut);
+            }
+            if !worker_ev.is_empty() && self.retire_worker().is_err() {
+                return 1;
+            }
+            if !helper_ev.is_empty() {
+                match self.helper.recv(Some(Instant::now())) {
+                    Ok(m) => match m.message {
+                        Message::ChildExited(e) => self.child_exited(e.pid, e.status, e.usage),
+                        _ => return 1,
+                    },
+                    Err(hatchery_protocol::ProtocolError::Timeout { .. }) => {}
+                    // The helper zygote is gone: so is the container.
+                    Err(_) => return 1,
+                }
+            }
+            if !sig_ev.is_empty() {
+                let mut terminate = false;
+                while let Ok(Some(info)) = self.signals.read_signal() {
+                    if info.ssi_signo as i32 != libc::SIGCHLD {
+                        terminate = true;
+                    }
+                }
+                let mut helper_died = false;
+                let helper_pid = self.helper_pid;
+                // Orphans of calls are reparented here: reap them.
+                reap::reap_each(|pid, _| helper_died |= pid == helper_pid);
+                if helper_died || terminate {
+                    return 1;
+                }
+            }
+            if self.finish_if_done().is_err() {
+                return 1;
+            }
+            if host_ev.is_empty() {
+                continue;
+            }
+            let received = match self
+                .host
+                .recv(Some(Instant::now() + Duration::from_secs(1)))
+            {
+                Ok(r) => r,
+                Err(hatchery_protocol::ProtocolError::Timeout { .. }) => continue,
+                // The host is gone or broken: PID 1 exiting takes everything with it.
+                Err(_) => return 1,
+            };
+            match received.message {
+                Message::Request(req) => self.start(*req, received.fds),
+                Message::Worker(w) => {
+                    if self
+                        .start_worker(w, received.fds.into_iter().next())
+                        .is_err()
+                    {
+                        return 1;
+                    }
+                }
+                Message::Cancel(c) => {
+                    if self.running.as_ref().is_some_and(|r| r.id == c.id) {
+                        self.kill_running(killed());
+                    }
+                }
+                Message::Ping(p) => crate::shim::pong(
+                    self.host,
+                    p.nonce,
+                    (self.running.is_some() || self.worker.is_some()) as u32,
+                ),
+                Message::Shutdown(s) => {
+                    self.accepting = false;
+                    if s.kill {
+                        self.kill_running(killed());
+                    }
+                }
+                _ => return 1,
+            }
+        }
+    }
+}
+
+fn stat(fd: BorrowedFd<'_>) -> Option<libc::stat> {
+    // SAFETY: an all-zero stat is a valid out-buffer.
+    #[allow(unsafe_code)]
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` is writable.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
+    (r == 0).then_some(st)
+}
+
+fn is_regular(fd: BorrowedFd<'_>) -> bool {
+    stat(fd).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFREG)
+}
+
+fn file_size(fd: BorrowedFd<'_>) -> u64 {
+    stat(fd).map_or(0, |st| st.st_size.max(0) as u64)
+}

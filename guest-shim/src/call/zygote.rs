@@ -1,0 +1,139 @@
+//! The helper zygote: the warm helper after `serve()`. Single-threaded by design (every call
+//! process is a fork of it). It never receives call data: it forks a call process for each
+//! `Spawn` from the supervisor (before the call exists) and reports every child it reaps.
+
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use hatchery_protocol::{
+    Channel, ChildExited, Features, Message, Ready, SetupFailure, SetupStep, Spawned,
+};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use super::fork::{self, CallLockdown};
+use super::Exports;
+
+fn failed(chan: &mut Channel, errno: i32, detail: &str) -> i32 {
+    let _ = chan.send(
+        &Message::SetupFailed(SetupFailure {
+            step: SetupStep::Fork,
+            errno,
+            detail: detail.into(),
+        }),
+        &[],
+        None,
+    );
+    125
+}
+
+/// The zygote loop; returns the exit code.
+pub(super) fn serve(exports: &Exports) -> i32 {
+    let fd = crate::shim::CONTROL_FD;
+    #[allow(unsafe_code)]
+    // SAFETY: the supervisor started this helper with its channel on fd 3, owned by nobody else.
+    let mut chan = Channel::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    let _ = nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    if crate::shim::thread_count() != 1 {
+        return failed(
+            &mut chan,
+            libc::EINVAL,
+            "the helper started threads before serve(); calls are forked, so it must be single-threaded",
+        );
+    }
+    // Nobody (a call process included) may read or write this process's memory.
+    if crate::sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).is_err() {
+        return failed(&mut chan, libc::EPERM, "PR_SET_DUMPABLE");
+    }
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    if set.thread_block().is_err() {
+        return 125;
+    }
+    let Ok(signals) = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    else {
+        return 125;
+    };
+    // Writes past an output limit fail with EFBIG instead of killing the call.
+    #[allow(unsafe_code)]
+    // SAFETY: ignoring a signal installs no handler.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGXFSZ, nix::sys::signal::SigHandler::SigIgn);
+    }
+    let lockdown = CallLockdown::new();
+    let ready = Message::Ready(Ready {
+        features: Features::default(),
+        setup: Vec::new(),
+    });
+    if chan.send(&ready, &[], None).is_err() {
+        return 1;
+    }
+    loop {
+        let (chan_ev, sig_ev) = {
+            let mut pfds = [
+                PollFd::new(chan.as_fd(), PollFlags::POLLIN),
+                PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return 1,
+            }
+            let ev = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
+            (ev(&pfds[0]), ev(&pfds[1]))
+        };
+        if sig_ev {
+            while let Ok(Some(_)) = signals.read_signal() {}
+            let mut exits = Vec::new();
+            crate::shim::reap::reap_each(|pid, r| exits.push((pid, r)));
+            for (pid, r) in exits {
+                let msg = Message::ChildExited(ChildExited {
+                    pid,
+                    status: r.status,
+                    usage: r.usage,
+                });
+                if chan.send(&msg, &[], None).is_err() {
+                    return 1;
+                }
+            }
+        }
+        if chan_ev {
+            let Ok(received) = chan.recv(None) else {
+                // The supervisor is gone: so is the container.
+                return 0;
+            };
+            let Message::Spawn(_) = received.message else {
+                return 1;
+            };
+            let Some(call_chan) = received.fds.into_iter().next() else {
+                return 1;
+            };
+            match fork::spawn(call_chan, &lockdown) {
+                Ok(Some(pid)) => {
+                    if chan
+                        .send(&Message::Spawned(Spawned { pid }), &[], None)
+                        .is_err()
+                    {
+                        return 1;
+                    }
+                }
+                Ok(None) => {
+                    // The call process: its channel is on fd 3, everything else is closed.
+                    // Both fds were closed by the lockdown (fd 3 now is the call's channel).
+                    std::mem::forget(signals);
+                    std::mem::forget(chan);
+                    #[allow(unsafe_code)]
+                    // SAFETY: the lockdown left the call's channel on CALL_CHANNEL_FD, owned by
+                    // nothing else in this process.
+                    let call = Channel::new(unsafe { OwnedFd::from_raw_fd(fork::CALL_CHANNEL_FD) });
+                    let _ = set.thread_unblock();
+                    let code = super::process::run(exports, call);
+                    crate::sys::exit_now(code)
+                }
+                Err(errno) => return failed(&mut chan, errno, "fork a call process"),
+            }
+        }
+    }
+}

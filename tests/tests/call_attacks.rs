@@ -1,0 +1,243 @@
+//! Call mode under attack: a helper whose exports were compromised by their input
+//! (`tests/src/bin/call-attack.rs`, one attack per export) must not reach any other call, the
+//! trusted supervisor (PID 1) or the host, in Fresh and in Reuse isolation.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hatchery::pool::{CallError, Request, Sink};
+use hatchery::{Isolation, Pool};
+use hatchery_tests::{helper, require, user_namespaces_work};
+
+fn ready() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    require(
+        *OK.get_or_init(user_namespaces_work),
+        "user namespaces unavailable",
+    )
+}
+
+fn pool(isolation: Isolation) -> Pool {
+    Pool::builder()
+        .call_helper(helper("call-attack"))
+        .isolation(isolation)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("call-mode pool")
+}
+
+const REUSE: Isolation = Isolation::Reuse { max_requests: 100 };
+
+fn text(p: &Pool, export: &str, arg: &[u8]) -> String {
+    let out = p
+        .call_request(Request::call(export, arg.to_vec()).wall_time(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("{export}: {e:?}"));
+    String::from_utf8_lossy(&out.output).into_owned()
+}
+
+/// Ends the current reuse worker (a failed call recycles it).
+fn recycle_worker(p: &Pool) {
+    assert!(matches!(p.call("fail", b""), Err(CallError::Failed(_))));
+}
+
+#[test]
+fn a_planted_process_never_sees_a_later_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        assert!(text(&p, "plant", b"").starts_with("planted"));
+        if iso != Isolation::Fresh {
+            recycle_worker(&p);
+        }
+        for i in 0..6 {
+            let arg = format!("victim {i}");
+            assert_eq!(text(&p, "echo", arg.as_bytes()), arg, "{iso:?}");
+        }
+    }
+}
+
+#[test]
+fn no_call_data_reaches_the_next_calls_memory() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        // 80 KB, with a marker no other call contains.
+        let marker = format!("MARKER-{}-{:?}", std::process::id(), Instant::now());
+        let mut arg = vec![b'.'; 80 << 10];
+        arg[40 << 10..(40 << 10) + marker.len()].copy_from_slice(marker.as_bytes());
+        assert_eq!(text(&p, "echo", &arg).len(), arg.len());
+        if iso != Isolation::Fresh {
+            recycle_worker(&p);
+        }
+        let reversed: Vec<u8> = marker.bytes().rev().collect();
+        assert_eq!(text(&p, "scan", &reversed), "0", "{iso:?}: marker found");
+    }
+}
+
+#[test]
+fn tmp_shm_sysv_and_mqueue_residue_is_gone_for_the_next_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        assert_eq!(text(&p, "residue", b""), "", "{iso:?}");
+        if iso != Isolation::Fresh {
+            recycle_worker(&p);
+        }
+        assert_eq!(text(&p, "residue", b""), "", "{iso:?}: residue found");
+    }
+}
+
+#[test]
+fn an_output_flood_is_output_too_large_and_bounded() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let r = p.call_request(Request::call("flood", Vec::new()).stdout(Sink::Capture(1 << 20)));
+        assert!(
+            matches!(r, Err(CallError::OutputTooLarge)),
+            "{iso:?}: {r:?}"
+        );
+        assert_eq!(text(&p, "echo", b"after"), "after");
+    }
+}
+
+#[test]
+fn pid_1_is_out_of_reach() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let r = text(&p, "pid1", b"");
+        assert!(!r.contains("mem=0"), "{iso:?}: /proc/1/mem opened: {r}");
+        assert!(!r.contains("prlimit=0"), "{iso:?}: prlimit on PID 1: {r}");
+        let f = p.features().expect("features");
+        assert!(f.seccomp, "the supervisor reports the seccomp filter");
+    }
+}
+
+#[test]
+fn a_calls_fd_table_is_exactly_its_own() {
+    if !ready() {
+        return;
+    }
+    let p = pool(Isolation::Fresh);
+    let a = text(&p, "fds", b"");
+    let b = text(&p, "fds", b"");
+    assert_eq!(a, b, "fd tables differ between calls");
+    // stdin, stdout, stderr and the call's channel: nothing inherited.
+    assert_eq!(a.split_whitespace().count(), 4, "{a}");
+}
+
+#[test]
+fn named_fd_targets_never_clobber_the_sandboxs_own_fds() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        assert_eq!(text(&p, "echo", b"warm"), "warm");
+        let mut req = Request::call("named", Vec::new()).wall_time(Duration::from_secs(5));
+        for t in 3..=20 {
+            let f = std::fs::File::open("/dev/null").unwrap();
+            req = req.fd(&format!("f{t}"), f, t);
+        }
+        let out = p.call_request(req).expect("named fds 3..=20");
+        assert_eq!(out.output, b"18", "{iso:?}");
+        assert_eq!(text(&p, "echo", b"next"), "next", "{iso:?}");
+    }
+}
+
+/// Every process below `root` (its descendants), from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
+        let ppid: i32 = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        parent_of.push((pid, ppid));
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn killing_the_host_takes_every_container_process_with_it() {
+    if !ready() {
+        return;
+    }
+    for iso in ["fresh", "reuse"] {
+        let mut host = std::process::Command::new(helper("call-host"))
+            .arg(helper("call-attack"))
+            .arg(iso)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("call-host");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(host.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let zygote: i32 = line.trim().parse().expect("zygote pid");
+        let procs = descendants(zygote);
+        assert!(
+            procs.len() >= 3,
+            "{iso}: supervisor, helper, planted: {procs:?}"
+        );
+        let pidfds: Vec<OwnedFd> = procs
+            .iter()
+            .filter_map(|&p| {
+                // SAFETY: pidfd_open takes a pid and flags.
+                #[allow(unsafe_code)]
+                let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, p, 0) };
+                // SAFETY: a new pidfd owned by nobody else.
+                #[allow(unsafe_code)]
+                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+            })
+            .collect();
+        host.kill().unwrap();
+        let _ = host.wait();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for fd in &pidfds {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd.
+            #[allow(unsafe_code)]
+            let n = unsafe { libc::poll(&mut p, 1, left.as_millis() as i32) };
+            assert_eq!(
+                n, 1,
+                "{iso}: a container process outlived the host by 1 s: {procs:?}"
+            );
+        }
+    }
+}
