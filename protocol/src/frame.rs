@@ -228,7 +228,7 @@ mod tests {
         };
         assert_eq!(
             h.to_bytes(),
-            [b'H', b'T', b'C', b'H', 3, 0, 5, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0]
+            [b'H', b'T', b'C', b'H', 4, 0, 5, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
     }
@@ -250,7 +250,7 @@ mod tests {
         b[4] = 9;
         assert!(matches!(
             Header::parse(&b),
-            Err(ProtocolError::Version { ours: 3, theirs: 9 })
+            Err(ProtocolError::Version { ours: 4, theirs: 9 })
         ));
         let mut b = good;
         b[6] = 0xee;

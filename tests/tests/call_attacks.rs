@@ -158,6 +158,36 @@ fn named_fd_targets_never_clobber_the_sandboxs_own_fds() {
     }
 }
 
+#[test]
+fn a_notifying_policy_reports_the_violation_by_name_in_call_mode() {
+    use hatchery::seccomp::{Action, Filter};
+    if !ready() {
+        return;
+    }
+    let mut profile = hatchery::pool::default_profile();
+    let mut f = Filter::new(Action::Allow);
+    f.add_rule(Action::Notify, "uname");
+    profile.seccomp_filter(f);
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = Pool::builder()
+            .profile(profile.clone())
+            .call_helper(helper("call-attack"))
+            .isolation(iso)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .build()
+            .expect("call-mode pool");
+        assert_eq!(text(&p, "echo", b"before"), "before");
+        let r = p.call("uname", b"");
+        assert!(
+            matches!(&r, Err(CallError::Ended(hatchery::Outcome::Violation { syscall, .. })) if syscall == "uname"),
+            "{iso:?}: {r:?}"
+        );
+        assert!(p.features().expect("features").seccomp_notify);
+        assert_eq!(text(&p, "echo", b"after"), "after", "{iso:?}");
+    }
+}
+
 /// Every process below `root` (its descendants), from /proc.
 fn descendants(root: i32) -> Vec<i32> {
     let mut parent_of = Vec::new();

@@ -201,6 +201,15 @@ fn main() {
         .export("flood", flood)
         .export("pid1", pid1)
         .export("fds", fds)
+        .export("uname", |_: &mut Call| {
+            // SAFETY: uname writes into a live struct.
+            #[allow(unsafe_code)]
+            let r = unsafe {
+                let mut u: libc::utsname = std::mem::zeroed();
+                libc::uname(&mut u)
+            };
+            Ok::<_, String>(r.to_string().into_bytes())
+        })
         .export("named", |c: &mut Call| {
             let n = (3..=20)
                 .filter(|i| c.fd(&format!("f{i}")).is_some())
