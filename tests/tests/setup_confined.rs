@@ -542,3 +542,46 @@ fn a_fifo_in_a_writable_bind_does_not_hang_file_placement() {
     );
     std::fs::remove_dir_all(&work).ok();
 }
+
+/// Review of issue #12: the size cap bounds a tmpfs's pages, not its inodes (kernel memory the
+/// cap never counts: an inode and a dentry per empty file, directory or link). Without
+/// `nr_inodes` the kernel allows half the machine's RAM pages in inodes on every tmpfs. Every
+/// writable tmpfs a request can reach must have an inode bound that fits its size.
+#[test]
+fn tmpfs_mounts_bound_their_inodes() {
+    if !ready() {
+        return;
+    }
+    // One inode per 4 KiB of the 64 MiB default size.
+    let most = (hatchery_protocol::DEFAULT_TMPFS_BYTES / 4096)
+        .max(hatchery_protocol::DEFAULT_SHM_BYTES / 4096);
+    let check = |what: &str, out: &str| {
+        let counts: Vec<u64> = out
+            .split_whitespace()
+            .map(|n| n.parse().unwrap_or(u64::MAX))
+            .collect();
+        assert!(!counts.is_empty(), "{what}: {out}");
+        for n in counts {
+            assert!(n <= most, "{what}: a tmpfs allows {n} inodes: {out}");
+        }
+    };
+    let script = "stat -f -c %c /scratch /dev/shm /tmp";
+    let out = hatchery(&[
+        "run", "--devfs", "/dev", "--tmpfs", "/scratch", "--tmpfs", "/tmp", "--", "/bin/sh", "-c",
+        script,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    check("hatchery run", &text(&out.stdout));
+    let mut profile = hatchery::pool::default_profile();
+    profile.bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");
+    let p = Pool::builder()
+        .profile(profile)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("pool");
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", "stat -f -c %c /tmp /dev/shm"]))
+        .expect("request");
+    check("pool request", &text(&r.stdout));
+}

@@ -33,8 +33,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use hatchery_protocol::{
-    IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep, DEFAULT_SHM_BYTES,
-    DEFAULT_TMPFS_BYTES,
+    default_nr_inodes, IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep,
+    DEFAULT_SHM_BYTES, DEFAULT_TMPFS_BYTES,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, Mode, SFlag};
@@ -403,12 +403,11 @@ fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<
     .map_err(|e| nix_fail(step, e, detail))
 }
 
-fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
-    let mut opts = format!("mode={:o},size={size}", mode & 0o7777);
-    if let Some(n) = nr_inodes {
-        opts.push_str(&format!(",nr_inodes={n}"));
-    }
-    opts
+/// A tmpfs's options: always a size and an inode bound ([`default_nr_inodes`] when none is
+/// given).
+pub fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
+    let n = nr_inodes.unwrap_or(default_nr_inodes(size));
+    format!("mode={:o},size={size},nr_inodes={n}", mode & 0o7777)
 }
 
 /// Builds the file tree and pivots into it. `fds` are the fds that came with the plan.
@@ -861,7 +860,14 @@ mod tests {
 
     #[test]
     fn tmpfs_mounts_always_get_a_size() {
-        assert_eq!(tmpfs_options(0o1777, 4096, None), "mode=1777,size=4096");
+        assert_eq!(
+            tmpfs_options(0o1777, 64 << 20, None),
+            "mode=1777,size=67108864,nr_inodes=16384"
+        );
+        assert_eq!(
+            tmpfs_options(0o1777, 4096, None),
+            "mode=1777,size=4096,nr_inodes=64"
+        );
         assert_eq!(
             tmpfs_options(0o40755, 1, Some(8)),
             "mode=755,size=1,nr_inodes=8"
