@@ -584,6 +584,9 @@ pub fn loopback_up() -> Result<(), Errno> {
 pub const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
 /// `RESOLVE_NO_SYMLINKS`: fail with `ELOOP` on any symbolic link, the last component included.
 pub const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+/// `RESOLVE_BENEATH`: fail with `EXDEV` on anything (`..`, an absolute link) leaving the
+/// starting directory.
+pub const RESOLVE_BENEATH: u64 = 0x08;
 /// `RESOLVE_IN_ROOT`: treat the starting directory as `/` (`..` and absolute links stay in it).
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 

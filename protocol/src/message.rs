@@ -164,6 +164,18 @@ pub const DEFAULT_TMPFS_BYTES: u64 = 64 << 20;
 /// private one): 64 MiB.
 pub const DEFAULT_SHM_BYTES: u64 = 64 << 20;
 
+/// `nr_inodes=` of a tmpfs of `size_bytes` that names none: one inode per 4 KiB (at least 64).
+/// The size caps a tmpfs's pages only; its inodes and dentries are kernel memory the size never
+/// counts, and the kernel's own default is half the machine's RAM pages, on every tmpfs.
+pub const fn default_nr_inodes(size_bytes: u64) -> u64 {
+    let n = size_bytes / 4096;
+    if n < 64 {
+        64
+    } else {
+        n
+    }
+}
+
 /// One step of building the container's file tree, applied in order before `pivot_root`.
 /// Container paths are absolute paths inside the new root. Every path the shim creates,
 /// changes or mounts on is resolved inside the root without following symbolic links: a link
@@ -186,7 +198,7 @@ pub enum MountOp {
         target: Bytes,
         /// `size=` in bytes; `None` is [`DEFAULT_TMPFS_BYTES`].
         size_bytes: Option<u64>,
-        /// `nr_inodes=`; `None` is the kernel default.
+        /// `nr_inodes=`; `None` is [`default_nr_inodes`] of the size.
         nr_inodes: Option<u64>,
         /// Mode of the mount's root directory.
         mode: u32,

@@ -4,7 +4,7 @@
 //! directories under a temp dir and checks afterwards that they are unchanged (contents and
 //! modes). They run as root and as an unprivileged user (see `scripts/test.sh`).
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -429,4 +429,159 @@ fn dev_shm_is_capped_in_pool_requests() {
         .run(Request::exec("/bin/sh").args(["-c", "ls /dev/shm | wc -l"]))
         .unwrap();
     assert_eq!(text(&r.stdout).trim(), "0");
+}
+
+/// Review of issue #12: a bind source (or rootdir) below a writable bind's source (or a writable
+/// rootdir) is the guest's to change. A guest that swaps such a directory for a link to a host
+/// directory must not get that directory bound into the next run.
+#[test]
+fn bind_sources_below_a_writable_bind_never_follow_guest_links() {
+    if !ready() {
+        return;
+    }
+    let work = tempdir("src-work", 0o777);
+    std::fs::create_dir(work.join("cfg")).unwrap();
+    std::fs::write(work.join("cfg/f"), "cfg\n").unwrap();
+    std::fs::set_permissions(work.join("cfg"), PermissionsExt::from_mode(0o777)).unwrap();
+    let secret = decoy("src-secret", 0o755);
+    let bind = format!("{}:/data", s(&work));
+    let cfg = format!("{}/cfg:/cfg", s(&work));
+    // Before the swap the read-only bind of the subdirectory works.
+    let out = hatchery(&["run", "-B", &bind, "-b", &cfg, "--", "/bin/cat", "/cfg/f"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(0), "cfg\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A run swaps the directory for a link to the host's secret...
+    let swap = format!("rm -r /data/cfg && ln -s {} /data/cfg", s(&secret));
+    let out = hatchery(&["run", "-B", &bind, "--", "/bin/sh", "-c", &swap]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // ...the next run must not bind the secret.
+    let out = hatchery(&["run", "-B", &bind, "-b", &cfg, "--", "/bin/cat", "/cfg/f"]);
+    assert!(
+        !text(&out.stdout).contains("decoy"),
+        "hatchery run bound the guest's link target: {}",
+        text(&out.stdout)
+    );
+    assert_setup_eloop(&out, "hatchery run, bind below a writable bind");
+    let mut c = Container::new();
+    c.rootfs("/")
+        .bindmount_rw(&s(&work), "/data")
+        .bindmount_ro(&format!("{}/cfg", s(&work)), "/cfg");
+    let out = c.command("/bin/cat").arg("/cfg/f").output();
+    match out {
+        Err(Error::Setup {
+            step: SetupStep::BindMount,
+            errno: libc::ELOOP,
+            ..
+        }) => {}
+        Ok(o) => panic!(
+            "Container bound the guest's link target: {:?} {}",
+            o.status,
+            text(&o.stdout)
+        ),
+        Err(e) => panic!("unexpected error {e:?}"),
+    }
+    // A writable rootdir is the guest's too.
+    let rd = rootdir("src-rd");
+    std::fs::create_dir(rd.join("proc")).unwrap();
+    std::os::unix::fs::symlink(&secret, rd.join("cfg")).unwrap();
+    let mut c = rootdir_container(&rd, true);
+    c.bindmount_ro(&format!("{}/cfg", s(&rd)), "/mnt");
+    match c.command("/bin/cat").arg("/mnt/f").output() {
+        Err(Error::Setup {
+            errno: libc::ELOOP, ..
+        }) => {}
+        other => panic!("a link in a writable rootdir was followed: {other:?}"),
+    }
+    for d in [&work, &secret, &rd] {
+        std::fs::remove_dir_all(d).ok();
+    }
+}
+
+/// Review of issue #12: a guest that leaves a fifo where a later run places a file must not
+/// hang that run's setup (opening a fifo for writing waits for a reader).
+#[test]
+fn a_fifo_in_a_writable_bind_does_not_hang_file_placement() {
+    if !ready() {
+        return;
+    }
+    let work = tempdir("fifo-work", 0o777);
+    let bind = format!("{}:/data", s(&work));
+    let out = hatchery(&["run", "-B", &bind, "--", "/usr/bin/mkfifo", "/data/cfg"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let w = s(&work);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut c = Container::new();
+        c.rootfs("/")
+            .bindmount_rw(&w, "/data")
+            .file("/data/cfg", "x");
+        let _ = tx.send(
+            c.command("/bin/true")
+                .status()
+                .map_err(|e| format!("{e:?}")),
+        );
+    });
+    let r = match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(r) => r,
+        Err(_) => {
+            // Unblock the stuck setup so the test process can end.
+            let _ = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(work.join("cfg"));
+            panic!("file() onto a fifo hung the setup");
+        }
+    };
+    assert!(
+        r.as_ref().is_err_and(|e| e.contains("WriteFile")),
+        "file() onto a fifo: {r:?}"
+    );
+    std::fs::remove_dir_all(&work).ok();
+}
+
+/// Review of issue #12: the size cap bounds a tmpfs's pages, not its inodes (kernel memory the
+/// cap never counts: an inode and a dentry per empty file, directory or link). Without
+/// `nr_inodes` the kernel allows half the machine's RAM pages in inodes on every tmpfs. Every
+/// writable tmpfs a request can reach must have an inode bound that fits its size.
+#[test]
+fn tmpfs_mounts_bound_their_inodes() {
+    if !ready() {
+        return;
+    }
+    // One inode per 4 KiB of the 64 MiB default size.
+    let most = (hatchery_protocol::DEFAULT_TMPFS_BYTES / 4096)
+        .max(hatchery_protocol::DEFAULT_SHM_BYTES / 4096);
+    let check = |what: &str, out: &str| {
+        let counts: Vec<u64> = out
+            .split_whitespace()
+            .map(|n| n.parse().unwrap_or(u64::MAX))
+            .collect();
+        assert!(!counts.is_empty(), "{what}: {out}");
+        for n in counts {
+            assert!(n <= most, "{what}: a tmpfs allows {n} inodes: {out}");
+        }
+    };
+    let script = "stat -f -c %c /scratch /dev/shm /tmp";
+    let out = hatchery(&[
+        "run", "--devfs", "/dev", "--tmpfs", "/scratch", "--tmpfs", "/tmp", "--", "/bin/sh", "-c",
+        script,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    check("hatchery run", &text(&out.stdout));
+    let mut profile = hatchery::pool::default_profile();
+    profile.bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");
+    let p = Pool::builder()
+        .profile(profile)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("pool");
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", "stat -f -c %c /tmp /dev/shm"]))
+        .expect("request");
+    check("pool request", &text(&r.stdout));
 }

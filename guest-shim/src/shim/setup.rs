@@ -33,8 +33,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use hatchery_protocol::{
-    IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep, DEFAULT_SHM_BYTES,
-    DEFAULT_TMPFS_BYTES,
+    default_nr_inodes, IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep,
+    DEFAULT_SHM_BYTES, DEFAULT_TMPFS_BYTES,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, Mode, SFlag};
@@ -334,6 +334,64 @@ fn rootdir_entries(dir: &OwnedFd, detail: &Path) -> Result<Vec<RootEntry>, Setup
     Ok(out)
 }
 
+/// Host directories the guest can change: the sources of writable binds and a writable
+/// rootdir. What lies below them is the guest's to replace (a directory swapped for a link by
+/// one run, or by a concurrent one), so host paths below them are resolved without links.
+fn guest_writable_sources(plan: &SetupPlan) -> Vec<&Path> {
+    let mut out: Vec<&Path> = plan
+        .mounts
+        .iter()
+        .filter_map(|op| match op {
+            MountOp::Bind {
+                source,
+                writable: true,
+                ..
+            } => Some(Path::new(OsStr::from_bytes(&source.0))),
+            _ => None,
+        })
+        .collect();
+    if let RootPlan::HostDir {
+        path,
+        writable: true,
+    } = &plan.root
+    {
+        out.push(Path::new(OsStr::from_bytes(&path.0)));
+    }
+    out
+}
+
+/// Opens a host source (`O_PATH`). One below a directory in `writable` (see
+/// [`guest_writable_sources`]; the outermost one when several hold it) is opened from that
+/// directory without following any link or leaving it: a link there fails with `ELOOP`. Other
+/// host paths are the profile author's and resolved as usual.
+fn open_host_source(
+    step: SetupStep,
+    p: &[u8],
+    writable: &[&Path],
+) -> Result<OwnedFd, SetupFailure> {
+    let path = Path::new(OsStr::from_bytes(p));
+    let open = |p: &Path, extra: i32| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_CLOEXEC | extra)
+            .open(p)
+            .map(OwnedFd::from)
+            .map_err(|e| io_fail(step, e, p))
+    };
+    let outer = writable
+        .iter()
+        .filter(|w| path != **w && path.starts_with(w))
+        .min_by_key(|w| w.components().count());
+    let Some(outer) = outer else {
+        return open(path, 0);
+    };
+    let base = open(outer, libc::O_DIRECTORY)?;
+    let rest = path.strip_prefix(outer).unwrap_or(path);
+    let c = cstr(step, rest.as_os_str())?;
+    let resolve = sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS;
+    sys::openat2(base.as_fd(), &c, libc::O_PATH, 0, resolve).map_err(|e| fail(step, e, path))
+}
+
 fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<(), SetupFailure> {
     mount(
         Some(&fd_path(src)),
@@ -345,12 +403,11 @@ fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<
     .map_err(|e| nix_fail(step, e, detail))
 }
 
-fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
-    let mut opts = format!("mode={:o},size={size}", mode & 0o7777);
-    if let Some(n) = nr_inodes {
-        opts.push_str(&format!(",nr_inodes={n}"));
-    }
-    opts
+/// A tmpfs's options: always a size and an inode bound ([`default_nr_inodes`] when none is
+/// given).
+pub fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
+    let n = nr_inodes.unwrap_or(default_nr_inodes(size));
+    format!("mode={:o},size={size},nr_inodes={n}", mode & 0o7777)
 }
 
 /// Builds the file tree and pivots into it. `fds` are the fds that came with the plan.
@@ -369,15 +426,8 @@ pub fn build_root(
     .map_err(|e| nix_fail(SetupStep::MountPropagation, e, "/"))?;
 
     // Open every host source before the scratch mount hides the host's /tmp.
-    let open_source = |step: SetupStep, p: &[u8]| -> Result<OwnedFd, SetupFailure> {
-        let path = Path::new(OsStr::from_bytes(p));
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
-            .open(path)
-            .map(OwnedFd::from)
-            .map_err(|e| io_fail(step, e, path))
-    };
+    let writable = guest_writable_sources(plan);
+    let open_source = |step: SetupStep, p: &[u8]| open_host_source(step, p, &writable);
     let (root_src, entries) = match &plan.root {
         RootPlan::Tmpfs => (None, Vec::new()),
         RootPlan::HostDir { path, writable } => {
@@ -644,9 +694,18 @@ fn write_file(
     file.read_exact_at(&mut buf, offset)
         .map_err(|e| io_fail(step, e, dst))?;
     let (dir, name) = root.parent_of(step, path)?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW;
+    // Non-blocking: a fifo left there (by a guest, in a writable bind) must not hang setup
+    // waiting for a reader; whatever opens is used only if it is a regular file.
+    let flags =
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
     match open_child(&dir, name, flags, mode & 0o7777) {
-        Ok(fd) => fill(step, fd, mode, &buf, dst).map(drop),
+        Ok(fd) => {
+            let st = fstat(fd.as_raw_fd()).map_err(|e| nix_fail(step, e, dst))?;
+            if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+                return Err(fail(step, libc::EINVAL, dst));
+            }
+            fill(step, fd, mode, &buf, dst).map(drop)
+        }
         // Inside a read-only mount (a read-only rootdir or bind): never write through to the
         // host. Stage the file in the scratch tmpfs and bind it over the existing target.
         Err(libc::EROFS) => {
@@ -801,7 +860,14 @@ mod tests {
 
     #[test]
     fn tmpfs_mounts_always_get_a_size() {
-        assert_eq!(tmpfs_options(0o1777, 4096, None), "mode=1777,size=4096");
+        assert_eq!(
+            tmpfs_options(0o1777, 64 << 20, None),
+            "mode=1777,size=67108864,nr_inodes=16384"
+        );
+        assert_eq!(
+            tmpfs_options(0o1777, 4096, None),
+            "mode=1777,size=4096,nr_inodes=64"
+        );
         assert_eq!(
             tmpfs_options(0o40755, 1, Some(8)),
             "mode=755,size=1,nr_inodes=8"

@@ -95,7 +95,7 @@ impl OutputWatch {
 /// one has a size: the plan's, [`DEFAULT_TMPFS_BYTES`] when it has none, and
 /// [`DEFAULT_SHM_BYTES`] for a devfs's `/dev/shm`.
 struct PrivateMounts {
-    tmpfs: Vec<(String, u64, u32, bool)>,
+    tmpfs: Vec<(String, u64, Option<u64>, u32, bool)>,
     proc: Vec<String>,
 }
 
@@ -108,12 +108,13 @@ impl PrivateMounts {
                 MountOp::Tmpfs {
                     target,
                     size_bytes,
+                    nr_inodes,
                     mode,
                     read_only: false,
-                    ..
                 } => tmpfs.push((
                     String::from_utf8_lossy(&target.0).into_owned(),
                     size_bytes.unwrap_or(DEFAULT_TMPFS_BYTES),
+                    *nr_inodes,
                     *mode,
                     true,
                 )),
@@ -123,6 +124,7 @@ impl PrivateMounts {
                         String::from_utf8_lossy(&target.0).trim_end_matches('/')
                     ),
                     DEFAULT_SHM_BYTES,
+                    None,
                     0o1777,
                     false,
                 )),
@@ -138,12 +140,15 @@ impl PrivateMounts {
     fn tmpfs_options(&self, size_override: Option<u64>) -> Vec<(String, String)> {
         self.tmpfs
             .iter()
-            .map(|(t, size, mode, resizable)| {
+            .map(|(t, size, nr_inodes, mode, resizable)| {
                 let size = match size_override {
                     Some(s) if *resizable => s,
                     _ => *size,
                 };
-                (t.clone(), format!("mode={:o},size={size}", mode & 0o7777))
+                (
+                    t.clone(),
+                    crate::shim::setup::tmpfs_options(*mode, size, *nr_inodes),
+                )
             })
             .collect()
     }

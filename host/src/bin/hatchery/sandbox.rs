@@ -1,5 +1,7 @@
 //! Sandbox options shared by `hatchery run` and `hatchery map`, named as in `hakoniwa run`.
 
+use std::path::PathBuf;
+
 use clap::Args;
 use hatchery::{Container, Namespace, Rlimit};
 
@@ -230,6 +232,53 @@ fn canonical(flag: &str, p: &str) -> Result<String, String> {
         .map_err(|e| format!("{flag}: path {p:?}: {e}"))
 }
 
+/// The host directories the guest can change (the writable rootdir, `-B` sources and the
+/// workdir), canonical.
+fn guest_writable(args: &SandboxArgs) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    if let Some((path, Some("rw"))) = args.rootdir.as_deref().map(split_pair) {
+        out.push(canonical("--rootdir", path)?.into());
+    }
+    for b in &args.bindmount_rw {
+        out.push(canonical("--bindmount-rw", split_pair(b).0)?.into());
+    }
+    if let Some(w) = args.workdir.as_deref().filter(|w| !w.starts_with(':')) {
+        out.push(canonical("--workdir", w)?.into());
+    }
+    Ok(out)
+}
+
+/// Like [`canonical`], except that no link below a directory of `writable` (see
+/// [`guest_writable`]) is followed: once the path reaches one, the rest is kept as written, and
+/// the shim opens it from there without following links. A guest that swapped a directory of
+/// its writable bind for a link to a host path must not get that host path bound next time.
+fn resolve_host(flag: &str, p: &str, writable: &[PathBuf]) -> Result<String, String> {
+    use std::path::Component;
+    let err = |e: std::io::Error| format!("{flag}: path {p:?}: {e}");
+    let abs = std::path::absolute(p).map_err(err)?;
+    let mut cur = PathBuf::from("/");
+    for c in abs.components() {
+        let below = writable.iter().any(|w| cur.starts_with(w));
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir if below => {
+                return Err(format!(
+                    "{flag}: path {p:?}: `..` below a writable bind is not allowed"
+                ))
+            }
+            Component::ParentDir => {
+                cur.pop();
+            }
+            Component::Normal(n) if below => cur.push(n),
+            Component::Normal(n) => {
+                cur.push(n);
+                cur = std::fs::canonicalize(&cur).map_err(err)?;
+            }
+        }
+    }
+    Ok(cur.to_string_lossy().into_owned())
+}
+
 fn subid_range(file: &str, name: &str, id: u32) -> Result<(u32, u32), String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("--userns auto: {file}: {e}"))?;
     text.lines()
@@ -261,9 +310,10 @@ pub fn apply(
     if args.unshare_all || args.unshare_uts {
         c.unshare(Namespace::Uts);
     }
+    let writable = guest_writable(args)?;
     if let Some(r) = &args.rootdir {
         let (path, opt) = split_pair(r);
-        let path = canonical("--rootdir", path)?;
+        let path = resolve_host("--rootdir", path, &writable)?;
         match opt {
             None | Some("ro") => c.rootdir(&path),
             Some("rw") => c.rootdir_rw(&path),
@@ -281,7 +331,7 @@ pub fn apply(
     ] {
         for b in list {
             let (host, ctr) = split_pair(b);
-            let host = canonical(flag, host)?;
+            let host = resolve_host(flag, host, &writable)?;
             let ctr = ctr.map(str::to_string).unwrap_or_else(|| host.clone());
             if rw {
                 c.bindmount_rw(&host, &ctr);
@@ -315,7 +365,7 @@ pub fn apply(
         Some(w) => match w.strip_prefix(':') {
             Some(dir) => Some(dir.to_string()),
             None => {
-                let dir = canonical("--workdir", w)?;
+                let dir = resolve_host("--workdir", w, &writable)?;
                 c.bindmount_rw(&dir, &dir);
                 Some(dir)
             }
