@@ -69,8 +69,10 @@ pub enum Isolation {
     Dedicated,
     /// Call mode only: one long-lived worker per zygote (forked once from the warm helper) serves
     /// calls without forking, like a reused wasm instance. It is recycled after `max_requests`
-    /// calls, after any failed call (error, panic, signal) and after a timeout or cancellation.
-    /// State persists across the calls of one worker, never across workers.
+    /// calls, after any call that did not succeed (error, panic, signal, timeout, output cap),
+    /// on cancellation, and when a call carries another tenant ([`Request::tenant`]). State
+    /// (memory, `/tmp`, processes it forked) persists across the calls of one worker, never
+    /// across workers: retiring one kills its whole process tree and cleans up.
     Reuse {
         /// Calls one worker serves before it is replaced.
         max_requests: u64,
@@ -978,8 +980,8 @@ impl Pool {
 
     /// What the zygotes' containers enforce, as reported by the last one started: seccomp
     /// (and whether violations are reported), the landlock ABI and the rights and scopes it
-    /// enforces, no_new_privs. `None` before the first zygote is ready. Call-mode helpers
-    /// report what their guest library knows (no landlock details).
+    /// enforces, no_new_privs. `None` before the first zygote is ready. In call mode this is
+    /// the trusted supervisor's report, never the helper's.
     pub fn features(&self) -> Option<hatchery_protocol::Features> {
         lock_any(&self.inner.features).clone()
     }
