@@ -241,3 +241,36 @@ fn killing_the_host_takes_every_container_process_with_it() {
         }
     }
 }
+
+#[test]
+fn a_call_cannot_change_the_scheduling_of_the_zygote_or_pid_1() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let r = text(&p, "probe", b"");
+        // Every change to a sysctl or to the scheduling of PID 1 or the helper zygote fails.
+        let changed: Vec<&str> = r
+            .split_whitespace()
+            .filter(|w| !w.starts_with("uid=") && w.ends_with("=0"))
+            .collect();
+        assert!(changed.is_empty(), "{iso:?}: {r}");
+        assert!(!r.contains("writable="), "{iso:?}: {r}");
+    }
+}
+
+#[test]
+fn fds_left_in_flight_hold_nothing_for_the_next_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        assert_eq!(text(&p, "inflight", b""), "", "{iso:?}");
+        if iso != Isolation::Fresh {
+            recycle_worker(&p);
+        }
+        assert_eq!(text(&p, "inflight", b""), "", "{iso:?}: held over");
+    }
+}
