@@ -209,7 +209,7 @@ fn probe(_: &mut Call) -> R {
         };
         out.push(format!("{f}={w}"));
     }
-    for (name, pid) in [("pid1", 1), ("zygote", ppid as i32)] {
+    for (name, pid) in [("pid1", 1), ("zygote", ppid)] {
         // SAFETY: integer-only syscalls.
         #[allow(unsafe_code)]
         let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 19) };
