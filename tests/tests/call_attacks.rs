@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hatchery::pool::{CallError, Request, Sink};
-use hatchery::{Isolation, Pool};
+use hatchery::{Isolation, Outcome, Pool};
 use hatchery_tests::{helper, require, user_namespaces_work};
 
 fn ready() -> bool {
@@ -37,15 +37,15 @@ fn text(p: &Pool, export: &str, arg: &[u8]) -> String {
     String::from_utf8_lossy(&out.output).into_owned()
 }
 
-/// Ends the current reuse worker: a failed call recycles it. Within one worker a planted
-/// process may steal the worker's own next call (state is shared within a worker, by design):
-/// then the call times out, which recycles the worker too.
+/// Ends the current reuse worker (a failed call recycles it). With a deadline: a process an
+/// attack planted in the worker may have taken this call off the worker's channel (calls of one
+/// worker share it by design), and then only the deadline ends it.
 fn recycle_worker(p: &Pool) {
     let r = p.call_request(Request::call("fail", Vec::new()).wall_time(Duration::from_secs(2)));
     assert!(
         matches!(
             r,
-            Err(CallError::Failed(_)) | Err(CallError::Ended(hatchery::Outcome::TimedOut))
+            Err(CallError::Failed(_) | CallError::Ended(Outcome::TimedOut))
         ),
         "{r:?}"
     );
@@ -278,5 +278,38 @@ fn killing_the_host_takes_every_container_process_with_it() {
                 "{iso}: a container process outlived the host by 1 s: {procs:?}"
             );
         }
+    }
+}
+
+#[test]
+fn a_call_cannot_change_the_scheduling_of_the_zygote_or_pid_1() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let r = text(&p, "probe", b"");
+        // Every change to a sysctl or to the scheduling of PID 1 or the helper zygote fails.
+        let changed: Vec<&str> = r
+            .split_whitespace()
+            .filter(|w| !w.starts_with("uid=") && w.ends_with("=0"))
+            .collect();
+        assert!(changed.is_empty(), "{iso:?}: {r}");
+        assert!(!r.contains("writable="), "{iso:?}: {r}");
+    }
+}
+
+#[test]
+fn fds_left_in_flight_hold_nothing_for_the_next_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        assert_eq!(text(&p, "inflight", b""), "", "{iso:?}");
+        if iso != Isolation::Fresh {
+            recycle_worker(&p);
+        }
+        assert_eq!(text(&p, "inflight", b""), "", "{iso:?}: held over");
     }
 }

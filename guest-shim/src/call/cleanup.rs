@@ -12,6 +12,36 @@ pub(super) fn wipe() {
     remove_sysv();
 }
 
+/// Unix sockets of the container's network namespace (every socket a call creates is one of
+/// them), from `/proc/net/unix`.
+pub(super) fn unix_sockets() -> Option<usize> {
+    let t = std::fs::read_to_string("/proc/net/unix").ok()?;
+    Some(t.lines().count().saturating_sub(1))
+}
+
+/// Waits until the container has at most `clean` unix sockets, i.e. none of a finished call
+/// is left. Its processes are dead by then, but fds it left in flight in an `SCM_RIGHTS`
+/// cycle (a socket queued on itself) outlive them until the kernel's unix garbage collector
+/// runs, and they hold whatever they point to for the next call to see: a bound UDP port, a
+/// file lock, a memfd. Closing a unix socket schedules that collection; this closes one
+/// until it has happened (false after 250 ms: the container must go).
+pub(super) fn settle_unix(clean: usize) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+    loop {
+        match unix_sockets() {
+            Some(n) if n > clean => {}
+            // Without /proc/net/unix nothing can be checked (and the pool reports it).
+            _ => return true,
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        // Releasing a unix socket schedules the collector.
+        drop(std::os::unix::net::UnixDatagram::pair());
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+}
+
 fn wipe_dir(dir: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -12,7 +12,9 @@
 //!    (where the kernel has scopes): it cannot signal, ptrace or connect to the zygote, the
 //!    supervisor or another call;
 //! 4. installs the call filter: `setsid` and `setpgid` fail with `EPERM` (no process of the call
-//!    can leave its group), and so does `prlimit64` on any process but itself.
+//!    can leave its group), and so do limits, scheduling (priority, policy, affinity) and I/O
+//!    priority set on any process but itself: the helper zygote shares the call's ids, and what
+//!    is set on it would carry over to every later call.
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -48,24 +50,67 @@ const RET: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
 const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 
+/// What the call filter does with one system call.
+enum Rule {
+    /// Always `EPERM`.
+    Deny,
+    /// Allowed only when each listed argument (index, value) is exactly that value (all 64
+    /// bits), so the call can only act on the calling process itself; `EPERM` otherwise.
+    Only(&'static [(u32, u32)]),
+}
+
+/// Which system calls the call filter restricts. Scheduling and I/O priority, affinity and
+/// limits of another process (the helper zygote is the call's parent, with the same ids) would
+/// otherwise carry over to every later call forked from it.
+const RULES: &[(libc::c_long, Rule)] = &[
+    (libc::SYS_setsid, Rule::Deny),
+    (libc::SYS_setpgid, Rule::Deny),
+    // prlimit64(pid, ...), sched_*(pid, ...): pid 0 is the caller.
+    (libc::SYS_prlimit64, Rule::Only(&[(0, 0)])),
+    (libc::SYS_sched_setaffinity, Rule::Only(&[(0, 0)])),
+    (libc::SYS_sched_setscheduler, Rule::Only(&[(0, 0)])),
+    (libc::SYS_sched_setparam, Rule::Only(&[(0, 0)])),
+    (libc::SYS_sched_setattr, Rule::Only(&[(0, 0)])),
+    // setpriority(PRIO_PROCESS, 0, ...): PRIO_USER with who 0 would be every process of the uid.
+    (libc::SYS_setpriority, Rule::Only(&[(0, 0), (1, 0)])),
+    // ioprio_set(IOPRIO_WHO_PROCESS, 0, ...).
+    (libc::SYS_ioprio_set, Rule::Only(&[(0, 1), (1, 0)])),
+];
+
 /// The call filter (see the module doc). Foreign ABIs are already killed by the container's
 /// policy, which runs first.
 pub(super) fn call_filter() -> Vec<libc::sock_filter> {
-    // Offsets in `struct seccomp_data`: nr at 0, args[0] at 16 (low word first).
+    // Offsets in `struct seccomp_data`: nr at 0, args[i] at 16 + 8 i (low word first).
     let deny = stmt(RET, SECCOMP_RET_ERRNO | libc::EPERM as u32);
     let allow = stmt(RET, SECCOMP_RET_ALLOW);
-    vec![
-        /* 0 */ stmt(LD_ABS, 0),
-        /* 1 */ jeq(libc::SYS_setsid as u32, 7, 0),
-        /* 2 */ jeq(libc::SYS_setpgid as u32, 6, 0),
-        /* 3 */ jeq(libc::SYS_prlimit64 as u32, 0, 4),
-        /* 4 */ stmt(LD_ABS, 16),
-        /* 5 */ jeq(0, 0, 3),
-        /* 6 */ stmt(LD_ABS, 20),
-        /* 7 */ jeq(0, 0, 1),
-        /* 8 */ allow,
-        /* 9 */ deny,
-    ]
+    let mut f = vec![stmt(LD_ABS, 0)];
+    for (nr, rule) in RULES {
+        // The block run for this syscall: it always returns, so the accumulator still holds
+        // the syscall number when the next rule is checked.
+        let block = match rule {
+            Rule::Deny => vec![deny],
+            Rule::Only(args) => {
+                let mut b = Vec::new();
+                let n = args.len() * 4;
+                for (i, (idx, val)) in args.iter().enumerate() {
+                    let off = 16 + 8 * idx;
+                    // Instructions left before the final deny, after each jump.
+                    let to_deny = |at: usize| (n - at - 1 + 1) as u8;
+                    b.push(stmt(LD_ABS, off));
+                    b.push(jeq(*val, 0, to_deny(i * 4 + 1)));
+                    b.push(stmt(LD_ABS, off + 4));
+                    b.push(jeq(0, 0, to_deny(i * 4 + 3)));
+                }
+                b.push(allow);
+                b.push(deny);
+                b
+            }
+        };
+        f.push(jeq(*nr as u32, 0, block.len() as u8));
+        f.extend(block);
+    }
+    f.push(allow);
+    f
 }
 
 impl CallLockdown {
@@ -146,7 +191,7 @@ fn errno() -> i32 {
 mod tests {
     use super::*;
 
-    /// Every jump of the call filter lands inside it, on a return.
+    /// Every jump of the call filter lands inside it, and it ends on a return.
     #[test]
     fn call_filter_jumps_stay_inside() {
         let f = call_filter();
@@ -158,7 +203,6 @@ mod tests {
             }
         }
         assert_eq!(f.last().unwrap().code, RET);
-        assert_eq!(f[8].k, SECCOMP_RET_ALLOW);
-        assert_eq!(f[9].k, SECCOMP_RET_ERRNO | libc::EPERM as u32);
+        assert_eq!(f.last().unwrap().k, SECCOMP_RET_ALLOW);
     }
 }

@@ -112,6 +112,9 @@ struct Supervisor<'a> {
     /// Exits reported by the zygote that no call claimed yet.
     exits: Vec<(i32, i32, Usage)>,
     accepting: bool,
+    /// Unix sockets in the container while no call process exists (see
+    /// [`cleanup::settle_unix`]).
+    unix_clean: usize,
 }
 
 /// Everything stage 1 hands the supervisor.
@@ -190,6 +193,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         worker: None,
         exits: Vec::new(),
         accepting: true,
+        unix_clean: 0,
     };
     // The helper preloads, then its zygote reports Ready (or a failure).
     match sup.helper.recv(None) {
@@ -222,6 +226,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         }
     }
     s.watch.lap("helper preload");
+    sup.unix_clean = cleanup::unix_sockets().unwrap_or(0);
     if let Err(f) = sup.spawn_spare() {
         return setup_failed(sup.host, f);
     }
@@ -310,7 +315,22 @@ impl Supervisor<'_> {
         let _ = w
             .direct
             .send(&msg, &[], Some(Instant::now() + Duration::from_millis(100)));
+        drop(w);
+        if !self.wipe() {
+            // Something of the worker outlived it: this container serves no more calls.
+            self.accepting = false;
+        }
+    }
+
+    /// After a call's processes are killed and its channels closed: waits for whatever it left
+    /// in flight to be collected (or reports that it was not), then empties the scratch space.
+    fn wipe(&mut self) -> bool {
+        let settled = cleanup::settle_unix(self.unix_clean);
+        if settled {
+            self.unix_clean = cleanup::unix_sockets().unwrap_or(0);
+        }
         cleanup::wipe();
+        settled
     }
 
     /// Ends the current worker (the host retired it, or a new one replaces it): kills its
@@ -321,7 +341,10 @@ impl Supervisor<'_> {
         };
         kill_group(w.pid);
         self.wait_exit(w.pid)?;
-        cleanup::wipe();
+        drop(w);
+        if !self.wipe() {
+            return Err(());
+        }
         Ok(())
     }
 
@@ -516,7 +539,9 @@ impl Supervisor<'_> {
             // The zygote did not report the call process: it is wedged.
             return Err(());
         }
-        cleanup::wipe();
+        if !self.wipe() {
+            return Err(());
+        }
         if self.accepting {
             // The next call's process, forked now, off the next request's path.
             self.spawn_spare().map_err(|_| ())?;

@@ -189,6 +189,120 @@ fn fds(_: &mut Call) -> R {
     Ok(out.join(" ").into_bytes())
 }
 
+/// Reports what this call can change outside its own process group: sysctls, the scheduling
+/// of PID 1 and of the helper zygote (its parent), and writable directories.
+fn probe(_: &mut Call) -> R {
+    let mut out = Vec::new();
+    // SAFETY: integer-only syscalls.
+    #[allow(unsafe_code)]
+    let (uid, ppid) = unsafe { (libc::geteuid(), libc::getppid()) };
+    out.push(format!("uid={uid} ppid={ppid}"));
+    for f in [
+        "/proc/sys/net/ipv4/ping_group_range",
+        "/proc/sys/kernel/msgmax",
+        "/proc/sys/fs/mqueue/msg_max",
+    ] {
+        let r = std::fs::read_to_string(f).unwrap_or_default();
+        let w = match std::fs::write(f, r.trim().as_bytes()) {
+            Ok(()) => 0,
+            Err(e) => e.raw_os_error().unwrap_or(-1),
+        };
+        out.push(format!("{f}={w}"));
+    }
+    for (name, pid) in [("pid1", 1), ("zygote", ppid)] {
+        // SAFETY: integer-only syscalls.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, 19) };
+        out.push(format!("nice-{name}={}", if r == 0 { 0 } else { errno() }));
+        // SAFETY: a zeroed cpu_set_t with cpu 0 set, passed by pointer.
+        #[allow(unsafe_code)]
+        let r = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set)
+        };
+        out.push(format!(
+            "affinity-{name}={}",
+            if r == 0 { 0 } else { errno() }
+        ));
+    }
+    for d in [
+        "/",
+        "/etc",
+        "/usr",
+        "/dev",
+        "/dev/mqueue",
+        "/proc",
+        "/sys",
+        "/run",
+        "/var",
+        "/home",
+    ] {
+        let c = std::ffi::CString::new(d).unwrap();
+        // SAFETY: a live C string.
+        #[allow(unsafe_code)]
+        if unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0 {
+            let t = format!("{d}/.hatchery-probe");
+            if std::fs::write(&t, b"x").is_ok() {
+                out.push(format!("writable={d}"));
+                let _ = std::fs::remove_file(&t);
+            }
+        }
+    }
+    Ok(out.join(" ").into_bytes())
+}
+
+/// Keeps a UDP port bound and a lock on /etc/passwd held after this call's processes are gone,
+/// by leaving their fds in flight in an SCM_RIGHTS cycle; reports whether an earlier call had.
+fn inflight(_: &mut Call) -> R {
+    let mut found = Vec::new();
+    // SAFETY: raw socket calls on live structs owned by this function.
+    #[allow(unsafe_code)]
+    unsafe {
+        let udp = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        let mut a: libc::sockaddr_in = std::mem::zeroed();
+        a.sin_family = libc::AF_INET as libc::sa_family_t;
+        a.sin_port = 47_123u16.to_be();
+        a.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if libc::bind(udp, (&a as *const libc::sockaddr_in).cast(), len) < 0 {
+            found.push(format!("udp-bound({})", errno()));
+        }
+        let lock = libc::open(c"/etc/passwd".as_ptr(), libc::O_RDONLY);
+        if libc::flock(lock, libc::LOCK_EX | libc::LOCK_NB) < 0 {
+            found.push(format!("locked({})", errno()));
+        }
+        let mut sv = [0i32; 2];
+        libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, sv.as_mut_ptr());
+        // Send sv[0], sv[1], the UDP socket and the locked file to sv[1]: a cycle.
+        let fds = [sv[0], sv[1], udp, lock];
+        let space = libc::CMSG_SPACE(std::mem::size_of_val(&fds) as u32) as usize;
+        let mut cbuf = vec![0u8; space];
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(&fds) as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast(), fds.len());
+        if libc::sendmsg(sv[0], &msg, 0) < 0 {
+            found.push(format!("sendmsg({})", errno()));
+        }
+        for fd in fds {
+            libc::close(fd);
+        }
+    }
+    Ok(found.join(",").into_bytes())
+}
+
 fn main() {
     Exports::new()
         .export("echo", |c: &mut Call| Ok::<_, String>(c.arg().to_vec()))
@@ -210,6 +324,8 @@ fn main() {
             };
             Ok::<_, String>(r.to_string().into_bytes())
         })
+        .export("probe", probe)
+        .export("inflight", inflight)
         .export("named", |c: &mut Call| {
             let n = (3..=20)
                 .filter(|i| c.fd(&format!("f{i}")).is_some())
