@@ -52,7 +52,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), kind in 0usize..10) {
+    fn random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512), kind in 0usize..Kind::ALL.len()) {
         // Raw garbage, and garbage behind a valid header of each kind.
         check_decode(&bytes)?;
         let mut framed = Header { kind: Kind::ALL[kind], len: bytes.len() as u32 }.to_bytes().to_vec();
