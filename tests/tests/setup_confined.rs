@@ -585,3 +585,49 @@ fn tmpfs_mounts_bound_their_inodes() {
         .expect("request");
     check("pool request", &text(&r.stdout));
 }
+
+#[test]
+fn a_per_request_mount_point_swapped_for_a_link_is_refused() {
+    if !ready() {
+        return;
+    }
+    // Another container sharing the writable bind (here: the host) replaces the mount point of
+    // the pool's per-request tmpfs with a link between two requests.
+    let data = tempdir("swap", 0o777);
+    std::fs::create_dir(data.join("scratch")).unwrap();
+    std::fs::create_dir(data.join("other")).unwrap();
+    let mut profile = hatchery::pool::default_profile();
+    profile
+        .bindmount_rw(&s(&data), "/data")
+        .tmpfsmount("/data/scratch");
+    let p = Pool::builder()
+        .profile(profile)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("pool");
+    let probe = "grep -c ' /data/scratch tmpfs' /proc/self/mounts";
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", probe]))
+        .expect("request");
+    // The zygote's own mount and the request's private one.
+    assert_ne!(text(&r.stdout).trim(), "0", "{r:?}");
+    std::fs::remove_dir(data.join("scratch")).unwrap();
+    std::os::unix::fs::symlink("other", data.join("scratch")).unwrap();
+    let r = p
+        .run(
+            Request::exec("/bin/sh").args(["-c", "grep -c ' /data/other tmpfs' /proc/self/mounts"]),
+        )
+        .expect("request");
+    match &r.outcome {
+        hatchery::Outcome::SetupFailed(f) => {
+            assert_eq!(f.step, SetupStep::MountTmpfs, "{r:?}");
+            assert_eq!(f.errno, libc::ELOOP, "{r:?}");
+        }
+        other => panic!(
+            "the link was followed: {other:?}, stdout {:?}",
+            text(&r.stdout)
+        ),
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -135,20 +135,46 @@ extern "C" fn single_main(arg: *mut libc::c_void) -> libc::c_int {
     run(args.plan, args.err_pipe)
 }
 
+/// Mounts `fstype` on `target` without following a symbolic link anywhere in its path: the
+/// target is opened with `RESOLVE_NO_SYMLINKS` and the mount lands on that very directory
+/// (through the working directory), so a guest that replaced a mount point in a writable bind
+/// with a link between requests gets `ELOOP`, never a mount elsewhere. Raw syscalls only.
+fn mount_exactly(
+    target: &std::ffi::CStr,
+    fstype: &std::ffi::CStr,
+    flags: libc::c_ulong,
+    data: *const libc::c_void,
+) -> Result<(), i32> {
+    // SAFETY: AT_FDCWD is the documented "relative to the working directory" fd value.
+    let cwd = unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) };
+    let dir = sys::openat2(
+        cwd,
+        target,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
+    )?;
+    // SAFETY: `dir` is open for the call.
+    if unsafe { libc::fchdir(std::os::fd::AsRawFd::as_raw_fd(&dir)) } < 0 {
+        return Err(errno());
+    }
+    // SAFETY: NUL-terminated strings; `data` is null or a NUL-terminated option string, all
+    // built before the fork.
+    let r = unsafe { libc::mount(fstype.as_ptr(), c".".as_ptr(), fstype.as_ptr(), flags, data) };
+    let e = errno();
+    // SAFETY: a constant NUL-terminated path.
+    unsafe { libc::chdir(c"/".as_ptr()) };
+    if r < 0 {
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: RawFd) {
     for (target, opts) in plan.private_tmpfs.iter() {
-        // SAFETY: NUL-terminated CStrings built before the clone.
-        let r = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV,
-                opts.as_ptr().cast(),
-            )
-        };
-        if r < 0 {
-            fail(err_pipe, SetupStep::MountTmpfs, errno());
+        let data = opts.as_ptr().cast();
+        if let Err(e) = mount_exactly(target, c"tmpfs", libc::MS_NOSUID | libc::MS_NODEV, data) {
+            fail(err_pipe, SetupStep::MountTmpfs, e);
         }
     }
 }
@@ -159,18 +185,9 @@ fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
     }
     mount_private_tmpfs(plan, err_pipe);
     for target in plan.private_proc.iter() {
-        // SAFETY: NUL-terminated CStrings built before the fork.
-        let r = unsafe {
-            libc::mount(
-                c"proc".as_ptr(),
-                target.as_ptr(),
-                c"proc".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                std::ptr::null(),
-            )
-        };
-        if r < 0 {
-            fail(err_pipe, SetupStep::MountProc, errno());
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if let Err(e) = mount_exactly(target, c"proc", flags, std::ptr::null()) {
+            fail(err_pipe, SetupStep::MountProc, e);
         }
     }
     // The command is started like posix_spawn: sharing our memory (a private copy of the
