@@ -15,8 +15,20 @@ pub(super) fn wipe() {
 /// Unix sockets of the container's network namespace (every socket a call creates is one of
 /// them), from `/proc/net/unix`.
 pub(super) fn unix_sockets() -> Option<usize> {
-    let t = std::fs::read_to_string("/proc/net/unix").ok()?;
-    Some(t.lines().count().saturating_sub(1))
+    use std::io::Read;
+    // One large read: seq_file hands over as much as fits, where `read_to_string` would start
+    // with tiny reads (procfs reports no size).
+    let mut f = std::fs::File::open("/proc/net/unix").ok()?;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut lines = 0usize;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|&&b| b == b'\n').count();
+    }
+    Some(lines.saturating_sub(1))
 }
 
 /// Waits until the container has at most `clean` unix sockets, i.e. none of a finished call

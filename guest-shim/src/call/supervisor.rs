@@ -107,6 +107,9 @@ struct Supervisor<'a> {
     signals: &'a SignalFd,
     devnull: OwnedFd,
     spare: Option<Spare>,
+    /// Our end of the channel of a call process the zygote is forking (`Spawn` sent, `Spawned`
+    /// not yet received).
+    pending: Option<Channel>,
     running: Option<Running>,
     worker: Option<Worker>,
     /// Exits reported by the zygote that no call claimed yet.
@@ -189,6 +192,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         signals: s.signals,
         devnull: s.devnull,
         spare: None,
+        pending: None,
         running: None,
         worker: None,
         exits: Vec::new(),
@@ -242,8 +246,10 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
 
 impl Supervisor<'_> {
     /// Has the zygote fork the next call process; waits for its pid.
-    fn spawn_spare(&mut self) -> Result<(), SetupFailure> {
-        if self.spare.is_some() {
+    /// Asks the zygote to fork the next call process, without waiting for it: the fork runs
+    /// while the host prepares its next request. [`Supervisor::spawned`] takes the answer.
+    fn request_spare(&mut self) -> Result<(), SetupFailure> {
+        if self.spare.is_some() || self.pending.is_some() {
             return Ok(());
         }
         let (ours, theirs) =
@@ -251,21 +257,26 @@ impl Supervisor<'_> {
         self.helper
             .send(&Message::Spawn(Spawn {}), &[theirs.as_fd()], None)
             .map_err(|_| failure(SetupStep::Fork, libc::EPIPE, "the helper zygote is gone"))?;
-        drop(theirs);
+        self.pending = Some(ours);
+        Ok(())
+    }
+
+    /// The zygote's answer to the pending `Spawn`.
+    fn spawned(&mut self, pid: i32) -> Result<(), ()> {
+        let chan = self.pending.take().ok_or(())?;
+        self.spare = Some(Spare { pid, chan });
+        Ok(())
+    }
+
+    /// Makes sure a spare call process exists: requests one if needed and waits for it.
+    fn spawn_spare(&mut self) -> Result<(), SetupFailure> {
+        self.request_spare()?;
         let deadline = Instant::now() + ZYGOTE_DEADLINE;
-        loop {
-            let r = self
-                .helper
-                .recv(Some(deadline))
-                .map_err(|_| failure(SetupStep::Fork, libc::EPIPE, "the helper zygote is gone"))?;
+        while self.spare.is_none() {
+            let gone = || failure(SetupStep::Fork, libc::EPIPE, "the helper zygote is gone");
+            let r = self.helper.recv(Some(deadline)).map_err(|_| gone())?;
             match r.message {
-                Message::Spawned(sp) => {
-                    self.spare = Some(Spare {
-                        pid: sp.pid,
-                        chan: ours,
-                    });
-                    return Ok(());
-                }
+                Message::Spawned(sp) => self.spawned(sp.pid).map_err(|()| gone())?,
                 Message::ChildExited(e) => self.child_exited(e.pid, e.status, e.usage),
                 Message::SetupFailed(f) => return Err(f),
                 _ => {
@@ -277,6 +288,7 @@ impl Supervisor<'_> {
                 }
             }
         }
+        Ok(())
     }
 
     fn child_exited(&mut self, pid: i32, status: i32, usage: Usage) {
@@ -325,10 +337,13 @@ impl Supervisor<'_> {
     /// After a call's processes are killed and its channels closed: waits for whatever it left
     /// in flight to be collected (or reports that it was not), then empties the scratch space.
     fn wipe(&mut self) -> bool {
-        let settled = cleanup::settle_unix(self.unix_clean);
-        if settled {
-            self.unix_clean = cleanup::unix_sockets().unwrap_or(0);
-        }
+        // The channel of a spare (or one being forked) is a socket pair of its own.
+        let extra = if self.spare.is_some() || self.pending.is_some() {
+            2
+        } else {
+            0
+        };
+        let settled = cleanup::settle_unix(self.unix_clean + extra);
         cleanup::wipe();
         settled
     }
@@ -360,6 +375,7 @@ impl Supervisor<'_> {
             match r.message {
                 Message::ChildExited(e) if e.pid == pid => return Ok((e.status, e.usage)),
                 Message::ChildExited(e) => self.child_exited(e.pid, e.status, e.usage),
+                Message::Spawned(sp) => self.spawned(sp.pid)?,
                 _ => return Err(()),
             }
         }
@@ -494,10 +510,13 @@ impl Supervisor<'_> {
             return Ok(());
         };
         kill_group(r.pid);
-        let exited = match r.exited {
-            Some(e) => Some(e),
-            None => self.wait_exit(r.pid).ok(),
-        };
+        // A call that answered is answered now; its exit (the process is SIGKILLed) is waited
+        // for afterwards, before the next call. Otherwise the exit status is the outcome.
+        let answered = r.killed.is_none() && r.answer.is_some();
+        let mut exited = r.exited;
+        if exited.is_none() && !answered {
+            exited = self.wait_exit(r.pid).ok();
+        }
         let wall_us = r.started.elapsed().as_micros() as u64;
         let exceeded = r
             .outputs
@@ -534,17 +553,22 @@ impl Supervisor<'_> {
             resp.call = None;
         }
         Self::respond(&mut r.reply, resp);
+        let pid = r.pid;
         drop(r);
+        if self.accepting {
+            // The next call's process: forked from the clean zygote while this call is cleaned
+            // up; it gets its call only once the cleanup is done.
+            self.request_spare().map_err(|_| ())?;
+        }
+        if exited.is_none() && answered {
+            exited = self.wait_exit(pid).ok();
+        }
         if exited.is_none() {
             // The zygote did not report the call process: it is wedged.
             return Err(());
         }
         if !self.wipe() {
             return Err(());
-        }
-        if self.accepting {
-            // The next call's process, forked now, off the next request's path.
-            self.spawn_spare().map_err(|_| ())?;
         }
         Ok(())
     }
@@ -705,6 +729,11 @@ impl Supervisor<'_> {
                 match self.helper.recv(Some(Instant::now())) {
                     Ok(m) => match m.message {
                         Message::ChildExited(e) => self.child_exited(e.pid, e.status, e.usage),
+                        Message::Spawned(sp) => {
+                            if self.spawned(sp.pid).is_err() {
+                                return 1;
+                            }
+                        }
                         _ => return 1,
                     },
                     Err(hatchery_protocol::ProtocolError::Timeout { .. }) => {}
