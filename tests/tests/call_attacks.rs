@@ -197,34 +197,6 @@ fn a_notifying_policy_reports_the_violation_by_name_in_call_mode() {
     }
 }
 
-/// Every process below `root` (its descendants), from /proc.
-fn descendants(root: i32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let after = &stat[stat.rfind(')').unwrap_or(0) + 1..];
-        let ppid: i32 = after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        parent_of.push((pid, ppid));
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        out.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    out
-}
-
 #[test]
 fn killing_the_host_takes_every_container_process_with_it() {
     if !ready() {
@@ -254,7 +226,7 @@ fn killing_the_host_takes_every_container_process_with_it() {
         )
         .unwrap();
         let zygote: i32 = line.trim().parse().expect("zygote pid");
-        let procs = descendants(zygote);
+        let procs = hatchery_tests::process_tree(zygote);
         // Fresh: the supervisor and the helper zygote (the planted process died with its call;
         // the next call's process may not be forked yet). Reuse: also the worker and the process
         // it planted, alive until the worker is retired.
