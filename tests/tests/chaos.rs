@@ -282,10 +282,21 @@ fn every_request_gets_exactly_one_result_under_chaos() {
         assert!(Instant::now() < deadline, "capacity not restored: {m:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // And it still serves.
-    let r = pool
-        .run(Request::exec("/bin/true").wall_time(Duration::from_secs(5)))
-        .unwrap();
+    // And it still serves. A zygote the chaos killed in its last moments may still be counted
+    // warm until the pool notices; a request on it is `ZygoteLost` (never a wrong result), and
+    // the pool replaces it: a few attempts must succeed.
+    let mut served = None;
+    for _ in 0..5 {
+        match pool.run(Request::exec("/bin/true").wall_time(Duration::from_secs(5))) {
+            Ok(r) => {
+                served = Some(r);
+                break;
+            }
+            Err(PoolError::ZygoteLost { .. }) => continue,
+            Err(e) => panic!("after the chaos: {e:?}"),
+        }
+    }
+    let r = served.expect("the pool serves again after the chaos");
     assert_eq!(r.outcome, Outcome::Exited(0));
     let zygotes = pool.zygote_pids();
     pool.shutdown(Duration::from_secs(2));
