@@ -20,7 +20,7 @@
 //! Host death: the control socket hangs up, the supervisor returns, and PID 1 exiting takes
 //! every process of the container with it.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use hatchery_protocol::{
@@ -32,6 +32,7 @@ use nix::sys::signalfd::SignalFd;
 
 use super::cleanup;
 use crate::shim::confine::{self, Confinement};
+use crate::shim::verdict::{self, Seen, Watch};
 use crate::shim::{launch, reap, Stopwatch, CONTROL_FD};
 
 /// How long the helper zygote may take to fork a call process or report an exit.
@@ -42,13 +43,6 @@ fn failure(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailu
         step,
         errno,
         detail: detail.into(),
-    }
-}
-
-fn killed() -> Outcome {
-    Outcome::Signaled {
-        signal: libc::SIGKILL,
-        core_dumped: false,
     }
 }
 
@@ -66,6 +60,8 @@ fn kill_group(pid: i32) {
 /// A call process forked ahead of time, waiting for its call.
 struct Spare {
     pid: i32,
+    /// Readable once the process has exited (its fds and memory released), whoever reaps it.
+    pidfd: Option<OwnedFd>,
     chan: Channel,
 }
 
@@ -73,19 +69,21 @@ struct Spare {
 struct Running {
     id: u64,
     pid: i32,
+    pidfd: Option<OwnedFd>,
     chan: Channel,
     /// The host's reply socket for this request.
     reply: Channel,
-    deadline: Option<Instant>,
     started: Instant,
-    /// Why the supervisor killed it.
-    killed: Option<Outcome>,
+    /// Its deadline, and why the supervisor killed it.
+    watch: Watch,
     /// What the call process answered.
     answer: Option<Response>,
     /// Its channel hung up (it died or closed it).
     gone: bool,
     /// The zygote reaped it.
     exited: Option<(i32, Usage)>,
+    /// An output cap applies (the call process's `RLIMIT_FSIZE` is set from it).
+    output_capped: bool,
     /// Regular files and memfds the call writes into, with their caps.
     outputs: Vec<(OwnedFd, u64)>,
 }
@@ -96,7 +94,8 @@ struct Worker {
     /// A copy of the worker's end of its direct channel.
     direct: Channel,
     started: Instant,
-    killed: Option<Outcome>,
+    /// Why the supervisor killed it (the host owns its deadlines).
+    watch: Watch,
 }
 
 struct Supervisor<'a> {
@@ -118,6 +117,13 @@ struct Supervisor<'a> {
     /// Unix sockets in the container while no call process exists (see
     /// [`cleanup::settle_unix`]).
     unix_clean: usize,
+    /// Call processes are kept apart by landlock scopes (each has a domain of its own), so the
+    /// next call's process may be forked while a call runs: it cannot be signalled, traced or
+    /// reached over an abstract socket by it, and it gets its call only after the cleanup.
+    /// Without scopes it is forked only once the last call's processes are killed.
+    fork_ahead: bool,
+    /// The helper's `RLIMIT_CPU` (inherited by every call process), to tell its SIGKILL.
+    cpu_limit_secs: Option<u64>,
 }
 
 /// Everything stage 1 hands the supervisor.
@@ -177,9 +183,9 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
             setgroups_allowed: s.plan.ids.setgroups_allowed,
             confinement: s.confinement,
         })?;
-        launch::launch(&plan)
+        Ok((launch::launch(&plan)?, plan.cpu_limit_secs))
     })();
-    let launched = match launched {
+    let (launched, cpu_limit_secs) = match launched {
         Ok(l) => l,
         Err(f) => return setup_failed(s.chan, f),
     };
@@ -198,6 +204,8 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         exits: Vec::new(),
         accepting: true,
         unix_clean: 0,
+        cpu_limit_secs,
+        fork_ahead: confine::scopes(crate::sys::landlock_abi().unwrap_or(0)) != 0,
     };
     // The helper preloads, then its zygote reports Ready (or a failure).
     match sup.helper.recv(None) {
@@ -264,7 +272,8 @@ impl Supervisor<'_> {
     /// The zygote's answer to the pending `Spawn`.
     fn spawned(&mut self, pid: i32) -> Result<(), ()> {
         let chan = self.pending.take().ok_or(())?;
-        self.spare = Some(Spare { pid, chan });
+        let pidfd = pidfd_open(pid);
+        self.spare = Some(Spare { pid, pidfd, chan });
         Ok(())
     }
 
@@ -313,10 +322,11 @@ impl Supervisor<'_> {
             return;
         };
         kill_group(w.pid);
-        let outcome = w
-            .killed
-            .take()
-            .unwrap_or_else(|| reap::outcome(&reap::Reaped { status, usage }, None));
+        let outcome = w.watch.outcome(Seen {
+            exited: Some((status, usage)),
+            cpu_limit_secs: self.cpu_limit_secs,
+            ..Seen::default()
+        });
         let msg = Message::WorkerExited(Box::new(WorkerExited {
             outcome,
             usage: Usage {
@@ -462,10 +472,8 @@ impl Supervisor<'_> {
         }
         let borrowed: Vec<BorrowedFd<'_>> = send.iter().map(|f| f.as_fd()).collect();
         let id = req.id;
-        let deadline = req
-            .limits
-            .wall_time_us
-            .map(|us| received + Duration::from_micros(us));
+        let watch = Watch::new(received, req.limits.wall_time_us);
+        let output_capped = req.limits.output_bytes.is_some();
         let sent = spare
             .chan
             .send(&Message::Request(Box::new(req)), &borrowed, None);
@@ -474,11 +482,12 @@ impl Supervisor<'_> {
         let mut r = Running {
             id,
             pid: spare.pid,
+            pidfd: spare.pidfd,
             chan: spare.chan,
             reply: Channel::new(reply),
-            deadline,
             started: received,
-            killed: None,
+            watch,
+            output_capped,
             answer: None,
             gone: false,
             exited: None,
@@ -488,20 +497,25 @@ impl Supervisor<'_> {
             r.gone = true;
         }
         self.running = Some(r);
+        if self.fork_ahead {
+            // A failure here shows again (and is answered) when the next call needs the spare.
+            let _ = self.request_spare();
+        }
     }
 
     /// Kills the running call for `why` (first reason wins).
     fn kill_running(&mut self, why: Outcome) {
-        if let Some(r) = self.running.as_mut().filter(|r| r.killed.is_none()) {
-            kill_group(r.pid);
-            r.killed = Some(why);
+        if let Some(r) = self.running.as_mut() {
+            if r.watch.kill(why) {
+                kill_group(r.pid);
+            }
         }
     }
 
     /// Answers the host once the call is decided, then cleans up for the next one.
     fn finish_if_done(&mut self) -> Result<(), ()> {
         let done = self.running.as_ref().is_some_and(|r| {
-            r.answer.is_some() || r.exited.is_some() || (r.killed.is_some() && r.gone)
+            r.answer.is_some() || r.exited.is_some() || (r.watch.is_killed() && r.gone)
         });
         if !done {
             return Ok(());
@@ -512,7 +526,7 @@ impl Supervisor<'_> {
         kill_group(r.pid);
         // A call that answered is answered now; its exit (the process is SIGKILLed) is waited
         // for afterwards, before the next call. Otherwise the exit status is the outcome.
-        let answered = r.killed.is_none() && r.answer.is_some();
+        let answered = !r.watch.is_killed() && r.answer.is_some();
         let mut exited = r.exited;
         if exited.is_none() && !answered {
             exited = self.wait_exit(r.pid).ok();
@@ -522,46 +536,49 @@ impl Supervisor<'_> {
             .outputs
             .iter()
             .any(|(fd, cap)| file_size(fd.as_fd()) > *cap);
-        let mut resp = match (r.killed.take(), r.answer.take(), exited) {
-            (Some(o), _, e) => Response {
-                id: r.id,
-                outcome: o,
-                usage: e.map(|e| e.1).unwrap_or_default(),
-                spawn_us: 0,
-                call: None,
-            },
-            (None, Some(a), _) => a,
-            (None, None, Some((status, usage))) => Response {
-                id: r.id,
-                outcome: reap::outcome(&reap::Reaped { status, usage }, None),
-                usage,
-                spawn_us: 0,
-                call: None,
-            },
-            (None, None, None) => Response {
-                id: r.id,
-                outcome: killed(),
-                usage: Usage::default(),
-                spawn_us: 0,
-                call: None,
-            },
-        };
-        resp.id = r.id;
-        resp.usage.wall_us = wall_us;
-        if exceeded && matches!(resp.outcome, Outcome::Exited(_) | Outcome::Signaled { .. }) {
-            resp.outcome = Outcome::OutputExceeded;
+        let answer = r.answer.take().filter(|_| answered);
+        let outcome = r.watch.outcome(Seen {
+            answered: answer.as_ref().map(|a| &a.outcome),
+            exited,
+            cpu_limit_secs: self.cpu_limit_secs,
+            output_capped: r.output_capped,
+            output_exceeded: exceeded,
+        });
+        let mut resp = answer.unwrap_or(Response {
+            id: r.id,
+            outcome: outcome.clone(),
+            usage: exited.map(|e| e.1).unwrap_or_default(),
+            spawn_us: 0,
+            call: None,
+        });
+        if resp.outcome != outcome {
+            // Not the call's own answer any more (its output went past the cap).
+            resp.outcome = outcome;
             resp.call = None;
         }
+        resp.id = r.id;
+        resp.usage.wall_us = wall_us;
         Self::respond(&mut r.reply, resp);
         let pid = r.pid;
+        let pidfd = r.pidfd.take();
         drop(r);
         if self.accepting {
-            // The next call's process: forked from the clean zygote while this call is cleaned
-            // up; it gets its call only once the cleanup is done.
+            // The next call's process (unless it was forked ahead): forked from the clean
+            // zygote while this call is cleaned up; it gets its call only once the cleanup is
+            // done.
             self.request_spare().map_err(|_| ())?;
         }
         if exited.is_none() && answered {
-            exited = self.wait_exit(pid).ok();
+            // Only its death matters now (its status is the answer's): the pidfd says so as
+            // soon as it has exited, without waiting for the zygote to reap and report it.
+            let dead = pidfd
+                .as_ref()
+                .is_some_and(|fd| wait_readable(fd.as_fd(), Instant::now() + ZYGOTE_DEADLINE));
+            exited = if dead {
+                Some((0, Usage::default()))
+            } else {
+                self.wait_exit(pid).ok()
+            };
         }
         if exited.is_none() {
             // The zygote did not report the call process: it is wedged.
@@ -607,7 +624,7 @@ impl Supervisor<'_> {
             pid: spare.pid,
             direct: Channel::new(copy),
             started: Instant::now(),
-            killed: None,
+            watch: Watch::new(Instant::now(), None),
         });
         Ok(())
     }
@@ -623,7 +640,7 @@ impl Supervisor<'_> {
             let timeout = self
                 .running
                 .as_ref()
-                .and_then(|r| r.deadline.filter(|_| r.killed.is_none()))
+                .and_then(|r| r.watch.pending_deadline())
                 .map(|d| {
                     let ms = d
                         .saturating_duration_since(Instant::now())
@@ -683,8 +700,9 @@ impl Supervisor<'_> {
                     if self.running.is_some() {
                         self.kill_running(v);
                     } else if let Some(w) = self.worker.as_mut() {
-                        kill_group(w.pid);
-                        w.killed.get_or_insert(v);
+                        if w.watch.kill(v) {
+                            kill_group(w.pid);
+                        }
                     } else {
                         // The helper zygote itself broke its policy: the container is done.
                         return 1;
@@ -704,7 +722,7 @@ impl Supervisor<'_> {
                             _ => {
                                 // A broken call process: it ends here.
                                 kill_group(r.pid);
-                                r.killed.get_or_insert(killed());
+                                r.watch.kill(verdict::CANCELLED);
                                 r.gone = true;
                             }
                         },
@@ -715,12 +733,12 @@ impl Supervisor<'_> {
             }
             if !reply_ev.is_empty() {
                 // The host gave up on the call.
-                self.kill_running(killed());
+                self.kill_running(verdict::CANCELLED);
             }
-            if self.running.as_ref().is_some_and(|r| {
-                r.killed.is_none() && r.deadline.is_some_and(|d| Instant::now() >= d)
-            }) {
-                self.kill_running(Outcome::TimedOut);
+            if let Some(r) = self.running.as_mut() {
+                if r.watch.expire(Instant::now()) {
+                    kill_group(r.pid);
+                }
             }
             if !worker_ev.is_empty() && self.retire_worker().is_err() {
                 return 1;
@@ -783,7 +801,7 @@ impl Supervisor<'_> {
                 }
                 Message::Cancel(c) => {
                     if self.running.as_ref().is_some_and(|r| r.id == c.id) {
-                        self.kill_running(killed());
+                        self.kill_running(verdict::CANCELLED);
                     }
                 }
                 Message::Ping(p) => crate::shim::pong(
@@ -794,11 +812,37 @@ impl Supervisor<'_> {
                 Message::Shutdown(s) => {
                     self.accepting = false;
                     if s.kill {
-                        self.kill_running(killed());
+                        self.kill_running(verdict::CANCELLED);
                     }
                 }
                 _ => return 1,
             }
+        }
+    }
+}
+
+/// A pidfd for `pid` (a process of this pid namespace); `None` where the kernel has none.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(pid, 0) takes integers and returns a new fd or -1.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh fd of ours.
+    #[allow(unsafe_code)]
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until `fd` is readable (a pidfd: its process has exited); false at the deadline.
+fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+        match poll(&mut p, ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
         }
     }
 }

@@ -18,6 +18,7 @@ mod oneshot;
 pub(crate) mod reap;
 pub mod setup;
 pub mod users;
+pub(crate) mod verdict;
 mod zygote;
 
 use std::os::fd::{FromRawFd, OwnedFd};

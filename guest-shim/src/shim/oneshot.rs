@@ -16,6 +16,7 @@ use nix::sys::signalfd::SignalFd;
 use crate::shim::confine::{self, Confinement};
 use crate::shim::launch::{self, LaunchPlan, LaunchRequest};
 use crate::shim::reap;
+use crate::shim::verdict::{Seen, Watch};
 
 /// Runs the command and returns the shim's exit code.
 pub fn run(
@@ -85,8 +86,8 @@ pub fn run(
         return 1;
     }
 
-    // A seccomp violation, once seen: it decides the outcome.
-    let mut violation = None;
+    // A seccomp violation, once seen, decides the outcome (the host owns the deadline).
+    let mut watch = Watch::new(child.started, None);
     loop {
         let (chan_ready, sig_ready, notified) = {
             let mut pfds = vec![
@@ -122,7 +123,7 @@ pub fn run(
                     if let Some(l) = &child.listener {
                         confine::deny(l, id);
                     }
-                    violation.get_or_insert(v);
+                    watch.kill(v);
                 }
             }
             // Hang-up: no task uses the filter any more.
@@ -141,9 +142,11 @@ pub fn run(
                 }
             }
             if let Some(done) = reap::reap_all(child.pid) {
-                let outcome = violation
-                    .take()
-                    .unwrap_or_else(|| reap::outcome(&done, cpu_limit));
+                let outcome = watch.outcome(Seen {
+                    exited: Some((done.status, done.usage)),
+                    cpu_limit_secs: cpu_limit,
+                    ..Seen::default()
+                });
                 let _ = chan.send(
                     &Message::Response(Box::new(Response {
                         id: 0,

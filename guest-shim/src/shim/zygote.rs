@@ -27,21 +27,21 @@ use nix::sys::signalfd::SignalFd;
 use crate::shim::confine::{self, Confinement};
 use crate::shim::launch::{self, LaunchRequest};
 use crate::shim::reap;
+use crate::shim::verdict::{self, Seen, Watch};
 
 /// A request being served.
 struct Running {
     id: u64,
     pid: libc::pid_t,
     reply: Channel,
-    deadline: Option<Instant>,
     started: Instant,
     spawn_us: u64,
     /// The request root's report of the command's status; `None` when the command runs as a
     /// single process (one request per zygote), reaped directly.
     status: Option<OwnedFd>,
     cpu_limit: Option<u64>,
-    /// Why the zygote killed it, if it did.
-    killed: Option<Outcome>,
+    /// Its deadline, and why the zygote killed it, if it did.
+    watch: Watch,
     /// Its seccomp filter's notification listener (never held by the guest).
     listener: Option<OwnedFd>,
     /// The output cap and the regular files it writes to, with their sizes at the start.
@@ -321,15 +321,11 @@ impl Zygote<'_> {
                 id: req.id,
                 pid,
                 reply,
-                deadline: req
-                    .limits
-                    .wall_time_us
-                    .map(|us| started + Duration::from_micros(us)),
+                watch: Watch::new(started, req.limits.wall_time_us),
                 started,
                 spawn_us: received.elapsed().as_micros() as u64,
                 status,
                 cpu_limit,
-                killed: None,
                 listener,
                 outputs,
             }),
@@ -352,6 +348,13 @@ fn kill_request(r: &Running) {
         kill_pid(r.pid);
     } else {
         kill_everything_else();
+    }
+}
+
+/// Kills a request for `why`, unless it was already killed (the first reason is its outcome).
+fn stop(r: &mut Running, why: Outcome) {
+    if r.watch.kill(why) {
+        kill_request(r);
     }
 }
 
@@ -397,28 +400,14 @@ fn finish(mut r: Running, root: reap::Reaped) {
     } else {
         read_status(r.status.as_ref())
     };
-    let outcome = match (r.killed.take(), status) {
-        (Some(o), _) => o,
-        (None, Some(status)) => {
-            let done = reap::Reaped { status, usage };
-            match reap::outcome(&done, r.cpu_limit) {
-                Outcome::Signaled { signal, .. } if signal == libc::SIGXFSZ => {
-                    Outcome::OutputExceeded
-                }
-                Outcome::Exited(_) | Outcome::Signaled { .. }
-                    if r.outputs.as_ref().is_some_and(OutputWatch::exceeded) =>
-                {
-                    Outcome::OutputExceeded
-                }
-                o => o,
-            }
-        }
-        // The request root died without a report: it was killed from outside.
-        (None, None) => Outcome::Signaled {
-            signal: libc::SIGKILL,
-            core_dumped: false,
-        },
-    };
+    // Without a status the request root died without a report: killed from outside.
+    let outcome = r.watch.outcome(Seen {
+        answered: None,
+        exited: status.map(|s| (s, usage)),
+        cpu_limit_secs: r.cpu_limit,
+        output_capped: r.outputs.is_some(),
+        output_exceeded: r.outputs.as_ref().is_some_and(OutputWatch::exceeded),
+    });
     respond(
         &mut r.reply,
         Response {
@@ -456,8 +445,7 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
         let now = Instant::now();
         let timeout = running
             .iter()
-            .filter(|r| r.killed.is_none())
-            .filter_map(|r| r.deadline)
+            .filter_map(|r| r.watch.pending_deadline())
             .min()
             .map(|d| {
                 let ms = d.saturating_duration_since(now).as_micros().div_ceil(1000);
@@ -473,7 +461,7 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
             }
             // Listeners of requests still alive (a killed one's notifications do not matter).
             for r in &running {
-                if let Some(l) = r.listener.as_ref().filter(|_| r.killed.is_none()) {
+                if let Some(l) = r.listener.as_ref().filter(|_| !r.watch.is_killed()) {
                     pfds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
                 }
             }
@@ -496,17 +484,16 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
         // Seccomp notifications: a violation kills its request and becomes its outcome.
         let mut listener_ev = listener_ev.into_iter();
         for r in running.iter_mut() {
-            if r.listener.is_none() || r.killed.is_some() {
+            if r.listener.is_none() || r.watch.is_killed() {
                 continue;
             }
             let flags = listener_ev.next().unwrap_or(PollFlags::empty());
             if flags.contains(PollFlags::POLLIN) {
                 if let Some((v, id)) = r.listener.as_ref().and_then(confine::receive_violation) {
-                    kill_request(r);
+                    stop(r, v);
                     if let Some(l) = &r.listener {
                         confine::deny(l, id);
                     }
-                    r.killed = Some(v);
                 }
             } else if !flags.is_empty() {
                 // Hang-up: no task uses the filter any more.
@@ -515,19 +502,14 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
         }
         // The host closed a reply socket (or wrote to it, which it never does): cancel.
         for (r, hit) in running.iter_mut().zip(reply_ev) {
-            if hit && r.killed.is_none() {
-                kill_request(r);
-                r.killed = Some(Outcome::Signaled {
-                    signal: libc::SIGKILL,
-                    core_dumped: false,
-                });
+            if hit {
+                stop(r, verdict::CANCELLED);
             }
         }
         let now = Instant::now();
         for r in running.iter_mut() {
-            if r.killed.is_none() && r.deadline.is_some_and(|d| now >= d) {
+            if r.watch.expire(now) {
                 kill_request(r);
-                r.killed = Some(Outcome::TimedOut);
             }
         }
         if sig_ev {
@@ -561,19 +543,15 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                         if z.max_concurrent == 1 {
                             // The host releases a zygote only after closing the reply socket of a
                             // request it gave up on; look again, right now, for such hang-ups.
-                            for r in running.iter_mut().filter(|r| r.killed.is_none()) {
+                            for r in running.iter_mut().filter(|r| !r.watch.is_killed()) {
                                 let mut p = [PollFd::new(r.reply.as_fd(), PollFlags::POLLIN)];
                                 let hung_up =
                                     matches!(poll(&mut p, PollTimeout::ZERO), Ok(n) if n > 0);
                                 if hung_up {
-                                    kill_request(r);
-                                    r.killed = Some(Outcome::Signaled {
-                                        signal: libc::SIGKILL,
-                                        core_dumped: false,
-                                    });
+                                    stop(r, verdict::CANCELLED);
                                 }
                             }
-                            while let Some(pos) = running.iter().position(|r| r.killed.is_some()) {
+                            while let Some(pos) = running.iter().position(|r| r.watch.is_killed()) {
                                 let r = running.swap_remove(pos);
                                 match reap::wait_for(r.pid) {
                                     Some(root) => finish(r, root),
@@ -581,7 +559,7 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                                 }
                             }
                         }
-                        let live = running.iter().filter(|r| r.killed.is_none()).count();
+                        let live = running.iter().filter(|r| !r.watch.is_killed()).count();
                         if !accepting || live >= z.max_concurrent as usize {
                             let mut fds: Vec<Option<OwnedFd>> = fds;
                             if let Some(reply) =
@@ -622,13 +600,9 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                     Message::Cancel(c) => {
                         if let Some(r) = running
                             .iter_mut()
-                            .find(|r| r.id == c.id && r.killed.is_none())
+                            .find(|r| r.id == c.id && !r.watch.is_killed())
                         {
-                            kill_request(r);
-                            r.killed = Some(Outcome::Signaled {
-                                signal: libc::SIGKILL,
-                                core_dumped: false,
-                            });
+                            stop(r, verdict::CANCELLED);
                         }
                     }
                     Message::Ping(p) => crate::shim::pong(z.chan, p.nonce, running.len() as u32),
@@ -636,11 +610,7 @@ pub fn serve(mut z: Zygote<'_>) -> i32 {
                         accepting = false;
                         if s.kill {
                             for r in running.iter_mut() {
-                                kill_request(r);
-                                r.killed = Some(Outcome::Signaled {
-                                    signal: libc::SIGKILL,
-                                    core_dumped: false,
-                                });
+                                stop(r, verdict::CANCELLED);
                             }
                         }
                     }
