@@ -1,6 +1,6 @@
 //! The one error type of the protocol crate.
 
-use crate::frame::Kind;
+use crate::kind::Kind;
 
 /// Everything that can go wrong reading or writing a frame. The peer is untrusted: every variant
 /// is something a hostile peer can cause, and none of them leaks memory or fds.

@@ -5,6 +5,7 @@
 //!
 //! - [`frame`]: pure framing (no I/O): a 16-byte header with magic, version, kind and length,
 //!   checked against [`MAX_FRAME_LEN`] before anything is allocated; pinned by golden-byte tests.
+//! - [`kind`]: the message kinds and how many fds each may carry (the layer below the rest).
 //! - [`message`]: the messages (serde + rmp-serde), one struct per [`Kind`].
 //! - [`transport`]: one frame with its fds per `SOCK_SEQPACKET` datagram, fds received with
 //!   `MSG_CMSG_CLOEXEC` and owned at once, deadlines on every call.
@@ -15,6 +16,7 @@
 
 pub mod error;
 pub mod frame;
+pub mod kind;
 pub mod message;
 pub mod transport;
 

@@ -116,3 +116,60 @@ pub fn process_tree(root: i32) -> Vec<i32> {
     }
     out
 }
+
+/// A readiness signal for "every process of a request is gone": a FIFO whose write end the
+/// request's processes inherit (`exec 3>/out/lifeline` in the command, before it forks
+/// anything). The read end reports a hang-up exactly when the last of them has died, so tests
+/// wait for that instead of sleeping.
+pub struct Lifeline {
+    reader: std::fs::File,
+}
+
+impl Lifeline {
+    /// Creates `dir/lifeline` (mode 0666, so an unprivileged container user may open it) and
+    /// opens its read end.
+    pub fn new(dir: &std::path::Path) -> Lifeline {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let path = dir.join("lifeline");
+        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        #[allow(unsafe_code)]
+        let r = unsafe { libc::mkfifo(c.as_ptr(), 0o666) };
+        assert_eq!(r, 0, "mkfifo {}", path.display());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        Lifeline { reader }
+    }
+
+    /// Waits until every holder of the write end has exited (a hang-up on the read end); false
+    /// if some holder is still alive after `limit`.
+    pub fn all_gone_within(&self, limit: std::time::Duration) -> bool {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut p = libc::pollfd {
+                fd: self.reader.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            #[allow(unsafe_code)]
+            let n = unsafe { libc::poll(&mut p, 1, left.as_millis() as i32) };
+            if n == 0 {
+                return false;
+            }
+            if p.revents & libc::POLLHUP != 0 {
+                return true;
+            }
+            // Data (nobody writes any) or EINTR: drain and look again.
+            let mut buf = [0u8; 64];
+            let _ = (&self.reader).read(&mut buf);
+        }
+    }
+}

@@ -494,19 +494,24 @@ fn timeouts_kill_the_whole_tree() {
     let dir = tempdir();
     let mut c = base();
     c.bindmount_rw(&dir, "/out");
-    // A background grandchild that would write after the deadline.
+    // A background grandchild that would write after the deadline; it and the shell hold the
+    // lifeline (fd 3), whose hang-up says both are gone.
+    let line = hatchery_tests::Lifeline::new(std::path::Path::new(&dir));
     let st = c
         .command("/bin/sh")
-        .args(["-c", "(sleep 1; echo late > /out/late) & sleep 10"])
+        .args([
+            "-c",
+            "exec 3>/out/lifeline; (sleep 1; echo late > /out/late) & sleep 10",
+        ])
         .wait_timeout(Duration::from_millis(300))
         .status()
         .unwrap();
     assert!(st.timed_out);
-    std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        !std::path::Path::new(&dir).join("late").exists(),
+        line.all_gone_within(Duration::from_secs(5)),
         "a process outlived the timeout"
     );
+    assert!(!std::path::Path::new(&dir).join("late").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -148,25 +148,35 @@ fn timeouts_kill_the_whole_request_tree() {
     let mut prof = profile();
     prof.bindmount_rw(&dir.to_string_lossy(), "/out");
     let p = Pool::builder().profile(prof).build().unwrap();
+    // Each request's processes hold the lifeline's write end (fd 3): its hang-up says they
+    // are all gone.
+    let line = hatchery_tests::Lifeline::new(&dir);
     let r = p
         .run(
-            sh("(setsid sh -c 'sleep 1; echo late > /out/late' &) ; sleep 10")
+            sh("exec 3>/out/lifeline; (setsid sh -c 'sleep 1; echo late > /out/late' &) ; sleep 10")
                 .wall_time(Duration::from_millis(300)),
         )
         .unwrap();
     assert_eq!(r.outcome, Outcome::TimedOut);
+    assert!(
+        line.all_gone_within(Duration::from_secs(5)),
+        "a process outlived its timed-out request"
+    );
+    drop(line);
+    std::fs::remove_file(dir.join("lifeline")).unwrap();
     // Even a normal exit takes the request's leftovers with it.
+    let line = hatchery_tests::Lifeline::new(&dir);
     let r = p
         .run(sh(
-            "(setsid sh -c 'sleep 1; echo late2 > /out/late2' &); exit 0",
+            "exec 3>/out/lifeline; (setsid sh -c 'sleep 1; echo late2 > /out/late2' &); exit 0",
         ))
         .unwrap();
     assert!(r.success());
-    std::thread::sleep(Duration::from_millis(1500));
     assert!(
-        !dir.join("late").exists() && !dir.join("late2").exists(),
+        line.all_gone_within(Duration::from_secs(5)),
         "a process outlived its request"
     );
+    assert!(!dir.join("late").exists() && !dir.join("late2").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
 

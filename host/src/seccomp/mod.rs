@@ -206,23 +206,47 @@ pub struct Program {
 }
 
 /// Compiling a [`Filter`] failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SeccompError {
     /// libseccomp refused the filter context, an architecture or a rule.
-    #[error("libseccomp: {operation}: {message}")]
+    #[error("libseccomp refused {operation}")]
     Libseccomp {
         /// What was being done (`add_rule read`, …).
         operation: String,
-        /// libseccomp's error.
-        message: String,
+        /// libseccomp's error (shared, so the error stays `Clone`).
+        #[source]
+        source: Arc<libseccomp::error::SeccompError>,
     },
     /// A rule names a system call this system's libseccomp does not know.
     #[error("unknown system call {0:?} (not known to this system's libseccomp)")]
     UnknownSyscall(String),
-    /// Exporting the BPF program failed.
-    #[error("exporting the BPF program: {0}")]
-    Export(String),
+    /// Writing or reading the exported BPF program failed.
+    #[error("exporting the BPF program: {op}")]
+    ExportIo {
+        /// The step (`memfd_create`, `export_bpf`, `read`).
+        op: &'static str,
+        /// The cause.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// libseccomp exported something that is not a BPF program.
+    #[error("libseccomp exported {bytes} bytes, not a whole number of BPF instructions")]
+    ExportSize {
+        /// Bytes exported.
+        bytes: usize,
+    },
+    /// The program has more instructions than a filter can hold.
+    #[error("{instructions} BPF instructions is more than a filter can hold ({max})")]
+    TooLong {
+        /// Instructions in the program.
+        instructions: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Ioctl rules and notification need a prefix this crate writes for x86-64 and aarch64 only.
+    #[error("ioctl rules and notification are implemented for x86-64 and aarch64 only")]
+    UnsupportedArch,
 }
 
 fn scmp_err(
@@ -231,7 +255,14 @@ fn scmp_err(
     let operation = operation.into();
     move |e| SeccompError::Libseccomp {
         operation,
-        message: e.to_string(),
+        source: Arc::new(e),
+    }
+}
+
+fn export_io(op: &'static str) -> impl FnOnce(std::io::Error) -> SeccompError {
+    move |e| SeccompError::ExportIo {
+        op,
+        source: Arc::new(e),
     }
 }
 
@@ -399,10 +430,10 @@ impl Filter {
         };
         words.extend(body);
         if words.len() > u16::MAX as usize {
-            return Err(SeccompError::Export(format!(
-                "{} instructions is more than a filter can hold",
-                words.len()
-            )));
+            return Err(SeccompError::TooLong {
+                instructions: words.len(),
+                max: u16::MAX as usize,
+            });
         }
         Ok(Program {
             words: words.into(),
@@ -488,9 +519,7 @@ fn prefix(
     const JEQ_K: u16 = 0x15;
     const RET_K: u16 = 0x06;
     let Some(arch) = native_audit_arch() else {
-        return Err(SeccompError::Export(
-            "ioctl rules and notification are implemented for x86-64 and aarch64 only".into(),
-        ));
+        return Err(SeccompError::UnsupportedArch);
     };
     // Layout (`skip` = first instruction after the prefix):
     //   ld arch; jeq native ? next : skip; ld nr
@@ -506,7 +535,10 @@ fn prefix(
     };
     let total = 3 + handover_len + ioctl_len;
     if total > 250 {
-        return Err(SeccompError::Export("too many ioctl rules".into()));
+        return Err(SeccompError::TooLong {
+            instructions: total,
+            max: 250,
+        });
     }
     let mut p = Vec::with_capacity(total);
     let to_skip = |p: &Vec<u64>| (total - p.len() - 1) as u8;
@@ -549,22 +581,21 @@ fn prefix(
 }
 
 fn export(ctx: &ScmpFilterContext) -> Result<Vec<u64>, SeccompError> {
-    let export_err = |e: std::io::Error| SeccompError::Export(e.to_string());
     let mut file = memfd::MemfdOptions::default()
         .close_on_exec(true)
         .create("hatchery-seccomp-bpf")
-        .map_err(|e| SeccompError::Export(e.to_string()))?
+        .map_err(|e| match e {
+            memfd::Error::Create(io) | memfd::Error::AddSeals(io) | memfd::Error::GetSeals(io) => {
+                export_io("memfd_create")(io)
+            }
+        })?
         .into_file();
-    ctx.export_bpf(&file)
-        .map_err(|e| SeccompError::Export(e.to_string()))?;
-    file.rewind().map_err(export_err)?;
+    ctx.export_bpf(&file).map_err(scmp_err("export_bpf"))?;
+    file.rewind().map_err(export_io("rewind"))?;
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(export_err)?;
+    file.read_to_end(&mut bytes).map_err(export_io("read"))?;
     if bytes.is_empty() || bytes.len() % 8 != 0 {
-        return Err(SeccompError::Export(format!(
-            "{} bytes is not a whole number of BPF instructions",
-            bytes.len()
-        )));
+        return Err(SeccompError::ExportSize { bytes: bytes.len() });
     }
     // `struct sock_filter` is { u16 code; u8 jt; u8 jf; u32 k } in native byte order, which is
     // exactly the packing `code | jt << 16 | jf << 24 | k << 32` of a native-endian u64.
@@ -644,10 +675,10 @@ mod tests {
     fn unknown_names_are_errors_unless_lenient() {
         let mut f = Filter::new(Action::Allow);
         f.add_rule(Action::KillProcess, "no_such_syscall");
-        assert_eq!(
+        assert!(matches!(
             f.compile(false),
-            Err(SeccompError::UnknownSyscall("no_such_syscall".into()))
-        );
+            Err(SeccompError::UnknownSyscall(name)) if name == "no_such_syscall"
+        ));
         assert!(f.lenient().compile(false).is_ok());
     }
 
