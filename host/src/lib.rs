@@ -1,9 +1,18 @@
-//! hatchery: run untrusted native helpers in hardened Linux containers.
+//! hatchery: run untrusted native helpers in hardened Linux containers, one request at a time.
 //!
-//! This crate is what applications embed. Today it offers the one-shot API, compatible with the
-//! crate hakoniwa: describe a sandbox with [`Container`], run a program in it with
-//! [`Command`], and get a typed [`ExitStatus`] (exit code, signal or wall-time limit, with
-//! resource usage) or a typed [`Error`] naming the container setup step that failed.
+//! This crate is what applications embed. It has two ways in:
+//!
+//! - **One-shot**, compatible with the crate hakoniwa: describe a sandbox with [`Container`],
+//!   run a program in it with [`Command`], and get a typed [`ExitStatus`] (exit code, signal or
+//!   wall-time limit, with resource usage) or a typed [`Error`] naming the container setup step
+//!   that failed. One container per command.
+//! - **A pool** ([`Pool`]) of pre-forked containers for servers: exec mode runs any program per
+//!   request from a warm zygote with the full confinement (per-request landlock domain, seccomp,
+//!   cgroup); call mode runs a Rust helper's exported functions (`hatchery_guest::Exports`),
+//!   each call in a fresh process ([`Isolation::Fresh`]) or a per-tenant worker
+//!   ([`Isolation::Reuse`]), under a trusted supervisor that is PID 1 of the container.
+//!
+//! The `hatchery` binary (`hatchery run`, `map`, `bench`) is built on the same API.
 //!
 //! ```no_run
 //! use hatchery::Container;
