@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Installs what building and testing hatchery needs on Debian 12, only where missing:
 # a Rust toolchain (rustup, when cargo is absent), libseccomp-dev, pkg-config, uidmap
-# (newuidmap/newgidmap), bubblewrap (benchmark comparison), python3 (test listing).
+# (newuidmap/newgidmap), bubblewrap (benchmark comparison), python3 (test listing), passt
+# (pasta: user-mode networking), and real helpers the tests run: imagemagick with ghostscript and
+# fonts (the security-policy and text-rendering tests).
 set -euo pipefail
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need=()
-for pkg in libseccomp-dev pkg-config uidmap bubblewrap python3 gcc util-linux passwd; do
+for pkg in libseccomp-dev pkg-config uidmap bubblewrap python3 gcc util-linux passwd passt \
+    imagemagick ghostscript fontconfig fonts-dejavu-core; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "$(uname -s)" = Linux ] && [ ${#need[@]} -gt 0 ]; then
     echo "deps: installing ${need[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

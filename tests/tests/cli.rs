@@ -507,3 +507,156 @@ fn run_shares_host_abstract_sockets_unless_the_network_is_unshared() {
     let o = hatchery(&["run", "--help"]);
     assert!(text(&o.stdout).contains("--unshare-network"));
 }
+
+/// Debian's ImageMagick, not a stand-in earlier on `$PATH`.
+const CONVERT: &str = "/usr/bin/convert";
+
+fn map_one(input_body: &str, extra: &[&str], cmd: &[&str]) -> (Output, Option<serde_json::Value>) {
+    let base = std::env::temp_dir().join(format!(
+        "hatchery-map1-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let input = base.join("input");
+    std::fs::write(&input, input_body).unwrap();
+    let out = base.join("out");
+    let mut args = vec!["map", "-q", "--out"];
+    let out_s = out.to_string_lossy().into_owned();
+    let in_s = input.to_string_lossy().into_owned();
+    args.push(&out_s);
+    args.extend_from_slice(extra);
+    args.push(&in_s);
+    args.push("--");
+    args.extend_from_slice(cmd);
+    let o = hatchery(&args);
+    let line = text(&o.stdout)
+        .lines()
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok());
+    std::fs::remove_dir_all(&base).ok();
+    (o, line)
+}
+
+#[test]
+fn map_keeps_imagemagicks_security_policy_and_fonts() {
+    if !ready()
+        || !require(
+            std::path::Path::new(CONVERT).exists(),
+            "Debian's imagemagick is not installed",
+        )
+    {
+        return;
+    }
+    let ps = "%!PS\n/Helvetica findfont 20 scalefont setfont 10 10 moveto (hi) show showpage\n";
+    // Outside the sandbox Debian's policy refuses the PS coder...
+    let mut outside = Command::new(CONVERT)
+        .args(["ps:-", "png:-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    outside
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ps.as_bytes())
+        .unwrap();
+    let outside = outside.wait_with_output().unwrap();
+    assert!(!outside.status.success());
+    assert!(text(&outside.stderr).contains("security policy"));
+    // ...and so it does inside: a sandbox is never weaker than no sandbox.
+    let (o, line) = map_one(ps, &[], &[CONVERT, "ps:-", "png:-"]);
+    let line = line.unwrap_or_else(|| panic!("no report: {}", text(&o.stderr)));
+    assert_eq!(line["ok"], false, "{line}");
+    assert!(
+        line["stderr"].as_str().unwrap().contains("security policy"),
+        "{line}"
+    );
+    // Text rendering finds its fonts (fontconfig's configuration and cache).
+    let (o, line) = map_one("x", &[], &[CONVERT, "-size", "100x30", "label:Hi", "png:-"]);
+    let line = line.unwrap_or_else(|| panic!("no report: {}", text(&o.stderr)));
+    assert_eq!(line["ok"], true, "{line}");
+    assert!(line["bytes_out"].as_u64().unwrap() > 100, "{line}");
+    assert_eq!(line["stderr"], "", "{line}");
+}
+
+#[test]
+fn map_refuses_a_bind_its_per_request_tmp_would_hide() {
+    if !ready() {
+        return;
+    }
+    for bind in ["/tmp/hatchery-hidden", "/usr/share:/tmp/share"] {
+        let (o, line) = map_one("x", &["-b", bind], &["/bin/cat"]);
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+        assert!(line.is_none());
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("fresh /tmp") && err.contains(":/data"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn map_reports_say_why_a_file_failed() {
+    if !ready() {
+        return;
+    }
+    // A setup failure: its step, errno and detail.
+    let (o, line) = map_one("x", &[], &["nosuchhelper"]);
+    let line = line.unwrap_or_else(|| panic!("no report: {}", text(&o.stderr)));
+    assert_eq!(line["outcome"], "setup_failed", "{line}");
+    assert_eq!(line["setup_step"], "FindProgram", "{line}");
+    assert_eq!(line["errno"], libc::ENOENT, "{line}");
+    assert!(
+        line["detail"].as_str().unwrap().contains("nosuchhelper"),
+        "{line}"
+    );
+    // A seccomp violation: the system call by name, number and arguments.
+    let attack = hatchery_tests::bin_dir().join("attack");
+    let attack = attack.to_string_lossy().into_owned();
+    let dir = hatchery_tests::bin_dir().to_string_lossy().into_owned();
+    let (o, line) = map_one("x", &["-b", &dir], &[&attack, "keyctl"]);
+    let line = line.unwrap_or_else(|| panic!("no report: {}", text(&o.stderr)));
+    assert_eq!(line["outcome"], "violation", "{line}");
+    assert_eq!(line["violation"]["syscall"], "keyctl", "{line}");
+    assert_eq!(line["violation"]["nr"], libc::SYS_keyctl, "{line}");
+    assert_eq!(
+        line["violation"]["args"].as_array().unwrap().len(),
+        6,
+        "{line}"
+    );
+}
+
+#[test]
+fn etc_flag_shares_configuration_never_secrets() {
+    if !ready() {
+        return;
+    }
+    let o = hatchery(&["run", "--etc", "shadow", "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("never shared"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = hatchery(&["run", "--etc", "../root", "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(125));
+    let o = hatchery(&[
+        "run",
+        "--etc",
+        "passwd",
+        "--",
+        "/bin/sh",
+        "-c",
+        "test -s /etc/passwd",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+}

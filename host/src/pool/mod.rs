@@ -45,7 +45,9 @@ use nix::unistd::Pid;
 pub use call::{CallError, CallOutput};
 pub use error::PoolError;
 pub use metrics::{MetricsSnapshot, ZygoteCounts, LATENCY_BUCKETS_US};
-pub use profile::{add_system_dirs, default_profile, DEFAULT_TMP_BYTES};
+pub use profile::{
+    add_system_dirs, default_profile, etc_is_secret, DEFAULT_TMP_BYTES, ETC_NEVER, ETC_SHARED,
+};
 pub use request::{
     sealed_memfd, Input, Request, RunResult, Sink, Timings, Usage, DEFAULT_STDERR_LIMIT,
     DEFAULT_STDOUT_LIMIT, MAX_INLINE_ARG,

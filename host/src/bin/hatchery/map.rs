@@ -74,7 +74,7 @@ fn report(
     match res {
         Ok(r) => {
             let bytes_out = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "file": file.display().to_string(),
                 "output": output.display().to_string(),
                 "ok": r.success(),
@@ -89,7 +89,24 @@ fn report(
                 "total_us": us(r.timings.total),
                 "max_rss_kib": r.usage.max_rss_kib,
                 "stderr": String::from_utf8_lossy(&r.stderr[..r.stderr.len().min(512)]),
-            })
+            });
+            // Why it failed, where the outcome says more than its name.
+            match &r.outcome {
+                Outcome::SetupFailed(f) => {
+                    v["setup_step"] = serde_json::json!(format!("{:?}", f.step));
+                    v["errno"] = serde_json::json!(f.errno);
+                    v["detail"] = serde_json::json!(f.detail);
+                }
+                Outcome::Violation { syscall, nr, args } => {
+                    v["violation"] = serde_json::json!({
+                        "syscall": syscall,
+                        "nr": nr,
+                        "args": args,
+                    });
+                }
+                _ => {}
+            }
+            v
         }
         Err(e) => serde_json::json!({
             "file": file.display().to_string(),
@@ -107,6 +124,23 @@ pub fn execute(args: MapArgs) -> i32 {
     if args.sandbox.rootfs.is_some() || args.sandbox.rootdir.is_some() {
         eprintln!("hatchery map: --rootfs and --rootdir are not supported; the pool's minimal root is used (add paths with -b)");
         return 125;
+    }
+    // Every request gets a fresh /tmp: a bind under it would be hidden (and its landlock rule
+    // would name a missing path), so it is refused here with the way out.
+    for b in args
+        .sandbox
+        .bindmount_ro
+        .iter()
+        .chain(&args.sandbox.bindmount_rw)
+    {
+        let (host, ctr) = crate::sandbox::split_pair(b);
+        if Path::new(ctr.unwrap_or(host)).starts_with("/tmp") {
+            eprintln!(
+                "hatchery map: -b {b}: every request gets a fresh /tmp, which would hide this bind; \
+                 mount it elsewhere, e.g. -b {host}:/data"
+            );
+            return 2;
+        }
     }
     let (profile, env, workdir) = match apply(default_profile(), &args.sandbox, None) {
         Ok(x) => x,

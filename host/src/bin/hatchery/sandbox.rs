@@ -37,6 +37,10 @@ pub struct SandboxArgs {
     /// Bind mount HOST_PATH read-write at CONTAINER_PATH (default: the same path)
     #[arg(short = 'B', long, value_name = "HOST_PATH[:CONTAINER_PATH]")]
     pub bindmount_rw: Vec<String>,
+    /// Share the host's /etc/NAME read-only (e.g. `--etc fonts`); secrets such as shadow,
+    /// sudoers or ssh keys are refused
+    #[arg(long, value_name = "NAME")]
+    pub etc: Vec<String>,
     /// Mount a minimal devfs at CONTAINER_PATH
     #[arg(long, value_name = "CONTAINER_PATH")]
     pub devfs: Vec<String>,
@@ -291,6 +295,37 @@ fn subid_range(file: &str, name: &str, id: u32) -> Result<(u32, u32), String> {
         .ok_or_else(|| format!("--userns auto: no range for {name} in {file}"))
 }
 
+/// `/etc/NAME` for `--etc NAME` (or `--etc /etc/NAME`): an existing entry, inside `/etc`, not
+/// a secret.
+fn etc_path(name: &str) -> Result<String, String> {
+    let rel = name
+        .strip_prefix("/etc/")
+        .unwrap_or(name)
+        .trim_end_matches('/');
+    let bad = rel.is_empty()
+        || rel.starts_with('/')
+        || std::path::Path::new(rel)
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)));
+    if bad {
+        return Err(format!(
+            "--etc {name:?}: expected a name inside /etc, such as fonts"
+        ));
+    }
+    let path = format!("/etc/{rel}");
+    if hatchery::pool::etc_is_secret(&path) {
+        return Err(format!(
+            "--etc {name:?}: {path} holds secrets or credentials and is never shared"
+        ));
+    }
+    if std::fs::symlink_metadata(&path).is_err() {
+        return Err(format!(
+            "--etc {name:?}: {path} does not exist on this host"
+        ));
+    }
+    Ok(path)
+}
+
 /// Applies the options to `c`. `rootfs_default` is the root used when neither --rootfs nor
 /// --rootdir is given (`None`: keep what `c` has).
 pub fn apply(
@@ -339,6 +374,10 @@ pub fn apply(
                 c.bindmount_ro(&host, &ctr);
             }
         }
+    }
+    for name in &args.etc {
+        let path = etc_path(name)?;
+        c.bindmount_ro(&path, &path);
     }
     for d in &args.devfs {
         c.devfsmount(d);
