@@ -660,3 +660,155 @@ fn etc_flag_shares_configuration_never_secrets() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
+
+fn map_dir(tag: &str) -> std::path::PathBuf {
+    let base = std::env::temp_dir().join(format!("hatchery-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(base.join("in/sub")).unwrap();
+    std::fs::set_permissions(&base, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    base
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[test]
+fn map_names_outputs_walks_directories_and_reads_lists() {
+    if !ready() {
+        return;
+    }
+    let base = map_dir("map-names");
+    std::fs::write(base.join("in/a.jpg"), "A").unwrap();
+    std::fs::write(base.join("in/sub/b.jpg"), "B").unwrap();
+    std::fs::write(base.join("c.txt"), "C").unwrap();
+    std::fs::write(
+        base.join("list"),
+        format!("{}\n", base.join("c.txt").display()),
+    )
+    .unwrap();
+    let out = base.join("out");
+    let o = hatchery(&[
+        "map",
+        "-q",
+        "--out",
+        &out.to_string_lossy(),
+        "--name",
+        "{stem}.{ext}.png",
+        "--files-from",
+        &base.join("list").to_string_lossy(),
+        &base.join("in").to_string_lossy(),
+        "--",
+        "/bin/sh",
+        "-c",
+        "cat; echo \" $HATCHERY_INPUT_NAME\"",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(json_lines(&o).len(), 3);
+    for (name, body) in [
+        ("a.jpg.png", "A a.jpg\n"),
+        ("b.jpg.png", "B b.jpg\n"),
+        ("c.txt.png", "C c.txt\n"),
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(out.join(name)).unwrap(),
+            body,
+            "{name}"
+        );
+    }
+    // Two inputs with one output name are a usage error (exit 2), before anything runs.
+    std::fs::write(base.join("in/sub/a.png"), "x").unwrap();
+    let o = hatchery(&[
+        "map",
+        "-q",
+        "--out",
+        &out.to_string_lossy(),
+        "--name",
+        "{stem}",
+        &base.join("in").to_string_lossy(),
+        "--",
+        "/bin/cat",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("same output"),
+        "{}",
+        text(&o.stderr)
+    );
+    std::fs::remove_dir_all(&base).ok();
+}
+
+#[test]
+fn map_cancelled_by_sigint_removes_partial_outputs_and_reports_every_file() {
+    if !ready() {
+        return;
+    }
+    let base = map_dir("map-cancel");
+    for i in 0..4 {
+        std::fs::write(base.join(format!("in/f{i}")), format!("{i}\n")).unwrap();
+    }
+    let out = base.join("out");
+    let child = Command::new(bin_dir().join("hatchery"))
+        .args([
+            "map",
+            "-q",
+            "-j",
+            "2",
+            "--out",
+            &out.to_string_lossy(),
+            &base.join("in").to_string_lossy(),
+            "--",
+            "/bin/sh",
+            "-c",
+            // Writes part of its output, says it is running, then hangs.
+            "cat; echo started > /dev/stderr; sleep 60",
+        ])
+        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Readiness: both running files have created (and written) their outputs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(&out)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the files never started"
+        );
+        std::thread::yield_now();
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130));
+    let lines = json_lines(&o);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["outcome"] == "cancelled" && l["output"].is_null()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        0,
+        "partial outputs were left"
+    );
+    std::fs::remove_dir_all(&base).ok();
+}

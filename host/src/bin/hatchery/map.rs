@@ -1,17 +1,25 @@
-//! `hatchery map [RUN OPTIONS] [-j N] --out DIR FILE... -- COMMAND [ARGS]`: every FILE goes to
-//! a fresh sandboxed COMMAND through a warm pool, as its stdin; its stdout is streamed into
-//! DIR/<file name>. One JSON line per file on stdout; progress on stderr when it is a terminal;
-//! exit 0 when every file succeeded, 1 when any failed, 125 when the sandbox could not start.
+//! `hatchery map [RUN OPTIONS] [-j N] --out DIR [--name TEMPLATE] [--files-from LIST] FILE|DIR...
+//! -- COMMAND [ARGS]`: every input file (directories are walked recursively) goes to a fresh
+//! sandboxed COMMAND through a warm pool, as its stdin, with its name in `$HATCHERY_INPUT_NAME`;
+//! its stdout is streamed into DIR/TEMPLATE (`{stem}`, `{ext}`, `{name}`; default `{name}`).
 //!
-//! The sandbox is the pool's secure default profile (read-only minimal root, synthetic /etc, no
-//! network, fresh /tmp per file), adjusted by the options of `hatchery run` (`-b`, `-e`,
-//! `--limit-*`, …). A failed file's partial output is removed.
+//! One JSON line per file on stdout (a failed file's line names no output: its partial output is
+//! removed); progress on stderr when it is a terminal, cleared before each line. Each file has a
+//! wall-time limit ([`DEFAULT_WALL_TIME`] unless `--limit-walltime` says otherwise). SIGINT or
+//! SIGTERM cancels: running files are killed, their partial outputs removed, and every file not
+//! done gets a `"outcome":"cancelled"` line. Exit 0 when every file succeeded, 1 when any failed,
+//! 2 for a usage error, 125 when the sandbox could not start, 130/143 when cancelled.
+//!
+//! The sandbox is the pool's secure default profile (read-only minimal root, /etc with the
+//! host's read-only configuration, no network, fresh /tmp per file), adjusted by the options of
+//! `hatchery run` (`-b`, `-e`, `--etc`, `--limit-*`, …).
 
 use std::collections::HashSet;
-use std::io::{IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -35,15 +43,88 @@ pub struct MapArgs {
     /// command writes
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     max_output: u64,
+    /// Output file name: `{name}` (the input's file name), `{stem}` (without its last
+    /// extension), `{ext}` (that extension, without the dot); e.g. `{stem}.png`
+    #[arg(long, value_name = "TEMPLATE", default_value = "{name}")]
+    name: String,
+    /// Read more input paths from LIST, one per line (`-` for stdin)
+    #[arg(long, value_name = "LIST")]
+    files_from: Option<PathBuf>,
     /// No progress display
     #[arg(short = 'q', long)]
     quiet: bool,
-    /// The input files
-    #[arg(value_name = "FILE", required = true)]
+    /// The input files; a directory stands for every file under it
+    #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
     /// The command that reads a file on stdin and writes its result on stdout
     #[arg(last = true, required = true, value_name = "COMMAND")]
     argv: Vec<String>,
+}
+
+/// Each file's wall-time limit unless `--limit-walltime` is given.
+pub const DEFAULT_WALL_TIME: Duration = Duration::from_secs(300);
+
+/// Usage errors exit 2 (as clap's own).
+const USAGE: i32 = 2;
+
+/// The output name of `input` under `template`.
+fn output_name(template: &str, input: &Path) -> String {
+    let name = input.file_name().unwrap_or_default().to_string_lossy();
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((stem, ext)) if !stem.is_empty() => (stem.to_string(), ext.to_string()),
+        _ => (name.to_string(), String::new()),
+    };
+    template
+        .replace("{name}", &name)
+        .replace("{stem}", &stem)
+        .replace("{ext}", &ext)
+}
+
+/// Every input: the files given, those under the directories given (sorted, recursively), and
+/// those listed in `--files-from`.
+fn inputs(args: &MapArgs) -> Result<Vec<PathBuf>, String> {
+    let mut roots = args.files.clone();
+    if let Some(list) = &args.files_from {
+        let reader: Box<dyn BufRead> = if list.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(list)
+                    .map_err(|e| format!("--files-from {}: {e}", list.display()))?,
+            ))
+        };
+        for line in reader.lines() {
+            let line = line.map_err(|e| format!("--files-from: {e}"))?;
+            if !line.is_empty() {
+                roots.push(PathBuf::from(line));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for r in roots {
+        walk(&r, &mut out)?;
+    }
+    if out.is_empty() {
+        return Err("no input files (give FILE or DIR arguments or --files-from)".into());
+    }
+    Ok(out)
+}
+
+fn walk(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    if !meta.is_dir() {
+        out.push(p.to_path_buf());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+        .map_err(|e| format!("{}: {e}", p.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for e in entries {
+        walk(&e, out)?;
+    }
+    Ok(())
 }
 
 /// The name of an outcome in reports.
@@ -65,18 +146,26 @@ fn us(d: Duration) -> u64 {
     d.as_micros() as u64
 }
 
+/// A file without a result.
+enum Failure {
+    /// SIGINT or SIGTERM came first.
+    Cancelled,
+    /// The pool (or the input or output file) failed.
+    Error(String),
+}
+
 fn report(
     file: &Path,
     output: &Path,
     bytes_in: u64,
-    res: &Result<RunResult, String>,
+    res: &Result<RunResult, Failure>,
 ) -> serde_json::Value {
     match res {
         Ok(r) => {
             let bytes_out = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
             let mut v = serde_json::json!({
                 "file": file.display().to_string(),
-                "output": output.display().to_string(),
+                "output": r.success().then(|| output.display().to_string()),
                 "ok": r.success(),
                 "outcome": outcome_name(&r.outcome),
                 "exit_code": r.exit_code(),
@@ -108,9 +197,16 @@ fn report(
             }
             v
         }
-        Err(e) => serde_json::json!({
+        Err(Failure::Cancelled) => serde_json::json!({
             "file": file.display().to_string(),
-            "output": output.display().to_string(),
+            "output": null,
+            "ok": false,
+            "outcome": "cancelled",
+            "bytes_in": bytes_in,
+        }),
+        Err(Failure::Error(e)) => serde_json::json!({
+            "file": file.display().to_string(),
+            "output": null,
             "ok": false,
             "outcome": "error",
             "error": e,
@@ -123,7 +219,7 @@ fn report(
 pub fn execute(args: MapArgs) -> i32 {
     if args.sandbox.rootfs.is_some() || args.sandbox.rootdir.is_some() {
         eprintln!("hatchery map: --rootfs and --rootdir are not supported; the pool's minimal root is used (add paths with -b)");
-        return 125;
+        return USAGE;
     }
     // Every request gets a fresh /tmp: a bind under it would be hidden (and its landlock rule
     // would name a missing path), so it is refused here with the way out.
@@ -139,35 +235,74 @@ pub fn execute(args: MapArgs) -> i32 {
                 "hatchery map: -b {b}: every request gets a fresh /tmp, which would hide this bind; \
                  mount it elsewhere, e.g. -b {host}:/data"
             );
-            return 2;
+            return USAGE;
         }
     }
     let (profile, env, workdir) = match apply(default_profile(), &args.sandbox, None) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("hatchery map: {e}");
-            return 125;
+            return USAGE;
+        }
+    };
+    let files = match inputs(&args) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("hatchery map: {e}");
+            return USAGE;
         }
     };
     let mut names = HashSet::new();
-    for f in &args.files {
-        let name = f.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        if name.is_empty() || !names.insert(name.clone()) {
+    let mut outputs = Vec::with_capacity(files.len());
+    for f in &files {
+        let name = output_name(&args.name, f);
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
             eprintln!(
-                "hatchery map: two inputs would write the same output {:?}",
-                name
+                "hatchery map: --name {:?} gives {name:?} for {}: not a file name",
+                args.name,
+                f.display()
             );
-            return 125;
+            return USAGE;
         }
+        if !names.insert(name.clone()) {
+            eprintln!(
+                "hatchery map: two inputs would write the same output {name:?} (use --name, e.g. {{stem}}-{{ext}}.out)"
+            );
+            return USAGE;
+        }
+        outputs.push(args.out.join(name));
     }
+    let wall = match args.sandbox.limit_walltime {
+        None => DEFAULT_WALL_TIME,
+        Some(t) if t.is_finite() && t > 0.0 => Duration::from_secs_f64(t),
+        Some(t) => {
+            eprintln!("hatchery map: --limit-walltime: {t} is not a positive number of seconds");
+            return USAGE;
+        }
+    };
     if let Err(e) = std::fs::create_dir_all(&args.out) {
         eprintln!("hatchery map: cannot create {}: {e}", args.out.display());
         return 125;
     }
+    // SIGINT and SIGTERM are taken by a signalfd (blocked in every thread, which inherit the
+    // mask), so a cancel reaches the workers through `cancel` instead of killing the process
+    // with partial outputs left behind.
+    let mut sigs = nix::sys::signal::SigSet::empty();
+    sigs.add(nix::sys::signal::Signal::SIGINT);
+    sigs.add(nix::sys::signal::Signal::SIGTERM);
+    let signals = sigs.thread_block().ok().and_then(|()| {
+        nix::sys::signalfd::SignalFd::with_flags(&sigs, nix::sys::signalfd::SfdFlags::SFD_CLOEXEC)
+            .ok()
+    });
+    let Ok((cancel_r, cancel_w)) = nix::unistd::pipe() else {
+        eprintln!("hatchery map: cannot create a pipe");
+        return 125;
+    };
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
-        .max(1);
+        .max(1)
+        .min(files.len());
     let pool = match Pool::builder()
         .profile(profile)
         .min_zygotes(jobs)
@@ -186,75 +321,146 @@ pub fn execute(args: MapArgs) -> i32 {
             return 125;
         }
     };
-    let wall = args.sandbox.limit_walltime.map(Duration::from_secs_f64);
     let started = Instant::now();
     let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
+    let running = AtomicUsize::new(jobs);
+    let cancelled = AtomicBool::new(false);
+    let signal = AtomicI32::new(0);
     let failed = AtomicUsize::new(0);
-    let out = Mutex::new(std::io::stdout());
+    // Lines and the progress display go out under one lock, so the counter never goes back.
+    let out = Mutex::new((std::io::stdout(), 0usize));
     let totals = Mutex::new(Vec::new());
     let progress = !args.quiet && std::io::stderr().is_terminal();
-    let args = Arc::new(args);
+    let total = files.len();
+    let emit = |line: serde_json::Value, is_failure: bool| {
+        if is_failure {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+        o.1 += 1;
+        if progress {
+            eprint!("\r\x1b[K");
+        }
+        let _ = writeln!(o.0, "{line}");
+        let _ = o.0.flush();
+        if progress {
+            let width = 30;
+            let filled = o.1 * width / total.max(1);
+            eprint!(
+                "[{}{}] {}/{total} files, {} failed",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                o.1,
+                failed.load(Ordering::Relaxed)
+            );
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(file) = args.files.get(i) else { break };
-                let output = args.out.join(file.file_name().unwrap_or_default());
-                let mut bytes_in = 0;
-                let res = (|| -> Result<RunResult, String> {
-                    let input =
-                        std::fs::File::open(file).map_err(|e| format!("open input: {e}"))?;
-                    bytes_in = input.metadata().map(|m| m.len()).unwrap_or(0);
-                    let sink = std::fs::File::create(&output)
-                        .map_err(|e| format!("create output: {e}"))?;
-                    let mut req = Request::exec(&args.argv[0])
-                        .args(&args.argv[1..])
-                        .stdin_fd(input)
-                        .stdout(Sink::Fd(sink.into()))
-                        .stderr(Sink::Capture(args.max_output));
-                    for e in &env {
-                        if let Some((k, v)) = e.split_once('=') {
-                            req = req.env(k, v);
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let (Some(file), Some(output)) = (files.get(i), outputs.get(i)) else {
+                        break;
+                    };
+                    if cancelled.load(Ordering::Relaxed) {
+                        emit(report(file, output, 0, &Err(Failure::Cancelled)), true);
+                        continue;
+                    }
+                    let mut bytes_in = 0;
+                    let res = (|| -> Result<RunResult, Failure> {
+                        let err = |e: String| Failure::Error(e);
+                        let input = std::fs::File::open(file)
+                            .map_err(|e| err(format!("open input: {e}")))?;
+                        bytes_in = input.metadata().map(|m| m.len()).unwrap_or(0);
+                        let sink = std::fs::File::create(output)
+                            .map_err(|e| err(format!("create output: {e}")))?;
+                        let name = file.file_name().unwrap_or_default().to_string_lossy();
+                        let mut req = Request::exec(&args.argv[0])
+                            .args(&args.argv[1..])
+                            .stdin_fd(input)
+                            .stdout(Sink::Fd(sink.into()))
+                            .stderr(Sink::Capture(args.max_output))
+                            .env("HATCHERY_INPUT_NAME", &*name)
+                            .wall_time(wall);
+                        for e in &env {
+                            if let Some((k, v)) = e.split_once('=') {
+                                req = req.env(k, v);
+                            }
                         }
+                        if let Some(w) = &workdir {
+                            req = req.current_dir(w);
+                        }
+                        let mut ticket = pool.submit(req).map_err(|e| err(e.to_string()))?;
+                        // Wait for the result or a cancel; past the wall time (and a grace),
+                        // `wait` itself notices a wedged zygote.
+                        let until = Instant::now() + wall + Duration::from_secs(2);
+                        loop {
+                            let left = until.saturating_duration_since(Instant::now());
+                            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+                            let mut p = [
+                                nix::poll::PollFd::new(
+                                    ticket.as_fd(),
+                                    nix::poll::PollFlags::POLLIN,
+                                ),
+                                nix::poll::PollFd::new(
+                                    cancel_r.as_fd(),
+                                    nix::poll::PollFlags::POLLIN,
+                                ),
+                            ];
+                            let n = nix::poll::poll(
+                                &mut p,
+                                nix::poll::PollTimeout::try_from(ms)
+                                    .unwrap_or(nix::poll::PollTimeout::MAX),
+                            );
+                            let hit = |i: usize| p[i].revents().is_some_and(|r| !r.is_empty());
+                            if hit(1) {
+                                // Dropping the ticket kills the request.
+                                drop(ticket);
+                                return Err(Failure::Cancelled);
+                            }
+                            if hit(0) || matches!(n, Ok(0)) {
+                                return ticket.wait().map_err(|e| err(e.to_string()));
+                            }
+                            if let Ok(Some(r)) = ticket.try_wait() {
+                                return Ok(r);
+                            }
+                        }
+                    })();
+                    let ok = matches!(&res, Ok(r) if r.success());
+                    if !ok {
+                        let _ = std::fs::remove_file(output);
                     }
-                    if let Some(w) = &workdir {
-                        req = req.current_dir(w);
+                    if let Ok(r) = &res {
+                        totals
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(r.timings.total);
                     }
-                    if let Some(w) = wall {
-                        req = req.wall_time(w);
-                    }
-                    pool.run(req).map_err(|e| e.to_string())
-                })();
-                let ok = matches!(&res, Ok(r) if r.success());
-                let line = report(file, &output, bytes_in, &res);
-                if !ok {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = std::fs::remove_file(&output);
+                    emit(report(file, output, bytes_in, &res), !ok);
                 }
-                if let Ok(r) = &res {
-                    totals
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(r.timings.total);
-                }
-                let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                {
-                    let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
-                    let _ = writeln!(o, "{line}");
-                }
-                if progress {
-                    let total = args.files.len();
-                    let width = 30;
-                    let filled = n * width / total.max(1);
-                    eprint!(
-                        "\r[{}{}] {n}/{total} files, {} failed",
-                        "#".repeat(filled),
-                        ".".repeat(width - filled),
-                        failed.load(Ordering::Relaxed)
-                    );
-                }
+                running.fetch_sub(1, Ordering::Relaxed);
             });
+        }
+        // This thread watches for SIGINT/SIGTERM until the workers are done.
+        while running.load(Ordering::Relaxed) > 0 {
+            let Some(sfd) = signals.as_ref() else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            let mut p = [nix::poll::PollFd::new(
+                sfd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            if matches!(nix::poll::poll(&mut p, nix::poll::PollTimeout::from(50u8)), Ok(n) if n > 0)
+            {
+                if let Ok(Some(info)) = sfd.read_signal() {
+                    if !cancelled.swap(true, Ordering::Relaxed) {
+                        signal.store(info.ssi_signo as i32, Ordering::Relaxed);
+                        let _ = nix::unistd::write(&cancel_w, b"x");
+                    }
+                }
+            }
         }
     });
     let failed = failed.load(Ordering::Relaxed);
@@ -263,11 +469,11 @@ pub fn execute(args: MapArgs) -> i32 {
     let median = totals.get(totals.len() / 2).copied().unwrap_or_default();
     if !args.quiet {
         if progress {
-            eprintln!();
+            eprint!("\r\x1b[K");
         }
         eprintln!(
             "hatchery map: {} files, {} failed, {:.2?} in all, median {:.2?} per file, {} zygotes",
-            args.files.len(),
+            total,
             failed,
             started.elapsed(),
             median,
@@ -275,9 +481,9 @@ pub fn execute(args: MapArgs) -> i32 {
         );
     }
     pool.shutdown(Duration::from_secs(1));
-    if failed > 0 {
-        1
-    } else {
-        0
+    match signal.load(Ordering::Relaxed) {
+        0 if failed > 0 => 1,
+        0 => 0,
+        sig => 128 + sig,
     }
 }
