@@ -812,3 +812,52 @@ fn map_cancelled_by_sigint_removes_partial_outputs_and_reports_every_file() {
     );
     std::fs::remove_dir_all(&base).ok();
 }
+
+#[test]
+fn run_profile_default_and_hints_that_name_the_cause() {
+    if !ready() {
+        return;
+    }
+    // The secure default in one flag: /dev, a writable /tmp, the host's configuration, its own
+    // network namespace.
+    let o = hatchery(&[
+        "run",
+        "--profile",
+        "default",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo x > /dev/null && echo y > /tmp/y && cat /tmp/y && test -d /etc/ssl/certs -o ! -d /etc/ssl/certs && ! test -e /etc/shadow && cat /proc/net/dev | wc -l",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("y"));
+    // Header (2 lines) + loopback only.
+    assert_eq!(lines.next(), Some("3"), "{out}");
+    let o = hatchery(&["run", "--profile", "nope", "--", "/bin/true"]);
+    assert_eq!(o.status.code(), Some(2));
+    // hakoniwa's default has no /dev and no /tmp: a failure says so.
+    let o = hatchery(&["run", "--", "/bin/sh", "-c", "echo x > /tmp/y"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("no /dev and no /tmp"),
+        "{}",
+        text(&o.stderr)
+    );
+    // A program outside every mount is named, with the bind that fixes it.
+    let dir = std::env::temp_dir().join(format!("hatchery-outside-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prog = dir.join("prog");
+    std::fs::write(&prog, "#!/bin/sh\necho hi\n").unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&prog, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = hatchery(&["run", "--", &prog.to_string_lossy()]);
+    assert_eq!(o.status.code(), Some(127), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("not inside any mount") && err.contains(&format!("-b {}", dir.display())),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// Print nothing but the command's own output
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Start from a named profile instead of hakoniwa's default: `default` is the pool's
+    /// secure default (minimal read-only root, /etc with the host's read-only configuration,
+    /// /dev, a fresh /tmp, no network, the podman seccomp policy, landlock, limits)
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
     /// The command and its arguments (default: /bin/sh)
     #[arg(last = true, value_name = "COMMAND")]
     argv: Vec<String>,
@@ -55,7 +60,15 @@ impl Cli {
 /// Runs `hatchery run` and returns the process exit code.
 pub fn execute(args: RunArgs) -> i32 {
     let cli = Cli { quiet: args.quiet };
-    let (container, env, workdir) = match apply(Container::new(), &args.sandbox, Some("/")) {
+    let (base, rootfs_default) = match args.profile.as_deref() {
+        None => (Container::new(), Some("/")),
+        Some("default") => (hatchery::pool::default_profile(), None),
+        Some(other) => {
+            eprintln!("hatchery: --profile {other:?}: unknown profile (known: default)");
+            return 2;
+        }
+    };
+    let (container, env, workdir) = match apply(base, &args.sandbox, rootfs_default) {
         Ok(x) => x,
         Err(e) => return cli.error(e),
     };
@@ -108,6 +121,23 @@ pub fn execute(args: RunArgs) -> i32 {
             if status.exit_code.is_none() && !args.quiet {
                 eprintln!("hatchery: {}", status.reason);
             }
+            if status.code != 0 && !args.quiet && args.profile.is_none() {
+                // hakoniwa's default has neither /dev nor /tmp: a common reason for a failure
+                // ("could not open /dev/null", "Read-only file system") that does not name it.
+                let missing: Vec<&str> =
+                    [("/dev", &args.sandbox.devfs), ("/tmp", &args.sandbox.tmpfs)]
+                        .into_iter()
+                        .filter(|(p, list)| !list.iter().any(|d| d == p))
+                        .map(|(p, _)| p)
+                        .collect();
+                if !missing.is_empty() {
+                    eprintln!(
+                        "hatchery: note: this sandbox has no {} (as hakoniwa's default); \
+                         --devfs /dev --tmpfs /tmp add them, --profile default gives the secure default",
+                        missing.join(" and no ")
+                    );
+                }
+            }
             if args.verbose && !args.quiet {
                 if let Some(r) = &status.rusage {
                     eprintln!(
@@ -122,8 +152,38 @@ pub fn execute(args: RunArgs) -> i32 {
             let code = e.exit_code();
             if !args.quiet {
                 eprintln!("hatchery: {e}");
+                if let Some(hint) = outside_every_mount(&e, &argv[0]) {
+                    eprintln!("hatchery: {hint}");
+                }
             }
             code
         }
     }
+}
+
+/// A hint when the program was not found in the container although it exists on the host: it
+/// lies outside every mount.
+fn outside_every_mount(e: &hatchery::Error, program: &str) -> Option<String> {
+    let hatchery::Error::Setup {
+        step: hatchery::SetupStep::FindProgram | hatchery::SetupStep::Exec,
+        ..
+    } = e
+    else {
+        return None;
+    };
+    let host = if program.contains('/') {
+        std::path::PathBuf::from(program)
+    } else {
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())?
+    };
+    if !host.is_file() {
+        return None;
+    }
+    let dir = host.parent()?.display().to_string();
+    Some(format!(
+        "{} exists on the host but is not inside any mount of the sandbox: bind it with -b {dir}",
+        host.display()
+    ))
 }
