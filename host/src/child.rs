@@ -347,12 +347,9 @@ impl Child {
                         }
                         return Ok(None);
                     }
-                    let status = spawn::kill_and_reap_with_usage(shim.pid);
+                    let (_, usage) = spawn::kill_and_reap_with_usage(shim.pid);
                     self.shim = None;
-                    let rusage = Rusage {
-                        real_time: self.started.elapsed(),
-                        ..status.1
-                    };
+                    let rusage = Rusage::from_usage(&usage, self.started.elapsed());
                     let st =
                         ExitStatus::from_outcome(Outcome::TimedOut, Some(rusage), self.timeout);
                     self.status = Some(st.clone());
@@ -364,10 +361,7 @@ impl Child {
                     let pid = shim.pid;
                     let (raw, usage) = spawn::kill_and_reap_with_usage(pid);
                     self.shim = None;
-                    let rusage = Rusage {
-                        real_time: self.started.elapsed(),
-                        ..usage
-                    };
+                    let rusage = Rusage::from_usage(&usage, self.started.elapsed());
                     if libc::WIFSIGNALED(raw) && (self.killed || matches!(e, ProtocolError::Closed))
                     {
                         let st = ExitStatus::from_outcome(

@@ -85,8 +85,16 @@ fn dev_null() -> Result<OwnedFd> {
         .map_err(Error::io("open /dev/null"))
 }
 
+impl Container {
+    /// A command that runs `program` in this container. Without a `/`, `program` is searched
+    /// on the command's `PATH` (or the default PATH) inside the container.
+    pub fn command(&self, program: &str) -> Command {
+        Command::new(self.clone(), program)
+    }
+}
+
 impl Command {
-    pub(crate) fn new(container: Container, program: &str) -> Command {
+    fn new(container: Container, program: &str) -> Command {
         Command {
             container,
             program: OsString::from(program),

@@ -1,5 +1,6 @@
 //! [`Container`]: the description of a sandbox, as plain data (the API of the crate hakoniwa).
-//! Nothing here touches the kernel; [`Container::command`] gives a [`Command`] that does.
+//! Nothing here touches the kernel; [`Container::command`] gives a [`Command`](crate::Command)
+//! that does (it lives with `Command`, which builds on this module, never the reverse).
 
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
@@ -10,10 +11,9 @@ use hatchery_protocol::{
     DEFAULT_TMPFS_BYTES,
 };
 
-use crate::command::Command;
 use crate::error::{Error, Result};
 use crate::idmap::{self, IdMap};
-use crate::landlock::Ruleset;
+use crate::landlock::{Mirror, Ruleset};
 use crate::seccomp::Filter;
 
 /// A resource of `setrlimit(2)`.
@@ -81,7 +81,7 @@ pub(crate) enum FsEntry {
     },
 }
 
-/// A sandbox description. Cheap to clone; every [`Command`] takes a copy.
+/// A sandbox description. Cheap to clone; every [`Command`](crate::Command) takes a copy.
 ///
 /// Every container has its own user, mount and pid namespaces, a root on a fresh tmpfs (or
 /// [`rootdir`](Container::rootdir)) that is read-only once built, no capabilities, no_new_privs,
@@ -549,13 +549,52 @@ impl Container {
                 })
             }
         };
-        Ok((seccomp, self.landlock.as_ref().map(|r| r.plan(self))))
+        Ok((seccomp, self.landlock_plan()))
     }
 
-    /// A command that runs `program` in this container. Without a `/`, `program` is searched
-    /// on the command's `PATH` (or the default PATH) inside the container.
-    pub fn command(&self, program: &str) -> Command {
-        Command::new(self.clone(), program)
+    /// The landlock part of a setup plan: the ruleset with rules that mirror the mounts.
+    pub(crate) fn landlock_plan(&self) -> Option<hatchery_protocol::LandlockPlan> {
+        self.landlock
+            .as_ref()
+            .map(|r| r.plan(self.mirrored_paths()))
+    }
+
+    /// Every path the landlock rules mirror, in setup order: the root, the mounts, the placed
+    /// files and directories (symbolic links get no rule).
+    fn mirrored_paths(&self) -> impl Iterator<Item = (&str, Mirror)> + '_ {
+        let root = match self.rootdir {
+            None => Mirror::TmpfsRoot,
+            Some((_, false)) => Mirror::ReadOnly,
+            Some((_, true)) => Mirror::Writable,
+        };
+        let mounts = self.mounts.iter().map(|(target, m)| {
+            let mirror = match m {
+                MountEntry::Bind {
+                    writable: false, ..
+                }
+                | MountEntry::Tmpfs {
+                    read_only: true, ..
+                } => Mirror::ReadOnly,
+                MountEntry::Bind { writable: true, .. }
+                | MountEntry::Tmpfs {
+                    read_only: false, ..
+                } => Mirror::Writable,
+                MountEntry::Proc => Mirror::Proc,
+                MountEntry::Devfs => Mirror::Dev,
+            };
+            (target.as_str(), mirror)
+        });
+        let fs = self.fs.iter().filter_map(|e| match e {
+            FsEntry::File { path, mode, .. } => Some((
+                path.as_str(),
+                Mirror::File {
+                    executable: mode & 0o111 != 0,
+                },
+            )),
+            FsEntry::Dir { path, .. } => Some((path.as_str(), Mirror::Dir)),
+            FsEntry::Symlink { .. } => None,
+        });
+        std::iter::once(("/", root)).chain(mounts).chain(fs)
     }
 
     /// The namespaces this container gets.
@@ -732,8 +771,7 @@ impl Container {
                 f.default_action()
             )),
         }
-        if let Some(r) = &self.landlock {
-            let p = r.plan(self);
+        if let Some(p) = self.landlock_plan() {
             out.push(format!(
                 "landlock: fs {:#x}, tcp {:#x}, scopes {:#x}, {} path rules, {} port rules{}",
                 p.handled_fs,
@@ -794,6 +832,40 @@ mod tests {
         assert!(names[2].contains("\"/usr\""));
         assert!(names[3].starts_with("File"));
         assert_eq!(blob, b"hi");
+    }
+
+    #[test]
+    fn landlock_mirrors_the_root_mounts_and_files() {
+        let mut c = Container::new();
+        c.bindmount_ro("/usr", "/usr")
+            .bindmount_rw("/var/tmp", "/data")
+            .devfsmount("/dev")
+            .tmpfsmount("/tmp")
+            .tmpfsmount_ro("/ro")
+            .file("/etc/passwd", "root:x:0:0::/:/bin/sh\n")
+            .file_with_mode("/bin/tool", "#!/bin/sh\n", 0o755)
+            .dir("/var/empty", 0o755)
+            .symlink("/usr/bin", "/bin2");
+        let got: Vec<(&str, Mirror)> = c.mirrored_paths().collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/", Mirror::TmpfsRoot),
+                ("/data", Mirror::Writable),
+                ("/dev", Mirror::Dev),
+                ("/proc", Mirror::Proc),
+                ("/ro", Mirror::ReadOnly),
+                ("/tmp", Mirror::Writable),
+                ("/usr", Mirror::ReadOnly),
+                ("/etc/passwd", Mirror::File { executable: false }),
+                ("/bin/tool", Mirror::File { executable: true }),
+                ("/var/empty", Mirror::Dir),
+            ]
+        );
+        c.rootdir("/srv");
+        assert_eq!(c.mirrored_paths().next(), Some(("/", Mirror::ReadOnly)));
+        c.rootdir_rw("/srv");
+        assert_eq!(c.mirrored_paths().next(), Some(("/", Mirror::Writable)));
     }
 
     #[test]

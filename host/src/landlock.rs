@@ -21,8 +21,6 @@ use std::ops::BitOr;
 
 use hatchery_protocol::{Bytes, LandlockPathRule, LandlockPlan, LandlockPortRule};
 
-use crate::container::{Container, FsEntry, MountEntry};
-
 /// The landlock ABI these policies are written for.
 pub const TARGET_ABI: u32 = 6;
 
@@ -102,6 +100,44 @@ pub enum CompatMode {
     BestEffort,
 }
 
+/// What a path of the container is, for the rules that mirror its mounts (see the module
+/// diagram). The container describes its paths in these terms; the rights each gets are
+/// decided here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mirror {
+    /// The root when it is the shim's own tmpfs: directories can be listed, nothing more.
+    TmpfsRoot,
+    /// Read-only (a read-only bind, tmpfs or root directory): read and execute.
+    ReadOnly,
+    /// Writable (a writable bind, tmpfs or root directory): every right.
+    Writable,
+    /// A procfs: read.
+    Proc,
+    /// A minimal `/dev`: read, write and device ioctls; its `shm` is writable.
+    Dev,
+    /// A placed file: read, and execute when a mode bit allows it.
+    File {
+        /// Any of the mode's execute bits is set.
+        executable: bool,
+    },
+    /// A created directory: read.
+    Dir,
+}
+
+impl Mirror {
+    fn access(self) -> u64 {
+        let rx = READ_FILE | READ_DIR | EXECUTE;
+        match self {
+            Mirror::TmpfsRoot => READ_DIR,
+            Mirror::ReadOnly => rx,
+            Mirror::Writable => ALL_FS,
+            Mirror::Proc | Mirror::Dir => READ_FILE | READ_DIR,
+            Mirror::Dev => READ_FILE | READ_DIR | WRITE_FILE | IOCTL_DEV,
+            Mirror::File { executable } => READ_FILE | if executable { EXECUTE } else { 0 },
+        }
+    }
+}
+
 /// A landlock policy. Empty by default (restricts nothing).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
@@ -153,9 +189,13 @@ impl Ruleset {
         self.restricted.contains_key(&resource)
     }
 
-    /// The plan for `container`: the explicit rules plus, when the file system is restricted,
-    /// rules derived from its mounts.
-    pub(crate) fn plan(&self, container: &Container) -> LandlockPlan {
+    /// The plan for a container whose paths are `mirrored` (its root first, then its mounts
+    /// and placed files, in setup order): the explicit rules plus, when the file system is
+    /// restricted, one rule per mirrored path.
+    pub(crate) fn plan<'a>(
+        &self,
+        mirrored: impl IntoIterator<Item = (&'a str, Mirror)>,
+    ) -> LandlockPlan {
         let mut plan = LandlockPlan {
             required: self.restricted.values().any(|m| *m == CompatMode::Enforce),
             ..LandlockPlan::default()
@@ -166,48 +206,12 @@ impl Ruleset {
         };
         if self.restricts(Resource::Fs) {
             plan.handled_fs = ALL_FS;
-            let rw = ALL_FS;
-            let rx = READ_FILE | READ_DIR | EXECUTE;
-            plan.fs_rules.push(rule(
-                "/",
-                match container.rootdir {
-                    None => READ_DIR,
-                    Some((_, false)) => rx,
-                    Some((_, true)) => rw,
-                },
-            ));
-            for (target, m) in &container.mounts {
-                let access = match m {
-                    MountEntry::Bind {
-                        writable: false, ..
-                    } => rx,
-                    MountEntry::Bind { writable: true, .. } => rw,
-                    MountEntry::Tmpfs {
-                        read_only: false, ..
-                    } => rw,
-                    MountEntry::Tmpfs {
-                        read_only: true, ..
-                    } => rx,
-                    MountEntry::Proc => READ_FILE | READ_DIR,
-                    MountEntry::Devfs => READ_FILE | READ_DIR | WRITE_FILE | IOCTL_DEV,
-                };
-                plan.fs_rules.push(rule(target, access));
-                if matches!(m, MountEntry::Devfs) {
+            for (path, m) in mirrored {
+                plan.fs_rules.push(rule(path, m.access()));
+                if m == Mirror::Dev {
                     // Its shm is a private tmpfs of every request.
                     plan.fs_rules
-                        .push(rule(&format!("{target}/shm"), rw & !EXECUTE));
-                }
-            }
-            for e in &container.fs {
-                match e {
-                    FsEntry::File { path, mode, .. } => plan.fs_rules.push(rule(
-                        path,
-                        READ_FILE | if mode & 0o111 != 0 { EXECUTE } else { 0 },
-                    )),
-                    FsEntry::Dir { path, .. } => {
-                        plan.fs_rules.push(rule(path, READ_FILE | READ_DIR))
-                    }
-                    FsEntry::Symlink { .. } => {}
+                        .push(rule(&format!("{path}/shm"), ALL_FS & !EXECUTE));
                 }
             }
             for (path, access) in &self.fs_rules {
@@ -239,17 +243,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mounts_become_rules() {
-        let mut c = Container::new();
-        c.bindmount_ro("/usr", "/usr")
-            .bindmount_rw("/var/tmp", "/data")
-            .devfsmount("/dev")
-            .tmpfsmount("/tmp")
-            .file("/etc/passwd", "root:x:0:0::/:/bin/sh\n");
+    fn mirrored_paths_become_rules() {
+        let mirrored = [
+            ("/", Mirror::TmpfsRoot),
+            ("/data", Mirror::Writable),
+            ("/dev", Mirror::Dev),
+            ("/proc", Mirror::Proc),
+            ("/tmp", Mirror::Writable),
+            ("/usr", Mirror::ReadOnly),
+            ("/etc/passwd", Mirror::File { executable: false }),
+            ("/bin/tool", Mirror::File { executable: true }),
+            ("/var", Mirror::Dir),
+        ];
         let mut r = Ruleset::new();
         r.restrict_all(CompatMode::BestEffort)
-            .add_net_rule(8080, NetAccess::TcpConnect);
-        let plan = r.plan(&c);
+            .add_net_rule(8080, NetAccess::TcpConnect)
+            .add_fs_rule("/extra", FsAccess::R);
+        let plan = r.plan(mirrored);
         let access = |p: &str| {
             plan.fs_rules
                 .iter()
@@ -261,7 +271,19 @@ mod tests {
         assert_eq!(access("/data"), Some(ALL_FS));
         assert_eq!(access("/tmp"), Some(ALL_FS));
         assert_eq!(access("/proc"), Some(READ_FILE | READ_DIR));
+        assert_eq!(
+            access("/dev"),
+            Some(READ_FILE | READ_DIR | WRITE_FILE | IOCTL_DEV)
+        );
+        assert_eq!(access("/dev/shm"), Some(ALL_FS & !EXECUTE));
         assert_eq!(access("/etc/passwd"), Some(READ_FILE));
+        assert_eq!(access("/bin/tool"), Some(READ_FILE | EXECUTE));
+        assert_eq!(access("/var"), Some(READ_FILE | READ_DIR));
+        assert_eq!(access("/extra"), Some(FsAccess::R.bits()));
+        // Mirrored paths first, in order, then the explicit rules.
+        assert_eq!(plan.fs_rules.first().unwrap().path.0, b"/");
+        assert_eq!(plan.fs_rules.last().unwrap().path.0, b"/extra");
+        assert_eq!(plan.handled_fs, ALL_FS);
         assert_eq!(plan.handled_net, 0b11);
         assert_eq!(plan.net_rules.len(), 1);
         assert_eq!(plan.scoped, 0b11);
@@ -272,7 +294,7 @@ mod tests {
     fn nothing_restricted_means_no_rules() {
         let mut r = Ruleset::new();
         r.restrict(Resource::TcpBind, CompatMode::Enforce);
-        let plan = r.plan(&Container::new());
+        let plan = r.plan([("/", Mirror::TmpfsRoot), ("/proc", Mirror::Proc)]);
         assert_eq!(plan.handled_fs, 0);
         assert!(plan.fs_rules.is_empty());
         assert_eq!(plan.handled_net, 1);

@@ -17,7 +17,7 @@ pub(crate) mod clone_child;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::{Channel, Kind, Message, SetupPlan};
+use hatchery_protocol::{Channel, Kind, Message, SetupPlan, Usage};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -201,9 +201,9 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
 }
 
 /// SIGKILLs `pid` and reaps it with `wait4`, returning the raw wait status and its rusage (which
-/// covers the descendants it reaped itself).
+/// covers the descendants it reaped itself; `wall_us` is 0: the caller knows when it started).
 #[allow(unsafe_code)]
-pub(crate) fn kill_and_reap_with_usage(pid: Pid) -> (i32, crate::child::Rusage) {
+pub(crate) fn kill_and_reap_with_usage(pid: Pid) -> (i32, Usage) {
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
     let mut status = 0;
     // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
@@ -215,16 +215,14 @@ pub(crate) fn kill_and_reap_with_usage(pid: Pid) -> (i32, crate::child::Rusage) 
             break;
         }
     }
-    let us = |tv: libc::timeval| {
-        Duration::from_micros((tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64)
-    };
+    let us = |tv: libc::timeval| (tv.tv_sec as u64) * 1_000_000 + tv.tv_usec as u64;
     (
         status,
-        crate::child::Rusage {
-            real_time: Duration::ZERO,
-            user_time: us(ru.ru_utime),
-            system_time: us(ru.ru_stime),
-            max_rss: ru.ru_maxrss.max(0) as u64,
+        Usage {
+            wall_us: 0,
+            user_us: us(ru.ru_utime),
+            sys_us: us(ru.ru_stime),
+            max_rss_kib: ru.ru_maxrss.max(0) as u64,
         },
     )
 }
