@@ -6,11 +6,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::{FdAssignment, IdPlan, SetupPlan, ShimMode};
+use hatchery_protocol::{FdAssignment, ShimMode};
 
 use crate::child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output};
-use crate::container::{Container, Namespace};
+use crate::container::Container;
 use crate::error::{Error, Result};
+use crate::plan;
 use crate::spawn::{self, StartSpec};
 
 /// Where one of the command's standard streams goes.
@@ -248,8 +249,37 @@ impl Command {
     }
 
     fn spawn_with_defaults(&mut self, default_in: Stdio, default_out: Stdio) -> Result<Child> {
-        self.container.validate()?;
-        for (_, target) in &self.extra_fds {
+        // The command's fds are sent in this order: stdin, stdout, stderr, the extra fds, then
+        // the blob of placed files.
+        let targets: Vec<i32> = [0, 1, 2]
+            .into_iter()
+            .chain(self.extra_fds.iter().map(|(_, t)| *t))
+            .collect();
+        let assignments: Vec<FdAssignment> = targets
+            .iter()
+            .enumerate()
+            .map(|(index, target)| FdAssignment {
+                index: index as u8,
+                target: *target,
+                name: None,
+            })
+            .collect();
+        let command = crate::wire::exec_spec(
+            &self.program,
+            &self.args,
+            self.env.iter(),
+            self.cwd.as_deref(),
+        );
+        let blob_index = assignments.len() as u8;
+        let plan = plan::build(
+            &self.container,
+            ShimMode::OneShot {
+                command,
+                fds: assignments,
+            },
+            blob_index,
+        )?;
+        for target in &targets[3..] {
             if *target < 3 {
                 return Err(Error::InvalidConfig {
                     what: "fd target",
@@ -258,44 +288,52 @@ impl Command {
                 });
             }
         }
+        let fd_count = targets.len() + usize::from(plan.blob.is_some());
+        if fd_count > hatchery_protocol::frame::MAX_PLAN_FDS {
+            return Err(Error::InvalidConfig {
+                what: "number of passed fds",
+                value: fd_count.to_string(),
+                reason: "at most 60 extra fds",
+            });
+        }
         let started = Instant::now();
         let mut setup = StdioSetup {
             child_fds: Vec::new(),
             host: (None, None, None),
         };
         // Borrowed fds to send, in order; `None` means "the next of setup.child_fds".
-        let mut order: Vec<(Option<BorrowedFd<'_>>, i32)> = Vec::new();
+        let mut order: Vec<Option<BorrowedFd<'_>>> = Vec::new();
         let default_err = match default_out {
             Stdio::Piped => Stdio::Piped,
             _ => Stdio::Inherit,
         };
-        order.push((
-            Self::stdio_fd(self.stdin.as_ref(), &default_in, 0, &mut setup, true)?,
+        order.push(Self::stdio_fd(
+            self.stdin.as_ref(),
+            &default_in,
             0,
-        ));
-        order.push((
-            Self::stdio_fd(self.stdout.as_ref(), &default_out, 1, &mut setup, false)?,
+            &mut setup,
+            true,
+        )?);
+        order.push(Self::stdio_fd(
+            self.stdout.as_ref(),
+            &default_out,
             1,
-        ));
-        order.push((
-            Self::stdio_fd(self.stderr.as_ref(), &default_err, 2, &mut setup, false)?,
+            &mut setup,
+            false,
+        )?);
+        order.push(Self::stdio_fd(
+            self.stderr.as_ref(),
+            &default_err,
             2,
-        ));
-        for (fd, target) in &self.extra_fds {
-            order.push((Some(fd.as_fd()), *target));
+            &mut setup,
+            false,
+        )?);
+        for (fd, _) in &self.extra_fds {
+            order.push(Some(fd.as_fd()));
         }
-
-        let (root, mounts, blob) = self.container.plan_tree();
-        let blob_fd = if blob.is_empty() {
-            None
-        } else {
-            Some(sealed_blob(&blob)?)
-        };
-
-        let mut fds: Vec<BorrowedFd<'_>> = Vec::new();
-        let mut assignments = Vec::new();
+        let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(fd_count);
         let mut owned = setup.child_fds.iter();
-        for (fd, target) in &order {
+        for (fd, target) in order.iter().zip(&targets) {
             let fd = match fd {
                 Some(b) => *b,
                 None => owned
@@ -307,71 +345,24 @@ impl Command {
                         reason: "internal: missing fd",
                     })?,
             };
-            assignments.push(FdAssignment {
-                index: fds.len() as u8,
-                target: *target,
-                name: None,
-            });
             fds.push(fd);
         }
-        let blob_index = blob_fd.as_ref().map(|b| {
-            fds.push(b.as_fd());
-            (fds.len() - 1) as u8
-        });
-        if fds.len() > hatchery_protocol::frame::MAX_PLAN_FDS {
-            return Err(Error::InvalidConfig {
-                what: "number of passed fds",
-                value: fds.len().to_string(),
-                reason: "at most 60 extra fds",
-            });
-        }
+        fds.extend(plan.blob.as_ref().map(|b| b.as_fd()));
 
-        let command = crate::wire::exec_spec(
-            &self.program,
-            &self.args,
-            self.env.iter(),
-            self.cwd.as_deref(),
-        );
         let c = &self.container;
-        let (seccomp, landlock) = c.confinement_plan(true)?;
-        let plan = SetupPlan {
-            hostname: c
-                .namespaces
-                .contains(&Namespace::Uts)
-                .then(|| c.hostname.clone())
-                .flatten(),
-            root,
-            mounts,
-            rlimits: c.rlimit_plan(),
-            ids: IdPlan {
-                uid: c.uid_maps[0].container_id,
-                gid: c.gid_maps[0].container_id,
-                setgroups_allowed: false,
-                user: c.user.clone(),
-            },
-            blob: blob_index,
-            loopback: c.namespaces.contains(&Namespace::Network),
-            seccomp,
-            landlock,
-            mode: ShimMode::OneShot {
-                command,
-                fds: assignments,
-            },
-        };
-        let clone_flags = c.namespaces.iter().fold(0, |acc, ns| acc | ns.clone_flag());
         let cgroup = crate::cgroup::Cgroup::create(&c.resources)?;
         let mut shim = spawn::start(StartSpec {
-            clone_flags,
+            clone_flags: plan.clone_flags,
             uid_maps: &c.uid_maps,
             gid_maps: &c.gid_maps,
-            plan,
+            plan: plan.setup,
             plan_fds: fds,
             title: "hatchery:oneshot",
             cgroup: cgroup.as_ref(),
         })?;
         // The command's ends of the pipes now live in the container only.
         drop(setup.child_fds);
-        drop(blob_fd);
+        drop(plan.blob);
         let ready = shim.await_ready("waiting for the container")?;
         let features = ready.features;
         let mut steps = std::mem::take(&mut shim.host_steps);
@@ -407,9 +398,4 @@ impl Command {
         self.spawn_with_defaults(Stdio::Null, Stdio::Piped)?
             .wait_with_output()
     }
-}
-
-/// File contents for the container, in a sealed memfd the shim reads from.
-fn sealed_blob(bytes: &[u8]) -> Result<OwnedFd> {
-    crate::wire::sealed_memfd("hatchery-files", bytes).map_err(Error::io("sealed memfd"))
 }

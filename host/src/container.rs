@@ -3,12 +3,10 @@
 //! that does (it lives with `Command`, which builds on this module, never the reverse).
 
 use std::collections::BTreeMap;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use hatchery_protocol::{
-    Bytes, MountOp, Resource, Rlimit as RlimitSpec, RootPlan, UserSpec, DEFAULT_SHM_BYTES,
-    DEFAULT_TMPFS_BYTES,
+    Resource, Rlimit as RlimitSpec, UserSpec, DEFAULT_SHM_BYTES, DEFAULT_TMPFS_BYTES,
 };
 
 use crate::error::{Error, Result};
@@ -503,55 +501,6 @@ impl Container {
         self.resources
     }
 
-    /// The rlimits of a setup plan: the explicit ones, plus `RLIMIT_AS`/`RLIMIT_NPROC` for
-    /// memory and pids limits when no cgroup enforces them (explicit rlimits win).
-    pub(crate) fn rlimit_plan(&self) -> Vec<RlimitSpec> {
-        let mut out: Vec<RlimitSpec> = self.rlimits.values().copied().collect();
-        if *crate::cgroup::mechanism() == crate::cgroup::Mechanism::Rlimits {
-            for (res, value) in [
-                (Resource::As, self.resources.memory),
-                (Resource::Nproc, self.resources.pids),
-            ] {
-                if let Some(v) = value {
-                    if !out.iter().any(|r| r.resource == res) {
-                        out.push(RlimitSpec {
-                            resource: res,
-                            soft: v,
-                            hard: v,
-                        });
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The seccomp and landlock parts of a setup plan. `supervised`: a trusted shim watches
-    /// the command (else notifying rules compile to kills).
-    pub(crate) fn confinement_plan(
-        &self,
-        supervised: bool,
-    ) -> Result<(
-        Option<hatchery_protocol::SeccompPlan>,
-        Option<hatchery_protocol::LandlockPlan>,
-    )> {
-        let seccomp = match &self.seccomp {
-            None => None,
-            Some(f) => {
-                let p = f.compile(!supervised).map_err(|source| Error::Seccomp {
-                    profile: f.name().to_string(),
-                    source,
-                })?;
-                Some(hatchery_protocol::SeccompPlan {
-                    filter: p.words.to_vec(),
-                    notify: p.notify,
-                    notify_exec: p.notify_exec,
-                })
-            }
-        };
-        Ok((seccomp, self.landlock_plan()))
-    }
-
     /// The landlock part of a setup plan: the ruleset with rules that mirror the mounts.
     pub(crate) fn landlock_plan(&self) -> Option<hatchery_protocol::LandlockPlan> {
         self.landlock
@@ -623,66 +572,6 @@ impl Container {
             }
         }
         Ok(())
-    }
-
-    /// The root, mounts and file-system operations as the shim's plan, plus the blob with file
-    /// contents.
-    pub(crate) fn plan_tree(&self) -> (RootPlan, Vec<MountOp>, Vec<u8>) {
-        let root = match &self.rootdir {
-            None => RootPlan::Tmpfs,
-            Some((p, writable)) => RootPlan::HostDir {
-                path: Bytes(p.as_os_str().as_bytes().to_vec()),
-                writable: *writable,
-            },
-        };
-        let mut ops = Vec::new();
-        for (target, m) in &self.mounts {
-            let target = Bytes::from(target.as_str());
-            ops.push(match m {
-                MountEntry::Bind { source, writable } => MountOp::Bind {
-                    source: Bytes(source.as_os_str().as_bytes().to_vec()),
-                    target,
-                    writable: *writable,
-                },
-                MountEntry::Tmpfs { size, read_only } => MountOp::Tmpfs {
-                    target,
-                    size_bytes: Some(size.unwrap_or(DEFAULT_TMPFS_BYTES)),
-                    nr_inodes: None,
-                    mode: 0o1777,
-                    read_only: *read_only,
-                },
-                MountEntry::Proc => MountOp::Proc { target },
-                MountEntry::Devfs => MountOp::Devfs { target },
-            });
-        }
-        let mut blob = Vec::new();
-        for f in &self.fs {
-            ops.push(match f {
-                FsEntry::Dir { path, mode } => MountOp::Dir {
-                    path: path.as_str().into(),
-                    mode: *mode,
-                },
-                FsEntry::File {
-                    path,
-                    contents,
-                    mode,
-                } => {
-                    let offset = blob.len() as u64;
-                    blob.extend_from_slice(contents);
-                    MountOp::File {
-                        path: path.as_str().into(),
-                        mode: *mode,
-                        offset,
-                        len: contents.len() as u64,
-                    }
-                }
-                FsEntry::Symlink { original, link } => MountOp::Symlink {
-                    original: original.as_str().into(),
-                    link: link.as_str().into(),
-                },
-            });
-        }
-        (root, ops, blob)
     }
 
     /// Human-readable plan (what `hatchery run -v` prints).
@@ -816,22 +705,6 @@ mod tests {
         let mut c = Container::new();
         c.bindmount_ro("/usr", "usr");
         assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
-    }
-
-    #[test]
-    fn mounts_are_ordered_parents_first_and_files_after() {
-        let mut c = Container::empty();
-        c.file("/etc/x", "hi")
-            .tmpfsmount("/tmp/a")
-            .bindmount_ro("/usr", "/usr")
-            .tmpfsmount("/tmp");
-        let (_, ops, blob) = c.plan_tree();
-        let names: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
-        assert!(names[0].contains("\"/tmp\""), "{names:?}");
-        assert!(names[1].contains("\"/tmp/a\""));
-        assert!(names[2].contains("\"/usr\""));
-        assert!(names[3].starts_with("File"));
-        assert_eq!(blob, b"hi");
     }
 
     #[test]

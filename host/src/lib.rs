@@ -42,6 +42,7 @@ mod container;
 mod error;
 pub mod idmap;
 pub mod landlock;
+mod plan;
 pub mod pool;
 pub mod seccomp;
 pub mod shim_binary;

@@ -36,9 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::{
-    Channel, Kind, Message, Outcome, Ping, ProtocolError, SetupPlan, ShimMode,
-};
+use hatchery_protocol::{Channel, Kind, Message, Outcome, Ping, ProtocolError, ShimMode};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
@@ -56,6 +54,7 @@ use slots::{Policy, SlotId, SlotState, Slots};
 
 use crate::container::Container;
 use crate::error::Error;
+use crate::plan::{self, Plan};
 use crate::spawn::{self, ShimProcess, StartSpec};
 
 /// How requests are isolated from each other.
@@ -235,54 +234,23 @@ impl PoolBuilder {
             // Calls are served one at a time per zygote.
             self.per_zygote = 1;
         }
-        self.profile
-            .validate()
-            .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
-        let (root, mounts, blob) = self.profile.plan_tree();
-        let blob_fd = if blob.is_empty() {
-            None
-        } else {
-            Some(request::sealed_memfd("hatchery-files", &blob)?)
-        };
-        let c = &self.profile;
-        let (seccomp, landlock) = c
-            .confinement_plan(true)
-            .map_err(|e| PoolError::Spawn(Arc::new(e)))?;
-        let plan = SetupPlan {
-            hostname: c
-                .namespaces
-                .contains(&crate::Namespace::Uts)
-                .then(|| c.hostname.clone())
-                .flatten(),
-            root,
-            mounts,
-            rlimits: c.rlimit_plan(),
-            ids: hatchery_protocol::IdPlan {
-                uid: c.uid_maps[0].container_id,
-                gid: c.gid_maps[0].container_id,
-                setgroups_allowed: false,
-                user: c.user.clone(),
+        let mode = match &self.helper {
+            None => ShimMode::Zygote {
+                max_concurrent: self.per_zygote,
             },
-            blob: blob_fd.as_ref().map(|_| 0),
-            loopback: c.namespaces.contains(&crate::Namespace::Network),
-            seccomp,
-            landlock,
-            mode: match &self.helper {
-                None => ShimMode::Zygote {
-                    max_concurrent: self.per_zygote,
+            Some(_) => ShimMode::Helper {
+                helper: hatchery_protocol::ExecSpec {
+                    program: HELPER_PATH.into(),
+                    argv: vec![HELPER_PATH.into()],
+                    env: Vec::new(),
+                    cwd: None,
                 },
-                Some(_) => ShimMode::Helper {
-                    helper: hatchery_protocol::ExecSpec {
-                        program: HELPER_PATH.into(),
-                        argv: vec![HELPER_PATH.into()],
-                        env: Vec::new(),
-                        cwd: None,
-                    },
-                    reuse,
-                },
+                reuse,
             },
         };
-        let clone_flags = c.namespaces().fold(0, |acc, ns| acc | ns.clone_flag());
+        // The blob of placed files is the only fd sent with a zygote's plan.
+        let plan =
+            plan::build(&self.profile, mode, 0).map_err(|e| PoolError::Spawn(Arc::new(e)))?;
         let wake: OwnedFd = nix::sys::eventfd::EventFd::from_flags(
             nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
         )
@@ -300,8 +268,6 @@ impl PoolBuilder {
             profile: ProfilePlan {
                 container: self.profile.clone(),
                 plan,
-                blob: blob_fd,
-                clone_flags,
             },
             state: Mutex::new(State {
                 slots: Slots::new(Policy {
@@ -357,9 +323,7 @@ struct Config {
 #[derive(Debug)]
 struct ProfilePlan {
     container: Container,
-    plan: SetupPlan,
-    blob: Option<OwnedFd>,
-    clone_flags: libc::c_int,
+    plan: Plan,
 }
 
 /// One live zygote.
@@ -485,13 +449,13 @@ impl Inner {
 
     fn start_zygote(&self, slot: SlotId) -> Result<Zygote, Error> {
         let p = &self.profile;
-        let fds: Vec<BorrowedFd<'_>> = p.blob.iter().map(|b| b.as_fd()).collect();
+        let fds: Vec<BorrowedFd<'_>> = p.plan.blob.iter().map(|b| b.as_fd()).collect();
         let cgroup = crate::cgroup::Cgroup::create(&p.container.resources)?;
         let mut shim: ShimProcess = spawn::start(StartSpec {
-            clone_flags: p.clone_flags,
+            clone_flags: p.plan.clone_flags,
             uid_maps: &p.container.uid_maps,
             gid_maps: &p.container.gid_maps,
-            plan: p.plan.clone(),
+            plan: p.plan.setup.clone(),
             plan_fds: fds,
             title: "hatchery:zygote",
             cgroup: cgroup.as_ref(),

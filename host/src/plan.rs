@@ -1,0 +1,310 @@
+//! The setup plan: a [`Container`] turned into the [`SetupPlan`] its shim builds the container
+//! from. One place for the one-shot [`Command`](crate::Command) and the pool's zygotes; only the
+//! shim's mode differs.
+//!
+//! ```text
+//!  Container (plain data)                     Plan
+//!   namespaces ─────────────────────────────▶ clone_flags; hostname (UTS only), loopback (net)
+//!   rootdir, mounts, files, dirs, links ────▶ setup.root, setup.mounts   + blob: file contents
+//!                                                                         in one sealed memfd,
+//!                                                                         sent at blob_index
+//!   rlimits (+ RLIMIT_AS/NPROC without a cgroup) ▶ setup.rlimits
+//!   uid/gid maps, user ─────────────────────▶ setup.ids (setgroups filled in by spawn)
+//!   seccomp filter (compiled here, libseccomp) ▶ setup.seccomp: BPF words
+//!   landlock ruleset + mirrored mounts ─────▶ setup.landlock
+//!   caller's ShimMode (OneShot | Zygote | Helper) ▶ setup.mode
+//! ```
+//!
+//! Building a plan checks the container ([`Container::validate`]) and compiles its seccomp
+//! filter; it starts nothing. Cost: the compile (tens of microseconds) and, when the container
+//! places files, one sealed memfd.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+
+use hatchery_protocol::{
+    Bytes, IdPlan, MountOp, Resource, Rlimit, RootPlan, SeccompPlan, SetupPlan, ShimMode,
+    DEFAULT_TMPFS_BYTES,
+};
+
+use crate::cgroup::Mechanism;
+use crate::container::{Container, FsEntry, MountEntry, Namespace};
+use crate::error::{Error, Result};
+
+/// A container's setup plan with what is sent beside it.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    /// The plan; `blob` is the index the blob fd is sent at, when there is one.
+    pub setup: SetupPlan,
+    /// File contents placed in the container (a sealed memfd), sent with the plan.
+    pub blob: Option<OwnedFd>,
+    /// `CLONE_NEW*` flags of the container's namespaces.
+    pub clone_flags: libc::c_int,
+}
+
+/// The plan of `container` for a shim in `mode`. `blob_index` is where the caller sends the
+/// blob among the plan's fds (after those `mode` assigns); it is recorded only when the
+/// container places files.
+pub(crate) fn build(container: &Container, mode: ShimMode, blob_index: u8) -> Result<Plan> {
+    container.validate()?;
+    let cgroups = *crate::cgroup::mechanism() != Mechanism::Rlimits;
+    let (setup, blob) = assemble(container, mode, blob_index, cgroups)?;
+    let blob = if blob.is_empty() {
+        None
+    } else {
+        Some(
+            crate::wire::sealed_memfd("hatchery-files", &blob)
+                .map_err(Error::io("sealed memfd"))?,
+        )
+    };
+    Ok(Plan {
+        setup,
+        blob,
+        clone_flags: container
+            .namespaces()
+            .fold(0, |acc, ns| acc | ns.clone_flag()),
+    })
+}
+
+/// The pure part of [`build`]: the plan and the blob's bytes. `cgroups`: a cgroup enforces the
+/// memory and pids limits (else they become rlimits).
+fn assemble(
+    c: &Container,
+    mode: ShimMode,
+    blob_index: u8,
+    cgroups: bool,
+) -> Result<(SetupPlan, Vec<u8>)> {
+    let (root, mounts, blob) = tree(c);
+    let plan = SetupPlan {
+        hostname: c
+            .namespaces
+            .contains(&Namespace::Uts)
+            .then(|| c.hostname.clone())
+            .flatten(),
+        root,
+        mounts,
+        rlimits: rlimits(c, cgroups),
+        ids: IdPlan {
+            uid: c.uid_maps[0].container_id,
+            gid: c.gid_maps[0].container_id,
+            setgroups_allowed: false,
+            user: c.user.clone(),
+        },
+        blob: (!blob.is_empty()).then_some(blob_index),
+        loopback: c.namespaces.contains(&Namespace::Network),
+        seccomp: seccomp(c)?,
+        landlock: c.landlock_plan(),
+        mode,
+    };
+    Ok((plan, blob))
+}
+
+/// The rlimits: the explicit ones, plus `RLIMIT_AS`/`RLIMIT_NPROC` for memory and pids limits
+/// when no cgroup enforces them (explicit rlimits win).
+fn rlimits(c: &Container, cgroups: bool) -> Vec<Rlimit> {
+    let mut out: Vec<Rlimit> = c.rlimits.values().copied().collect();
+    if !cgroups {
+        for (res, value) in [
+            (Resource::As, c.resources.memory),
+            (Resource::Nproc, c.resources.pids),
+        ] {
+            if let Some(v) = value {
+                if !out.iter().any(|r| r.resource == res) {
+                    out.push(Rlimit {
+                        resource: res,
+                        soft: v,
+                        hard: v,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The seccomp filter, compiled for a supervised command (a trusted shim watches it, so
+/// notifying rules stay notifications).
+fn seccomp(c: &Container) -> Result<Option<SeccompPlan>> {
+    let Some(f) = &c.seccomp else {
+        return Ok(None);
+    };
+    let p = f.compile(false).map_err(|source| Error::Seccomp {
+        profile: f.name().to_string(),
+        source,
+    })?;
+    Ok(Some(SeccompPlan {
+        filter: p.words.to_vec(),
+        notify: p.notify,
+        notify_exec: p.notify_exec,
+    }))
+}
+
+/// The root, the mounts and the file-system operations (mounts first, parents before
+/// children, then files, directories and links in the order given), plus the blob of file
+/// contents the `File` operations point into.
+fn tree(c: &Container) -> (RootPlan, Vec<MountOp>, Vec<u8>) {
+    let root = match &c.rootdir {
+        None => RootPlan::Tmpfs,
+        Some((p, writable)) => RootPlan::HostDir {
+            path: Bytes(p.as_os_str().as_bytes().to_vec()),
+            writable: *writable,
+        },
+    };
+    let mut ops = Vec::new();
+    for (target, m) in &c.mounts {
+        let target = Bytes::from(target.as_str());
+        ops.push(match m {
+            MountEntry::Bind { source, writable } => MountOp::Bind {
+                source: Bytes(source.as_os_str().as_bytes().to_vec()),
+                target,
+                writable: *writable,
+            },
+            MountEntry::Tmpfs { size, read_only } => MountOp::Tmpfs {
+                target,
+                size_bytes: Some(size.unwrap_or(DEFAULT_TMPFS_BYTES)),
+                nr_inodes: None,
+                mode: 0o1777,
+                read_only: *read_only,
+            },
+            MountEntry::Proc => MountOp::Proc { target },
+            MountEntry::Devfs => MountOp::Devfs { target },
+        });
+    }
+    let mut blob = Vec::new();
+    for f in &c.fs {
+        ops.push(match f {
+            FsEntry::Dir { path, mode } => MountOp::Dir {
+                path: path.as_str().into(),
+                mode: *mode,
+            },
+            FsEntry::File {
+                path,
+                contents,
+                mode,
+            } => {
+                let offset = blob.len() as u64;
+                blob.extend_from_slice(contents);
+                MountOp::File {
+                    path: path.as_str().into(),
+                    mode: *mode,
+                    offset,
+                    len: contents.len() as u64,
+                }
+            }
+            FsEntry::Symlink { original, link } => MountOp::Symlink {
+                original: original.as_str().into(),
+                link: link.as_str().into(),
+            },
+        });
+    }
+    (root, ops, blob)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::landlock::{CompatMode, Ruleset};
+
+    fn zygote() -> ShimMode {
+        ShimMode::Zygote { max_concurrent: 1 }
+    }
+
+    #[test]
+    fn mounts_are_ordered_parents_first_and_files_after() {
+        let mut c = Container::empty();
+        c.file("/etc/x", "hi")
+            .tmpfsmount("/tmp/a")
+            .bindmount_ro("/usr", "/usr")
+            .tmpfsmount("/tmp");
+        let (_, ops, blob) = tree(&c);
+        let names: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
+        assert!(names[0].contains("\"/tmp\""), "{names:?}");
+        assert!(names[1].contains("\"/tmp/a\""));
+        assert!(names[2].contains("\"/usr\""));
+        assert!(names[3].starts_with("File"));
+        assert_eq!(blob, b"hi");
+    }
+
+    #[test]
+    fn the_blob_index_is_recorded_only_with_files() {
+        let mut c = Container::new();
+        let (plan, blob) = assemble(&c, zygote(), 5, true).unwrap();
+        assert_eq!((plan.blob, blob.len()), (None, 0));
+        c.file("/etc/a", "ab").file("/etc/b", "cde");
+        let (plan, blob) = assemble(&c, zygote(), 5, true).unwrap();
+        assert_eq!(plan.blob, Some(5));
+        assert_eq!(blob, b"abcde");
+        let offsets: Vec<(u64, u64)> = plan
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                MountOp::File { offset, len, .. } => Some((*offset, *len)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(offsets, [(0, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn namespaces_decide_hostname_loopback_and_clone_flags() {
+        let mut c = Container::new();
+        let (plan, _) = assemble(&c, zygote(), 0, true).unwrap();
+        assert_eq!(plan.hostname, None);
+        assert!(!plan.loopback);
+        c.hostname("box").network(false);
+        let (plan, _) = assemble(&c, zygote(), 0, true).unwrap();
+        assert_eq!(plan.hostname.as_deref(), Some("box"));
+        assert!(plan.loopback);
+        let flags = build(&c, zygote(), 0).unwrap().clone_flags;
+        for f in [
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWNET,
+        ] {
+            assert_ne!(flags & f, 0, "{f:#x}");
+        }
+        assert_eq!(flags & libc::CLONE_NEWIPC, 0);
+    }
+
+    #[test]
+    fn limits_become_rlimits_only_without_a_cgroup() {
+        let mut c = Container::new();
+        c.cgroup_memory(1 << 30)
+            .cgroup_pids_limit(64)
+            .setrlimit(Resource::Nproc, 10, 10);
+        let (with_cgroup, _) = assemble(&c, zygote(), 0, true).unwrap();
+        assert_eq!(with_cgroup.rlimits.len(), 1);
+        let (without, _) = assemble(&c, zygote(), 0, false).unwrap();
+        let get = |r: Resource| without.rlimits.iter().find(|l| l.resource == r).copied();
+        assert_eq!(get(Resource::As).map(|l| l.hard), Some(1 << 30));
+        // The explicit rlimit wins over the fallback.
+        assert_eq!(get(Resource::Nproc).map(|l| l.hard), Some(10));
+    }
+
+    #[test]
+    fn the_mode_ids_and_confinement_are_carried() {
+        let mut c = Container::new();
+        c.uidmap(1000).gidmap(1000);
+        let mut r = Ruleset::new();
+        r.restrict_all(CompatMode::BestEffort);
+        c.landlock_ruleset(r);
+        let (plan, _) = assemble(&c, zygote(), 0, true).unwrap();
+        assert_eq!((plan.ids.uid, plan.ids.gid), (1000, 1000));
+        assert!(!plan.ids.setgroups_allowed);
+        assert!(plan.seccomp.is_none());
+        assert!(plan.landlock.is_some_and(|l| !l.fs_rules.is_empty()));
+        assert!(matches!(plan.mode, ShimMode::Zygote { max_concurrent: 1 }));
+    }
+
+    #[test]
+    fn an_invalid_container_has_no_plan() {
+        let mut c = Container::new();
+        c.bindmount_ro("/usr", "usr");
+        assert!(matches!(
+            build(&c, zygote(), 0),
+            Err(Error::InvalidConfig { .. })
+        ));
+    }
+}
