@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
+use hatchery_protocol::Outcome;
+
 /// Limits a container's processes share.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
@@ -308,6 +310,24 @@ impl Cgroup {
     }
 }
 
+/// How a request that ran in a cgroup ended, with its OOM kills taken into account: a SIGKILL
+/// while the cgroup's OOM-kill count rose during the request is [`Outcome::MemoryExceeded`];
+/// anything else is `outcome` unchanged. `before` is the count when the request started;
+/// `after` reads it now and is called only for a SIGKILL (the cgroup is read then, not after
+/// every request).
+///
+/// The one rule for the one-shot command and the pool. A cgroup holds one container; when a
+/// zygote runs several requests at once (`max_concurrent_per_zygote`), an OOM kill of one of
+/// them during another's SIGKILL is attributed to both.
+pub(crate) fn oom_outcome(outcome: Outcome, before: u64, after: impl FnOnce() -> u64) -> Outcome {
+    match outcome {
+        Outcome::Signaled { signal, .. } if signal == libc::SIGKILL && after() > before => {
+            Outcome::MemoryExceeded
+        }
+        other => other,
+    }
+}
+
 /// How long teardown waits for a killed cgroup to empty before giving up (and logging).
 const TEARDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -405,6 +425,53 @@ impl Drop for Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn killed(signal: i32) -> Outcome {
+        Outcome::Signaled {
+            signal,
+            core_dumped: false,
+        }
+    }
+
+    #[test]
+    fn a_sigkill_with_new_oom_kills_is_memory_exceeded() {
+        assert_eq!(
+            oom_outcome(killed(libc::SIGKILL), 0, || 1),
+            Outcome::MemoryExceeded
+        );
+        assert_eq!(
+            oom_outcome(killed(libc::SIGKILL), 3, || 5),
+            Outcome::MemoryExceeded
+        );
+    }
+
+    #[test]
+    fn old_oom_kills_are_not_this_requests() {
+        // Kills before the request started (an earlier request's) do not count.
+        assert_eq!(
+            oom_outcome(killed(libc::SIGKILL), 2, || 2),
+            killed(libc::SIGKILL)
+        );
+        assert_eq!(
+            oom_outcome(killed(libc::SIGKILL), 0, || 0),
+            killed(libc::SIGKILL)
+        );
+    }
+
+    #[test]
+    fn only_a_sigkill_can_be_an_oom_kill_and_only_then_is_the_cgroup_read() {
+        let unread = || -> u64 { panic!("the cgroup must not be read") };
+        for outcome in [
+            Outcome::Exited(0),
+            Outcome::Exited(137),
+            killed(libc::SIGSEGV),
+            killed(libc::SIGTERM),
+            Outcome::TimedOut,
+            Outcome::OutputExceeded,
+        ] {
+            assert_eq!(oom_outcome(outcome.clone(), 0, unread), outcome);
+        }
+    }
 
     #[test]
     fn no_limits_no_cgroup() {

@@ -314,11 +314,10 @@ impl Child {
                         let real = self.started.elapsed();
                         spawn::reap(shim.pid);
                         if let Some(cg) = self.cgroup.take() {
-                            if matches!(resp.outcome, Outcome::Signaled { signal, .. } if signal == libc::SIGKILL)
-                                && cg.oom_kills() > 0
-                            {
-                                resp.outcome = Outcome::MemoryExceeded;
-                            }
+                            // The cgroup was made for this container: it had no OOM kill
+                            // before the command.
+                            resp.outcome =
+                                crate::cgroup::oom_outcome(resp.outcome, 0, || cg.oom_kills());
                         }
                         let rusage = Rusage::from_usage(&resp.usage, real);
                         self.shim = None;

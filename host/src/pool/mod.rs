@@ -337,8 +337,6 @@ struct Zygote {
     dead: AtomicBool,
     /// Its container's cgroup (memory, pids, CPU limits), removed when the zygote goes.
     cgroup: Option<crate::cgroup::Cgroup>,
-    /// OOM kills in that cgroup already attributed to a request.
-    oom_seen: AtomicU64,
     /// Reuse: the current worker's direct channel (set up by the first call; retired by
     /// dropping it).
     direct: Mutex<Option<Direct>>,
@@ -470,7 +468,6 @@ impl Inner {
             chan: Mutex::new(shim.chan),
             dead: AtomicBool::new(false),
             cgroup,
-            oom_seen: AtomicU64::new(0),
             direct: Mutex::new(None),
         })
     }
@@ -624,6 +621,8 @@ pub struct Ticket {
     wall: Option<Duration>,
     started: Instant,
     queued: Duration,
+    /// OOM kills in the zygote's cgroup when the request was sent.
+    oom_before: u64,
     /// The one result (or error) was received.
     done: bool,
     /// A reuse call: the worker's channel (`reply` is a copy of it), handed back to the zygote
@@ -775,15 +774,8 @@ impl Ticket {
         let (stderr, err_full) = request::read_capture(self.stderr.take())?;
         let mut outcome = resp.outcome;
         crate::seccomp::name_violation(&mut outcome);
-        // Only a SIGKILL can be an OOM kill: the cgroup is read then, not on every request.
-        let z = &self.lease.zygote;
-        if let Some(cg) = &z.cgroup {
-            if matches!(outcome, Outcome::Signaled { signal, .. } if signal == libc::SIGKILL) {
-                let kills = cg.oom_kills();
-                if kills > z.oom_seen.swap(kills, Ordering::SeqCst) {
-                    outcome = Outcome::MemoryExceeded;
-                }
-            }
+        if let Some(cg) = &self.lease.zygote.cgroup {
+            outcome = crate::cgroup::oom_outcome(outcome, self.oom_before, || cg.oom_kills());
         }
         if (out_full || err_full)
             && matches!(
@@ -857,6 +849,8 @@ impl Pool {
             .inner
             .acquire(started + self.inner.cfg.acquire_timeout)?;
         let queued = started.elapsed();
+        // OOM kills in the zygote's cgroup before this request: only newer ones are its own.
+        let oom_before = lease.zygote.cgroup.as_ref().map_or(0, |cg| cg.oom_kills());
         let (host_end, guest_end) =
             Channel::pair().map_err(|e| PoolError::io("socketpair")(std::io::Error::other(e)))?;
         let request::Prepared {
@@ -934,6 +928,7 @@ impl Pool {
             wall,
             started,
             queued,
+            oom_before,
             done: false,
             direct,
         };
