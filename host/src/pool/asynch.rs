@@ -6,7 +6,8 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::{Pool, PoolError, Request, RunResult, Ticket, WALL_GRACE};
+use super::ticket::WALL_GRACE;
+use super::{Pool, PoolError, Request, RunResult, Ticket};
 
 /// A duplicate of the reply socket, owned by the `AsyncFd` registration.
 struct ReplyFd(OwnedFd);

@@ -1,5 +1,5 @@
 //! Health checks: the pings in flight and what a `Pong` may answer. Pure bookkeeping, no I/O, so
-//! it is unit-tested without processes; the maintenance thread (`pool/mod.rs`) does the sending
+//! it is unit-tested without processes; the maintenance thread (`pool/maintenance.rs`) does the sending
 //! and receiving, never while it holds the pool's state lock.
 //!
 //! ```text

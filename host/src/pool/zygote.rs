@@ -1,0 +1,97 @@
+//! One zygote as the host holds it: its process, its control socket, its container's cgroup
+//! and, with `Isolation::Reuse`, its current worker's direct channel; and how one is started.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use hatchery_protocol::Channel;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::Pid;
+
+use super::slots::SlotId;
+use crate::container::Container;
+use crate::error::Error;
+use crate::plan::Plan;
+use crate::spawn::{self, ShimProcess, StartSpec};
+
+/// What every zygote of a pool is started from.
+#[derive(Debug)]
+pub(super) struct ProfilePlan {
+    pub(super) container: Container,
+    pub(super) plan: Plan,
+}
+
+/// One live zygote.
+#[derive(Debug)]
+pub(super) struct Zygote {
+    pub(super) slot: SlotId,
+    pub(super) pid: Pid,
+    pub(super) raw_fd: RawFd,
+    /// Callers send requests; only the maintenance thread reads.
+    pub(super) chan: Mutex<Channel>,
+    pub(super) dead: AtomicBool,
+    /// Its container's cgroup (memory, pids, CPU limits), removed when the zygote goes.
+    pub(super) cgroup: Option<crate::cgroup::Cgroup>,
+    /// Reuse: the current worker's direct channel (set up by the first call; retired by
+    /// dropping it).
+    pub(super) direct: Mutex<Option<Direct>>,
+}
+
+/// A reuse worker's direct channel, as the host holds it. Dropping it retires the worker: the
+/// supervisor sees the hang-up and kills the worker's whole process tree.
+#[derive(Debug)]
+pub(super) struct Direct {
+    pub(super) chan: Channel,
+    pub(super) tenant: Option<String>,
+    /// Calls sent on it so far.
+    pub(super) calls: u64,
+}
+
+impl Direct {
+    /// Whether something (a `WorkerExited`, a hang-up) is waiting on it before any call was
+    /// sent: then the worker is gone and the channel must not be used.
+    pub(super) fn stale(&self) -> bool {
+        let mut p = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+        !matches!(poll(&mut p, PollTimeout::ZERO), Ok(0))
+    }
+}
+
+impl Zygote {
+    pub(super) fn kill(&self) {
+        if !self.dead.swap(true, Ordering::SeqCst) {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// Starts a zygote for `slot` and waits until it is ready. Blocks for the container's setup
+    /// (milliseconds). Returns what its container enforces.
+    pub(super) fn start(
+        p: &ProfilePlan,
+        slot: SlotId,
+    ) -> Result<(Zygote, hatchery_protocol::Features), Error> {
+        let fds: Vec<BorrowedFd<'_>> = p.plan.blob.iter().map(|b| b.as_fd()).collect();
+        let cgroup = crate::cgroup::Cgroup::create(&p.container.resources)?;
+        let mut shim: ShimProcess = spawn::start(StartSpec {
+            clone_flags: p.plan.clone_flags,
+            uid_maps: &p.container.uid_maps,
+            gid_maps: &p.container.gid_maps,
+            plan: p.plan.setup.clone(),
+            plan_fds: fds,
+            title: "hatchery:zygote",
+            cgroup: cgroup.as_ref(),
+        })?;
+        let ready = shim.await_ready("starting a zygote")?;
+        let raw_fd = shim.chan.as_fd().as_raw_fd();
+        let zygote = Zygote {
+            slot,
+            pid: shim.pid,
+            raw_fd,
+            chan: Mutex::new(shim.chan),
+            dead: AtomicBool::new(false),
+            cgroup,
+            direct: Mutex::new(None),
+        };
+        Ok((zygote, ready.features))
+    }
+}
