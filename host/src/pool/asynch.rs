@@ -1,7 +1,7 @@
 //! The async API (feature `tokio`). Cancel-safe: dropping a future before it completes drops
 //! its [`Ticket`], which closes the request's reply socket, and the zygote kills the request.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -50,7 +50,6 @@ impl Ticket {
 
     async fn readable_result(&mut self) -> Result<RunResult, PoolError> {
         let dup = self
-            .reply
             .as_fd()
             .try_clone_to_owned()
             .map_err(PoolError::io("dup the reply socket"))?;

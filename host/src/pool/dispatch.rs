@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::{Channel, Message, ProtocolError};
+use hatchery_protocol::{Channel, Message};
 
 use super::request::{self, Request, RunResult};
 use super::ticket::Ticket;
@@ -129,51 +129,36 @@ impl Pool {
                     let start = Message::Worker(hatchery_protocol::Worker {
                         output_bytes: wire.limits.output_bytes,
                     });
-                    lock_any(&lease.zygote.chan).send(&start, &[theirs.as_fd()], send_by)?;
+                    lock_any(&lease.zygote.tx).send(&start, &[theirs.as_fd()], send_by)?;
+                    let (tx, rx) = ours.with_max_frame(REPLY_MAX_FRAME).split();
                     Ok(Direct {
-                        chan: ours,
+                        tx,
+                        rx,
                         tenant: tenant.clone(),
                         calls: 0,
                     })
                 }),
             };
-            match d {
-                Ok(mut d) => {
-                    let sent = d
-                        .chan
-                        .send(&Message::Request(Box::new(wire)), &borrowed, send_by);
-                    d.calls += 1;
-                    let copy = d.chan.as_fd().try_clone_to_owned();
-                    direct = Some(d);
-                    match copy {
-                        Ok(c) => sent.map(|()| Some(Channel::new(c))),
-                        Err(e) => Err(ProtocolError::Io {
-                            op: "dup",
-                            source: nix::errno::Errno::from_raw(
-                                e.raw_os_error().unwrap_or(libc::EMFILE),
-                            ),
-                        }),
-                    }
-                }
-                Err(e) => Err(e),
-            }
+            d.and_then(|mut d| {
+                let sent =
+                    d.tx.send(&Message::Request(Box::new(wire)), &borrowed, send_by);
+                d.calls += 1;
+                direct = Some(d);
+                sent
+            })
         } else {
-            lock_any(&lease.zygote.chan)
-                .send(&Message::Request(Box::new(wire)), &borrowed, send_by)
-                .map(|()| None)
+            lock_any(&lease.zygote.tx).send(&Message::Request(Box::new(wire)), &borrowed, send_by)
         };
         drop(borrowed);
         drop(fds);
         drop(guest_end);
-        let (reply, sent) = match sent {
-            Ok(Some(copy)) => (copy, Ok(())),
-            Ok(None) => (host_end, Ok(())),
-            Err(e) => (host_end, Err(e)),
-        };
+        // The request's own reply socket: only its receiving half is kept (a reuse call is
+        // answered on its worker's direct channel instead).
+        let (_, reply) = host_end.with_max_frame(REPLY_MAX_FRAME).split();
         let mut ticket = Ticket {
             lease,
             id,
-            reply: reply.with_max_frame(REPLY_MAX_FRAME),
+            reply,
             stdout,
             stderr,
             wall,

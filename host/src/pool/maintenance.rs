@@ -2,11 +2,12 @@
 //! waiting requests), retiring them (recycling, idle shrink, dedicated use), health checks,
 //! replacing dead or wedged ones, and stopping everything.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use hatchery_protocol::transport::Receiver;
 use hatchery_protocol::{Message, Ping, ProtocolError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -184,7 +185,7 @@ pub(super) fn run(weak: Weak<Inner>) {
             (wedged, to_ping)
         };
         for (z, nonce) in to_ping {
-            let sent = lock_any(&z.chan).send(
+            let sent = lock_any(&z.tx).send(
                 &Message::Ping(Ping { nonce }),
                 &[],
                 Some(now + inner.cfg.health_timeout),
@@ -197,24 +198,23 @@ pub(super) fn run(weak: Weak<Inner>) {
             tracing::warn!(?slot, "zygote failed its health check; replacing it");
             inner.discard(slot, true);
         }
-        // Wait for pongs, hangups or a wake-up.
-        // Holding the zygotes keeps their sockets open while we poll them.
+        // Wait for pongs, hangups or a wake-up. Holding the zygotes keeps their sockets open
+        // while we poll them; only this thread receives on them, so their receivers stay locked
+        // for the poll and the reads without ever making a sender wait.
         let watch: Vec<Arc<Zygote>> = lock(&inner.state).zygotes.values().cloned().collect();
-        let wake_fd = inner.wake.as_raw_fd();
+        let mut receivers: Vec<MutexGuard<'_, Receiver>> =
+            watch.iter().map(|z| lock_any(&z.rx)).collect();
         let tick = inner
             .cfg
             .health_interval
             .min(inner.cfg.health_timeout)
             .min(Duration::from_millis(500));
         let ready = {
-            let borrowed: Vec<BorrowedFd<'_>> = watch
+            let mut pfds: Vec<PollFd<'_>> = receivers
                 .iter()
-                .map(|z| borrow(z.raw_fd))
+                .map(|rx| rx.as_fd())
                 .chain(std::iter::once(inner.wake.as_fd()))
-                .collect();
-            let mut pfds: Vec<PollFd<'_>> = borrowed
-                .iter()
-                .map(|b| PollFd::new(*b, PollFlags::POLLIN))
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
             let ms = tick.as_millis().min(i32::MAX as u128) as i32;
             let _ = poll(
@@ -227,14 +227,14 @@ pub(super) fn run(weak: Weak<Inner>) {
         };
         if ready.last().copied().unwrap_or(false) {
             let mut buf = [0u8; 8];
-            let _ = nix::unistd::read(wake_fd, &mut buf);
+            let _ = nix::unistd::read(inner.wake.as_raw_fd(), &mut buf);
         }
-        for (z, hit) in watch.iter().zip(ready.iter()) {
+        for ((z, rx), hit) in watch.iter().zip(receivers.iter_mut()).zip(ready.iter()) {
             if !hit || z.dead.load(Ordering::SeqCst) {
                 continue;
             }
             let slot = &z.slot;
-            let got = lock_any(&z.chan).recv(Some(Instant::now()));
+            let got = rx.recv(Some(Instant::now()));
             match got {
                 Ok(r) => match r.message {
                     Message::Pong(p) => {
@@ -263,15 +263,7 @@ pub(super) fn run(weak: Weak<Inner>) {
                 }
             }
         }
+        drop(receivers);
         drop(inner);
-    }
-}
-
-fn borrow<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    #[allow(unsafe_code)]
-    // SAFETY: `fd` is the socket of a zygote whose `Arc` the caller holds for as long as it uses
-    // the result (the `watch` list of one maintenance iteration), so the socket stays open.
-    unsafe {
-        BorrowedFd::borrow_raw(fd)
     }
 }

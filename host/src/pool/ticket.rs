@@ -5,7 +5,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::{Channel, Kind, Message, Outcome, ProtocolError};
+use hatchery_protocol::transport::Receiver;
+use hatchery_protocol::{Kind, Message, Outcome, ProtocolError};
 
 use super::dispatch::Lease;
 use super::request::{self, RunResult, Timings, Usage};
@@ -22,7 +23,7 @@ pub(super) const WALL_GRACE: Duration = Duration::from_secs(2);
 pub struct Ticket {
     // Field order is drop order: the reply socket closes (the zygote sees the cancellation)
     // before the lease is released and the zygote can be handed the next request.
-    pub(super) reply: Channel,
+    pub(super) reply: Receiver,
     pub(super) id: u64,
     pub(super) stdout: Option<(std::fs::File, u64)>,
     pub(super) stderr: Option<(std::fs::File, u64)>,
@@ -33,9 +34,9 @@ pub struct Ticket {
     pub(super) oom_before: u64,
     /// The one result (or error) was received.
     pub(super) done: bool,
-    /// A reuse call: the worker's channel (`reply` is a copy of it), handed back to the zygote
-    /// when the call succeeded and the worker may serve again; dropped (retiring the worker)
-    /// otherwise.
+    /// A reuse call: the worker's direct channel, on which the answer comes (instead of
+    /// `reply`); handed back to the zygote when the call succeeded and the worker may serve
+    /// again, dropped (retiring the worker) otherwise.
     pub(super) direct: Option<Direct>,
     pub(super) lease: Lease,
 }
@@ -43,11 +44,12 @@ pub struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.done && self.direct.is_none() {
-            // Cancelled (a reuse call is cancelled by dropping its worker's channel). Tell the zygote on its control socket, before the lease is released and
-            // the zygote can be handed the next request: closing the reply socket alone is not
-            // enough, as a copy of it may briefly live on in a child this process is spawning.
+            // Cancelled (a reuse call is cancelled by dropping its worker's channel). Tell the
+            // zygote on its control socket, before the lease is released and the zygote can be
+            // handed the next request: closing the reply socket alone is not enough, as a copy
+            // of it may briefly live on in a child this process is spawning.
             let cancel = Message::Cancel(hatchery_protocol::Cancel { id: self.id });
-            let _ = lock_any(&self.lease.zygote.chan).send(
+            let _ = lock_any(&self.lease.zygote.tx).send(
                 &cancel,
                 &[],
                 Some(Instant::now() + Duration::from_millis(100)),
@@ -64,7 +66,19 @@ impl Ticket {
 
     /// The reply socket, for event loops (readable once the result is in).
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.reply.as_fd()
+        match &self.direct {
+            Some(d) => d.rx.as_fd(),
+            None => self.reply.as_fd(),
+        }
+    }
+
+    /// Where the result comes from: the request's reply socket, or a reuse call's direct
+    /// channel.
+    fn replies(&mut self) -> &mut Receiver {
+        match &mut self.direct {
+            Some(d) => &mut d.rx,
+            None => &mut self.reply,
+        }
     }
 
     pub(super) fn lost(&mut self, e: ProtocolError) -> PoolError {
@@ -106,7 +120,7 @@ impl Ticket {
     }
 
     fn receive(&mut self, deadline: Option<Instant>) -> Result<RunResult, PoolError> {
-        let received = match self.reply.recv(deadline) {
+        let received = match self.replies().recv(deadline) {
             Ok(r) => r,
             Err(ProtocolError::Timeout { .. }) if self.direct.is_some() => {
                 self.done = true;
@@ -124,7 +138,7 @@ impl Ticket {
 
     /// Non-blocking: the result if it is in.
     pub fn try_wait(&mut self) -> Result<Option<RunResult>, PoolError> {
-        match self.reply.recv(Some(Instant::now())) {
+        match self.replies().recv(Some(Instant::now())) {
             Ok(r) => self.finish(r.message).map(Some),
             Err(ProtocolError::Timeout { .. }) => Ok(None),
             Err(e) => Err(self.lost(e)),

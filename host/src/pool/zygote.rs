@@ -1,11 +1,11 @@
 //! One zygote as the host holds it: its process, its control socket, its container's cgroup
 //! and, with `Isolation::Reuse`, its current worker's direct channel; and how one is started.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use hatchery_protocol::Channel;
+use hatchery_protocol::transport::{Receiver, Sender};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
@@ -27,9 +27,11 @@ pub(super) struct ProfilePlan {
 pub(super) struct Zygote {
     pub(super) slot: SlotId,
     pub(super) pid: Pid,
-    pub(super) raw_fd: RawFd,
-    /// Callers send requests; only the maintenance thread reads.
-    pub(super) chan: Mutex<Channel>,
+    /// The control socket's sending half: callers send requests, cancellations and worker
+    /// starts, the maintenance thread pings.
+    pub(super) tx: Mutex<Sender>,
+    /// Its receiving half: only the maintenance thread reads (pongs, hang-ups).
+    pub(super) rx: Mutex<Receiver>,
     pub(super) dead: AtomicBool,
     /// Its container's cgroup (memory, pids, CPU limits), removed when the zygote goes.
     pub(super) cgroup: Option<crate::cgroup::Cgroup>,
@@ -38,11 +40,13 @@ pub(super) struct Zygote {
     pub(super) direct: Mutex<Option<Direct>>,
 }
 
-/// A reuse worker's direct channel, as the host holds it. Dropping it retires the worker: the
+/// A reuse worker's direct channel, as the host holds it: calls go out on `tx`, their answers
+/// (and the supervisor's `WorkerExited`) come back on `rx`. Dropping it retires the worker: the
 /// supervisor sees the hang-up and kills the worker's whole process tree.
 #[derive(Debug)]
 pub(super) struct Direct {
-    pub(super) chan: Channel,
+    pub(super) tx: Sender,
+    pub(super) rx: Receiver,
     pub(super) tenant: Option<String>,
     /// Calls sent on it so far.
     pub(super) calls: u64,
@@ -52,7 +56,7 @@ impl Direct {
     /// Whether something (a `WorkerExited`, a hang-up) is waiting on it before any call was
     /// sent: then the worker is gone and the channel must not be used.
     pub(super) fn stale(&self) -> bool {
-        let mut p = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
+        let mut p = [PollFd::new(self.rx.as_fd(), PollFlags::POLLIN)];
         !matches!(poll(&mut p, PollTimeout::ZERO), Ok(0))
     }
 }
@@ -82,12 +86,12 @@ impl Zygote {
             cgroup: cgroup.as_ref(),
         })?;
         let ready = shim.await_ready("starting a zygote")?;
-        let raw_fd = shim.chan.as_fd().as_raw_fd();
+        let (tx, rx) = shim.chan.split();
         let zygote = Zygote {
             slot,
             pid: shim.pid,
-            raw_fd,
-            chan: Mutex::new(shim.chan),
+            tx: Mutex::new(tx),
+            rx: Mutex::new(rx),
             dead: AtomicBool::new(false),
             cgroup,
             direct: Mutex::new(None),
