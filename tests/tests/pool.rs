@@ -204,6 +204,34 @@ fn a_killed_zygote_is_replaced_and_in_flight_requests_get_zygote_lost() {
 }
 
 #[test]
+fn a_zygotes_process_title_names_its_slot() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(2)
+        .max_zygotes(2)
+        .build()
+        .unwrap();
+    let mut slots: Vec<u64> = p
+        .zygote_pids()
+        .iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            let title = String::from_utf8_lossy(&cmdline);
+            let title = title.trim_end_matches('\0');
+            let slot = title.strip_prefix("hatchery:zygote:");
+            slot.and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("zygote {pid} is titled {title:?}"))
+        })
+        .collect();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), 2, "one slot per zygote: {slots:?}");
+}
+
+#[test]
 fn a_stopped_zygote_fails_its_health_check_and_is_replaced() {
     if !ready() {
         return;

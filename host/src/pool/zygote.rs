@@ -69,20 +69,23 @@ impl Zygote {
     }
 
     /// Starts a zygote for `slot` and waits until it is ready. Blocks for the container's setup
-    /// (milliseconds). Returns what its container enforces.
+    /// (milliseconds). Its process title is `hatchery:zygote:<slot>`. Returns what its
+    /// container enforces.
     pub(super) fn start(
         p: &ProfilePlan,
         slot: SlotId,
     ) -> Result<(Zygote, hatchery_protocol::Features), Error> {
         let fds: Vec<BorrowedFd<'_>> = p.plan.blob.iter().map(|b| b.as_fd()).collect();
         let cgroup = crate::cgroup::Cgroup::create(&p.container.resources)?;
+        // `ps` shows which slot a zygote serves.
+        let title = format!("hatchery:zygote:{slot}");
         let mut shim: ShimProcess = spawn::start(StartSpec {
             clone_flags: p.plan.clone_flags,
             uid_maps: &p.container.uid_maps,
             gid_maps: &p.container.gid_maps,
             plan: p.plan.setup.clone(),
             plan_fds: fds,
-            title: "hatchery:zygote",
+            title: &title,
             cgroup: cgroup.as_ref(),
         })?;
         let ready = shim.await_ready("starting a zygote")?;
