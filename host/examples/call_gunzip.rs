@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use hatchery::pool::{CallError, Request};
+use hatchery::pool::{CallError, CallRequest};
 use hatchery::{Isolation, Pool};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         pool.call("gunzip", &gz)?
     } else {
         pool.call_request(
-            Request::call("gunzip_stdin", Vec::new())
+            CallRequest::new("gunzip_stdin", Vec::new())
                 .stdin_bytes(gz.clone())
                 .wall_time(Duration::from_secs(10)),
         )?

@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hatchery::pool::{CallError, Request};
+use hatchery::pool::{CallError, CallRequest};
 use hatchery::{Isolation, Outcome, Pool};
 use hatchery_tests::{helper, require, user_namespaces_work};
 
@@ -53,7 +53,7 @@ fn exports_and_typed_calls() {
     assert_eq!(a, b);
     // Large inputs travel as stdin.
     let r = p
-        .call_request(Request::call("stdin", Vec::new()).stdin_bytes(vec![7u8; 1 << 20]))
+        .call_request(CallRequest::new("stdin", Vec::new()).stdin_bytes(vec![7u8; 1 << 20]))
         .unwrap();
     assert_eq!(r.output, b"1048576");
 }
@@ -77,7 +77,7 @@ fn typed_errors_for_every_failure() {
         let bad: Result<Sum, _> = p.call_typed("add", &"not a struct");
         assert!(matches!(bad, Err(CallError::Decode(_))), "{bad:?}");
         let big = p.call_request(
-            Request::call("big", b"5000".to_vec()).stdout(hatchery::pool::Sink::Capture(1000)),
+            CallRequest::new("big", b"5000".to_vec()).stdout(hatchery::pool::Sink::Capture(1000)),
         );
         assert!(matches!(big, Err(CallError::OutputTooLarge)), "{big:?}");
         assert!(matches!(
@@ -106,7 +106,7 @@ fn timeouts_inside_an_export_kill_the_call_and_the_pool_heals() {
         for _ in 0..3 {
             let t = Instant::now();
             let r = p.call_request(
-                Request::call("sleep", b"10000".to_vec()).wall_time(Duration::from_millis(200)),
+                CallRequest::new("sleep", b"10000".to_vec()).wall_time(Duration::from_millis(200)),
             );
             assert!(
                 matches!(r, Err(CallError::Ended(Outcome::TimedOut))),
@@ -230,7 +230,9 @@ fn the_gunzip_example_helper_does_real_work() {
             "{iso:?}"
         );
         let via_stdin = p
-            .call_request(Request::call("gunzip_stdin", Vec::new()).stdin_bytes(compressed.clone()))
+            .call_request(
+                CallRequest::new("gunzip_stdin", Vec::new()).stdin_bytes(compressed.clone()),
+            )
             .unwrap();
         assert_eq!(via_stdin.output, original);
         assert!(
@@ -248,7 +250,9 @@ fn cancelling_a_reused_call_kills_its_worker_and_the_next_call_gets_a_new_one() 
     assert_eq!(p.call("count", b"").unwrap().output, b"1");
     assert_eq!(p.call("count", b"").unwrap().output, b"2");
     for i in 0..6 {
-        let t = p.submit(Request::call("sleep", b"10000".to_vec())).unwrap();
+        let t = p
+            .submit(CallRequest::new("sleep", b"10000".to_vec()))
+            .unwrap();
         // Dropped while it runs, or before the worker even announced it to the helper's PID 1.
         if i % 2 == 0 {
             std::thread::sleep(Duration::from_millis(50));

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hatchery::pool::{CallError, Request, Sink};
+use hatchery::pool::{CallError, CallRequest, Sink};
 use hatchery::{Isolation, Outcome, Pool};
 use hatchery_tests::{helper, require, user_namespaces_work};
 
@@ -32,7 +32,7 @@ const REUSE: Isolation = Isolation::Reuse { max_requests: 100 };
 
 fn text(p: &Pool, export: &str, arg: &[u8]) -> String {
     let out = p
-        .call_request(Request::call(export, arg.to_vec()).wall_time(Duration::from_secs(5)))
+        .call_request(CallRequest::new(export, arg.to_vec()).wall_time(Duration::from_secs(5)))
         .unwrap_or_else(|e| panic!("{export}: {e:?}"));
     String::from_utf8_lossy(&out.output).into_owned()
 }
@@ -41,7 +41,7 @@ fn text(p: &Pool, export: &str, arg: &[u8]) -> String {
 /// attack planted in the worker may have taken this call off the worker's channel (calls of one
 /// worker share it by design), and then only the deadline ends it.
 fn recycle_worker(p: &Pool) {
-    let r = p.call_request(Request::call("fail", Vec::new()).wall_time(Duration::from_secs(2)));
+    let r = p.call_request(CallRequest::new("fail", Vec::new()).wall_time(Duration::from_secs(2)));
     assert!(
         matches!(
             r,
@@ -111,7 +111,8 @@ fn an_output_flood_is_output_too_large_and_bounded() {
     }
     for iso in [Isolation::Fresh, REUSE] {
         let p = pool(iso);
-        let r = p.call_request(Request::call("flood", Vec::new()).stdout(Sink::Capture(1 << 20)));
+        let r =
+            p.call_request(CallRequest::new("flood", Vec::new()).stdout(Sink::Capture(1 << 20)));
         assert!(
             matches!(r, Err(CallError::OutputTooLarge)),
             "{iso:?}: {r:?}"
@@ -156,7 +157,7 @@ fn named_fd_targets_never_clobber_the_sandboxs_own_fds() {
     for iso in [Isolation::Fresh, REUSE] {
         let p = pool(iso);
         assert_eq!(text(&p, "echo", b"warm"), "warm");
-        let mut req = Request::call("named", Vec::new()).wall_time(Duration::from_secs(5));
+        let mut req = CallRequest::new("named", Vec::new()).wall_time(Duration::from_secs(5));
         for t in 3..=20 {
             let f = std::fs::File::open("/dev/null").unwrap();
             req = req.fd(&format!("f{t}"), f, t);

@@ -7,7 +7,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::ticket::WALL_GRACE;
-use super::{Pool, PoolError, Request, RunResult, Ticket};
+use super::{AnyRequest, Pool, PoolError, RunResult, Ticket};
 
 /// A duplicate of the reply socket, owned by the `AsyncFd` registration.
 struct ReplyFd(OwnedFd);
@@ -22,7 +22,8 @@ impl Pool {
     /// Runs a request without blocking the runtime: waiting for a zygote happens on tokio's
     /// blocking pool, waiting for the result on the reactor. Needs a runtime with I/O and time
     /// drivers enabled.
-    pub async fn run_async(&self, request: Request) -> Result<RunResult, PoolError> {
+    pub async fn run_async(&self, request: impl Into<AnyRequest>) -> Result<RunResult, PoolError> {
+        let request = request.into();
         let pool = self.clone();
         let ticket = tokio::task::spawn_blocking(move || pool.submit(request))
             .await

@@ -33,7 +33,7 @@ pub enum Isolation {
     /// Call mode only: one long-lived worker per zygote (forked once from the warm helper) serves
     /// calls without forking, like a reused wasm instance. It is recycled after `max_requests`
     /// calls, after any call that did not succeed (error, panic, signal, timeout, output cap),
-    /// on cancellation, and when a call carries another tenant ([`Request::tenant`](super::Request::tenant)). State
+    /// on cancellation, and when a call carries another tenant ([`CallRequest::tenant`](super::CallRequest::tenant)). State
     /// (memory, `/tmp`, processes it forked) persists across the calls of one worker, never
     /// across workers: retiring one kills its whole process tree and cleans up.
     Reuse {
@@ -102,7 +102,7 @@ impl PoolBuilder {
     /// Call mode: the zygotes run this helper binary (a program that links `hatchery-guest` and
     /// calls `Exports::serve`), mounted read-only at [`HELPER_PATH`] in the container and exec'd
     /// by the shim once the container is built and every privilege is dropped. Requests are then
-    /// [`Request::call`](super::Request::call)s, made with [`Pool::call`] or [`Pool::call_typed`].
+    /// [`CallRequest`](super::CallRequest)s, made with [`Pool::call`] or [`Pool::call_typed`].
     pub fn call_helper(mut self, host_path: impl AsRef<std::path::Path>) -> Self {
         self.helper = Some(host_path.as_ref().to_path_buf());
         self

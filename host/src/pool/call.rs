@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use hatchery_protocol::{CallStatus, Outcome};
 
-use super::{Pool, PoolError, Request, RunResult, Timings, Usage};
+use super::{CallRequest, Pool, PoolError, RunResult, Timings, Usage};
 
 /// What a successful call returned.
 #[derive(Debug, Clone)]
@@ -75,16 +75,13 @@ impl Pool {
     /// Calls `export` of the pool's call-mode helper with `arg`, in a fresh process forked from
     /// the warm helper (or its reuse worker), and returns the result bytes.
     pub fn call(&self, export: &str, arg: &[u8]) -> Result<CallOutput, CallError> {
-        interpret(export, self.run(Request::call(export, arg))?)
+        interpret(export, self.run(CallRequest::new(export, arg))?)
     }
 
-    /// [`call`](Pool::call) with a request built by hand (limits, stdin, named fds).
-    pub fn call_request(&self, request: Request) -> Result<CallOutput, CallError> {
-        let export = request
-            .call
-            .as_ref()
-            .map(|(e, _)| e.clone())
-            .unwrap_or_default();
+    /// [`call`](Pool::call) with a [`CallRequest`] built by hand (limits, stdin, named fds,
+    /// tenant).
+    pub fn call_request(&self, request: CallRequest) -> Result<CallOutput, CallError> {
+        let export = request.export().to_string();
         interpret(&export, self.run(request)?)
     }
 
@@ -103,7 +100,7 @@ impl Pool {
     /// Async [`call`](Pool::call); cancel-safe like [`Pool::run_async`].
     #[cfg(feature = "tokio")]
     pub async fn call_async(&self, export: &str, arg: &[u8]) -> Result<CallOutput, CallError> {
-        interpret(export, self.run_async(Request::call(export, arg)).await?)
+        interpret(export, self.run_async(CallRequest::new(export, arg)).await?)
     }
 
     /// Async [`call_typed`](Pool::call_typed).

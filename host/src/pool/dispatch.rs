@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use hatchery_protocol::{Channel, Message};
 
-use super::request::{self, Request, RunResult};
+use super::request::{self, AnyRequest, RunResult};
 use super::ticket::Ticket;
 use super::zygote::{Direct, Zygote};
 use super::{lock, lock_any, Inner, Pool, PoolError};
@@ -85,15 +85,16 @@ impl Drop for Lease {
 
 impl Pool {
     /// Runs a request to its end: waits for a zygote, dispatches, waits for the result.
-    pub fn run(&self, request: Request) -> Result<RunResult, PoolError> {
+    pub fn run(&self, request: impl Into<AnyRequest>) -> Result<RunResult, PoolError> {
         self.submit(request)?.wait()
     }
 
     /// Dispatches a request and returns its [`Ticket`] without waiting for the result.
-    pub fn submit(&self, request: Request) -> Result<Ticket, PoolError> {
+    pub fn submit(&self, request: impl Into<AnyRequest>) -> Result<Ticket, PoolError> {
+        let request = request.into();
         let started = Instant::now();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let tenant = request.tenant.clone();
+        let tenant = request.tenant().map(str::to_owned);
         let prepared = request.prepare(id, self.inner.cfg.default_wall)?;
         let wall = prepared.wire.limits.wall_time_us.map(Duration::from_micros);
         let lease = self

@@ -65,8 +65,8 @@ pub use profile::{
     add_system_dirs, default_profile, etc_is_secret, DEFAULT_TMP_BYTES, ETC_NEVER, ETC_SHARED,
 };
 pub use request::{
-    sealed_memfd, Input, Request, RunResult, Sink, Timings, Usage, DEFAULT_STDERR_LIMIT,
-    DEFAULT_STDOUT_LIMIT, MAX_INLINE_ARG,
+    sealed_memfd, AnyRequest, CallRequest, Input, Request, RunResult, Sink, Timings, Usage,
+    DEFAULT_STDERR_LIMIT, DEFAULT_STDOUT_LIMIT, MAX_INLINE_ARG,
 };
 use slots::{SlotId, Slots};
 pub use ticket::Ticket;

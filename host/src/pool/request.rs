@@ -1,4 +1,5 @@
-//! What a request carries in ([`Request`]) and what comes back ([`RunResult`]).
+//! What a request carries in (an exec [`Request`] or a [`CallRequest`], either an [`AnyRequest`])
+//! and what comes back ([`RunResult`]).
 //!
 //! Inputs and outputs are fds, never paths. Bytes given as stdin go into a sealed memfd (the
 //! helper reads immutable input from it, no pipe, no copy on its side); a file or a pipe can be
@@ -57,35 +58,21 @@ pub enum Sink {
     Fd(OwnedFd),
 }
 
-/// One request: a program to run in a fresh process of a warm zygote.
+/// What exec requests and calls share: stdio, named fds and limits.
 #[derive(Debug)]
-pub struct Request {
-    /// `Some((export, arg))` for a call to a call-mode helper.
-    pub(crate) call: Option<(String, Vec<u8>)>,
-    pub(crate) program: OsString,
-    pub(crate) args: Vec<OsString>,
-    pub(crate) env: Vec<(OsString, OsString)>,
-    pub(crate) cwd: Option<PathBuf>,
-    pub(crate) stdin: Input,
-    pub(crate) stdout: Sink,
-    pub(crate) stderr: Sink,
-    pub(crate) named: Vec<(String, OwnedFd, i32)>,
-    pub(crate) wall_time: Option<Duration>,
-    pub(crate) tmp_bytes: Option<u64>,
-    pub(crate) rlimits: Vec<Rlimit>,
-    pub(crate) tenant: Option<String>,
+struct Common {
+    stdin: Input,
+    stdout: Sink,
+    stderr: Sink,
+    named: Vec<(String, OwnedFd, i32)>,
+    wall_time: Option<Duration>,
+    tmp_bytes: Option<u64>,
+    rlimits: Vec<Rlimit>,
 }
 
-impl Request {
-    /// Runs `program` (searched on the request's `PATH`, or the default PATH, inside the
-    /// container when it has no `/`). argv\[0\] is `program`. The environment starts empty.
-    pub fn exec(program: impl AsRef<OsStr>) -> Request {
-        Request {
-            call: None,
-            program: program.as_ref().to_os_string(),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
+impl Default for Common {
+    fn default() -> Common {
+        Common {
             stdin: Input::Null,
             stdout: Sink::Capture(DEFAULT_STDOUT_LIMIT),
             stderr: Sink::Capture(DEFAULT_STDERR_LIMIT),
@@ -93,27 +80,91 @@ impl Request {
             wall_time: None,
             tmp_bytes: None,
             rlimits: Vec::new(),
-            tenant: None,
         }
     }
+}
 
-    /// Calls `export` of a call-mode helper with `arg` (at most [`MAX_INLINE_ARG`] bytes; pass
-    /// larger inputs as stdin, e.g. [`stdin_bytes`](Request::stdin_bytes), and read them with
-    /// `Call::stdin`). The result comes back as stdout.
-    pub fn call(export: &str, arg: impl Into<Vec<u8>>) -> Request {
+/// An exec request: a program to run in a fresh process of a warm zygote. Calls to a call-mode
+/// helper are [`CallRequest`]s.
+#[derive(Debug)]
+pub struct Request {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    cwd: Option<PathBuf>,
+    common: Common,
+}
+
+/// A call to an export of a call-mode helper ([`PoolBuilder::call_helper`]), run with
+/// [`Pool::call_request`] (or [`Pool::run`] / [`Pool::submit`] for the raw [`RunResult`]).
+/// It has the stdio, fds and limits of an exec [`Request`], but no program, arguments,
+/// environment or working directory: the helper is already running.
+///
+/// ```no_run
+/// use hatchery::pool::{CallRequest, Sink};
+/// # fn f(pool: &hatchery::Pool) -> Result<(), hatchery::pool::CallError> {
+/// let out = pool.call_request(
+///     CallRequest::new("gunzip_stdin", Vec::new())
+///         .stdin_bytes(std::fs::read("big.gz").unwrap())
+///         .stdout(Sink::Capture(256 << 20)),
+/// )?;
+/// println!("{} bytes", out.output.len());
+/// # Ok(()) }
+/// ```
+///
+/// A call has no arguments to add:
+///
+/// ```compile_fail
+/// let call = hatchery::pool::CallRequest::new("add", b"1 2".to_vec()).arg("3");
+/// ```
+///
+/// [`PoolBuilder::call_helper`]: crate::pool::PoolBuilder::call_helper
+/// [`Pool::call_request`]: crate::Pool::call_request
+/// [`Pool::run`]: crate::Pool::run
+/// [`Pool::submit`]: crate::Pool::submit
+#[derive(Debug)]
+pub struct CallRequest {
+    export: String,
+    arg: Vec<u8>,
+    tenant: Option<String>,
+    common: Common,
+}
+
+/// Either kind of request. [`Pool::run`](crate::Pool::run), [`Pool::submit`](crate::Pool::submit)
+/// and `Pool::run_async` take anything that converts into it: a [`Request`] or a
+/// [`CallRequest`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyRequest {
+    /// Run a program.
+    Exec(Request),
+    /// Call an export.
+    Call(CallRequest),
+}
+
+impl From<Request> for AnyRequest {
+    fn from(r: Request) -> AnyRequest {
+        AnyRequest::Exec(r)
+    }
+}
+
+impl From<CallRequest> for AnyRequest {
+    fn from(r: CallRequest) -> AnyRequest {
+        AnyRequest::Call(r)
+    }
+}
+
+impl Request {
+    /// Runs `program` (searched on the request's `PATH`, or the default PATH, inside the
+    /// container when it has no `/`). argv\[0\] is `program`. The environment starts empty.
+    pub fn exec(program: impl AsRef<OsStr>) -> Request {
         Request {
-            call: Some((export.to_string(), arg.into())),
-            ..Request::exec("")
+            program: program.as_ref().to_os_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            common: Common::default(),
         }
-    }
-
-    /// Call mode with `Isolation::Reuse`: the tenant this call belongs to. A reuse worker only
-    /// ever serves calls of one tenant: a call with another key (or none, after calls with one)
-    /// gets a new worker, so no state of one tenant's calls is ever seen by another's. Costs a
-    /// worker start (a fork of the warm helper) whenever the tenant changes on a zygote.
-    pub fn tenant(mut self, key: impl Into<String>) -> Self {
-        self.tenant = Some(key.into());
-        self
     }
 
     /// Adds an argument.
@@ -145,60 +196,100 @@ impl Request {
         self.cwd = Some(dir.into());
         self
     }
+}
 
-    /// stdin from bytes (a sealed memfd).
-    pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Input::Bytes(bytes.into());
-        self
+impl CallRequest {
+    /// Calls `export` of a call-mode helper with `arg` (at most [`MAX_INLINE_ARG`] bytes; pass
+    /// larger inputs as stdin, e.g. [`stdin_bytes`](CallRequest::stdin_bytes), and read them
+    /// with `Call::stdin`). The result comes back as stdout.
+    pub fn new(export: &str, arg: impl Into<Vec<u8>>) -> CallRequest {
+        CallRequest {
+            export: export.to_string(),
+            arg: arg.into(),
+            tenant: None,
+            common: Common::default(),
+        }
     }
 
-    /// stdin from any fd (file, pipe, memfd).
-    pub fn stdin_fd(mut self, fd: impl Into<OwnedFd>) -> Self {
-        self.stdin = Input::Fd(fd.into());
-        self
+    /// The export called.
+    pub fn export(&self) -> &str {
+        &self.export
     }
 
-    /// Where stdout goes (default: captured, up to 64 MiB).
-    pub fn stdout(mut self, sink: Sink) -> Self {
-        self.stdout = sink;
-        self
-    }
-
-    /// Where stderr goes (default: captured, up to 1 MiB).
-    pub fn stderr(mut self, sink: Sink) -> Self {
-        self.stderr = sink;
-        self
-    }
-
-    /// Passes `fd` as fd number `target` (≥ 3); the helper also finds it through the
-    /// environment variable `HATCHERY_FD_<NAME>` (upper-cased).
-    pub fn fd(mut self, name: &str, fd: impl Into<OwnedFd>, target: i32) -> Self {
-        self.named.push((name.to_string(), fd.into(), target));
-        self
-    }
-
-    /// Kills the request (its whole process tree) after this long.
-    pub fn wall_time(mut self, limit: Duration) -> Self {
-        self.wall_time = Some(limit);
-        self
-    }
-
-    /// Size of the request's private tmpfs mounts (default: the profile's).
-    pub fn tmp_size(mut self, bytes: u64) -> Self {
-        self.tmp_bytes = Some(bytes);
-        self
-    }
-
-    /// A resource limit for this request (overrides the profile's).
-    pub fn rlimit(mut self, resource: Resource, soft: u64, hard: u64) -> Self {
-        self.rlimits.push(Rlimit {
-            resource,
-            soft,
-            hard,
-        });
+    /// With `Isolation::Reuse`: the tenant this call belongs to. A reuse worker only ever serves
+    /// calls of one tenant: a call with another key (or none, after calls with one) gets a new
+    /// worker, so no state of one tenant's calls is ever seen by another's. Costs a worker start
+    /// (a fork of the warm helper) whenever the tenant changes on a zygote.
+    pub fn tenant(mut self, key: impl Into<String>) -> Self {
+        self.tenant = Some(key.into());
         self
     }
 }
+
+/// The builder methods both request types share (on `self.common`).
+macro_rules! common_builders {
+    ($t:ident) => {
+        impl $t {
+            /// stdin from bytes (a sealed memfd).
+            pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+                self.common.stdin = Input::Bytes(bytes.into());
+                self
+            }
+
+            /// stdin from any fd (file, pipe, memfd).
+            pub fn stdin_fd(mut self, fd: impl Into<OwnedFd>) -> Self {
+                self.common.stdin = Input::Fd(fd.into());
+                self
+            }
+
+            /// Where stdout goes (default: captured, up to 64 MiB).
+            pub fn stdout(mut self, sink: Sink) -> Self {
+                self.common.stdout = sink;
+                self
+            }
+
+            /// Where stderr goes (default: captured, up to 1 MiB).
+            pub fn stderr(mut self, sink: Sink) -> Self {
+                self.common.stderr = sink;
+                self
+            }
+
+            /// Passes `fd` as fd number `target` (≥ 3); the helper also finds it through the
+            /// environment variable `HATCHERY_FD_<NAME>` (upper-cased).
+            pub fn fd(mut self, name: &str, fd: impl Into<OwnedFd>, target: i32) -> Self {
+                self.common
+                    .named
+                    .push((name.to_string(), fd.into(), target));
+                self
+            }
+
+            /// Kills the request (its whole process tree) after this long.
+            pub fn wall_time(mut self, limit: Duration) -> Self {
+                self.common.wall_time = Some(limit);
+                self
+            }
+
+            /// Size of the request's private tmpfs mounts (default: the profile's).
+            pub fn tmp_size(mut self, bytes: u64) -> Self {
+                self.common.tmp_bytes = Some(bytes);
+                self
+            }
+
+            /// A resource limit for this request (overrides the profile's).
+            pub fn rlimit(mut self, resource: Resource, soft: u64, hard: u64) -> Self {
+                self.common.rlimits.push(Rlimit {
+                    resource,
+                    soft,
+                    hard,
+                });
+                self
+            }
+        }
+    };
+}
+
+common_builders!(Request);
+common_builders!(CallRequest);
 
 /// A request turned into its wire message and the fds that go with it.
 pub(crate) struct Prepared {
@@ -224,11 +315,55 @@ pub fn sealed_memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd, PoolError> {
     crate::wire::sealed_memfd(name, bytes).map_err(PoolError::io("sealed memfd"))
 }
 
-impl Request {
+impl AnyRequest {
+    /// The tenant of a call (`None` for exec requests).
+    pub(crate) fn tenant(&self) -> Option<&str> {
+        match self {
+            AnyRequest::Call(c) => c.tenant.as_deref(),
+            AnyRequest::Exec(_) => None,
+        }
+    }
+
+    /// The wire message and its fds; request `id`, `default_wall` unless the request has its
+    /// own wall-time limit.
     pub(crate) fn prepare(
         self,
         id: u64,
         default_wall: Option<Duration>,
+    ) -> Result<Prepared, PoolError> {
+        match self {
+            AnyRequest::Exec(r) => {
+                let work = Work::Exec(crate::wire::exec_spec(
+                    &r.program,
+                    &r.args,
+                    r.env.iter().map(|(k, v)| (k, v)),
+                    r.cwd.as_deref(),
+                ));
+                r.common.prepare(id, default_wall, work)
+            }
+            AnyRequest::Call(c) => {
+                if c.arg.len() > MAX_INLINE_ARG {
+                    return Err(PoolError::InvalidRequest {
+                        what: format!("call argument of {} bytes", c.arg.len()),
+                        reason: "larger than MAX_INLINE_ARG; pass it as stdin",
+                    });
+                }
+                let work = Work::Call {
+                    export: c.export,
+                    arg: hatchery_protocol::Bytes(c.arg),
+                };
+                c.common.prepare(id, default_wall, work)
+            }
+        }
+    }
+}
+
+impl Common {
+    fn prepare(
+        self,
+        id: u64,
+        default_wall: Option<Duration>,
+        work: Work,
     ) -> Result<Prepared, PoolError> {
         let mut fds: Vec<OwnedFd> = Vec::new();
         // Index 0 is the reply socket, added at dispatch.
@@ -285,26 +420,7 @@ impl Request {
         let wire = WireRequest {
             id,
             reply: 0,
-            work: match self.call {
-                Some((export, arg)) => {
-                    if arg.len() > MAX_INLINE_ARG {
-                        return Err(PoolError::InvalidRequest {
-                            what: format!("call argument of {} bytes", arg.len()),
-                            reason: "larger than MAX_INLINE_ARG; pass it as stdin",
-                        });
-                    }
-                    Work::Call {
-                        export,
-                        arg: hatchery_protocol::Bytes(arg),
-                    }
-                }
-                None => Work::Exec(crate::wire::exec_spec(
-                    &self.program,
-                    &self.args,
-                    self.env.iter().map(|(k, v)| (k, v)),
-                    self.cwd.as_deref(),
-                )),
-            },
+            work,
             limits: RequestLimits {
                 wall_time_us: self
                     .wall_time
@@ -402,5 +518,121 @@ impl RunResult {
             Outcome::Exited(c) => Some(c),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    #[test]
+    fn an_exec_request_becomes_exec_work() {
+        let req = Request::exec("/bin/echo")
+            .arg("a")
+            .args(["b", "c"])
+            .env("K", "V")
+            .current_dir("/tmp");
+        let p = AnyRequest::from(req).prepare(7, None).unwrap();
+        assert_eq!(p.wire.id, 7);
+        let Work::Exec(spec) = &p.wire.work else {
+            panic!("{:?}", p.wire.work)
+        };
+        let argv: Vec<&[u8]> = spec.argv.iter().map(|a| a.0.as_slice()).collect();
+        assert_eq!(argv, [&b"/bin/echo"[..], b"a", b"b", b"c"]);
+        assert_eq!(spec.env[0].0, b"K=V");
+        assert_eq!(
+            spec.cwd.as_ref().map(|c| c.0.as_slice()),
+            Some(&b"/tmp"[..])
+        );
+    }
+
+    #[test]
+    fn a_call_request_becomes_call_work_with_its_tenant() {
+        let req = CallRequest::new("add", b"12".to_vec()).tenant("t1");
+        assert_eq!(req.export(), "add");
+        let any = AnyRequest::from(req);
+        assert_eq!(any.tenant(), Some("t1"));
+        let p = any.prepare(1, None).unwrap();
+        assert_eq!(
+            p.wire.work,
+            Work::Call {
+                export: "add".into(),
+                arg: hatchery_protocol::Bytes(b"12".to_vec()),
+            }
+        );
+        assert_eq!(AnyRequest::from(Request::exec("/bin/true")).tenant(), None);
+    }
+
+    #[test]
+    fn a_call_argument_past_the_inline_limit_is_refused() {
+        let big = CallRequest::new("echo", vec![0u8; MAX_INLINE_ARG + 1]);
+        assert!(matches!(
+            AnyRequest::from(big).prepare(1, None),
+            Err(PoolError::InvalidRequest { .. })
+        ));
+        let max = CallRequest::new("echo", vec![0u8; MAX_INLINE_ARG]);
+        assert!(AnyRequest::from(max).prepare(1, None).is_ok());
+    }
+
+    #[test]
+    fn both_kinds_share_stdio_fds_and_limits() {
+        let exec = Request::exec("/bin/true")
+            .stdin_bytes(b"in".to_vec())
+            .stdout(Sink::Capture(10))
+            .stderr(Sink::Null)
+            .fd("data", null(), 5)
+            .wall_time(Duration::from_millis(1500))
+            .tmp_size(1 << 20)
+            .rlimit(Resource::Nofile, 64, 64);
+        let call = CallRequest::new("f", Vec::new())
+            .stdin_bytes(b"in".to_vec())
+            .stdout(Sink::Capture(10))
+            .stderr(Sink::Null)
+            .fd("data", null(), 5)
+            .wall_time(Duration::from_millis(1500))
+            .tmp_size(1 << 20)
+            .rlimit(Resource::Nofile, 64, 64);
+        let a = AnyRequest::from(exec).prepare(1, None).unwrap();
+        let b = AnyRequest::from(call).prepare(1, None).unwrap();
+        for p in [&a, &b] {
+            // stdin memfd, stdout capture, the named fd; the reply socket comes at dispatch.
+            assert_eq!(p.fds.len(), 3);
+            assert_eq!(
+                p.wire.stdio,
+                [FdSlot::Passed(1), FdSlot::Passed(2), FdSlot::Null]
+            );
+            assert_eq!(p.wire.named[0].target, 5);
+            assert_eq!(p.wire.limits.wall_time_us, Some(1_500_000));
+            assert_eq!(p.wire.limits.output_bytes, Some(10));
+            assert_eq!(p.wire.limits.tmp_bytes, Some(1 << 20));
+            assert_eq!(p.wire.limits.rlimits.len(), 1);
+            assert!(p.stdout.is_some() && p.stderr.is_none());
+        }
+    }
+
+    #[test]
+    fn the_pools_default_wall_time_applies_unless_the_request_sets_one() {
+        let d = Some(Duration::from_secs(3));
+        let p = AnyRequest::from(CallRequest::new("f", Vec::new()))
+            .prepare(1, d)
+            .unwrap();
+        assert_eq!(p.wire.limits.wall_time_us, Some(3_000_000));
+        let p = AnyRequest::from(Request::exec("/bin/true").wall_time(Duration::from_secs(1)))
+            .prepare(1, d)
+            .unwrap();
+        assert_eq!(p.wire.limits.wall_time_us, Some(1_000_000));
+    }
+
+    #[test]
+    fn a_named_fd_cannot_take_stdio_numbers() {
+        let r = Request::exec("/bin/true").fd("x", null(), 2);
+        assert!(matches!(
+            AnyRequest::from(r).prepare(1, None),
+            Err(PoolError::InvalidRequest { .. })
+        ));
     }
 }

@@ -2,7 +2,7 @@
 //! named on the command line (`fresh` or `reuse`), has its `plant` export leave a process
 //! behind, prints the zygote's pid and waits to be killed.
 
-use hatchery::pool::Request;
+use hatchery::pool::CallRequest;
 use hatchery::{Isolation, Pool};
 
 fn main() {
@@ -19,7 +19,7 @@ fn main() {
         .max_zygotes(1)
         .build()
         .expect("pool");
-    pool.call_request(Request::call("plant", Vec::new()))
+    pool.call_request(CallRequest::new("plant", Vec::new()))
         .expect("plant");
     println!("{}", pool.zygote_pids()[0]);
     loop {

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use hatchery::pool::{default_profile, Sink};
+use hatchery::pool::{default_profile, CallRequest, Sink};
 use hatchery::{Isolation, Pool, Request, Stdio};
 
 /// Options of `hatchery bench`.
@@ -352,7 +352,7 @@ pub fn execute(args: BenchArgs) -> i32 {
             None,
             Box::new(move || {
                 pool.call_request(
-                    Request::call("noop", Vec::new())
+                    CallRequest::new("noop", Vec::new())
                         .stdout(Sink::Null)
                         .stderr(Sink::Null),
                 )
