@@ -12,7 +12,7 @@ use hatchery_protocol::{Channel, Message};
 
 use super::request::{self, AnyRequest, RunResult};
 use super::ticket::Ticket;
-use super::zygote::{Direct, Zygote};
+use super::zygote::{Direct, Lease};
 use super::{lock, lock_any, Inner, Pool, PoolError};
 
 /// Largest frame accepted on a request's reply socket (responses are small): bounds the host's
@@ -59,26 +59,6 @@ impl Inner {
                 .unwrap_or_else(|e| e.into_inner());
             st = guard;
             st.waiters -= 1;
-        }
-    }
-}
-
-/// A zygote leased for one request; released (and the zygote retired if the policy says so)
-/// when dropped.
-#[derive(Debug)]
-pub(super) struct Lease {
-    pub(super) inner: Arc<Inner>,
-    pub(super) zygote: Arc<Zygote>,
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let retire = lock(&self.inner.state)
-            .slots
-            .release(self.zygote.slot, Instant::now());
-        self.inner.cond.notify_all();
-        if retire {
-            self.inner.wake_maintenance();
         }
     }
 }

@@ -26,8 +26,8 @@
 //!  mod.rs          Pool, the state its clones share (Inner), shutdown
 //!  builder.rs      PoolBuilder and Isolation: every knob, and starting a pool
 //!  zygote.rs       one zygote: its process, control socket (sender and receiver halves), cgroup,
-//!                  its reuse worker's direct channel; starting one
-//!  dispatch.rs     acquiring a zygote (bounded queue, acquire timeout, Lease) and sending it a
+//!                  its reuse worker's direct channel; starting one; a Lease on it
+//!  dispatch.rs     acquiring a zygote (bounded queue, acquire timeout) and sending it a
 //!                  request: on its control socket, or for a reuse call on the direct channel
 //!  ticket.rs       Ticket: a dispatched request; waiting, cancelling, its RunResult
 //!  maintenance.rs  the maintenance thread: start, retire, ping and replace zygotes; stop

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use hatchery_protocol::transport::Receiver;
 use hatchery_protocol::{Kind, Message, Outcome, ProtocolError};
 
-use super::dispatch::Lease;
 use super::request::{self, RunResult, Timings, Usage};
-use super::zygote::Direct;
+use super::zygote::{Direct, Lease};
 use super::{lock_any, PoolError};
 
 /// Slack the host gives a zygote beyond a request's wall-time limit before it declares the

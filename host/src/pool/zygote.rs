@@ -1,15 +1,18 @@
 //! One zygote as the host holds it: its process, its control socket, its container's cgroup
-//! and, with `Isolation::Reuse`, its current worker's direct channel; and how one is started.
+//! and, with `Isolation::Reuse`, its current worker's direct channel; how one is started; and a
+//! [`Lease`] on it for one request.
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use hatchery_protocol::transport::{Receiver, Sender};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
 use super::slots::SlotId;
+use super::{lock, Inner};
 use crate::container::Container;
 use crate::error::Error;
 use crate::plan::Plan;
@@ -100,5 +103,25 @@ impl Zygote {
             direct: Mutex::new(None),
         };
         Ok((zygote, ready.features))
+    }
+}
+
+/// A zygote leased for one request; released (and the zygote retired if the policy says so)
+/// when dropped.
+#[derive(Debug)]
+pub(super) struct Lease {
+    pub(super) inner: Arc<Inner>,
+    pub(super) zygote: Arc<Zygote>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let retire = lock(&self.inner.state)
+            .slots
+            .release(self.zygote.slot, Instant::now());
+        self.inner.cond.notify_all();
+        if retire {
+            self.inner.wake_maintenance();
+        }
     }
 }
