@@ -54,4 +54,4 @@ pub use command::{Command, Stdio};
 pub use container::{Container, Namespace, Rlimit};
 pub use error::{Error, Result};
 pub use hatchery_protocol::{Features, LandlockEnforced, Outcome, SetupStep};
-pub use pool::{Isolation, Pool, PoolBuilder, PoolError, Request, RunResult};
+pub use pool::{CallRequest, Isolation, Pool, PoolBuilder, PoolError, Request, RunResult};

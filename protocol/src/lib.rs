@@ -23,4 +23,4 @@ pub mod transport;
 pub use error::ProtocolError;
 pub use frame::{Header, Kind, HEADER_LEN, MAGIC, MAX_BODY_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION};
 pub use message::*;
-pub use transport::{Channel, Received};
+pub use transport::{Channel, Received, Receiver, Sender};
