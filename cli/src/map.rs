@@ -176,7 +176,7 @@ fn report(
                 "dispatch_us": us(r.timings.dispatch),
                 "run_us": us(r.timings.run),
                 "total_us": us(r.timings.total),
-                "max_rss_kib": r.usage.max_rss_kib,
+                "max_rss_kib": r.usage.max_rss,
                 "stderr": String::from_utf8_lossy(&r.stderr[..r.stderr.len().min(512)]),
             });
             // Why it failed, where the outcome says more than its name.

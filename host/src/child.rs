@@ -11,7 +11,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use crate::error::{Error, Result};
 use crate::spawn::{self, ShimProcess};
 
-/// Resources a command used.
+/// Resources a command (one-shot) or a request (pool) used: one vocabulary for both APIs, with
+/// hakoniwa's field names.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rusage {
     /// Wall-clock time from spawn to exit.
@@ -25,7 +26,8 @@ pub struct Rusage {
 }
 
 impl Rusage {
-    fn from_usage(u: &Usage, real_time: Duration) -> Rusage {
+    /// From the shim's report, with the wall time measured by the caller.
+    pub(crate) fn from_usage(u: &Usage, real_time: Duration) -> Rusage {
         Rusage {
             real_time,
             user_time: Duration::from_micros(u.user_us),
@@ -36,7 +38,12 @@ impl Rusage {
 }
 
 /// Why and how a sandboxed command ended.
+///
+/// Its fields are readable as hakoniwa's are (`status.code`, `status.exit_code`, …), and each
+/// has an accessor of the same name; only this crate builds one (`#[non_exhaustive]`), from a
+/// single [`Outcome`], so the fields always agree with each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ExitStatus {
     /// Shell-style code: the exit code, or 128 + the signal number (a timeout is 128 + SIGKILL).
     pub code: i32,
@@ -64,6 +71,41 @@ impl ExitStatus {
     /// Whether the command exited with code 0.
     pub fn success(&self) -> bool {
         self.code == 0 && self.exit_code == Some(0)
+    }
+
+    /// Shell-style code: the exit code, or 128 + the signal number (a timeout is 128 + SIGKILL).
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// A human-readable reason.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The exit code, when the command exited by itself.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
+    }
+
+    /// The signal that ended it, if any.
+    pub fn signal(&self) -> Option<i32> {
+        self.signal
+    }
+
+    /// Whether the wall-time limit was reached.
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
+    }
+
+    /// The typed outcome everything else is derived from.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
+    /// What it used.
+    pub fn rusage(&self) -> Option<Rusage> {
+        self.rusage
     }
 
     pub(crate) fn from_outcome(

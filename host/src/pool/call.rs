@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use hatchery_protocol::{CallStatus, Outcome};
 
-use super::{CallRequest, Pool, PoolError, RunResult, Timings, Usage};
+use super::{CallRequest, Pool, PoolError, RunResult, Timings};
+use crate::Rusage;
 
 /// What a successful call returned.
 #[derive(Debug, Clone)]
@@ -16,7 +17,7 @@ pub struct CallOutput {
     /// The export's result bytes.
     pub output: Vec<u8>,
     /// What the call used.
-    pub usage: Usage,
+    pub usage: Rusage,
     /// Where the time went.
     pub timings: Timings,
 }

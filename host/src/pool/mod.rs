@@ -65,7 +65,7 @@ pub use profile::{
     add_system_dirs, default_profile, etc_is_secret, DEFAULT_TMP_BYTES, ETC_NEVER, ETC_SHARED,
 };
 pub use request::{
-    sealed_memfd, AnyRequest, CallRequest, Input, Request, RunResult, Sink, Timings, Usage,
+    sealed_memfd, AnyRequest, CallRequest, Input, Request, RunResult, Sink, Timings,
     DEFAULT_STDERR_LIMIT, DEFAULT_STDOUT_LIMIT, MAX_INLINE_ARG,
 };
 use slots::{SlotId, Slots};

@@ -475,26 +475,14 @@ pub struct Timings {
     pub total: Duration,
 }
 
-/// Resources the request used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Wall time of the request's process tree.
-    pub wall: Duration,
-    /// User CPU time.
-    pub user: Duration,
-    /// System CPU time.
-    pub system: Duration,
-    /// Peak RSS, KiB.
-    pub max_rss_kib: u64,
-}
-
 /// The one result of one request.
 #[derive(Debug, Clone)]
 pub struct RunResult {
     /// How it ended.
     pub outcome: Outcome,
-    /// What it used.
-    pub usage: Usage,
+    /// What it used (`real_time` is the request's process tree, clone to reap, as measured
+    /// in the zygote).
+    pub usage: crate::Rusage,
     /// Where the time went.
     pub timings: Timings,
     /// Captured stdout (empty unless captured).

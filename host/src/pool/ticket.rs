@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 use hatchery_protocol::transport::Receiver;
 use hatchery_protocol::{Kind, Message, Outcome, ProtocolError};
 
-use super::request::{self, RunResult, Timings, Usage};
+use super::request::{self, RunResult, Timings};
 use super::zygote::{Direct, Lease};
 use super::{lock_any, PoolError};
+use crate::Rusage;
 
 /// Slack the host gives a zygote beyond a request's wall-time limit before it declares the
 /// zygote wedged.
@@ -150,12 +151,7 @@ impl Ticket {
         let run = Duration::from_micros(u.wall_us);
         RunResult {
             outcome,
-            usage: Usage {
-                wall: run,
-                user: Duration::from_micros(u.user_us),
-                system: Duration::from_micros(u.sys_us),
-                max_rss_kib: u.max_rss_kib,
-            },
+            usage: Rusage::from_usage(&u, run),
             timings: Timings {
                 queued: self.queued,
                 dispatch: Duration::ZERO,
@@ -220,12 +216,7 @@ impl Ticket {
         Ok(RunResult {
             outcome,
             call: resp.call.clone(),
-            usage: Usage {
-                wall: Duration::from_micros(resp.usage.wall_us),
-                user: Duration::from_micros(resp.usage.user_us),
-                system: Duration::from_micros(resp.usage.sys_us),
-                max_rss_kib: resp.usage.max_rss_kib,
-            },
+            usage: Rusage::from_usage(&resp.usage, Duration::from_micros(resp.usage.wall_us)),
             timings: Timings {
                 queued: self.queued,
                 dispatch: Duration::from_micros(resp.spawn_us),
