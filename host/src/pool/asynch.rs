@@ -59,9 +59,7 @@ impl Ticket {
         // socket for as long as the `AsyncFd` (its owner) lives, and never changes.
         let registered =
             unsafe { AsyncFd::register_with_interest(ReplyFd(dup), Interest::READABLE) };
-        let afd = registered.map_err(|e| {
-            PoolError::io("register the reply socket")(std::io::Error::other(e.to_string()))
-        })?;
+        let afd = registered.map_err(|e| PoolError::io("register the reply socket")(e.into()))?;
         loop {
             let mut guard = afd
                 .readable()
