@@ -3,11 +3,9 @@
 //! - [`shim`]: the `hatchery-shim` program, PID 1 of every container: builds the container from
 //!   the host's [`SetupPlan`](hatchery_protocol::SetupPlan), then runs commands in it.
 //! - [`call`]: call mode, for helpers that export functions ([`Exports`]`::serve`).
-//! - [`sys`]: raw, async-signal-safe system calls shared with the host's fork boundary.
 #![deny(unsafe_code)]
 
 pub mod call;
 pub mod shim;
-pub mod sys;
 
 pub use call::{Call, CallFailure, Exports};

@@ -164,6 +164,6 @@ impl Exports {
     /// preloading. The process must be single-threaded here (call processes are forked); a
     /// helper that started threads gets a setup failure.
     pub fn serve(self) -> ! {
-        crate::sys::exit_now(zygote::serve(&self))
+        hatchery_sys::exec::exit_now(zygote::serve(&self))
     }
 }

@@ -205,7 +205,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         accepting: true,
         unix_clean: 0,
         cpu_limit_secs,
-        fork_ahead: confine::scopes(crate::sys::landlock_abi().unwrap_or(0)) != 0,
+        fork_ahead: confine::scopes(hatchery_sys::landlock::abi().unwrap_or(0)) != 0,
     };
     // The helper preloads, then its zygote reports Ready (or a failure).
     match sup.helper.recv(None) {

@@ -10,7 +10,7 @@ use std::ffi::CString;
 
 use hatchery_protocol::{LandlockEnforced, LandlockPlan, SeccompPlan, SetupFailure, SetupStep};
 
-use crate::sys;
+use hatchery_sys as sys;
 
 /// The landlock ABI this shim is written for: 6 (Linux 6.12) adds signal and abstract unix
 /// socket scoping. Newer kernels enforce at least what ABI 6 does.
@@ -101,7 +101,7 @@ pub fn revoke_filter() -> Vec<libc::sock_filter> {
 #[derive(Debug)]
 pub struct LandlockLaunch {
     /// The ruleset's handled rights and scopes (only what the kernel knows).
-    pub attr: sys::LandlockRulesetAttr,
+    pub attr: sys::landlock::RulesetAttr,
     /// Paths and the rights granted beneath them (already within `attr`).
     pub paths: Vec<(CString, u64)>,
     /// TCP ports and the rights granted on them.
@@ -210,7 +210,7 @@ pub fn landlock(
         .collect();
     Ok(Some((
         LandlockLaunch {
-            attr: sys::LandlockRulesetAttr {
+            attr: sys::landlock::RulesetAttr {
                 handled_access_fs: enforced.fs,
                 handled_access_net: enforced.net,
                 scoped: enforced.scoped,
@@ -235,7 +235,7 @@ pub fn prepare(
     let mut abi_used = None;
     let mut enforced = None;
     if let Some(p) = landlock_plan {
-        let abi = sys::landlock_abi().ok();
+        let abi = sys::landlock::abi().ok();
         if let Some((launch, e)) = landlock(p, abi)? {
             c.landlock = Some(Box::leak(Box::new(launch)));
             abi_used = abi;
@@ -252,8 +252,8 @@ pub fn prepare(
 pub fn receive_violation(
     listener: &std::os::fd::OwnedFd,
 ) -> Option<(hatchery_protocol::Outcome, u64)> {
-    use std::os::fd::AsRawFd;
-    let n = sys::seccomp_notif_recv(listener.as_raw_fd()).ok()?;
+    use std::os::fd::AsFd;
+    let n = sys::seccomp::notif_recv(listener.as_fd()).ok()?;
     Some((
         hatchery_protocol::Outcome::Violation {
             syscall: String::new(),
@@ -266,8 +266,8 @@ pub fn receive_violation(
 
 /// Fails notified call `id` with `EPERM` (harmless if its task is already dead).
 pub fn deny(listener: &std::os::fd::OwnedFd, id: u64) {
-    use std::os::fd::AsRawFd;
-    let _ = sys::seccomp_notif_deny(listener.as_raw_fd(), id, libc::EPERM);
+    use std::os::fd::AsFd;
+    let _ = sys::seccomp::notif_deny(listener.as_fd(), id, libc::EPERM);
 }
 
 #[cfg(test)]

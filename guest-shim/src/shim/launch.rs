@@ -2,13 +2,15 @@
 //! fd move and limit is built here, before the fork.
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hatchery_protocol::{ExecSpec, Resource, Rlimit, SetupFailure, SetupStep, UserSpec};
+use hatchery_sys as sys;
+use sys::exec::CStringArray;
 
 use crate::shim::child;
 use crate::shim::confine::Confinement;
@@ -42,17 +44,15 @@ pub struct ChildIds {
 #[derive(Debug)]
 pub struct LaunchPlan {
     pub(crate) path: CString,
-    _argv: Vec<CString>,
-    pub(crate) argv_ptrs: Vec<*const libc::c_char>,
-    _envp: Vec<CString>,
-    pub(crate) envp_ptrs: Vec<*const libc::c_char>,
+    pub(crate) argv: CStringArray,
+    pub(crate) envp: CStringArray,
     pub(crate) cwd: Option<CString>,
     /// (source fd, target number); sources are above every target.
     pub(crate) fd_moves: Vec<(RawFd, RawFd)>,
     pub(crate) sorted_targets: Vec<RawFd>,
     pub(crate) max_target: RawFd,
     _sources: Vec<OwnedFd>,
-    pub(crate) rlimits: Vec<(libc::c_int, u64, u64)>,
+    pub(crate) rlimits: Vec<(sys::process::Resource, u64, u64)>,
     pub(crate) ids: Option<ChildIds>,
     pub(crate) confinement: Confinement,
     pub(crate) fd_limit: u32,
@@ -109,25 +109,26 @@ pub struct Launched {
     pub listener: Option<OwnedFd>,
 }
 
-fn resource_number(r: Resource) -> libc::c_int {
-    (match r {
-        Resource::As => libc::RLIMIT_AS,
-        Resource::Core => libc::RLIMIT_CORE,
-        Resource::Cpu => libc::RLIMIT_CPU,
-        Resource::Data => libc::RLIMIT_DATA,
-        Resource::Fsize => libc::RLIMIT_FSIZE,
-        Resource::Locks => libc::RLIMIT_LOCKS,
-        Resource::Memlock => libc::RLIMIT_MEMLOCK,
-        Resource::Msgqueue => libc::RLIMIT_MSGQUEUE,
-        Resource::Nice => libc::RLIMIT_NICE,
-        Resource::Nofile => libc::RLIMIT_NOFILE,
-        Resource::Nproc => libc::RLIMIT_NPROC,
-        Resource::Rss => libc::RLIMIT_RSS,
-        Resource::Rtprio => libc::RLIMIT_RTPRIO,
-        Resource::Rttime => libc::RLIMIT_RTTIME,
-        Resource::Sigpending => libc::RLIMIT_SIGPENDING,
-        Resource::Stack => libc::RLIMIT_STACK,
-    }) as libc::c_int
+fn resource(r: Resource) -> sys::process::Resource {
+    use sys::process::Resource as R;
+    match r {
+        Resource::As => R::As,
+        Resource::Core => R::Core,
+        Resource::Cpu => R::Cpu,
+        Resource::Data => R::Data,
+        Resource::Fsize => R::Fsize,
+        Resource::Locks => R::Locks,
+        Resource::Memlock => R::Memlock,
+        Resource::Msgqueue => R::Msgqueue,
+        Resource::Nice => R::Nice,
+        Resource::Nofile => R::Nofile,
+        Resource::Nproc => R::Nproc,
+        Resource::Rss => R::Rss,
+        Resource::Rtprio => R::Rtprio,
+        Resource::Rttime => R::Rttime,
+        Resource::Sigpending => R::Sigpending,
+        Resource::Stack => R::Stack,
+    }
 }
 
 fn cstring(step: SetupStep, bytes: &[u8]) -> Result<CString, SetupFailure> {
@@ -210,10 +211,6 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         .iter()
         .map(|a| cstring(SetupStep::Exec, &a.0))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
     let cwd = exec
         .cwd
         .as_ref()
@@ -231,13 +228,8 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
                 format!("fd target {target}"),
             ));
         }
-        let high = child::dup_above(fd.as_raw_fd(), max_target + 1).map_err(|e| {
-            fail(
-                SetupStep::MapFds,
-                e.raw_os_error().unwrap_or(libc::EMFILE),
-                "dup",
-            )
-        })?;
+        let high = sys::fd::dup_above(fd.as_fd(), max_target + 1)
+            .map_err(|e| fail(SetupStep::MapFds, e, "dup"))?;
         fd_moves.push((high.as_raw_fd(), *target));
         sources.push(high);
     }
@@ -245,12 +237,12 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
     sorted_targets.sort_unstable();
     sorted_targets.dedup();
 
-    let mut rlimits: Vec<(libc::c_int, u64, u64)> = Vec::new();
+    let mut rlimits = Vec::new();
     if !req.rlimits.iter().any(|r| r.resource == Resource::Core) {
-        rlimits.push((libc::RLIMIT_CORE as libc::c_int, 0, 0));
+        rlimits.push((sys::process::Resource::Core, 0, 0));
     }
     for r in req.rlimits {
-        rlimits.push((resource_number(r.resource), r.soft, r.hard));
+        rlimits.push((resource(r.resource), r.soft, r.hard));
     }
     let cpu_limit_secs = req
         .rlimits
@@ -287,10 +279,8 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         .unwrap_or(1024);
     Ok(LaunchPlan {
         path,
-        _argv: argv,
-        argv_ptrs,
-        _envp: envp,
-        envp_ptrs,
+        argv: CStringArray::new(argv),
+        envp: CStringArray::new(envp),
         cwd,
         fd_moves,
         sorted_targets,
@@ -324,7 +314,7 @@ fn child_stack_top() -> usize {
 /// The shim's non-default signal dispositions, queried once (they never change after start).
 fn non_default_signals() -> &'static [i32] {
     static SIGNALS: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
-    SIGNALS.get_or_init(crate::sys::non_default_signals)
+    SIGNALS.get_or_init(sys::signal::non_default)
 }
 
 /// A request started in its own namespaces.
@@ -356,13 +346,7 @@ fn report_pipe(plan: &LaunchPlan) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
 
 /// `fd` duplicated above every fd target of `plan` (so the child's dup2s cannot clobber it).
 fn above_targets(plan: &LaunchPlan, fd: &OwnedFd) -> Result<OwnedFd, SetupFailure> {
-    child::dup_above(fd.as_raw_fd(), plan.max_target + 1).map_err(|e| {
-        fail(
-            SetupStep::Fork,
-            e.raw_os_error().unwrap_or(libc::EMFILE),
-            "dup",
-        )
-    })
+    sys::fd::dup_above(fd.as_fd(), plan.max_target + 1).map_err(|e| fail(SetupStep::Fork, e, "dup"))
 }
 
 /// Starts a child with `spawn` (given the report pipe's write end), then waits for its exec or
@@ -370,11 +354,11 @@ fn above_targets(plan: &LaunchPlan, fd: &OwnedFd) -> Result<OwnedFd, SetupFailur
 fn start(
     plan: &LaunchPlan,
     what: &str,
-    spawn: impl FnOnce(RawFd) -> Result<libc::pid_t, i32>,
+    spawn: impl FnOnce(BorrowedFd<'_>) -> Result<libc::pid_t, i32>,
 ) -> Result<Launched, SetupFailure> {
     let (r, w) = report_pipe(plan)?;
     let started = Instant::now();
-    let pid = spawn(w.as_raw_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
+    let pid = spawn(w.as_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
     drop(w);
     match child::read_report(&r) {
         Ok(listener) => Ok(Launched {
@@ -406,7 +390,7 @@ pub fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure
     let status_high = above_targets(plan, &status_w)?;
     drop(status_w);
     let launched = start(plan, "clone", |w| {
-        child::clone_request(plan, w, status_high.as_raw_fd())
+        child::clone_request(plan, w, status_high.as_fd())
     });
     drop(status_high);
     let launched = launched?;

@@ -30,7 +30,7 @@ use hatchery_protocol::{
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use crate::sys;
+use hatchery_sys as sys;
 
 /// Times consecutive setup steps for the Ready report.
 #[derive(Debug)]
@@ -123,7 +123,7 @@ fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
 /// The shim's entry point; returns the process exit code.
 pub fn main() -> i32 {
     let mut watch = Stopwatch::new();
-    let last_cap = sys::last_cap();
+    let last_cap = sys::caps::last_cap();
     let mut chan = control_channel();
     let signals = handled_signals();
     if signals.thread_set_mask().is_err()
@@ -191,7 +191,7 @@ pub fn main() -> i32 {
         }
     };
     if plan.loopback {
-        if let Err(e) = sys::loopback_up() {
+        if let Err(e) = sys::net::loopback_up() {
             return setup_failed(
                 &mut chan,
                 SetupFailure {
@@ -206,7 +206,7 @@ pub fn main() -> i32 {
         return setup_failed(&mut chan, f);
     }
     // Nothing started from here on can gain a capability at exec.
-    if let Err(e) = sys::drop_bounding_set(last_cap) {
+    if let Err(e) = sys::caps::drop_bounding_set(last_cap) {
         return setup_failed(
             &mut chan,
             SetupFailure {
@@ -218,7 +218,7 @@ pub fn main() -> i32 {
     }
     watch.lap("drop bounding set");
     // From here on, /proc/1/* of the shim is out of the guest's reach.
-    if let Err(e) = sys::prctl(libc::PR_SET_DUMPABLE, 0, 0) {
+    if let Err(e) = sys::process::set_non_dumpable() {
         return setup_failed(
             &mut chan,
             SetupFailure {
