@@ -1,4 +1,5 @@
-//! The fd table: duplicating, placing and closing fds, writing a report, passing an fd.
+//! The fd table: duplicating, placing and closing fds, writing a report, passing an fd over a
+//! unix socket.
 //!
 //! Everything here is allocation-free and async-signal-safe.
 //!
@@ -13,7 +14,10 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use rustix::io::FdFlags;
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 use crate::{errno, last_errno, Errno};
 
@@ -161,6 +165,27 @@ pub fn send_fd(
     }
 }
 
+/// Receives one message into `buf` and at most one fd with it (`SCM_RIGHTS`, close-on-exec);
+/// any further fd the sender attached is closed. Returns the message length (0: the peer closed)
+/// and the fd. `EINTR` is returned, not retried. The control buffer is on the stack.
+pub fn recv_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), Errno> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let got = rustix::net::recvmsg(sock, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC)
+        .map_err(errno)?;
+    let mut fd = None;
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = message {
+            for received in fds {
+                // The first is kept; dropping the others closes them.
+                fd.get_or_insert(received);
+            }
+        }
+    }
+    Ok((got.bytes, fd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,26 +241,11 @@ mod tests {
         let f = std::fs::File::open("/dev/null").unwrap();
         send_fd(a.as_fd(), b"listener", f.as_fd(), 0).unwrap();
         let mut buf = [0u8; 8];
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let got = rustix::net::recvmsg(
-            b.as_fd(),
-            &mut iov,
-            &mut control,
-            rustix::net::RecvFlags::CMSG_CLOEXEC,
-        )
-        .unwrap();
-        assert_eq!(got.bytes, 8);
-        let fds: Vec<OwnedFd> = control
-            .drain()
-            .filter_map(|m| match m {
-                rustix::net::RecvAncillaryMessage::ScmRights(fds) => Some(fds),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        assert_eq!(fds.len(), 1);
-        assert_eq!(&buf, b"listener");
+        let (n, fd) = recv_fd(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((n, &buf), (8, b"listener"));
+        assert!(cloexec(fd.unwrap().as_fd()));
+        a.send(b"no fd").unwrap();
+        let (n, fd) = recv_fd(b.as_fd(), &mut buf).unwrap();
+        assert_eq!((n, &buf[..5], fd.is_none()), (5, &b"no fd"[..], true));
     }
 }
