@@ -7,17 +7,17 @@
 #![allow(unsafe_code)]
 
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use hatchery_protocol::SetupStep;
 use hatchery_sys as sys;
 use sys::fd::CloseRange;
 use sys::fs::{Mode, OFlags, ResolveFlags};
 
-use crate::shim::launch::LaunchPlan;
+use crate::shim::launch_plan::LaunchPlan;
 
 /// The steps the child can fail at, indexed by the number it reports.
-pub const CHILD_STEPS: [SetupStep; 14] = [
+pub(super) const CHILD_STEPS: [SetupStep; 14] = [
     SetupStep::Fork,
     SetupStep::MountTmpfs,
     SetupStep::MountProc,
@@ -35,10 +35,16 @@ pub const CHILD_STEPS: [SetupStep; 14] = [
 ];
 
 /// The report message that carries the seccomp listener (a step index no failure uses).
-const LISTENER_MSG: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+pub(super) const LISTENER_MSG: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 
-fn step_index(step: SetupStep) -> u32 {
-    CHILD_STEPS.iter().position(|s| *s == step).unwrap_or(0) as u32
+/// The failure report of `step`: its index in [`CHILD_STEPS`] (`u32`), then the errno (`i32`),
+/// little endian.
+pub(super) fn failure_message(step: SetupStep, errno: i32) -> [u8; 8] {
+    let index = CHILD_STEPS.iter().position(|s| *s == step).unwrap_or(0) as u32;
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&index.to_le_bytes());
+    msg[4..].copy_from_slice(&errno.to_le_bytes());
+    msg
 }
 
 /// Forks. In the child runs [`run`] (never returns); in the parent returns the child's pid.
@@ -227,10 +233,7 @@ extern "C" fn command_main(arg: *mut libc::c_void) -> libc::c_int {
 }
 
 fn fail(err_pipe: BorrowedFd<'_>, step: SetupStep, errno: i32) -> ! {
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&step_index(step).to_le_bytes());
-    msg[4..].copy_from_slice(&errno.to_le_bytes());
-    sys::fd::write_all_ignoring_errors(err_pipe, &msg);
+    sys::fd::write_all_ignoring_errors(err_pipe, &failure_message(step, errno));
     sys::exec::exit_now(127)
 }
 
@@ -414,90 +417,4 @@ fn errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
-}
-
-/// Reads the child's report: its seccomp listener if its filter notifies, then EOF once it
-/// exec'd (`Ok`), or an 8-byte failure (`step index: u32`, `errno: i32`).
-///
-/// A pending notification before EOF ends the wait with `Ok` too, leaving the notification for
-/// the supervisor (which kills the request and reports the violation): either the command
-/// already runs and violated its policy before every other holder of the report socket closed
-/// it (a request root closes its copy only once its vfork returns), or the policy notifies the
-/// `execve` itself, which would otherwise wait forever. A hung-up listener (the command already
-/// exited) is not a notification: the wait goes on for the report.
-pub fn read_report(sock: &OwnedFd) -> Result<Option<OwnedFd>, (SetupStep, i32)> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut listener: Option<OwnedFd> = None;
-    // Whether the listener may still deliver a notification (it hangs up once the filter has
-    // no users left).
-    let mut watch_listener = true;
-    loop {
-        if let (Some(l), true) = (&listener, watch_listener) {
-            let mut pfds = [
-                PollFd::new(std::os::fd::AsFd::as_fd(sock), PollFlags::POLLIN),
-                PollFd::new(std::os::fd::AsFd::as_fd(l), PollFlags::POLLIN),
-            ];
-            match poll(&mut pfds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err((SetupStep::Exec, e as i32)),
-            }
-            let sock_ready = pfds[0].revents().is_some_and(|r| !r.is_empty());
-            let l_events = pfds[1].revents().unwrap_or(PollFlags::empty());
-            if !sock_ready {
-                if l_events.contains(PollFlags::POLLIN) {
-                    return Ok(listener);
-                }
-                if !l_events.is_empty() {
-                    watch_listener = false;
-                }
-                continue;
-            }
-        }
-        let mut buf = [0u8; 8];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let msg = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) => m,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err((SetupStep::Exec, e as i32)),
-        };
-        let mut got_fd = None;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for fd in fds {
-                        // SAFETY: the kernel just installed `fd` in our table; nobody owns it.
-                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                        if got_fd.is_none() {
-                            got_fd = Some(owned);
-                        }
-                    }
-                }
-            }
-        }
-        let n = msg.bytes;
-        if n == 0 {
-            return Ok(listener);
-        }
-        if n == 8 && buf == LISTENER_MSG {
-            if got_fd.is_none() {
-                return Err((SetupStep::Seccomp, libc::EBADF));
-            }
-            listener = got_fd;
-            continue;
-        }
-        if n != 8 {
-            return Err((SetupStep::Exec, libc::EIO));
-        }
-        let idx = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        return Err((*CHILD_STEPS.get(idx).unwrap_or(&SetupStep::Exec), errno));
-    }
 }

@@ -1,5 +1,11 @@
-//! Preparing a command for the fork boundary (the `child` module): every string, pointer array,
-//! fd move and limit is built here, before the fork.
+//! The parent side of starting a command: preparing its [`LaunchPlan`] (every string, pointer
+//! array, fd move and limit is built here, before the fork), starting the fork boundary
+//! (`child`) and reading what the child reports back.
+//!
+//! ```text
+//!  prepare ─▶ LaunchPlan ─▶ start: report socket, fork/clone ─▶ child (reads the plan only)
+//!                                  read_report ◀── listener fd, then EOF at exec │ failure
+//! ```
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -14,6 +20,7 @@ use sys::exec::CStringArray;
 
 use crate::shim::child;
 use crate::shim::confine::Confinement;
+use crate::shim::launch_plan::{ChildIds, LaunchPlan};
 use crate::shim::users;
 
 /// The PATH searched when the command's environment has none.
@@ -27,57 +34,7 @@ fn fail(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure 
     }
 }
 
-/// Ids the child switches to.
-#[derive(Debug)]
-pub struct ChildIds {
-    /// Uid.
-    pub uid: u32,
-    /// Gid.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<libc::gid_t>,
-    /// Whether to call setgroups.
-    pub set_groups: bool,
-}
-
-/// Everything the child needs, prepared before the fork.
-#[derive(Debug)]
-pub struct LaunchPlan {
-    pub(crate) path: CString,
-    pub(crate) argv: CStringArray,
-    pub(crate) envp: CStringArray,
-    pub(crate) cwd: Option<CString>,
-    /// (source fd, target number); sources are above every target.
-    pub(crate) fd_moves: Vec<(RawFd, RawFd)>,
-    pub(crate) sorted_targets: Vec<RawFd>,
-    pub(crate) max_target: RawFd,
-    _sources: Vec<OwnedFd>,
-    pub(crate) rlimits: Vec<(sys::process::Resource, u64, u64)>,
-    pub(crate) ids: Option<ChildIds>,
-    pub(crate) confinement: Confinement,
-    pub(crate) fd_limit: u32,
-    /// RLIMIT_CPU hard limit in seconds, to tell a CPU-limit kill from another SIGKILL.
-    pub cpu_limit_secs: Option<u64>,
-    /// Fresh tmpfs instances (target, options) mounted for this request alone.
-    pub(crate) private_tmpfs: Vec<(CString, CString)>,
-    /// Proc instances of the request's own pid namespace.
-    pub(crate) private_proc: Vec<CString>,
-    /// Signals to reset to their default before exec (the ones the shim ignores or handles).
-    pub(crate) reset_signals: &'static [i32],
-    /// Top of the stack for the command's `CLONE_VM | CLONE_VFORK` start (see
-    /// [`child_stack_top`]).
-    pub(crate) child_stack_top: usize,
-    /// SIGKILL the command when its parent dies (off for a helper exec'd in place of PID 1,
-    /// whose parent is a host thread).
-    pub die_with_parent: bool,
-}
-
 impl LaunchPlan {
-    /// The resolved program path.
-    pub fn path(&self) -> &std::ffi::CStr {
-        &self.path
-    }
-
     /// Gives the request its own tmpfs at each `(path, options)` and a fresh proc at each path.
     pub fn with_private_mounts(
         mut self,
@@ -349,6 +306,78 @@ fn above_targets(plan: &LaunchPlan, fd: &OwnedFd) -> Result<OwnedFd, SetupFailur
     sys::fd::dup_above(fd.as_fd(), plan.max_target + 1).map_err(|e| fail(SetupStep::Fork, e, "dup"))
 }
 
+/// Reads the child's report: its seccomp listener if its filter notifies, then EOF once it
+/// exec'd (`Ok`), or an 8-byte failure (`step index: u32`, `errno: i32`).
+///
+/// A pending notification before EOF ends the wait with `Ok` too, leaving the notification for
+/// the supervisor (which kills the request and reports the violation): either the command
+/// already runs and violated its policy before every other holder of the report socket closed
+/// it (a request root closes its copy only once its vfork returns), or the policy notifies the
+/// `execve` itself, which would otherwise wait forever. A hung-up listener (the command already
+/// exited) is not a notification: the wait goes on for the report.
+fn read_report(sock: &OwnedFd) -> Result<Option<OwnedFd>, (SetupStep, i32)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut listener: Option<OwnedFd> = None;
+    // Whether the listener may still deliver a notification (it hangs up once the filter has
+    // no users left).
+    let mut watch_listener = true;
+    loop {
+        if let (Some(l), true) = (&listener, watch_listener) {
+            let mut pfds = [
+                PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+                PollFd::new(l.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err((SetupStep::Exec, e as i32)),
+            }
+            let sock_ready = pfds[0].revents().is_some_and(|r| !r.is_empty());
+            let l_events = pfds[1].revents().unwrap_or(PollFlags::empty());
+            if !sock_ready {
+                if l_events.contains(PollFlags::POLLIN) {
+                    return Ok(listener);
+                }
+                if !l_events.is_empty() {
+                    watch_listener = false;
+                }
+                continue;
+            }
+        }
+        let mut buf = [0u8; 8];
+        let (n, got_fd) = match sys::fd::recv_fd(sock.as_fd(), &mut buf) {
+            Ok(got) => got,
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err((SetupStep::Exec, e)),
+        };
+        if n == 0 {
+            return Ok(listener);
+        }
+        if n == 8 && buf == child::LISTENER_MSG {
+            if got_fd.is_none() {
+                return Err((SetupStep::Seccomp, libc::EBADF));
+            }
+            listener = got_fd;
+            continue;
+        }
+        if n != 8 {
+            return Err((SetupStep::Exec, libc::EIO));
+        }
+        return Err(decode_failure(buf));
+    }
+}
+
+/// The step and errno of a failure report (see [`child::failure_message`]); an index the child
+/// does not use reads as [`SetupStep::Exec`].
+fn decode_failure(buf: [u8; 8]) -> (SetupStep, i32) {
+    let idx = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    (
+        *child::CHILD_STEPS.get(idx).unwrap_or(&SetupStep::Exec),
+        errno,
+    )
+}
+
 /// Starts a child with `spawn` (given the report pipe's write end), then waits for its exec or
 /// its failure report; a failed child is reaped.
 fn start(
@@ -360,7 +389,7 @@ fn start(
     let started = Instant::now();
     let pid = spawn(w.as_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
     drop(w);
-    match child::read_report(&r) {
+    match read_report(&r) {
         Ok(listener) => Ok(Launched {
             pid,
             started,
@@ -418,4 +447,25 @@ fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
 /// Forks the child, waits for its exec (or its failure report) and returns it.
 pub fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
     start(plan, "fork", |w| child::fork_and_run(plan, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child's failure report, in golden bytes, and back.
+    #[test]
+    fn failure_report_round_trip() {
+        let msg = child::failure_message(SetupStep::Landlock, libc::EPERM);
+        assert_eq!(msg, [11, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(decode_failure(msg), (SetupStep::Landlock, libc::EPERM));
+        for step in child::CHILD_STEPS {
+            assert_eq!(decode_failure(child::failure_message(step, 7)), (step, 7));
+        }
+        assert_eq!(decode_failure([99, 0, 0, 0, 2, 0, 0, 0]).0, SetupStep::Exec);
+        assert_ne!(
+            child::LISTENER_MSG,
+            child::failure_message(SetupStep::Exec, 0)
+        );
+    }
 }

@@ -14,7 +14,8 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::shim::confine::{self, Confinement};
-use crate::shim::launch::{self, LaunchPlan, LaunchRequest};
+use crate::shim::launch::{self, LaunchRequest};
+use crate::shim::launch_plan::LaunchPlan;
 use crate::shim::reap;
 use crate::shim::verdict::{Seen, Watch};
 
