@@ -105,7 +105,7 @@ type ExportFn = Box<dyn Fn(&mut Call) -> Result<Vec<u8>, CallFailure>>;
 
 /// Why an export did not return a result.
 #[derive(Debug)]
-pub enum CallFailure {
+pub(crate) enum CallFailure {
     /// The export's own error.
     Failed(String),
     /// The argument did not decode.

@@ -51,7 +51,10 @@ pub(super) fn failure_message(step: SetupStep, errno: i32) -> [u8; 8] {
 ///
 /// The shim is single-threaded (checked in debug builds), so the child may not hold a lock that
 /// another thread owns.
-pub fn fork_and_run(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> Result<libc::pid_t, i32> {
+pub(crate) fn fork_and_run(
+    plan: &LaunchPlan,
+    err_pipe: BorrowedFd<'_>,
+) -> Result<libc::pid_t, i32> {
     debug_assert_eq!(
         crate::shim::thread_count(),
         1,
@@ -74,7 +77,7 @@ pub fn fork_and_run(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> Result<libc:
 /// mounts the request's private tmpfs and proc instances, forks the command ([`run`]), waits for
 /// it, writes its raw wait status (4 bytes) to `status_pipe` and exits, which makes the kernel
 /// kill whatever the command left behind.
-pub fn clone_request(
+pub(crate) fn clone_request(
     plan: &LaunchPlan,
     err_pipe: BorrowedFd<'_>,
     status_pipe: BorrowedFd<'_>,
@@ -99,7 +102,10 @@ pub fn clone_request(
 /// shares the shim's memory while the shim is suspended (`CLONE_VM | CLONE_VFORK`) until the
 /// command execs, on the plan's own stack. The child mounts the private tmpfs instances, then
 /// runs [`run`].
-pub fn spawn_single(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> Result<libc::pid_t, i32> {
+pub(crate) fn spawn_single(
+    plan: &LaunchPlan,
+    err_pipe: BorrowedFd<'_>,
+) -> Result<libc::pid_t, i32> {
     debug_assert_eq!(
         crate::shim::thread_count(),
         1,

@@ -24,7 +24,8 @@ use crate::shim::launch_plan::{ChildIds, LaunchPlan};
 use crate::shim::users;
 
 /// The PATH searched when the command's environment has none.
-pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
 
 fn fail(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure {
     SetupFailure {
@@ -36,7 +37,7 @@ fn fail(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure 
 
 impl LaunchPlan {
     /// Gives the request its own tmpfs at each `(path, options)` and a fresh proc at each path.
-    pub fn with_private_mounts(
+    pub(crate) fn with_private_mounts(
         mut self,
         tmpfs: &[(String, String)],
         proc: &[String],
@@ -57,13 +58,13 @@ impl LaunchPlan {
 
 /// A started child.
 #[derive(Debug)]
-pub struct Launched {
+pub(crate) struct Launched {
     /// Its pid (in the container's pid namespace).
-    pub pid: libc::pid_t,
+    pub(crate) pid: libc::pid_t,
     /// When it was forked.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// The seccomp notification listener of its filter, when the filter notifies.
-    pub listener: Option<OwnedFd>,
+    pub(crate) listener: Option<OwnedFd>,
 }
 
 fn resource(r: Resource) -> sys::process::Resource {
@@ -105,7 +106,7 @@ fn is_executable_file(p: &Path) -> bool {
 }
 
 /// Resolves a program name the way `execvp` would, inside the container.
-pub fn find_program(
+pub(crate) fn find_program(
     program: &[u8],
     env: &[hatchery_protocol::Bytes],
 ) -> Result<PathBuf, SetupFailure> {
@@ -138,23 +139,23 @@ pub fn find_program(
 }
 
 /// Inputs of [`prepare`].
-pub struct LaunchRequest<'a> {
+pub(crate) struct LaunchRequest<'a> {
     /// The command.
-    pub exec: &'a ExecSpec,
+    pub(crate) exec: &'a ExecSpec,
     /// Fds and the numbers they get.
-    pub fds: Vec<(OwnedFd, RawFd)>,
+    pub(crate) fds: Vec<(OwnedFd, RawFd)>,
     /// Limits (RLIMIT_CORE is 0 unless given).
-    pub rlimits: &'a [Rlimit],
+    pub(crate) rlimits: &'a [Rlimit],
     /// The user to become, resolved in the container's /etc.
-    pub user: Option<&'a UserSpec>,
+    pub(crate) user: Option<&'a UserSpec>,
     /// Whether setgroups is permitted in this user namespace.
-    pub setgroups_allowed: bool,
+    pub(crate) setgroups_allowed: bool,
     /// Seccomp and landlock, prepared in stage 1.
-    pub confinement: Confinement,
+    pub(crate) confinement: Confinement,
 }
 
 /// Builds a [`LaunchPlan`].
-pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
+pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
     let exec = req.exec;
     let path = find_program(&exec.program.0, &exec.env)?;
     let path = cstring(SetupStep::FindProgram, path.as_os_str().as_bytes())?;
@@ -276,15 +277,15 @@ fn non_default_signals() -> &'static [i32] {
 
 /// A request started in its own namespaces.
 #[derive(Debug)]
-pub struct LaunchedRequest {
+pub(crate) struct LaunchedRequest {
     /// Pid of the request root (PID 1 of the request's pid namespace).
-    pub pid: libc::pid_t,
+    pub(crate) pid: libc::pid_t,
     /// When it was cloned.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Receives the command's raw wait status when it ends (non-blocking).
-    pub status: OwnedFd,
+    pub(crate) status: OwnedFd,
     /// The seccomp notification listener of its filter, when the filter notifies.
-    pub listener: Option<OwnedFd>,
+    pub(crate) listener: Option<OwnedFd>,
 }
 
 /// The child's report channel: a close-on-exec seqpacket pair, the child's end above every fd
@@ -407,12 +408,12 @@ fn start(
 /// tmpfs mounts, no private /proc), `posix_spawn`-style: the shim is suspended until the command
 /// execs. For zygotes that run one request at a time, which kill every leftover process of the
 /// request themselves afterwards. Returns once the command exec'd.
-pub fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+pub(crate) fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
     start(plan, "clone", |w| child::spawn_single(plan, w))
 }
 
 /// Starts a request in new pid, mount and IPC namespaces; returns once the command exec'd.
-pub fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure> {
+pub(crate) fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure> {
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
@@ -445,7 +446,7 @@ fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
 }
 
 /// Forks the child, waits for its exec (or its failure report) and returns it.
-pub fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+pub(crate) fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
     start(plan, "fork", |w| child::fork_and_run(plan, w))
 }
 

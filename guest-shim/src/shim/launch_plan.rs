@@ -1,7 +1,7 @@
 //! What the fork boundary (`child`) reads: a [`LaunchPlan`], built by `launch::prepare` before
 //! the fork. Plain data; nothing here runs in the child but field reads.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::{OwnedFd, RawFd};
 
 use hatchery_sys::exec::CStringArray;
@@ -11,20 +11,20 @@ use crate::shim::confine::Confinement;
 
 /// Ids the child switches to.
 #[derive(Debug)]
-pub struct ChildIds {
+pub(crate) struct ChildIds {
     /// Uid.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Gid.
-    pub gid: u32,
+    pub(crate) gid: u32,
     /// Supplementary groups.
-    pub groups: Vec<libc::gid_t>,
+    pub(crate) groups: Vec<libc::gid_t>,
     /// Whether to call setgroups.
-    pub set_groups: bool,
+    pub(crate) set_groups: bool,
 }
 
 /// Everything the child needs, prepared before the fork.
 #[derive(Debug)]
-pub struct LaunchPlan {
+pub(crate) struct LaunchPlan {
     pub(crate) path: CString,
     pub(crate) argv: CStringArray,
     pub(crate) envp: CStringArray,
@@ -40,7 +40,7 @@ pub struct LaunchPlan {
     pub(crate) confinement: Confinement,
     pub(crate) fd_limit: u32,
     /// RLIMIT_CPU hard limit in seconds, to tell a CPU-limit kill from another SIGKILL.
-    pub cpu_limit_secs: Option<u64>,
+    pub(crate) cpu_limit_secs: Option<u64>,
     /// Fresh tmpfs instances (target, options) mounted for this request alone.
     pub(crate) private_tmpfs: Vec<(CString, CString)>,
     /// Proc instances of the request's own pid namespace.
@@ -52,12 +52,5 @@ pub struct LaunchPlan {
     pub(crate) child_stack_top: usize,
     /// SIGKILL the command when its parent dies (off for a helper exec'd in place of PID 1,
     /// whose parent is a host thread).
-    pub die_with_parent: bool,
-}
-
-impl LaunchPlan {
-    /// The resolved program path.
-    pub fn path(&self) -> &CStr {
-        &self.path
-    }
+    pub(crate) die_with_parent: bool,
 }

@@ -25,14 +25,14 @@
 //! ```
 
 pub(crate) mod child;
-pub mod confine;
-pub mod launch;
+pub(crate) mod confine;
+pub(crate) mod launch;
 pub(crate) mod launch_plan;
 mod oneshot;
 pub(crate) mod reap;
-pub mod setup;
-pub mod start;
-pub mod users;
+pub(crate) mod setup;
+pub(crate) mod start;
+pub(crate) mod users;
 pub(crate) mod verdict;
 mod zygote;
 
@@ -40,15 +40,15 @@ use hatchery_protocol::{Channel, Message};
 
 /// Times consecutive setup steps for the Ready report.
 #[derive(Debug)]
-pub struct Stopwatch {
+pub(crate) struct Stopwatch {
     last: std::time::Instant,
     /// Steps so far.
-    pub steps: Vec<hatchery_protocol::StepTime>,
+    pub(crate) steps: Vec<hatchery_protocol::StepTime>,
 }
 
 impl Stopwatch {
     /// Starts timing.
-    pub fn new() -> Stopwatch {
+    pub(crate) fn new() -> Stopwatch {
         Stopwatch {
             last: std::time::Instant::now(),
             steps: Vec::new(),
@@ -56,7 +56,7 @@ impl Stopwatch {
     }
 
     /// Ends the current step under `name` and starts the next.
-    pub fn lap(&mut self, name: &str) {
+    pub(crate) fn lap(&mut self, name: &str) {
         let now = std::time::Instant::now();
         self.steps.push(hatchery_protocol::StepTime {
             step: name.to_string(),
@@ -73,17 +73,17 @@ impl Default for Stopwatch {
 }
 
 /// The fd the host puts the control socket on.
-pub const CONTROL_FD: i32 = 3;
+pub(crate) const CONTROL_FD: i32 = 3;
 
 /// Number of threads of this process (1 is the only acceptable answer before a fork).
-pub fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(1)
 }
 
 /// Answers a health check (best effort: a host that stopped reading is handled by its deadline).
-pub fn pong(chan: &mut Channel, nonce: u64, running: u32) {
+pub(crate) fn pong(chan: &mut Channel, nonce: u64, running: u32) {
     let _ = chan.send(
         &Message::Pong(hatchery_protocol::Pong { nonce, running }),
         &[],

@@ -20,7 +20,7 @@ use crate::shim::reap;
 use crate::shim::verdict::{Seen, Watch};
 
 /// Runs the command and returns the shim's exit code.
-pub fn run(
+pub(crate) fn run(
     chan: &mut Channel,
     plan: &SetupPlan,
     mut fds: Vec<Option<OwnedFd>>,

@@ -78,7 +78,10 @@ fn cstr(step: SetupStep, p: &OsStr) -> Result<CString, SetupFailure> {
 }
 
 /// The components of a container path (absolute, no `..`), for `step`'s errors.
-pub fn components(step: SetupStep, container_path: &[u8]) -> Result<Vec<&OsStr>, SetupFailure> {
+pub(crate) fn components(
+    step: SetupStep,
+    container_path: &[u8],
+) -> Result<Vec<&OsStr>, SetupFailure> {
     let p = Path::new(OsStr::from_bytes(container_path));
     let mut out = Vec::new();
     let mut saw_root = false;
@@ -296,7 +299,7 @@ fn set_mount_attrs(
 
 /// Takes the ids the plan names inside the user namespace (the maps were written by the host
 /// before it sent the plan).
-pub fn set_ids(ids: &IdPlan) -> Result<(), SetupFailure> {
+pub(crate) fn set_ids(ids: &IdPlan) -> Result<(), SetupFailure> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     let gid = Gid::from_raw(ids.gid);
     setresgid(gid, gid, gid).map_err(|e| nix_fail(SetupStep::SetIds, e, "setresgid"))?;
@@ -420,13 +423,13 @@ fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<
 
 /// A tmpfs's options: always a size and an inode bound ([`default_nr_inodes`] when none is
 /// given).
-pub fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
+pub(crate) fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
     let n = nr_inodes.unwrap_or(default_nr_inodes(size));
     format!("mode={:o},size={size},nr_inodes={n}", mode & 0o7777)
 }
 
 /// Builds the file tree and pivots into it. `fds` are the fds that came with the plan.
-pub fn build_root(
+pub(crate) fn build_root(
     plan: &SetupPlan,
     fds: &[OwnedFd],
     watch: &mut crate::shim::Stopwatch,

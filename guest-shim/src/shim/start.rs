@@ -51,7 +51,7 @@ fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
 }
 
 /// The shim's entry point; returns the process exit code.
-pub fn main() -> i32 {
+pub(crate) fn main() -> i32 {
     let mut watch = Stopwatch::new();
     let last_cap = sys::caps::last_cap();
     let mut chan = control_channel();
