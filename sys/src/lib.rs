@@ -15,21 +15,23 @@
 //! Code between `fork`/`clone` and `execve` (or `_exit`) must not allocate, lock or call
 //! anything that is not async-signal-safe. Each module says which of its functions qualify:
 //!
-//! | module      | allocation-free, async-signal-safe                   | not: call before the fork   |
-//! |-------------|------------------------------------------------------|-----------------------------|
-//! | [`caps`]    | everything else                                      | [`caps::last_cap`] (reads `/proc`) |
-//! | [`exec`]    | [`exec::execve`], [`exec::fexecve`], [`exec::exit_now`], [`exec::CStringArray::as_ptr`] | [`exec::CStringArray::new`] |
-//! | [`fd`]      | everything                                           |                             |
-//! | [`fs`]      | everything                                           |                             |
-//! | [`landlock`]| everything                                           |                             |
-//! | [`net`]     | everything (but it has no use after a fork)          |                             |
-//! | [`process`] | everything                                           |                             |
-//! | [`seccomp`] | everything                                           |                             |
-//! | [`signal`]  | [`signal::unblock_all`], [`signal::reset`], [`signal::reset_handlers`] | [`signal::non_default`] (returns a `Vec`) |
+//! | module       | allocation-free, async-signal-safe | not: allocates, call before the fork     |
+//! |--------------|------------------------------------|------------------------------------------|
+//! | [`caps`]     | everything else                    | [`caps::last_cap`] (reads `/proc`)       |
+//! | [`exec`]     | everything else                    | [`exec::CStringArray::new`]              |
+//! | [`fd`]       | everything                         |                                          |
+//! | [`fs`]       | everything                         |                                          |
+//! | [`landlock`] | everything                         |                                          |
+//! | [`net`]      | everything (no use after a fork)   |                                          |
+//! | [`process`]  | everything                         |                                          |
+//! | [`seccomp`]  | everything                         |                                          |
+//! | [`signal`]   | everything else                    | [`signal::non_default`] (returns a `Vec`) |
 //!
-//! "Allocation-free" covers this crate's code and the rustix and libc calls it makes; a child
-//! that shares its parent's memory (`CLONE_VM`) may also only write to its own stack, which
-//! every function here does (their results are returned by value).
+//! "Allocation-free" covers this crate's code and the rustix and libc calls it makes. A child
+//! that shares its parent's memory (`CLONE_VM`) must also write nothing but its own stack: the
+//! rustix-backed calls write nothing else; the libc-backed ones may also set the thread's
+//! `errno`, which such a child shares with its suspended parent thread (harmless: that thread
+//! only looks at `errno` when its clone failed, and then there is no child).
 //!
 //! # Safety contracts
 //!
@@ -37,7 +39,8 @@
 //! [`fd::close_range`]) are `unsafe fn`s. Everything that creates an fd returns an
 //! [`OwnedFd`](std::os::fd::OwnedFd), and every fd argument is a
 //! [`BorrowedFd`](std::os::fd::BorrowedFd). There is deliberately no generic `prctl`: each
-//! option used has its own function.
+//! option used has its own, safe function; the credential ones ([`caps`]) change only the
+//! calling thread, as their module says, and no memory or fd invariant depends on them.
 #![deny(unsafe_code)]
 
 pub mod caps;

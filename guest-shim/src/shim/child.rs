@@ -3,7 +3,8 @@
 //! Rules for everything in [`run`]: no allocation, no locks, only async-signal-safe calls, and it
 //! ends in `execve` or `_exit`. It only reads a [`LaunchPlan`] that was fully built before the
 //! fork. A failure is reported as a fixed 8-byte message (`step index: u32`, `errno: i32`, little
-//! endian) on a close-on-exec pipe; EOF on that pipe means the exec succeeded.
+//! endian, see [`failure_message`]) on a close-on-exec socket; EOF on it means the exec
+//! succeeded. The parent side (`launch`) reads it; this file imports nothing of it.
 #![allow(unsafe_code)]
 
 use std::mem::ManuallyDrop;
