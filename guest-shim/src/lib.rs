@@ -1,13 +1,22 @@
 //! The in-container side of hatchery.
 //!
-//! - [`shim`]: the `hatchery-shim` program, PID 1 of every container: builds the container from
-//!   the host's [`SetupPlan`](hatchery_protocol::SetupPlan), then runs commands in it.
-//! - [`call`]: call mode, for helpers that export functions ([`Exports`]`::serve`).
-//! - [`sys`]: raw, async-signal-safe system calls shared with the host's fork boundary.
+//! For helpers, call mode: a helper binary exports functions with [`Exports`] and serves them
+//! with [`Exports::serve`]; each call sees its argument, its named fds and its stdin through
+//! [`Call`]. That is the whole public API.
+//!
+//! The crate also holds the `hatchery-shim` program (PID 1 of every container: it builds the
+//! container from the host's [`SetupPlan`](hatchery_protocol::SetupPlan), then runs commands in
+//! it); its binary only calls the hidden [`shim_main`], which is not an API.
 #![deny(unsafe_code)]
 
-pub mod call;
-pub mod shim;
-pub mod sys;
+mod call;
+mod shim;
 
-pub use call::{Call, CallFailure, Exports};
+pub use call::{Call, Exports};
+
+/// The entry point of the `hatchery-shim` binary (started by the host, speaking the hatchery
+/// protocol on fd 3); returns its exit code. Not an API: only that binary calls it.
+#[doc(hidden)]
+pub fn shim_main() -> i32 {
+    shim::start::main()
+}

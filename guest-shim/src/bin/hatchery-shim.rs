@@ -2,5 +2,5 @@
 //! hand (it speaks the hatchery protocol on fd 3).
 
 fn main() {
-    std::process::exit(hatchery_guest::shim::main());
+    std::process::exit(hatchery_guest::shim_main());
 }

@@ -17,9 +17,10 @@
 //!    is set on it would carry over to every later call.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use crate::sys;
+use hatchery_sys as sys;
+use sys::fd::CloseRange;
 
 /// The per-call lockdown, built once in the zygote before any fork.
 pub(super) struct CallLockdown {
@@ -116,7 +117,7 @@ pub(super) fn call_filter() -> Vec<libc::sock_filter> {
 impl CallLockdown {
     /// The lockdown for this kernel (landlock scopes where its ABI has them).
     pub(super) fn new() -> CallLockdown {
-        let abi = sys::landlock_abi().unwrap_or(0);
+        let abi = sys::landlock::abi().unwrap_or(0);
         CallLockdown {
             filter: call_filter(),
             scopes: crate::shim::confine::scopes(abi),
@@ -144,7 +145,7 @@ pub(super) fn spawn(channel: OwnedFd, lockdown: &CallLockdown) -> Result<Option<
     if pid > 0 {
         return Ok(Some(pid));
     }
-    if lock_down(channel.as_raw_fd(), lockdown).is_err() {
+    if lock_down(channel.as_fd(), lockdown).is_err() {
         // SAFETY: leave at once, running nothing of the helper's.
         unsafe { libc::_exit(125) };
     }
@@ -155,29 +156,40 @@ pub(super) fn spawn(channel: OwnedFd, lockdown: &CallLockdown) -> Result<Option<
 /// The channel's fd in a call process.
 pub(super) const CALL_CHANNEL_FD: RawFd = 3;
 
-fn lock_down(channel: RawFd, l: &CallLockdown) -> Result<(), i32> {
+fn lock_down(channel: BorrowedFd<'_>, l: &CallLockdown) -> Result<(), i32> {
     // SAFETY: integer-only syscalls.
     if unsafe { libc::setpgid(0, 0) } < 0 {
         return Err(errno());
     }
-    if channel != CALL_CHANNEL_FD {
-        sys::dup2_keep(channel, CALL_CHANNEL_FD)?;
+    if channel.as_raw_fd() != CALL_CHANNEL_FD {
+        // SAFETY: fd 3 is the zygote's control channel, whose owner the call process forgets
+        // without using it (see the zygote's loop); `channel` is open.
+        unsafe { sys::fd::dup2_keep(channel, CALL_CHANNEL_FD) }?;
     }
-    sys::close_range((CALL_CHANNEL_FD + 1) as u32, u32::MAX, false, 65536)?;
-    // SAFETY: fcntl on an fd this process owns.
-    unsafe { libc::fcntl(CALL_CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: every fd above 3 is the zygote's (or the helper's, opened while preloading); the
+    // call process forgets the zygote's owners without using them and serves the call only
+    // from fd 3 and the fds the call brings.
+    unsafe {
+        sys::fd::close_range(
+            (CALL_CHANNEL_FD + 1) as u32,
+            u32::MAX,
+            CloseRange::Close,
+            65536,
+        )
+    }?;
+    // SAFETY: fd 3 now holds the call's channel (placed above), which only the call process
+    // adopts afterwards.
+    let call_channel = unsafe { BorrowedFd::borrow_raw(CALL_CHANNEL_FD) };
+    let _ = sys::fd::set_cloexec(call_channel);
     if l.scopes != 0 {
-        let ruleset = sys::landlock_create_ruleset(&sys::LandlockRulesetAttr {
+        let ruleset = sys::landlock::create_ruleset(&sys::landlock::RulesetAttr {
             handled_access_fs: 0,
             handled_access_net: 0,
             scoped: l.scopes,
         })?;
-        let r = sys::landlock_restrict_self(ruleset);
-        // SAFETY: closing the ruleset fd created above.
-        unsafe { libc::close(ruleset) };
-        r?;
+        sys::landlock::restrict_self(ruleset.as_fd())?;
     }
-    sys::install_seccomp(&l.filter, false)?;
+    sys::seccomp::install(&l.filter, false)?;
     Ok(())
 }
 

@@ -105,7 +105,7 @@ type ExportFn = Box<dyn Fn(&mut Call) -> Result<Vec<u8>, CallFailure>>;
 
 /// Why an export did not return a result.
 #[derive(Debug)]
-pub enum CallFailure {
+pub(crate) enum CallFailure {
     /// The export's own error.
     Failed(String),
     /// The argument did not decode.
@@ -164,6 +164,6 @@ impl Exports {
     /// preloading. The process must be single-threaded here (call processes are forked); a
     /// helper that started threads gets a setup failure.
     pub fn serve(self) -> ! {
-        crate::sys::exit_now(zygote::serve(&self))
+        hatchery_sys::exec::exit_now(zygote::serve(&self))
     }
 }

@@ -14,6 +14,8 @@ use hatchery_protocol::{
     Usage, Work, MAX_CALL_MESSAGE,
 };
 
+use hatchery_sys::process::Resource;
+
 use super::{Call, CallFailure, ExportFn, Exports};
 
 /// Highest fd number a named fd may be placed on (exclusive).
@@ -63,7 +65,7 @@ fn setup_failed(id: u64, step: SetupStep, errno: i32, detail: impl Into<String>)
 fn worker(exports: &Exports, mut direct: Channel, output_bytes: Option<u64>) -> i32 {
     if let Some(cap) = output_bytes {
         let lim = cap.saturating_add(1);
-        let _ = crate::sys::set_rlimit(libc::RLIMIT_FSIZE as libc::c_int, lim, lim);
+        let _ = hatchery_sys::process::set_rlimit(Resource::Fsize, lim, lim);
     }
     loop {
         let Ok(received) = direct.recv(None) else {
@@ -125,7 +127,7 @@ fn serve_one(exports: &Exports, req: &Request, fds: Vec<OwnedFd>, chan: &mut Cha
         let lim = cap.saturating_add(1);
         let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
             .map_or(lim, |(_, h)| h.min(lim));
-        let _ = crate::sys::set_rlimit(libc::RLIMIT_FSIZE as libc::c_int, hard, hard);
+        let _ = hatchery_sys::process::set_rlimit(Resource::Fsize, hard, hard);
     }
     let before = usage_now();
     let status = match exports.exports.get(export) {

@@ -129,21 +129,21 @@ struct Supervisor<'a> {
 /// Everything stage 1 hands the supervisor.
 pub(crate) struct Start<'a> {
     /// Control socket to the host.
-    pub chan: &'a mut Channel,
+    pub(crate) chan: &'a mut Channel,
     /// The plan.
-    pub plan: &'a SetupPlan,
+    pub(crate) plan: &'a SetupPlan,
     /// The helper to run.
-    pub helper: &'a ExecSpec,
+    pub(crate) helper: &'a ExecSpec,
     /// `/dev/null`.
-    pub devnull: OwnedFd,
+    pub(crate) devnull: OwnedFd,
     /// Seccomp and landlock for the helper.
-    pub confinement: Confinement,
+    pub(crate) confinement: Confinement,
     /// SIGCHLD and termination signals.
-    pub signals: &'a SignalFd,
+    pub(crate) signals: &'a SignalFd,
     /// What the container enforces (reported to the host, never taken from the helper).
-    pub features: Features,
+    pub(crate) features: Features,
     /// Setup timings.
-    pub watch: Stopwatch,
+    pub(crate) watch: Stopwatch,
 }
 
 fn setup_failed(chan: &mut Channel, f: SetupFailure) -> i32 {
@@ -205,7 +205,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         accepting: true,
         unix_clean: 0,
         cpu_limit_secs,
-        fork_ahead: confine::scopes(crate::sys::landlock_abi().unwrap_or(0)) != 0,
+        fork_ahead: confine::scopes(hatchery_sys::landlock::abi().unwrap_or(0)) != 0,
     };
     // The helper preloads, then its zygote reports Ready (or a failure).
     match sup.helper.recv(None) {

@@ -45,7 +45,7 @@ pub(super) fn serve(exports: &Exports) -> i32 {
         );
     }
     // Nobody (a call process included) may read or write this process's memory.
-    if crate::sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).is_err() {
+    if hatchery_sys::process::set_non_dumpable().is_err() {
         return failed(&mut chan, libc::EPERM, "PR_SET_DUMPABLE");
     }
     let mut set = SigSet::empty();
@@ -130,7 +130,7 @@ pub(super) fn serve(exports: &Exports) -> i32 {
                     let call = Channel::new(unsafe { OwnedFd::from_raw_fd(fork::CALL_CHANNEL_FD) });
                     let _ = set.thread_unblock();
                     let code = super::process::run(exports, call);
-                    crate::sys::exit_now(code)
+                    hatchery_sys::exec::exit_now(code)
                 }
                 Err(errno) => return failed(&mut chan, errno, "fork a call process"),
             }

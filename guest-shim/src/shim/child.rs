@@ -3,18 +3,22 @@
 //! Rules for everything in [`run`]: no allocation, no locks, only async-signal-safe calls, and it
 //! ends in `execve` or `_exit`. It only reads a [`LaunchPlan`] that was fully built before the
 //! fork. A failure is reported as a fixed 8-byte message (`step index: u32`, `errno: i32`, little
-//! endian) on a close-on-exec pipe; EOF on that pipe means the exec succeeded.
+//! endian, see [`failure_message`]) on a close-on-exec socket; EOF on it means the exec
+//! succeeded. The parent side (`launch`) reads it; this file imports nothing of it.
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use hatchery_protocol::SetupStep;
+use hatchery_sys as sys;
+use sys::fd::CloseRange;
+use sys::fs::{Mode, OFlags, ResolveFlags};
 
-use crate::shim::launch::LaunchPlan;
-use crate::sys;
+use crate::shim::launch_plan::LaunchPlan;
 
 /// The steps the child can fail at, indexed by the number it reports.
-pub const CHILD_STEPS: [SetupStep; 14] = [
+pub(super) const CHILD_STEPS: [SetupStep; 14] = [
     SetupStep::Fork,
     SetupStep::MountTmpfs,
     SetupStep::MountProc,
@@ -32,28 +36,26 @@ pub const CHILD_STEPS: [SetupStep; 14] = [
 ];
 
 /// The report message that carries the seccomp listener (a step index no failure uses).
-const LISTENER_MSG: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+pub(super) const LISTENER_MSG: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 
-fn step_index(step: SetupStep) -> u32 {
-    CHILD_STEPS.iter().position(|s| *s == step).unwrap_or(0) as u32
-}
-
-/// Duplicates `fd` to the lowest free number at or above `min`, close-on-exec.
-pub fn dup_above(fd: RawFd, min: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: F_DUPFD_CLOEXEC with an integer argument; on success the new fd is ours alone.
-    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `new` was just created by fcntl and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+/// The failure report of `step`: its index in [`CHILD_STEPS`] (`u32`), then the errno (`i32`),
+/// little endian.
+pub(super) fn failure_message(step: SetupStep, errno: i32) -> [u8; 8] {
+    let index = CHILD_STEPS.iter().position(|s| *s == step).unwrap_or(0) as u32;
+    let mut msg = [0u8; 8];
+    msg[..4].copy_from_slice(&index.to_le_bytes());
+    msg[4..].copy_from_slice(&errno.to_le_bytes());
+    msg
 }
 
 /// Forks. In the child runs [`run`] (never returns); in the parent returns the child's pid.
 ///
 /// The shim is single-threaded (checked in debug builds), so the child may not hold a lock that
 /// another thread owns.
-pub fn fork_and_run(plan: &LaunchPlan, err_pipe: RawFd) -> Result<libc::pid_t, i32> {
+pub(crate) fn fork_and_run(
+    plan: &LaunchPlan,
+    err_pipe: BorrowedFd<'_>,
+) -> Result<libc::pid_t, i32> {
     debug_assert_eq!(
         crate::shim::thread_count(),
         1,
@@ -76,10 +78,10 @@ pub fn fork_and_run(plan: &LaunchPlan, err_pipe: RawFd) -> Result<libc::pid_t, i
 /// mounts the request's private tmpfs and proc instances, forks the command ([`run`]), waits for
 /// it, writes its raw wait status (4 bytes) to `status_pipe` and exits, which makes the kernel
 /// kill whatever the command left behind.
-pub fn clone_request(
+pub(crate) fn clone_request(
     plan: &LaunchPlan,
-    err_pipe: RawFd,
-    status_pipe: RawFd,
+    err_pipe: BorrowedFd<'_>,
+    status_pipe: BorrowedFd<'_>,
 ) -> Result<libc::pid_t, i32> {
     debug_assert_eq!(
         crate::shim::thread_count(),
@@ -101,7 +103,10 @@ pub fn clone_request(
 /// shares the shim's memory while the shim is suspended (`CLONE_VM | CLONE_VFORK`) until the
 /// command execs, on the plan's own stack. The child mounts the private tmpfs instances, then
 /// runs [`run`].
-pub fn spawn_single(plan: &LaunchPlan, err_pipe: RawFd) -> Result<libc::pid_t, i32> {
+pub(crate) fn spawn_single(
+    plan: &LaunchPlan,
+    err_pipe: BorrowedFd<'_>,
+) -> Result<libc::pid_t, i32> {
     debug_assert_eq!(
         crate::shim::thread_count(),
         1,
@@ -145,17 +150,15 @@ fn mount_exactly(
     flags: libc::c_ulong,
     data: *const libc::c_void,
 ) -> Result<(), i32> {
-    // SAFETY: AT_FDCWD is the documented "relative to the working directory" fd value.
-    let cwd = unsafe { std::os::fd::BorrowedFd::borrow_raw(libc::AT_FDCWD) };
-    let dir = sys::openat2(
-        cwd,
+    let dir = sys::fs::openat2(
+        sys::fs::cwd(),
         target,
-        libc::O_PATH | libc::O_DIRECTORY,
-        0,
-        sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS,
+        OFlags::PATH | OFlags::DIRECTORY,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )?;
     // SAFETY: `dir` is open for the call.
-    if unsafe { libc::fchdir(std::os::fd::AsRawFd::as_raw_fd(&dir)) } < 0 {
+    if unsafe { libc::fchdir(dir.as_raw_fd()) } < 0 {
         return Err(errno());
     }
     // SAFETY: NUL-terminated strings; `data` is null or a NUL-terminated option string, all
@@ -170,7 +173,7 @@ fn mount_exactly(
     Ok(())
 }
 
-fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: RawFd) {
+fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) {
     for (target, opts) in plan.private_tmpfs.iter() {
         let data = opts.as_ptr().cast();
         if let Err(e) = mount_exactly(target, c"tmpfs", libc::MS_NOSUID | libc::MS_NODEV, data) {
@@ -179,8 +182,8 @@ fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: RawFd) {
     }
 }
 
-fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
-    if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
+fn request_root(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>, status_pipe: BorrowedFd<'_>) -> ! {
+    if let Err(e) = sys::process::kill_with_parent() {
         fail(err_pipe, SetupStep::Fork, e);
     }
     mount_private_tmpfs(plan, err_pipe);
@@ -208,25 +211,26 @@ fn request_root(plan: &LaunchPlan, err_pipe: RawFd, status_pipe: RawFd) -> ! {
         fail(err_pipe, SetupStep::Fork, errno());
     }
     // Our copy of the report pipe must go, so the zygote sees EOF once the command execs.
-    // SAFETY: closing an fd this process owns.
-    unsafe { libc::close(err_pipe) };
+    // SAFETY: closing this process's copy of the fd (its own table: no CLONE_FILES); the owner
+    // in the zygote's memory is never dropped here, as this process ends in _exit.
+    unsafe { libc::close(err_pipe.as_raw_fd()) };
     loop {
         let mut status = 0;
         // SAFETY: `status` is a valid local; no rusage requested.
         let r = unsafe { libc::wait4(-1, &mut status, libc::__WALL, std::ptr::null_mut()) };
         if r == pid as libc::pid_t {
-            sys::write_all_ignoring_errors(status_pipe, &status.to_le_bytes());
-            sys::exit_now(0);
+            sys::fd::write_all_ignoring_errors(status_pipe, &status.to_le_bytes());
+            sys::exec::exit_now(0);
         }
         if r < 0 && errno() != libc::EINTR {
-            sys::exit_now(1);
+            sys::exec::exit_now(1);
         }
     }
 }
 
 struct CommandArgs<'a> {
     plan: &'a LaunchPlan,
-    err_pipe: RawFd,
+    err_pipe: BorrowedFd<'a>,
 }
 
 extern "C" fn command_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -235,12 +239,9 @@ extern "C" fn command_main(arg: *mut libc::c_void) -> libc::c_int {
     run(args.plan, args.err_pipe)
 }
 
-fn fail(err_pipe: RawFd, step: SetupStep, errno: i32) -> ! {
-    let mut msg = [0u8; 8];
-    msg[..4].copy_from_slice(&step_index(step).to_le_bytes());
-    msg[4..].copy_from_slice(&errno.to_le_bytes());
-    sys::write_all_ignoring_errors(err_pipe, &msg);
-    sys::exit_now(127)
+fn fail(err_pipe: BorrowedFd<'_>, step: SetupStep, errno: i32) -> ! {
+    sys::fd::write_all_ignoring_errors(err_pipe, &failure_message(step, errno));
+    sys::exec::exit_now(127)
 }
 
 fn raw(ret: libc::c_long) -> Result<(), i32> {
@@ -254,7 +255,7 @@ fn raw(ret: libc::c_long) -> Result<(), i32> {
 }
 
 /// The request child. See the module header for the rules.
-fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
+fn run(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> ! {
     let (step, errno) = setup_and_exec(plan, err_pipe);
     fail(err_pipe, step, errno)
 }
@@ -262,48 +263,41 @@ fn run(plan: &LaunchPlan, err_pipe: RawFd) -> ! {
 /// Enters a new landlock domain built from `ll`: rules on the paths as this process sees them
 /// (its private mounts included), then `landlock_restrict_self`.
 fn enter_landlock(ll: &crate::shim::confine::LandlockLaunch) -> Result<(), i32> {
-    let ruleset = sys::landlock_create_ruleset(&ll.attr)?;
-    let result = (|| {
-        for (path, access) in ll.paths.iter() {
-            // SAFETY: `path` is a NUL-terminated CString built before the fork.
-            let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-            if fd < 0 {
-                return Err(errno());
-            }
-            // SAFETY: an all-zero `stat` is a valid out-buffer.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: `fd` is open; `st` is a writable stat buffer.
-            let is_dir = unsafe { libc::fstat(fd, &mut st) } == 0
-                && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-            let access = if is_dir {
-                *access
-            } else {
-                access & crate::shim::confine::FS_FILE_RIGHTS
-            };
-            let r = if access == 0 {
-                Ok(())
-            } else {
-                sys::landlock_allow_path(ruleset, fd, access)
-            };
-            // SAFETY: closing the O_PATH fd opened above.
-            unsafe { libc::close(fd) };
-            r?;
+    let ruleset = sys::landlock::create_ruleset(&ll.attr)?;
+    for (path, access) in ll.paths.iter() {
+        // Like open(path, O_PATH): links are followed, as the rule's author wrote the path.
+        let fd = sys::fs::openat2(
+            sys::fs::cwd(),
+            path,
+            OFlags::PATH,
+            Mode::empty(),
+            ResolveFlags::empty(),
+        )?;
+        // SAFETY: an all-zero `stat` is a valid out-buffer.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is open; `st` is a writable stat buffer.
+        let is_dir = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let access = if is_dir {
+            *access
+        } else {
+            access & crate::shim::confine::FS_FILE_RIGHTS
+        };
+        if access != 0 {
+            sys::landlock::allow_path(ruleset.as_fd(), fd.as_fd(), access)?;
         }
-        for &(port, access) in ll.ports.iter() {
-            sys::landlock_allow_port(ruleset, port, access)?;
-        }
-        sys::landlock_restrict_self(ruleset)
-    })();
-    // SAFETY: closing the ruleset fd created above.
-    unsafe { libc::close(ruleset) };
-    result
+    }
+    for &(port, access) in ll.ports.iter() {
+        sys::landlock::allow_port(ruleset.as_fd(), port, access)?;
+    }
+    sys::landlock::restrict_self(ruleset.as_fd())
 }
 
 /// The lockdown sequence, ending in `execve`; returns the failed step and errno otherwise.
-/// `report` (or -1) is the channel to the shim, which gets the seccomp listener.
-fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
-    sys::reset_signals(plan.reset_signals);
-    if let Err(e) = sys::unblock_all_signals() {
+/// `report` is the channel to the shim, which gets the seccomp listener.
+fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32) {
+    sys::signal::reset(plan.reset_signals);
+    if let Err(e) = sys::signal::unblock_all() {
         return (SetupStep::NewSession, e);
     }
     // SAFETY: setsid takes no arguments.
@@ -311,19 +305,25 @@ fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
         return (SetupStep::NewSession, errno());
     }
     if plan.die_with_parent {
-        if let Err(e) = sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0) {
+        if let Err(e) = sys::process::kill_with_parent() {
             return (SetupStep::NewSession, e);
         }
     }
     for &(resource, soft, hard) in plan.rlimits.iter() {
-        if let Err(e) = sys::set_rlimit(resource, soft, hard) {
+        if let Err(e) = sys::process::set_rlimit(resource, soft, hard) {
             return (SetupStep::Rlimit, e);
         }
     }
     // Fd table: each source (already above every target) to its target, then close the gaps
     // below the highest target and mark everything above it close-on-exec.
     for &(src, target) in plan.fd_moves.iter() {
-        if let Err(e) = sys::dup2_keep(src, target) {
+        // SAFETY: the plan owns `src` (`_sources`), open while the plan lives.
+        let src = unsafe { BorrowedFd::borrow_raw(src) };
+        // SAFETY: `target` is a number of this process's own table (a fork: no CLONE_FILES)
+        // that becomes the command's; no owner of it is used again here, as this process ends
+        // in exec or _exit.
+        let moved = unsafe { sys::fd::dup2_keep(src, target) };
+        if let Err(e) = moved {
             return (SetupStep::MapFds, e);
         }
     }
@@ -335,11 +335,16 @@ fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
         }
         fd += 1;
     }
-    if let Err(e) = sys::close_range((plan.max_target + 1) as u32, u32::MAX, true, plan.fd_limit) {
+    let first = (plan.max_target + 1) as u32;
+    // SAFETY: every fd above the targets closes at exec: the command's table is an allow-list,
+    // and nothing in this process runs after the exec.
+    let marked =
+        unsafe { sys::fd::close_range(first, u32::MAX, CloseRange::CloseOnExec, plan.fd_limit) };
+    if let Err(e) = marked {
         return (SetupStep::MapFds, e);
     }
 
-    if let Err(e) = sys::lock_capabilities() {
+    if let Err(e) = sys::caps::lock_capabilities() {
         return (SetupStep::DropCapabilities, e);
     }
     if let Some(ids) = &plan.ids {
@@ -368,10 +373,10 @@ fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
             return (SetupStep::SetIds, e);
         }
     }
-    if let Err(e) = sys::capset_all(0) {
+    if let Err(e) = sys::caps::capset_all(0) {
         return (SetupStep::DropCapabilities, e);
     }
-    if let Err(e) = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0) {
+    if let Err(e) = sys::caps::set_no_new_privs() {
         return (SetupStep::NoNewPrivs, e);
     }
     if let Some(cwd) = &plan.cwd {
@@ -386,33 +391,32 @@ fn setup_and_exec(plan: &LaunchPlan, report: RawFd) -> (SetupStep, i32) {
         }
     }
     if let Some(sc) = plan.confinement.seccomp {
-        if sc.notify && report < 0 {
-            return (SetupStep::Seccomp, libc::EINVAL);
-        }
-        match sys::install_seccomp(&sc.filter, sc.notify) {
+        match sys::seccomp::install(&sc.filter, sc.notify) {
             Err(e) => return (SetupStep::Seccomp, e),
             // Between here and execve only the hand-over runs: `sendmsg` with
             // LISTENER_SEND_FLAGS and `seccomp(SET_MODE_FILTER, 0)`, which every notifying
             // filter allows first; the second installs the filter that revokes the first, so
             // the command never has that allowance. The listener is close-on-exec: the command
-            // never holds it.
+            // never holds it, and this process never closes it (a `close` would already run
+            // under the filter).
             Ok(Some(listener)) => {
-                if let Err(e) = sys::send_fd(
+                let listener = ManuallyDrop::new(listener);
+                if let Err(e) = sys::fd::send_fd(
                     report,
                     &LISTENER_MSG,
-                    listener,
+                    listener.as_fd(),
                     hatchery_protocol::LISTENER_SEND_FLAGS,
                 ) {
                     return (SetupStep::Seccomp, e);
                 }
-                if let Err(e) = sys::install_seccomp(&sc.revoke, false) {
+                if let Err(e) = sys::seccomp::install(&sc.revoke, false) {
                     return (SetupStep::Seccomp, e);
                 }
             }
             Ok(None) => {}
         }
     }
-    let e = sys::execve(&plan.path, &plan.argv_ptrs, &plan.envp_ptrs);
+    let e = sys::exec::execve(&plan.path, &plan.argv, &plan.envp);
     (SetupStep::Exec, e)
 }
 
@@ -420,90 +424,4 @@ fn errno() -> i32 {
     std::io::Error::last_os_error()
         .raw_os_error()
         .unwrap_or(libc::EIO)
-}
-
-/// Reads the child's report: its seccomp listener if its filter notifies, then EOF once it
-/// exec'd (`Ok`), or an 8-byte failure (`step index: u32`, `errno: i32`).
-///
-/// A pending notification before EOF ends the wait with `Ok` too, leaving the notification for
-/// the supervisor (which kills the request and reports the violation): either the command
-/// already runs and violated its policy before every other holder of the report socket closed
-/// it (a request root closes its copy only once its vfork returns), or the policy notifies the
-/// `execve` itself, which would otherwise wait forever. A hung-up listener (the command already
-/// exited) is not a notification: the wait goes on for the report.
-pub fn read_report(sock: &OwnedFd) -> Result<Option<OwnedFd>, (SetupStep, i32)> {
-    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut listener: Option<OwnedFd> = None;
-    // Whether the listener may still deliver a notification (it hangs up once the filter has
-    // no users left).
-    let mut watch_listener = true;
-    loop {
-        if let (Some(l), true) = (&listener, watch_listener) {
-            let mut pfds = [
-                PollFd::new(std::os::fd::AsFd::as_fd(sock), PollFlags::POLLIN),
-                PollFd::new(std::os::fd::AsFd::as_fd(l), PollFlags::POLLIN),
-            ];
-            match poll(&mut pfds, PollTimeout::NONE) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err((SetupStep::Exec, e as i32)),
-            }
-            let sock_ready = pfds[0].revents().is_some_and(|r| !r.is_empty());
-            let l_events = pfds[1].revents().unwrap_or(PollFlags::empty());
-            if !sock_ready {
-                if l_events.contains(PollFlags::POLLIN) {
-                    return Ok(listener);
-                }
-                if !l_events.is_empty() {
-                    watch_listener = false;
-                }
-                continue;
-            }
-        }
-        let mut buf = [0u8; 8];
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let msg = match recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(m) => m,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err((SetupStep::Exec, e as i32)),
-        };
-        let mut got_fd = None;
-        if let Ok(cmsgs) = msg.cmsgs() {
-            for c in cmsgs {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for fd in fds {
-                        // SAFETY: the kernel just installed `fd` in our table; nobody owns it.
-                        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-                        if got_fd.is_none() {
-                            got_fd = Some(owned);
-                        }
-                    }
-                }
-            }
-        }
-        let n = msg.bytes;
-        if n == 0 {
-            return Ok(listener);
-        }
-        if n == 8 && buf == LISTENER_MSG {
-            if got_fd.is_none() {
-                return Err((SetupStep::Seccomp, libc::EBADF));
-            }
-            listener = got_fd;
-            continue;
-        }
-        if n != 8 {
-            return Err((SetupStep::Exec, libc::EIO));
-        }
-        let idx = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        return Err((*CHILD_STEPS.get(idx).unwrap_or(&SetupStep::Exec), errno));
-    }
 }

@@ -5,22 +5,21 @@
 //! when the plan requires it) and its paths become `CString`s; each command then builds a
 //! domain of its own in the fork boundary (`child`), after its private mounts exist, so rules on
 //! its private `/tmp` name that request's tmpfs and its scopes separate it from every sibling.
+//!
+//! The rights below are those of landlock ABI 6 (Linux 6.12, which adds signal and abstract unix
+//! socket scoping), the host's target; newer kernels enforce at least what ABI 6 does.
 
 use std::ffi::CString;
 
 use hatchery_protocol::{LandlockEnforced, LandlockPlan, SeccompPlan, SetupFailure, SetupStep};
 
-use crate::sys;
-
-/// The landlock ABI this shim is written for: 6 (Linux 6.12) adds signal and abstract unix
-/// socket scoping. Newer kernels enforce at least what ABI 6 does.
-pub const TARGET_ABI: u32 = 6;
+use hatchery_sys as sys;
 
 /// `LANDLOCK_ACCESS_FS_*` rights that apply to files (the rest only to directories).
-pub const FS_FILE_RIGHTS: u64 = 1 | 1 << 1 | 1 << 2 | 1 << 14 | 1 << 15;
+pub(crate) const FS_FILE_RIGHTS: u64 = 1 | 1 << 1 | 1 << 2 | 1 << 14 | 1 << 15;
 
 /// Filesystem rights a kernel of landlock ABI `abi` knows.
-pub fn fs_rights(abi: u32) -> u64 {
+pub(crate) fn fs_rights(abi: u32) -> u64 {
     match abi {
         0 => 0,
         1 => (1 << 13) - 1,
@@ -31,7 +30,7 @@ pub fn fs_rights(abi: u32) -> u64 {
 }
 
 /// Network rights (TCP bind and connect) of ABI `abi`.
-pub fn net_rights(abi: u32) -> u64 {
+pub(crate) fn net_rights(abi: u32) -> u64 {
     if abi >= 4 {
         0b11
     } else {
@@ -40,7 +39,7 @@ pub fn net_rights(abi: u32) -> u64 {
 }
 
 /// Scopes (abstract unix sockets, signals) of ABI `abi`.
-pub fn scopes(abi: u32) -> u64 {
+pub(crate) fn scopes(abi: u32) -> u64 {
     if abi >= 6 {
         0b11
     } else {
@@ -50,15 +49,15 @@ pub fn scopes(abi: u32) -> u64 {
 
 /// A seccomp filter ready to install.
 #[derive(Debug)]
-pub struct SeccompLaunch {
+pub(crate) struct SeccompLaunch {
     /// The program.
-    pub filter: Vec<libc::sock_filter>,
+    pub(crate) filter: Vec<libc::sock_filter>,
     /// Install with a listener (which goes to the shim, never to the guest).
-    pub notify: bool,
+    pub(crate) notify: bool,
     /// The filter may notify the command's own `execve`: never wait for that exec suspended.
-    pub notify_exec: bool,
+    pub(crate) notify_exec: bool,
     /// Installed right after the listener hand-over (when `notify`): see [`revoke_filter`].
-    pub revoke: Vec<libc::sock_filter>,
+    pub(crate) revoke: Vec<libc::sock_filter>,
 }
 
 /// `AUDIT_ARCH_*` of the native architecture (0 where the host cannot build notifying filters).
@@ -75,7 +74,7 @@ const NATIVE_AUDIT_ARCH: u32 = if cfg!(target_arch = "x86_64") {
 /// policy allows before its own rules so the command can send its listener to the shim, fails
 /// with `EPERM` from then on; everything else is left to the policy. The command installs it
 /// after the hand-over and before exec, so its own code never has the allowance.
-pub fn revoke_filter() -> Vec<libc::sock_filter> {
+pub(crate) fn revoke_filter() -> Vec<libc::sock_filter> {
     let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     const LD_W_ABS: u16 = 0x20;
     const JEQ_K: u16 = 0x15;
@@ -99,22 +98,22 @@ pub fn revoke_filter() -> Vec<libc::sock_filter> {
 
 /// A landlock policy ready for the fork boundary.
 #[derive(Debug)]
-pub struct LandlockLaunch {
+pub(crate) struct LandlockLaunch {
     /// The ruleset's handled rights and scopes (only what the kernel knows).
-    pub attr: sys::LandlockRulesetAttr,
+    pub(crate) attr: sys::landlock::RulesetAttr,
     /// Paths and the rights granted beneath them (already within `attr`).
-    pub paths: Vec<(CString, u64)>,
+    pub(crate) paths: Vec<(CString, u64)>,
     /// TCP ports and the rights granted on them.
-    pub ports: Vec<(u64, u64)>,
+    pub(crate) ports: Vec<(u64, u64)>,
 }
 
 /// What every command of this shim gets. Lives as long as the process.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Confinement {
+pub(crate) struct Confinement {
     /// Installed last, before exec.
-    pub seccomp: Option<&'static SeccompLaunch>,
+    pub(crate) seccomp: Option<&'static SeccompLaunch>,
     /// A domain per command, entered after no_new_privs.
-    pub landlock: Option<&'static LandlockLaunch>,
+    pub(crate) landlock: Option<&'static LandlockLaunch>,
 }
 
 fn fail(errno: i32, detail: String) -> SetupFailure {
@@ -148,7 +147,7 @@ fn seccomp(plan: &SeccompPlan) -> SeccompLaunch {
 }
 
 /// Checks `plan` against a kernel of landlock ABI `abi` (`None`: no landlock).
-pub fn landlock(
+pub(crate) fn landlock(
     plan: &LandlockPlan,
     abi: Option<u32>,
 ) -> Result<Option<(LandlockLaunch, LandlockEnforced)>, SetupFailure> {
@@ -210,7 +209,7 @@ pub fn landlock(
         .collect();
     Ok(Some((
         LandlockLaunch {
-            attr: sys::LandlockRulesetAttr {
+            attr: sys::landlock::RulesetAttr {
                 handled_access_fs: enforced.fs,
                 handled_access_net: enforced.net,
                 scoped: enforced.scoped,
@@ -224,7 +223,7 @@ pub fn landlock(
 
 /// Prepares the plan's seccomp filter and landlock policy; returns them with what is enforced
 /// (landlock ABI and rights).
-pub fn prepare(
+pub(crate) fn prepare(
     seccomp_plan: Option<&SeccompPlan>,
     landlock_plan: Option<&LandlockPlan>,
 ) -> Result<(Confinement, Option<u32>, Option<LandlockEnforced>), SetupFailure> {
@@ -235,7 +234,7 @@ pub fn prepare(
     let mut abi_used = None;
     let mut enforced = None;
     if let Some(p) = landlock_plan {
-        let abi = sys::landlock_abi().ok();
+        let abi = sys::landlock::abi().ok();
         if let Some((launch, e)) = landlock(p, abi)? {
             c.landlock = Some(Box::leak(Box::new(launch)));
             abi_used = abi;
@@ -249,11 +248,11 @@ pub fn prepare(
 /// to report and the notification's id, or `None` when nothing was pending (the notifying task
 /// died meanwhile). The caller kills the request, then [`deny`]s the call (in that order: the
 /// guest must not run on after its call fails).
-pub fn receive_violation(
+pub(crate) fn receive_violation(
     listener: &std::os::fd::OwnedFd,
 ) -> Option<(hatchery_protocol::Outcome, u64)> {
-    use std::os::fd::AsRawFd;
-    let n = sys::seccomp_notif_recv(listener.as_raw_fd()).ok()?;
+    use std::os::fd::AsFd;
+    let n = sys::seccomp::notif_recv(listener.as_fd()).ok()?;
     Some((
         hatchery_protocol::Outcome::Violation {
             syscall: String::new(),
@@ -265,9 +264,9 @@ pub fn receive_violation(
 }
 
 /// Fails notified call `id` with `EPERM` (harmless if its task is already dead).
-pub fn deny(listener: &std::os::fd::OwnedFd, id: u64) {
-    use std::os::fd::AsRawFd;
-    let _ = sys::seccomp_notif_deny(listener.as_raw_fd(), id, libc::EPERM);
+pub(crate) fn deny(listener: &std::os::fd::OwnedFd, id: u64) {
+    use std::os::fd::AsFd;
+    let _ = sys::seccomp::notif_deny(listener.as_fd(), id, libc::EPERM);
 }
 
 #[cfg(test)]

@@ -1,21 +1,31 @@
-//! Preparing a command for the fork boundary (the `child` module): every string, pointer array,
-//! fd move and limit is built here, before the fork.
+//! The parent side of starting a command: preparing its [`LaunchPlan`] (every string, pointer
+//! array, fd move and limit is built here, before the fork), starting the fork boundary
+//! (`child`) and reading what the child reports back.
+//!
+//! ```text
+//!  prepare ─▶ LaunchPlan ─▶ start: report socket, fork/clone ─▶ child (reads the plan only)
+//!                                  read_report ◀── listener fd, then EOF at exec │ failure
+//! ```
 
 use std::ffi::{CString, OsStr};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hatchery_protocol::{ExecSpec, Resource, Rlimit, SetupFailure, SetupStep, UserSpec};
+use hatchery_sys as sys;
+use sys::exec::CStringArray;
 
 use crate::shim::child;
 use crate::shim::confine::Confinement;
+use crate::shim::launch_plan::{ChildIds, LaunchPlan};
 use crate::shim::users;
 
 /// The PATH searched when the command's environment has none.
-pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin";
 
 fn fail(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure {
     SetupFailure {
@@ -25,61 +35,9 @@ fn fail(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure 
     }
 }
 
-/// Ids the child switches to.
-#[derive(Debug)]
-pub struct ChildIds {
-    /// Uid.
-    pub uid: u32,
-    /// Gid.
-    pub gid: u32,
-    /// Supplementary groups.
-    pub groups: Vec<libc::gid_t>,
-    /// Whether to call setgroups.
-    pub set_groups: bool,
-}
-
-/// Everything the child needs, prepared before the fork.
-#[derive(Debug)]
-pub struct LaunchPlan {
-    pub(crate) path: CString,
-    _argv: Vec<CString>,
-    pub(crate) argv_ptrs: Vec<*const libc::c_char>,
-    _envp: Vec<CString>,
-    pub(crate) envp_ptrs: Vec<*const libc::c_char>,
-    pub(crate) cwd: Option<CString>,
-    /// (source fd, target number); sources are above every target.
-    pub(crate) fd_moves: Vec<(RawFd, RawFd)>,
-    pub(crate) sorted_targets: Vec<RawFd>,
-    pub(crate) max_target: RawFd,
-    _sources: Vec<OwnedFd>,
-    pub(crate) rlimits: Vec<(libc::c_int, u64, u64)>,
-    pub(crate) ids: Option<ChildIds>,
-    pub(crate) confinement: Confinement,
-    pub(crate) fd_limit: u32,
-    /// RLIMIT_CPU hard limit in seconds, to tell a CPU-limit kill from another SIGKILL.
-    pub cpu_limit_secs: Option<u64>,
-    /// Fresh tmpfs instances (target, options) mounted for this request alone.
-    pub(crate) private_tmpfs: Vec<(CString, CString)>,
-    /// Proc instances of the request's own pid namespace.
-    pub(crate) private_proc: Vec<CString>,
-    /// Signals to reset to their default before exec (the ones the shim ignores or handles).
-    pub(crate) reset_signals: &'static [i32],
-    /// Top of the stack for the command's `CLONE_VM | CLONE_VFORK` start (see
-    /// [`child_stack_top`]).
-    pub(crate) child_stack_top: usize,
-    /// SIGKILL the command when its parent dies (off for a helper exec'd in place of PID 1,
-    /// whose parent is a host thread).
-    pub die_with_parent: bool,
-}
-
 impl LaunchPlan {
-    /// The resolved program path.
-    pub fn path(&self) -> &std::ffi::CStr {
-        &self.path
-    }
-
     /// Gives the request its own tmpfs at each `(path, options)` and a fresh proc at each path.
-    pub fn with_private_mounts(
+    pub(crate) fn with_private_mounts(
         mut self,
         tmpfs: &[(String, String)],
         proc: &[String],
@@ -100,34 +58,35 @@ impl LaunchPlan {
 
 /// A started child.
 #[derive(Debug)]
-pub struct Launched {
+pub(crate) struct Launched {
     /// Its pid (in the container's pid namespace).
-    pub pid: libc::pid_t,
+    pub(crate) pid: libc::pid_t,
     /// When it was forked.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// The seccomp notification listener of its filter, when the filter notifies.
-    pub listener: Option<OwnedFd>,
+    pub(crate) listener: Option<OwnedFd>,
 }
 
-fn resource_number(r: Resource) -> libc::c_int {
-    (match r {
-        Resource::As => libc::RLIMIT_AS,
-        Resource::Core => libc::RLIMIT_CORE,
-        Resource::Cpu => libc::RLIMIT_CPU,
-        Resource::Data => libc::RLIMIT_DATA,
-        Resource::Fsize => libc::RLIMIT_FSIZE,
-        Resource::Locks => libc::RLIMIT_LOCKS,
-        Resource::Memlock => libc::RLIMIT_MEMLOCK,
-        Resource::Msgqueue => libc::RLIMIT_MSGQUEUE,
-        Resource::Nice => libc::RLIMIT_NICE,
-        Resource::Nofile => libc::RLIMIT_NOFILE,
-        Resource::Nproc => libc::RLIMIT_NPROC,
-        Resource::Rss => libc::RLIMIT_RSS,
-        Resource::Rtprio => libc::RLIMIT_RTPRIO,
-        Resource::Rttime => libc::RLIMIT_RTTIME,
-        Resource::Sigpending => libc::RLIMIT_SIGPENDING,
-        Resource::Stack => libc::RLIMIT_STACK,
-    }) as libc::c_int
+fn resource(r: Resource) -> sys::process::Resource {
+    use sys::process::Resource as R;
+    match r {
+        Resource::As => R::As,
+        Resource::Core => R::Core,
+        Resource::Cpu => R::Cpu,
+        Resource::Data => R::Data,
+        Resource::Fsize => R::Fsize,
+        Resource::Locks => R::Locks,
+        Resource::Memlock => R::Memlock,
+        Resource::Msgqueue => R::Msgqueue,
+        Resource::Nice => R::Nice,
+        Resource::Nofile => R::Nofile,
+        Resource::Nproc => R::Nproc,
+        Resource::Rss => R::Rss,
+        Resource::Rtprio => R::Rtprio,
+        Resource::Rttime => R::Rttime,
+        Resource::Sigpending => R::Sigpending,
+        Resource::Stack => R::Stack,
+    }
 }
 
 fn cstring(step: SetupStep, bytes: &[u8]) -> Result<CString, SetupFailure> {
@@ -147,7 +106,7 @@ fn is_executable_file(p: &Path) -> bool {
 }
 
 /// Resolves a program name the way `execvp` would, inside the container.
-pub fn find_program(
+pub(crate) fn find_program(
     program: &[u8],
     env: &[hatchery_protocol::Bytes],
 ) -> Result<PathBuf, SetupFailure> {
@@ -180,23 +139,23 @@ pub fn find_program(
 }
 
 /// Inputs of [`prepare`].
-pub struct LaunchRequest<'a> {
+pub(crate) struct LaunchRequest<'a> {
     /// The command.
-    pub exec: &'a ExecSpec,
+    pub(crate) exec: &'a ExecSpec,
     /// Fds and the numbers they get.
-    pub fds: Vec<(OwnedFd, RawFd)>,
+    pub(crate) fds: Vec<(OwnedFd, RawFd)>,
     /// Limits (RLIMIT_CORE is 0 unless given).
-    pub rlimits: &'a [Rlimit],
+    pub(crate) rlimits: &'a [Rlimit],
     /// The user to become, resolved in the container's /etc.
-    pub user: Option<&'a UserSpec>,
+    pub(crate) user: Option<&'a UserSpec>,
     /// Whether setgroups is permitted in this user namespace.
-    pub setgroups_allowed: bool,
+    pub(crate) setgroups_allowed: bool,
     /// Seccomp and landlock, prepared in stage 1.
-    pub confinement: Confinement,
+    pub(crate) confinement: Confinement,
 }
 
 /// Builds a [`LaunchPlan`].
-pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
+pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
     let exec = req.exec;
     let path = find_program(&exec.program.0, &exec.env)?;
     let path = cstring(SetupStep::FindProgram, path.as_os_str().as_bytes())?;
@@ -210,10 +169,6 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         .iter()
         .map(|a| cstring(SetupStep::Exec, &a.0))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
     let cwd = exec
         .cwd
         .as_ref()
@@ -231,13 +186,8 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
                 format!("fd target {target}"),
             ));
         }
-        let high = child::dup_above(fd.as_raw_fd(), max_target + 1).map_err(|e| {
-            fail(
-                SetupStep::MapFds,
-                e.raw_os_error().unwrap_or(libc::EMFILE),
-                "dup",
-            )
-        })?;
+        let high = sys::fd::dup_above(fd.as_fd(), max_target + 1)
+            .map_err(|e| fail(SetupStep::MapFds, e, "dup"))?;
         fd_moves.push((high.as_raw_fd(), *target));
         sources.push(high);
     }
@@ -245,12 +195,12 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
     sorted_targets.sort_unstable();
     sorted_targets.dedup();
 
-    let mut rlimits: Vec<(libc::c_int, u64, u64)> = Vec::new();
+    let mut rlimits = Vec::new();
     if !req.rlimits.iter().any(|r| r.resource == Resource::Core) {
-        rlimits.push((libc::RLIMIT_CORE as libc::c_int, 0, 0));
+        rlimits.push((sys::process::Resource::Core, 0, 0));
     }
     for r in req.rlimits {
-        rlimits.push((resource_number(r.resource), r.soft, r.hard));
+        rlimits.push((resource(r.resource), r.soft, r.hard));
     }
     let cpu_limit_secs = req
         .rlimits
@@ -287,10 +237,8 @@ pub fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure> {
         .unwrap_or(1024);
     Ok(LaunchPlan {
         path,
-        _argv: argv,
-        argv_ptrs,
-        _envp: envp,
-        envp_ptrs,
+        argv: CStringArray::new(argv),
+        envp: CStringArray::new(envp),
         cwd,
         fd_moves,
         sorted_targets,
@@ -324,20 +272,20 @@ fn child_stack_top() -> usize {
 /// The shim's non-default signal dispositions, queried once (they never change after start).
 fn non_default_signals() -> &'static [i32] {
     static SIGNALS: std::sync::OnceLock<Vec<i32>> = std::sync::OnceLock::new();
-    SIGNALS.get_or_init(crate::sys::non_default_signals)
+    SIGNALS.get_or_init(sys::signal::non_default)
 }
 
 /// A request started in its own namespaces.
 #[derive(Debug)]
-pub struct LaunchedRequest {
+pub(crate) struct LaunchedRequest {
     /// Pid of the request root (PID 1 of the request's pid namespace).
-    pub pid: libc::pid_t,
+    pub(crate) pid: libc::pid_t,
     /// When it was cloned.
-    pub started: Instant,
+    pub(crate) started: Instant,
     /// Receives the command's raw wait status when it ends (non-blocking).
-    pub status: OwnedFd,
+    pub(crate) status: OwnedFd,
     /// The seccomp notification listener of its filter, when the filter notifies.
-    pub listener: Option<OwnedFd>,
+    pub(crate) listener: Option<OwnedFd>,
 }
 
 /// The child's report channel: a close-on-exec seqpacket pair, the child's end above every fd
@@ -356,13 +304,79 @@ fn report_pipe(plan: &LaunchPlan) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
 
 /// `fd` duplicated above every fd target of `plan` (so the child's dup2s cannot clobber it).
 fn above_targets(plan: &LaunchPlan, fd: &OwnedFd) -> Result<OwnedFd, SetupFailure> {
-    child::dup_above(fd.as_raw_fd(), plan.max_target + 1).map_err(|e| {
-        fail(
-            SetupStep::Fork,
-            e.raw_os_error().unwrap_or(libc::EMFILE),
-            "dup",
-        )
-    })
+    sys::fd::dup_above(fd.as_fd(), plan.max_target + 1).map_err(|e| fail(SetupStep::Fork, e, "dup"))
+}
+
+/// Reads the child's report: its seccomp listener if its filter notifies, then EOF once it
+/// exec'd (`Ok`), or an 8-byte failure (`step index: u32`, `errno: i32`).
+///
+/// A pending notification before EOF ends the wait with `Ok` too, leaving the notification for
+/// the supervisor (which kills the request and reports the violation): either the command
+/// already runs and violated its policy before every other holder of the report socket closed
+/// it (a request root closes its copy only once its vfork returns), or the policy notifies the
+/// `execve` itself, which would otherwise wait forever. A hung-up listener (the command already
+/// exited) is not a notification: the wait goes on for the report.
+fn read_report(sock: &OwnedFd) -> Result<Option<OwnedFd>, (SetupStep, i32)> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut listener: Option<OwnedFd> = None;
+    // Whether the listener may still deliver a notification (it hangs up once the filter has
+    // no users left).
+    let mut watch_listener = true;
+    loop {
+        if let (Some(l), true) = (&listener, watch_listener) {
+            let mut pfds = [
+                PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+                PollFd::new(l.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut pfds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err((SetupStep::Exec, e as i32)),
+            }
+            let sock_ready = pfds[0].revents().is_some_and(|r| !r.is_empty());
+            let l_events = pfds[1].revents().unwrap_or(PollFlags::empty());
+            if !sock_ready {
+                if l_events.contains(PollFlags::POLLIN) {
+                    return Ok(listener);
+                }
+                if !l_events.is_empty() {
+                    watch_listener = false;
+                }
+                continue;
+            }
+        }
+        let mut buf = [0u8; 8];
+        let (n, got_fd) = match sys::fd::recv_fd(sock.as_fd(), &mut buf) {
+            Ok(got) => got,
+            Err(libc::EINTR) => continue,
+            Err(e) => return Err((SetupStep::Exec, e)),
+        };
+        if n == 0 {
+            return Ok(listener);
+        }
+        if n == 8 && buf == child::LISTENER_MSG {
+            if got_fd.is_none() {
+                return Err((SetupStep::Seccomp, libc::EBADF));
+            }
+            listener = got_fd;
+            continue;
+        }
+        if n != 8 {
+            return Err((SetupStep::Exec, libc::EIO));
+        }
+        return Err(decode_failure(buf));
+    }
+}
+
+/// The step and errno of a failure report (see [`child::failure_message`]); an index the child
+/// does not use reads as [`SetupStep::Exec`].
+fn decode_failure(buf: [u8; 8]) -> (SetupStep, i32) {
+    let idx = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let errno = i32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    (
+        *child::CHILD_STEPS.get(idx).unwrap_or(&SetupStep::Exec),
+        errno,
+    )
 }
 
 /// Starts a child with `spawn` (given the report pipe's write end), then waits for its exec or
@@ -370,13 +384,13 @@ fn above_targets(plan: &LaunchPlan, fd: &OwnedFd) -> Result<OwnedFd, SetupFailur
 fn start(
     plan: &LaunchPlan,
     what: &str,
-    spawn: impl FnOnce(RawFd) -> Result<libc::pid_t, i32>,
+    spawn: impl FnOnce(BorrowedFd<'_>) -> Result<libc::pid_t, i32>,
 ) -> Result<Launched, SetupFailure> {
     let (r, w) = report_pipe(plan)?;
     let started = Instant::now();
-    let pid = spawn(w.as_raw_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
+    let pid = spawn(w.as_fd()).map_err(|e| fail(SetupStep::Fork, e, what))?;
     drop(w);
-    match child::read_report(&r) {
+    match read_report(&r) {
         Ok(listener) => Ok(Launched {
             pid,
             started,
@@ -394,19 +408,19 @@ fn start(
 /// tmpfs mounts, no private /proc), `posix_spawn`-style: the shim is suspended until the command
 /// execs. For zygotes that run one request at a time, which kill every leftover process of the
 /// request themselves afterwards. Returns once the command exec'd.
-pub fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+pub(crate) fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
     start(plan, "clone", |w| child::spawn_single(plan, w))
 }
 
 /// Starts a request in new pid, mount and IPC namespaces; returns once the command exec'd.
-pub fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure> {
+pub(crate) fn launch_request(plan: &LaunchPlan) -> Result<LaunchedRequest, SetupFailure> {
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| fail(SetupStep::Fork, e as i32, "pipe2"))?;
     let status_high = above_targets(plan, &status_w)?;
     drop(status_w);
     let launched = start(plan, "clone", |w| {
-        child::clone_request(plan, w, status_high.as_raw_fd())
+        child::clone_request(plan, w, status_high.as_fd())
     });
     drop(status_high);
     let launched = launched?;
@@ -432,6 +446,27 @@ fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
 }
 
 /// Forks the child, waits for its exec (or its failure report) and returns it.
-pub fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+pub(crate) fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
     start(plan, "fork", |w| child::fork_and_run(plan, w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The child's failure report, in golden bytes, and back.
+    #[test]
+    fn failure_report_round_trip() {
+        let msg = child::failure_message(SetupStep::Landlock, libc::EPERM);
+        assert_eq!(msg, [11, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(decode_failure(msg), (SetupStep::Landlock, libc::EPERM));
+        for step in child::CHILD_STEPS {
+            assert_eq!(decode_failure(child::failure_message(step, 7)), (step, 7));
+        }
+        assert_eq!(decode_failure([99, 0, 0, 0, 2, 0, 0, 0]).0, SetupStep::Exec);
+        assert_ne!(
+            child::LISTENER_MSG,
+            child::failure_message(SetupStep::Exec, 0)
+        );
+    }
 }

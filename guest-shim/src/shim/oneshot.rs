@@ -14,12 +14,13 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::shim::confine::{self, Confinement};
-use crate::shim::launch::{self, LaunchPlan, LaunchRequest};
+use crate::shim::launch::{self, LaunchRequest};
+use crate::shim::launch_plan::LaunchPlan;
 use crate::shim::reap;
 use crate::shim::verdict::{Seen, Watch};
 
 /// Runs the command and returns the shim's exit code.
-pub fn run(
+pub(crate) fn run(
     chan: &mut Channel,
     plan: &SetupPlan,
     mut fds: Vec<Option<OwnedFd>>,

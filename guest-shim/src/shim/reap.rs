@@ -5,11 +5,11 @@ use hatchery_protocol::{Outcome, Usage};
 
 /// A reaped process we were waiting for.
 #[derive(Debug, Clone, Copy)]
-pub struct Reaped {
+pub(crate) struct Reaped {
     /// Raw wait status.
-    pub status: i32,
+    pub(crate) status: i32,
     /// Its rusage (and that of the descendants it waited for); wall time is filled by the caller.
-    pub usage: Usage,
+    pub(crate) usage: Usage,
 }
 
 fn micros(tv: libc::timeval) -> u64 {
@@ -29,7 +29,7 @@ fn reaped(status: i32, ru: &libc::rusage) -> Reaped {
 }
 
 /// Reaps every exited child without blocking; returns `main`'s result if it was among them.
-pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
+pub(crate) fn reap_all(main: libc::pid_t) -> Option<Reaped> {
     let mut found = None;
     reap_each(|pid, r| {
         if pid == main {
@@ -40,7 +40,7 @@ pub fn reap_all(main: libc::pid_t) -> Option<Reaped> {
 }
 
 /// Waits (blocking) for `pid` to exit and reaps it.
-pub fn wait_for(pid: libc::pid_t) -> Option<Reaped> {
+pub(crate) fn wait_for(pid: libc::pid_t) -> Option<Reaped> {
     loop {
         let mut status = 0;
         // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
@@ -57,7 +57,7 @@ pub fn wait_for(pid: libc::pid_t) -> Option<Reaped> {
 }
 
 /// Reaps every exited child without blocking, handing each to `f`.
-pub fn reap_each(mut f: impl FnMut(libc::pid_t, Reaped)) {
+pub(crate) fn reap_each(mut f: impl FnMut(libc::pid_t, Reaped)) {
     loop {
         let mut status = 0;
         // SAFETY: zeroed rusage is a valid value for the kernel to overwrite.
@@ -73,7 +73,7 @@ pub fn reap_each(mut f: impl FnMut(libc::pid_t, Reaped)) {
 
 /// How a process with this wait status ended. `cpu_limit_secs` is its RLIMIT_CPU, if any: the
 /// kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one.
-pub fn outcome(done: &Reaped, cpu_limit_secs: Option<u64>) -> Outcome {
+pub(crate) fn outcome(done: &Reaped, cpu_limit_secs: Option<u64>) -> Outcome {
     let status = done.status;
     if libc::WIFEXITED(status) {
         return Outcome::Exited(libc::WEXITSTATUS(status));

@@ -39,7 +39,8 @@ use hatchery_protocol::{
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
-use crate::sys;
+use hatchery_sys as sys;
+use sys::fs::{OFlags, ResolveFlags, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// The shim's scratch tmpfs, in its private copy of the host mount tree. Never part of the
 /// container: it is detached with the old root at `pivot_root`.
@@ -49,13 +50,12 @@ const STAGING: &str = "/tmp/root";
 /// Contents of files placed over read-only targets, bound from here.
 const STAGED_FILES: &str = "/tmp/files";
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
 const READ_ONLY: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
 
 /// Lookups inside the root: `/` is the root, and no symbolic link is followed.
-const IN_ROOT: u64 = sys::RESOLVE_IN_ROOT | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS;
+const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
 
 fn fail(step: SetupStep, errno: impl Into<i32>, detail: impl AsRef<Path>) -> SetupFailure {
     SetupFailure {
@@ -78,7 +78,10 @@ fn cstr(step: SetupStep, p: &OsStr) -> Result<CString, SetupFailure> {
 }
 
 /// The components of a container path (absolute, no `..`), for `step`'s errors.
-pub fn components(step: SetupStep, container_path: &[u8]) -> Result<Vec<&OsStr>, SetupFailure> {
+pub(crate) fn components(
+    step: SetupStep,
+    container_path: &[u8],
+) -> Result<Vec<&OsStr>, SetupFailure> {
     let p = Path::new(OsStr::from_bytes(container_path));
     let mut out = Vec::new();
     let mut saw_root = false;
@@ -106,9 +109,10 @@ fn is_dir(step: SetupStep, fd: &OwnedFd, detail: &Path) -> Result<bool, SetupFai
 }
 
 /// Opens `name` (one component) below the directory `dir` without following links.
-fn open_child(dir: &OwnedFd, name: &OsStr, flags: i32, mode: u32) -> Result<OwnedFd, i32> {
+fn open_child(dir: &OwnedFd, name: &OsStr, flags: OFlags, mode: u32) -> Result<OwnedFd, i32> {
     let c = CString::new(name.as_bytes()).map_err(|_| libc::EINVAL)?;
-    sys::openat2(dir.as_fd(), &c, flags, mode, IN_ROOT)
+    let mode = sys::fs::Mode::from_raw_mode(mode);
+    sys::fs::openat2(dir.as_fd(), &c, flags, mode, IN_ROOT)
 }
 
 /// The staging root, as an fd every container path is resolved from.
@@ -144,8 +148,14 @@ impl Root {
             parts.iter().collect()
         };
         let c = cstr(step, rel.as_os_str())?;
-        sys::openat2(self.fd.as_fd(), &c, libc::O_PATH, 0, IN_ROOT)
-            .map_err(|e| fail(step, e, detail))
+        sys::fs::openat2(
+            self.fd.as_fd(),
+            &c,
+            OFlags::PATH,
+            sys::fs::Mode::empty(),
+            IN_ROOT,
+        )
+        .map_err(|e| fail(step, e, detail))
     }
 
     /// Walks `parts` from the root, making missing directories with `mode`; returns an `O_PATH`
@@ -160,7 +170,7 @@ impl Root {
     ) -> Result<OwnedFd, SetupFailure> {
         let mut cur = self.fd.try_clone().map_err(|e| io_fail(step, e, detail))?;
         for name in parts {
-            let flags = libc::O_PATH | libc::O_DIRECTORY;
+            let flags = OFlags::PATH | OFlags::DIRECTORY;
             let next = match open_child(&cur, name, flags, 0) {
                 Ok(fd) => fd,
                 Err(libc::ENOENT) => {
@@ -222,7 +232,7 @@ fn file_stub(
     mode: u32,
     detail: &Path,
 ) -> Result<OwnedFd, SetupFailure> {
-    match open_child(dir, name, libc::O_PATH, 0) {
+    match open_child(dir, name, OFlags::PATH, 0) {
         Ok(fd) => return Ok(fd),
         Err(libc::ENOENT) => {}
         Err(e) => return Err(fail(step, e, detail)),
@@ -237,7 +247,7 @@ fn file_stub(
         Ok(()) | Err(nix::Error::EEXIST) => {}
         Err(e) => return Err(nix_fail(step, e, detail)),
     }
-    open_child(dir, name, libc::O_PATH, 0).map_err(|e| fail(step, e, detail))
+    open_child(dir, name, OFlags::PATH, 0).map_err(|e| fail(step, e, detail))
 }
 
 /// Sets mount attributes on the mount `fd` is the root of and, with `recursive`, every mount
@@ -250,7 +260,7 @@ fn set_mount_attrs(
     detail: &Path,
 ) -> Result<(), SetupFailure> {
     let step = SetupStep::RemountReadOnly;
-    match sys::mount_setattr_fd(fd.as_fd(), attrs, recursive) {
+    match sys::fs::mount_setattr(fd.as_fd(), attrs, recursive) {
         Ok(()) => return Ok(()),
         Err(libc::ENOSYS) if !(recursive && attrs & MOUNT_ATTR_RDONLY != 0) => {}
         Err(e) => return Err(fail(step, e, detail)),
@@ -289,7 +299,7 @@ fn set_mount_attrs(
 
 /// Takes the ids the plan names inside the user namespace (the maps were written by the host
 /// before it sent the plan).
-pub fn set_ids(ids: &IdPlan) -> Result<(), SetupFailure> {
+pub(crate) fn set_ids(ids: &IdPlan) -> Result<(), SetupFailure> {
     use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
     let gid = Gid::from_raw(ids.gid);
     setresgid(gid, gid, gid).map_err(|e| nix_fail(SetupStep::SetIds, e, "setresgid"))?;
@@ -317,7 +327,8 @@ fn rootdir_entries(dir: &OwnedFd, detail: &Path) -> Result<Vec<RootEntry>, Setup
         let entry = entry.map_err(|e| io_fail(step, e, detail))?;
         let name = entry.file_name();
         let c = cstr(step, &name)?;
-        let fd = sys::openat2(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0, IN_ROOT)
+        let flags = OFlags::PATH | OFlags::NOFOLLOW;
+        let fd = sys::fs::openat2(dir.as_fd(), &c, flags, sys::fs::Mode::empty(), IN_ROOT)
             .map_err(|e| fail(step, e, detail.join(&name)))?;
         let st = fstat(fd.as_raw_fd()).map_err(|e| nix_fail(step, e, detail.join(&name)))?;
         if st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFLNK.bits() {
@@ -388,8 +399,15 @@ fn open_host_source(
     let base = open(outer, libc::O_DIRECTORY)?;
     let rest = path.strip_prefix(outer).unwrap_or(path);
     let c = cstr(step, rest.as_os_str())?;
-    let resolve = sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS;
-    sys::openat2(base.as_fd(), &c, libc::O_PATH, 0, resolve).map_err(|e| fail(step, e, path))
+    let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+    sys::fs::openat2(
+        base.as_fd(),
+        &c,
+        OFlags::PATH,
+        sys::fs::Mode::empty(),
+        resolve,
+    )
+    .map_err(|e| fail(step, e, path))
 }
 
 fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<(), SetupFailure> {
@@ -405,13 +423,13 @@ fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<
 
 /// A tmpfs's options: always a size and an inode bound ([`default_nr_inodes`] when none is
 /// given).
-pub fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
+pub(crate) fn tmpfs_options(mode: u32, size: u64, nr_inodes: Option<u64>) -> String {
     let n = nr_inodes.unwrap_or(default_nr_inodes(size));
     format!("mode={:o},size={size},nr_inodes={n}", mode & 0o7777)
 }
 
 /// Builds the file tree and pivots into it. `fds` are the fds that came with the plan.
-pub fn build_root(
+pub(crate) fn build_root(
     plan: &SetupPlan,
     fds: &[OwnedFd],
     watch: &mut crate::shim::Stopwatch,
@@ -534,7 +552,7 @@ pub fn build_root(
                 };
                 bind(step, fd, &stub, &detail)?;
                 let mounted =
-                    open_child(&root.fd, n, libc::O_PATH, 0).map_err(|e| fail(step, e, &detail))?;
+                    open_child(&root.fd, n, OFlags::PATH, 0).map_err(|e| fail(step, e, &detail))?;
                 set_mount_attrs(&mounted, READ_ONLY, true, &detail)?;
             }
         }
@@ -662,11 +680,11 @@ fn set_mode(step: SetupStep, dir: &OwnedFd, mode: u32, detail: &Path) -> Result<
     if st.st_mode & 0o7777 == mode {
         return Ok(());
     }
-    let opened = sys::openat2(
+    let opened = sys::fs::openat2(
         dir.as_fd(),
         c".",
-        libc::O_RDONLY | libc::O_DIRECTORY,
-        0,
+        OFlags::RDONLY | OFlags::DIRECTORY,
+        sys::fs::Mode::empty(),
         IN_ROOT,
     )
     .map_err(|e| fail(step, e, detail))?;
@@ -697,7 +715,7 @@ fn write_file(
     // Non-blocking: a fifo left there (by a guest, in a writable bind) must not hang setup
     // waiting for a reader; whatever opens is used only if it is a regular file.
     let flags =
-        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::NONBLOCK;
     match open_child(&dir, name, flags, mode & 0o7777) {
         Ok(fd) => {
             let st = fstat(fd.as_raw_fd()).map_err(|e| nix_fail(step, e, dst))?;
@@ -709,7 +727,7 @@ fn write_file(
         // Inside a read-only mount (a read-only rootdir or bind): never write through to the
         // host. Stage the file in the scratch tmpfs and bind it over the existing target.
         Err(libc::EROFS) => {
-            let target = open_child(&dir, name, libc::O_PATH, 0).map_err(|e| fail(step, e, dst))?;
+            let target = open_child(&dir, name, OFlags::PATH, 0).map_err(|e| fail(step, e, dst))?;
             if is_dir(step, &target, dst)? {
                 return Err(fail(step, libc::EISDIR, dst));
             }
@@ -731,7 +749,7 @@ fn write_file(
             )
             .map_err(|e| nix_fail(step, e, dst))?;
             let mounted =
-                open_child(&dir, name, libc::O_PATH, 0).map_err(|e| fail(step, e, dst))?;
+                open_child(&dir, name, OFlags::PATH, 0).map_err(|e| fail(step, e, dst))?;
             set_mount_attrs(&mounted, READ_ONLY, false, dst)
         }
         Err(e) => Err(fail(step, e, dst)),
@@ -783,7 +801,7 @@ fn build_devfs(root: &mut Root, target: &[u8]) -> Result<OwnedFd, SetupFailure> 
             None::<&str>,
         )
         .map_err(|e| nix_fail(step, e, &src))?;
-        let mounted = open_child(&dev, n, libc::O_PATH, 0).map_err(|e| fail(step, e, &src))?;
+        let mounted = open_child(&dev, n, OFlags::PATH, 0).map_err(|e| fail(step, e, &src))?;
         set_mount_attrs(&mounted, MOUNT_ATTR_NOSUID, false, &src)?;
     }
     for (link, original) in [
@@ -824,7 +842,7 @@ fn dir_in(dir: &OwnedFd, name: &str, mode: u32, detail: &Path) -> Result<OwnedFd
     let step = SetupStep::MountDevfs;
     nix::sys::stat::mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(mode))
         .map_err(|e| nix_fail(step, e, detail))?;
-    open_child(dir, OsStr::new(name), libc::O_PATH | libc::O_DIRECTORY, 0)
+    open_child(dir, OsStr::new(name), OFlags::PATH | OFlags::DIRECTORY, 0)
         .map_err(|e| fail(step, e, detail))
 }
 
@@ -832,7 +850,7 @@ fn dir_in(dir: &OwnedFd, name: &str, mode: u32, detail: &Path) -> Result<OwnedFd
 fn pivot_into(root: &Path) -> Result<(), SetupFailure> {
     let step = SetupStep::PivotRoot;
     nix::unistd::chdir(root).map_err(|e| nix_fail(step, e, root))?;
-    sys::pivot_root(c".", c".").map_err(|e| fail(step, e, root))?;
+    sys::fs::pivot_root(c".", c".").map_err(|e| fail(step, e, root))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| nix_fail(step, e, "old root"))?;
     nix::unistd::chdir("/").map_err(|e| nix_fail(step, e, "/"))
 }

@@ -5,18 +5,18 @@ use hatchery_protocol::UserSpec;
 
 /// Ids a [`UserSpec`] resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolvedUser {
+pub(crate) struct ResolvedUser {
     /// User id.
-    pub uid: u32,
+    pub(crate) uid: u32,
     /// Primary group id.
-    pub gid: u32,
+    pub(crate) gid: u32,
     /// Supplementary group ids.
-    pub groups: Vec<u32>,
+    pub(crate) groups: Vec<u32>,
 }
 
 /// Why a user could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     /// No such user in passwd (and not numeric).
     NoUser(String),
     /// No such group in group (and not numeric).
@@ -51,7 +51,11 @@ fn resolve_group(group_file: &str, name: &str) -> Result<u32, ResolveError> {
 }
 
 /// Resolves `spec`: names are looked up first, then numeric ids are accepted as they are.
-pub fn resolve(spec: &UserSpec, passwd: &str, group: &str) -> Result<ResolvedUser, ResolveError> {
+pub(crate) fn resolve(
+    spec: &UserSpec,
+    passwd: &str,
+    group: &str,
+) -> Result<ResolvedUser, ResolveError> {
     let (uid, primary) = match passwd_entry(passwd, &spec.user) {
         Some((_, uid, gid)) => (uid, Some(gid)),
         None => match spec.user.parse::<u32>() {

@@ -14,21 +14,21 @@ use hatchery_protocol::{Outcome, Usage};
 use super::reap;
 
 /// The outcome of a process the supervisor killed because the caller went away or cancelled.
-pub const CANCELLED: Outcome = Outcome::Signaled {
+pub(crate) const CANCELLED: Outcome = Outcome::Signaled {
     signal: libc::SIGKILL,
     core_dumped: false,
 };
 
 /// One supervised process: its deadline and why it was killed, if it was.
 #[derive(Debug, Clone)]
-pub struct Watch {
+pub(crate) struct Watch {
     deadline: Option<Instant>,
     killed: Option<Outcome>,
 }
 
 impl Watch {
     /// A process started at `started` with an optional wall-time limit.
-    pub fn new(started: Instant, wall_time_us: Option<u64>) -> Watch {
+    pub(crate) fn new(started: Instant, wall_time_us: Option<u64>) -> Watch {
         Watch {
             deadline: wall_time_us.map(|us| started + Duration::from_micros(us)),
             killed: None,
@@ -37,7 +37,7 @@ impl Watch {
 
     /// Records `why` as the reason it is killed. True when this is the first reason (the caller
     /// sends the signal); later reasons change nothing.
-    pub fn kill(&mut self, why: Outcome) -> bool {
+    pub(crate) fn kill(&mut self, why: Outcome) -> bool {
         if self.killed.is_some() {
             return false;
         }
@@ -46,7 +46,7 @@ impl Watch {
     }
 
     /// True (once) when the deadline has passed: the process is to be killed as timed out.
-    pub fn expire(&mut self, now: Instant) -> bool {
+    pub(crate) fn expire(&mut self, now: Instant) -> bool {
         if self.deadline.is_some_and(|d| now >= d) {
             return self.kill(Outcome::TimedOut);
         }
@@ -54,34 +54,34 @@ impl Watch {
     }
 
     /// Whether it was killed.
-    pub fn is_killed(&self) -> bool {
+    pub(crate) fn is_killed(&self) -> bool {
         self.killed.is_some()
     }
 
     /// The deadline still to watch for (none once killed).
-    pub fn pending_deadline(&self) -> Option<Instant> {
+    pub(crate) fn pending_deadline(&self) -> Option<Instant> {
         self.deadline.filter(|_| self.killed.is_none())
     }
 
     /// Its outcome from what was seen (see [`decide`]).
-    pub fn outcome(&self, seen: Seen) -> Outcome {
+    pub(crate) fn outcome(&self, seen: Seen) -> Outcome {
         decide(self.killed.clone(), seen)
     }
 }
 
 /// What the supervisor saw of a process that ended.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Seen<'a> {
+pub(crate) struct Seen<'a> {
     /// The outcome the process reported itself (a call's answer), if it answered.
-    pub answered: Option<&'a Outcome>,
+    pub(crate) answered: Option<&'a Outcome>,
     /// Its wait status and usage, if it was reaped.
-    pub exited: Option<(i32, Usage)>,
+    pub(crate) exited: Option<(i32, Usage)>,
     /// Its `RLIMIT_CPU` in seconds, if any.
-    pub cpu_limit_secs: Option<u64>,
+    pub(crate) cpu_limit_secs: Option<u64>,
     /// An output cap applies: `RLIMIT_FSIZE` is set from it, so `SIGXFSZ` means the cap.
-    pub output_capped: bool,
+    pub(crate) output_capped: bool,
     /// An output file grew past its cap.
-    pub output_exceeded: bool,
+    pub(crate) output_exceeded: bool,
 }
 
 /// The outcome, in order of precedence:
@@ -90,7 +90,7 @@ pub struct Seen<'a> {
 ///    `SIGXFSZ` under an output cap, or an output past its cap, turns an ordinary end into `OutputExceeded` (never a
 ///    truncated success);
 /// 3. neither: it was killed from outside the supervisor (`SIGKILL`).
-pub fn decide(killed: Option<Outcome>, seen: Seen) -> Outcome {
+pub(crate) fn decide(killed: Option<Outcome>, seen: Seen) -> Outcome {
     if let Some(o) = killed {
         return o;
     }

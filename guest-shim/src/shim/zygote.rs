@@ -186,23 +186,23 @@ fn respond(reply: &mut Channel, resp: Response) {
 }
 
 /// Everything the serve loop needs from stage 1.
-pub struct Zygote<'a> {
+pub(crate) struct Zygote<'a> {
     /// Control socket.
-    pub chan: &'a mut Channel,
+    pub(crate) chan: &'a mut Channel,
     /// The plan it was built from.
-    pub plan: &'a SetupPlan,
+    pub(crate) plan: &'a SetupPlan,
     /// Seccomp and landlock for every request.
-    pub confinement: Confinement,
+    pub(crate) confinement: Confinement,
     /// SIGCHLD and termination signals.
-    pub signals: &'a SignalFd,
+    pub(crate) signals: &'a SignalFd,
     /// What is enforced.
-    pub features: Features,
+    pub(crate) features: Features,
     /// `/dev/null`, opened before pivot_root.
-    pub devnull: OwnedFd,
+    pub(crate) devnull: OwnedFd,
     /// Requests running at once.
-    pub max_concurrent: u32,
+    pub(crate) max_concurrent: u32,
     /// Setup timings so far.
-    pub watch: crate::shim::Stopwatch,
+    pub(crate) watch: crate::shim::Stopwatch,
 }
 
 impl Zygote<'_> {
@@ -421,7 +421,7 @@ fn finish(mut r: Running, root: reap::Reaped) {
 }
 
 /// Serves requests until Shutdown or until the host goes away; returns the exit code.
-pub fn serve(mut z: Zygote<'_>) -> i32 {
+pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     let mounts = PrivateMounts::from_plan(z.plan);
     if z.chan
         .send(

@@ -16,7 +16,9 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-use hatchery_guest::sys;
+use hatchery_sys as sys;
+use sys::exec::CStringArray;
+use sys::fd::CloseRange;
 
 /// Everything the child needs, built before the clone.
 pub struct Prepared<'a> {
@@ -32,9 +34,8 @@ pub struct Prepared<'a> {
     pub last_cap: u32,
     /// `RLIMIT_NOFILE` soft limit, for the close-range fallback.
     pub fd_limit: u32,
-    argv: Vec<*const libc::c_char>,
-    envp: Vec<*const libc::c_char>,
-    _strings: Vec<CString>,
+    argv: CStringArray,
+    envp: CStringArray,
 }
 
 impl<'a> Prepared<'a> {
@@ -46,9 +47,7 @@ impl<'a> Prepared<'a> {
         err_pipe: BorrowedFd<'a>,
         argv0: &str,
     ) -> Prepared<'a> {
-        let strings = vec![CString::new(argv0).unwrap_or_else(|_| c"hatchery-shim".to_owned())];
-        let argv = vec![strings[0].as_ptr(), std::ptr::null()];
-        let envp = vec![std::ptr::null()];
+        let argv0 = CString::new(argv0).unwrap_or_else(|_| c"hatchery-shim".to_owned());
         let fd_limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(soft, _)| soft.min(1 << 20) as u32)
             .unwrap_or(1024);
@@ -57,11 +56,10 @@ impl<'a> Prepared<'a> {
             devnull,
             control,
             err_pipe,
-            last_cap: sys::last_cap(),
+            last_cap: sys::caps::last_cap(),
             fd_limit,
-            argv,
-            envp,
-            _strings: strings,
+            argv: CStringArray::new([argv0]),
+            envp: CStringArray::new([]),
         }
     }
 }
@@ -123,34 +121,28 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `&Prepared` passed to clone, alive while the parent is suspended.
     let p: &Prepared<'_> = unsafe { &*(arg as *const Prepared<'_>) };
     let fail = |errno: i32| -> ! {
-        sys::write_all_ignoring_errors(p.err_pipe.as_raw_fd(), &errno.to_le_bytes());
-        sys::exit_now(127)
+        sys::fd::write_all_ignoring_errors(p.err_pipe, &errno.to_le_bytes());
+        sys::exec::exit_now(127)
     };
     // Handlers of the host must not survive into the shim (ignored signals may stay ignored:
     // exec keeps SIG_IGN and the shim resets its children itself).
-    for sig in 1..=64 {
-        // SAFETY: an all-zero sigaction is a valid value (SIG_DFL, empty mask, no flags).
-        let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: querying the disposition into a valid local struct.
-        let queried = unsafe { libc::sigaction(sig, std::ptr::null(), &mut current) } == 0;
-        if queried && current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN
-        {
-            // SAFETY: as above; the result is SIG_DFL.
-            let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: installing SIG_DFL from a valid local struct.
-            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
-        }
-    }
+    sys::signal::reset_handlers();
     for target in 0..3 {
-        if let Err(e) = sys::dup2_keep(p.devnull.as_raw_fd(), target) {
+        // SAFETY: the child's fds 0-2 are its own (a copy of the host's table; the host's own
+        // stdio is untouched) and become the shim's.
+        if let Err(e) = unsafe { sys::fd::dup2_keep(p.devnull, target) } {
             fail(e);
         }
     }
-    if let Err(e) = sys::dup2_keep(p.control.as_raw_fd(), 3) {
+    // SAFETY: as above, for fd 3 (every fd the child reads is above 3, checked in `spawn`).
+    if let Err(e) = unsafe { sys::fd::dup2_keep(p.control, 3) } {
         fail(e);
     }
     // Everything else closes at exec (the shim memfd must stay open until then).
-    if let Err(e) = sys::close_range(4, u32::MAX, true, p.fd_limit) {
+    // SAFETY: the child's fd table is a copy of the host's: marking its fds above 3
+    // close-on-exec leaves the host's own table untouched.
+    let closed = unsafe { sys::fd::close_range(4, u32::MAX, CloseRange::CloseOnExec, p.fd_limit) };
+    if let Err(e) = closed {
         fail(e);
     }
     let all_caps = if p.last_cap >= 63 {
@@ -158,13 +150,13 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     } else {
         (1u64 << (p.last_cap + 1)) - 1
     };
-    if let Err(e) = sys::capset_all(all_caps) {
+    if let Err(e) = sys::caps::capset_all(all_caps) {
         fail(e);
     }
-    if let Err(e) = sys::raise_ambient(p.last_cap) {
+    if let Err(e) = sys::caps::raise_ambient(p.last_cap) {
         fail(e);
     }
-    let e = sys::fexecve(p.shim.as_raw_fd(), &p.argv, &p.envp);
+    let e = sys::exec::fexecve(p.shim, &p.argv, &p.envp);
     fail(e)
 }
 

@@ -1,0 +1,207 @@
+//! Stage 1, "start": the shim's entry point. Says Hello, receives the
+//! [`SetupPlan`](hatchery_protocol::SetupPlan), takes its ids, builds the root (`setup`), drops the bounding
+//! set, prepares seccomp and landlock (`confine`), then hands over to the loop of its mode:
+//! one-shot, exec zygote or call-mode supervisor.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use hatchery_protocol::{
+    Channel, Features, Hello, Kind, Message, SetupFailure, SetupStep, ShimMode,
+};
+use hatchery_sys as sys;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::shim::{confine, oneshot, setup, zygote, Stopwatch, CONTROL_FD};
+
+#[allow(unsafe_code)] // adopting the inherited control socket
+fn control_channel() -> Channel {
+    // SAFETY: the host's fork boundary places the control socket on CONTROL_FD before exec'ing
+    // the shim, and nothing else in this process refers to that fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(CONTROL_FD) };
+    // Make sure the socket never leaks into a command.
+    let _ = nix::fcntl::fcntl(
+        CONTROL_FD,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Channel::new(fd)
+}
+
+/// Signals PID 1 handles itself through a signalfd.
+fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
+    let _ = chan.send(&Message::SetupFailed(failure), &[], None);
+    125
+}
+
+/// The shim's entry point; returns the process exit code.
+pub(crate) fn main() -> i32 {
+    let mut watch = Stopwatch::new();
+    let last_cap = sys::caps::last_cap();
+    let mut chan = control_channel();
+    let signals = handled_signals();
+    if signals.thread_set_mask().is_err()
+        || nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None).is_err()
+    {
+        return 125;
+    }
+    let Ok(sigfd) = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    else {
+        return 125;
+    };
+    if chan
+        .send(
+            &Message::Hello(Hello {
+                shim_version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+            &[],
+            None,
+        )
+        .is_err()
+    {
+        return 125;
+    }
+    // Stage 1 waits for its plan as long as it takes; the host holds the deadline and kills us.
+    let received = match chan.recv_expect(Kind::SetupPlan, None) {
+        Ok(r) => r,
+        Err(e) => {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::ReceivePlan,
+                    errno: 0,
+                    detail: e.to_string(),
+                },
+            )
+        }
+    };
+    let Message::SetupPlan(plan) = received.message else {
+        return 125;
+    };
+    let fds = received.fds;
+    watch.lap("shim start + receive plan");
+
+    if let Err(f) = setup::set_ids(&plan.ids) {
+        return setup_failed(&mut chan, f);
+    }
+    watch.lap("set ids");
+    // Kept for requests whose stdio is null, whatever the container's /dev holds.
+    let devnull: OwnedFd = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/null")
+    {
+        Ok(f) => f.into(),
+        Err(e) => {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::StdioSetup,
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    detail: "/dev/null".into(),
+                },
+            )
+        }
+    };
+    if plan.loopback {
+        if let Err(e) = sys::net::loopback_up() {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::Loopback,
+                    errno: e,
+                    detail: "lo".into(),
+                },
+            );
+        }
+    }
+    if let Err(f) = setup::build_root(&plan, &fds, &mut watch) {
+        return setup_failed(&mut chan, f);
+    }
+    // Nothing started from here on can gain a capability at exec.
+    if let Err(e) = sys::caps::drop_bounding_set(last_cap) {
+        return setup_failed(
+            &mut chan,
+            SetupFailure {
+                step: SetupStep::DropCapabilities,
+                errno: e,
+                detail: "bounding set".into(),
+            },
+        );
+    }
+    watch.lap("drop bounding set");
+    // From here on, /proc/1/* of the shim is out of the guest's reach.
+    if let Err(e) = sys::process::set_non_dumpable() {
+        return setup_failed(
+            &mut chan,
+            SetupFailure {
+                step: SetupStep::DropCapabilities,
+                errno: e,
+                detail: "PR_SET_DUMPABLE".into(),
+            },
+        );
+    }
+    let (confinement, landlock_abi, landlock) =
+        match confine::prepare(plan.seccomp.as_ref(), plan.landlock.as_ref()) {
+            Ok(c) => c,
+            Err(f) => return setup_failed(&mut chan, f),
+        };
+    watch.lap("prepare seccomp + landlock");
+    let features = Features {
+        seccomp: plan.seccomp.is_some(),
+        seccomp_notify: plan.seccomp.as_ref().is_some_and(|s| s.notify),
+        landlock_abi,
+        landlock,
+        no_new_privs: true,
+    };
+    let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+    match &plan.mode {
+        ShimMode::Helper { helper, .. } => {
+            crate::call::supervisor::run(crate::call::supervisor::Start {
+                chan: &mut chan,
+                plan: &plan,
+                helper,
+                devnull,
+                confinement,
+                signals: &sigfd,
+                features,
+                watch,
+            })
+        }
+        ShimMode::OneShot { .. } => oneshot::run(
+            &mut chan,
+            &plan,
+            fds,
+            &sigfd,
+            (features, confinement),
+            watch,
+        ),
+        ShimMode::Zygote { max_concurrent } => zygote::serve(zygote::Zygote {
+            chan: &mut chan,
+            plan: &plan,
+            confinement,
+            signals: &sigfd,
+            features,
+            devnull,
+            max_concurrent: (*max_concurrent).max(1),
+            watch,
+        }),
+    }
+}

@@ -1,0 +1,106 @@
+//! Opening paths without following links, mount attributes, `pivot_root`.
+//!
+//! Everything here is allocation-free and async-signal-safe.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+pub use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use crate::{check, errno, Errno};
+
+/// `openat2(dir, path, {flags | O_CLOEXEC, mode, resolve})`: the new fd, always close-on-exec.
+/// `dir` may be [`rustix::fs::CWD`] (see [`cwd`]).
+pub fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, resolve).map_err(errno)
+}
+
+/// `AT_FDCWD`: paths relative to the working directory.
+pub fn cwd() -> BorrowedFd<'static> {
+    rustix::fs::CWD
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `MOUNT_ATTR_NOSUID`.
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+/// `MOUNT_ATTR_NODEV`.
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], {attr_set: set})`: sets `MOUNT_ATTR_*`
+/// bits on the mount `fd` was opened on (the root of a mount) and, with `recursive`, on every
+/// mount below it. `ENOSYS` before Linux 5.12. (rustix does not have it.)
+pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, recursive: bool) -> Result<(), Errno> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    const AT_RECURSIVE: libc::c_long = 0x8000;
+    let flags = libc::AT_EMPTY_PATH as libc::c_long | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: `fd` is an open fd borrowed for the call, the path is an empty NUL-terminated
+    // string and `attr` a valid `struct mount_attr` of the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd() as libc::c_long,
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `pivot_root(new_root, put_old)`.
+pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
+    rustix::process::pivot_root(new_root, put_old).map_err(errno)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn openat2_refuses_links_and_escapes() {
+        let dir = std::env::temp_dir().join(format!("hatchery-sys-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("file"), b"x").unwrap();
+        std::os::unix::fs::symlink("file", dir.join("link")).unwrap();
+        let d = std::fs::File::open(&dir).unwrap();
+        let no_links = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let f = openat2(d.as_fd(), c"file", OFlags::PATH, Mode::empty(), no_links).unwrap();
+        assert!(rustix::io::fcntl_getfd(&f)
+            .unwrap()
+            .contains(rustix::io::FdFlags::CLOEXEC));
+        let link = openat2(d.as_fd(), c"link", OFlags::PATH, Mode::empty(), no_links);
+        assert_eq!(link.unwrap_err(), libc::ELOOP);
+        let up = openat2(
+            d.as_fd(),
+            c"../x",
+            OFlags::PATH,
+            Mode::empty(),
+            ResolveFlags::BENEATH,
+        );
+        assert_eq!(up.unwrap_err(), libc::EXDEV);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

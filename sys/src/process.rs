@@ -1,0 +1,48 @@
+//! Attributes of the calling process: dumpability, the parent-death signal, resource limits.
+//!
+//! Everything here is allocation-free and async-signal-safe.
+
+pub use rustix::process::Resource;
+
+use crate::{errno, Errno};
+
+/// Makes the process non-dumpable (`PR_SET_DUMPABLE` 0): no core dumps, and `/proc/PID/*` and
+/// `ptrace` are out of reach of processes with the same ids but not `CAP_SYS_PTRACE`.
+pub fn set_non_dumpable() -> Result<(), Errno> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(errno)
+}
+
+/// `SIGKILL`s this process when its parent (thread) dies (`PR_SET_PDEATHSIG`).
+pub fn kill_with_parent() -> Result<(), Errno> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(errno)
+}
+
+/// Sets a limit of the calling process (`prlimit64(0, …)`); `u64::MAX` is unlimited.
+pub fn set_rlimit(resource: Resource, soft: u64, hard: u64) -> Result<(), Errno> {
+    let value = |v: u64| (v != libc::RLIM64_INFINITY).then_some(v);
+    rustix::process::setrlimit(
+        resource,
+        rustix::process::Rlimit {
+            current: value(soft),
+            maximum: value(hard),
+        },
+    )
+    .map_err(errno)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowering_the_soft_core_limit() {
+        let before = rustix::process::getrlimit(Resource::Core);
+        let hard = before.maximum.unwrap_or(u64::MAX);
+        set_rlimit(Resource::Core, 0, hard).unwrap();
+        let after = rustix::process::getrlimit(Resource::Core);
+        assert_eq!(after.current, Some(0));
+        assert_eq!(after.maximum, before.maximum);
+    }
+}
