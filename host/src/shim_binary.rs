@@ -218,6 +218,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "embed-shim")]
     fn the_default_build_embeds_an_elf_shim() {
         // The crate's own tests run with the default features, outside clippy.
         let Some(bytes) = embedded() else {
