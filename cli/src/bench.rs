@@ -172,10 +172,7 @@ fn build_pool(name: &str, builder: hatchery::PoolBuilder) -> Option<Pool> {
     match builder.idle_timeout(None).build() {
         Ok(p) => Some(p),
         Err(e) => {
-            let cause = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            eprintln!("hatchery bench: {name}: {e}: {cause}");
+            eprintln!("hatchery bench: {name}: {e}");
             None
         }
     }

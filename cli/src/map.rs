@@ -311,10 +311,14 @@ pub fn execute(args: MapArgs) -> i32 {
     {
         Ok(p) => p,
         Err(e) => {
+            // The chain's causes, each once (most errors already show their cause).
             let mut msg = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
+                let cause = s.to_string();
+                if !msg.contains(&cause) {
+                    msg.push_str(&format!(": {cause}"));
+                }
                 src = s.source();
             }
             eprintln!("hatchery map: {msg}");

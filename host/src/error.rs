@@ -42,17 +42,22 @@ pub enum Error {
         /// The path, user or call it was working on.
         detail: String,
     },
-    /// The `hatchery-shim` binary was not found.
+    /// The `hatchery-shim` binary was not found (only possible when this build of the library
+    /// embeds none: see [`shim_binary`](crate::shim_binary)).
     #[error(
-        "cannot find the hatchery-shim binary (looked in {searched:?}); build it with \
-         `cargo build -p hatchery-guest`, install it next to your program, or set HATCHERY_SHIM"
+        "hatchery-shim not found ({}, so it is looked for next to the program and on $PATH; \
+         searched {}: {searched:?}): build hatchery with its default `embed-shim` feature, or \
+         build the shim (`cargo build --release -p hatchery-guest --bin hatchery-shim`) and \
+         install it next to your program, on $PATH, or at $HATCHERY_SHIM",
+        crate::shim_binary::not_embedded_reason().unwrap_or("no shim is embedded"),
+        searched.len()
     )]
     ShimNotFound {
         /// Paths that were tried.
         searched: Vec<PathBuf>,
     },
     /// The shim binary could not be copied into its sealed memfd.
-    #[error("cannot load the hatchery-shim binary from {path:?}")]
+    #[error("cannot load the hatchery-shim binary from {path:?}: {source}")]
     ShimLoad {
         /// Its path.
         path: PathBuf,
@@ -91,7 +96,7 @@ pub enum Error {
         status: String,
     },
     /// Writing the user namespace's id maps failed.
-    #[error("writing {file} for the container failed")]
+    #[error("writing {file} for the container failed: {source}")]
     IdMap {
         /// `uid_map`, `gid_map`, `setgroups`, or the newuidmap/newgidmap program.
         file: &'static str,
@@ -133,7 +138,7 @@ pub enum Error {
         reason: &'static str,
     },
     /// Talking to the shim failed.
-    #[error("protocol error while {op}")]
+    #[error("protocol error while {op}: {source}")]
     Protocol {
         /// What the host was doing.
         op: &'static str,
@@ -142,7 +147,7 @@ pub enum Error {
         source: ProtocolError,
     },
     /// A host-side system call failed.
-    #[error("{op} failed")]
+    #[error("{op} failed: {source}")]
     Io {
         /// The call.
         op: &'static str,
@@ -182,5 +187,59 @@ impl Error {
 
     pub(crate) fn protocol(op: &'static str) -> impl FnOnce(ProtocolError) -> Error {
         move |source| Error::Protocol { op, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use super::Error;
+    use crate::PoolError;
+
+    #[test]
+    fn a_missing_shim_shows_its_hint_through_the_pool_error() {
+        let e = PoolError::Spawn(Arc::new(Error::ShimNotFound {
+            searched: vec![PathBuf::from("/x/hatchery-shim")],
+        }));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("starting a zygote failed: hatchery-shim not found ("),
+            "{text}"
+        );
+        for hint in [
+            "embed-shim",
+            "HATCHERY_SHIM",
+            "/x/hatchery-shim",
+            "searched 1",
+        ] {
+            assert!(text.contains(hint), "{hint} missing from {text}");
+        }
+        // The cause stays typed.
+        let source = e.source().and_then(|s| s.downcast_ref::<Arc<Error>>());
+        assert!(
+            matches!(source.map(|a| &**a), Some(Error::ShimNotFound { .. })),
+            "{source:?}"
+        );
+    }
+
+    #[test]
+    fn wrapped_io_errors_show_their_cause() {
+        let e = Error::ShimLoad {
+            path: PathBuf::from("/nowhere"),
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        };
+        let text = PoolError::Spawn(Arc::new(e)).to_string();
+        assert!(
+            text.contains("\"/nowhere\": No such file or directory"),
+            "{text}"
+        );
+        let io = Error::io("pipe2")(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(
+            io.to_string(),
+            "pipe2 failed: Too many open files (os error 24)"
+        );
     }
 }

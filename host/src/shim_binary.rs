@@ -1,15 +1,25 @@
-//! Finding `hatchery-shim` and keeping an immutable copy of it.
+//! The `hatchery-shim` binary every container starts from, kept as an immutable copy.
 //!
 //! The guest must never be able to open the shim's binary for writing (the runc
 //! `/proc/self/exe` overwrite, CVE-2019-5736). The host therefore copies the binary once per
 //! process into a memfd, seals it against every change (`F_SEAL_WRITE | F_SEAL_GROW |
 //! F_SEAL_SHRINK | F_SEAL_SEAL`) and executes that memfd with `execveat(AT_EMPTY_PATH)`. All
-//! containers of the process share its page cache.
+//! containers of the process share its pages.
 //!
-//! Lookup order: `$HATCHERY_SHIM` (for packagers), then `hatchery-shim` next to the running
-//! executable, in its parent directory (cargo puts test binaries in `target/*/deps` and examples
-//! in `target/*/examples`), then on `$PATH`.
+//! Where the bytes come from, in this order:
+//!
+//! 1. `$HATCHERY_SHIM`, the path of a `hatchery-shim` binary (for packagers, and for tests that
+//!    run another shim). When it is set, nothing else is tried.
+//! 2. The shim embedded in this library at build time (the default `embed-shim` feature: the
+//!    crate's build script builds `hatchery-guest`'s `hatchery-shim` from the same sources, so its
+//!    protocol version always matches). No file is looked up: `cargo add hatchery` is enough.
+//! 3. Only when nothing is embedded (the feature is off, or the crate was built for docs.rs or by
+//!    clippy): `hatchery-shim` next to the running executable, in its parent directory (cargo puts
+//!    test binaries in `target/*/deps` and examples in `target/*/examples`), then on `$PATH`.
+//!
+//! The memfd is created on first use (a copy of about 2 MB) and kept for the process's lifetime.
 
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -19,11 +29,42 @@ use crate::error::{Error, Result};
 /// File name of the shim binary.
 pub const SHIM_NAME: &str = "hatchery-shim";
 
+/// The shim embedded at build time (empty when nothing is embedded; see [`embedded`]).
+static EMBEDDED: &[u8] = include_bytes!(env!("HATCHERY_EMBEDDED_SHIM"));
+
+/// Why nothing is embedded (empty when the shim is embedded), set by the build script.
+const NOT_EMBEDDED: &str = env!("HATCHERY_SHIM_NOT_EMBEDDED");
+
+/// The `hatchery-shim` embedded in this build of the library, or `None` when it was built without
+/// one (without the `embed-shim` feature, for docs.rs, or by clippy).
+pub fn embedded() -> Option<&'static [u8]> {
+    (!EMBEDDED.is_empty()).then_some(EMBEDDED)
+}
+
+/// Why this build embeds no shim, or `None` when it does.
+pub fn not_embedded_reason() -> Option<&'static str> {
+    embedded().is_none().then_some(if NOT_EMBEDDED.is_empty() {
+        "no shim was embedded"
+    } else {
+        NOT_EMBEDDED
+    })
+}
+
+/// Where the sealed shim was copied from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShimOrigin {
+    /// The shim embedded in the library at build time.
+    Embedded,
+    /// A file: `$HATCHERY_SHIM`, or found by the lookup when nothing is embedded.
+    File(PathBuf),
+}
+
 /// The sealed copy of the shim, loaded on first use.
 #[derive(Debug)]
 pub struct ShimBinary {
     fd: OwnedFd,
-    path: PathBuf,
+    origin: ShimOrigin,
 }
 
 impl ShimBinary {
@@ -32,13 +73,15 @@ impl ShimBinary {
         self.fd.as_fd()
     }
 
-    /// Where it was loaded from.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where it was copied from.
+    pub fn origin(&self) -> &ShimOrigin {
+        &self.origin
     }
 }
 
-/// Candidate paths, in lookup order.
+/// The file lookup used when `$HATCHERY_SHIM` is unset and nothing is embedded: next to the
+/// running executable, its parent directory, then `$PATH`, in that order. With `$HATCHERY_SHIM`
+/// set, that path alone.
 pub fn candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os("HATCHERY_SHIM") {
@@ -61,64 +104,143 @@ pub fn candidates() -> Vec<PathBuf> {
     out
 }
 
-fn load(path: &Path) -> Result<ShimBinary> {
-    let err = |source| Error::ShimLoad {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(err)?;
+/// A memfd holding `copy`'s bytes, sealed against every change.
+fn sealed(copy: impl FnOnce(&std::fs::File) -> std::io::Result<()>) -> std::io::Result<OwnedFd> {
     let mfd = memfd::MemfdOptions::default()
         .close_on_exec(true)
         .allow_sealing(true)
         .create(SHIM_NAME)
-        .map_err(|e| err(std::io::Error::other(e)))?;
-    // A kernel-side copy (copy_file_range/sendfile), no userspace buffer.
-    std::io::copy(&mut file, &mut mfd.as_file()).map_err(err)?;
+        .map_err(std::io::Error::other)?;
+    copy(mfd.as_file())?;
     mfd.add_seals(&[
         memfd::FileSeal::SealShrink,
         memfd::FileSeal::SealGrow,
         memfd::FileSeal::SealWrite,
         memfd::FileSeal::SealSeal,
     ])
-    .map_err(|e| err(std::io::Error::other(e)))?;
-    Ok(ShimBinary {
-        fd: OwnedFd::from(mfd.into_file()),
-        path: path.to_path_buf(),
+    .map_err(std::io::Error::other)?;
+    Ok(OwnedFd::from(mfd.into_file()))
+}
+
+fn load_file(path: &Path) -> Result<ShimBinary> {
+    let fd = sealed(|mfd| {
+        let mut file = std::fs::File::open(path)?;
+        // A kernel-side copy (copy_file_range/sendfile), no userspace buffer.
+        std::io::copy(&mut file, &mut { mfd }).map(drop)
     })
+    .map_err(|source| Error::ShimLoad {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(ShimBinary {
+        fd,
+        origin: ShimOrigin::File(path.to_path_buf()),
+    })
+}
+
+fn load_embedded(bytes: &'static [u8]) -> Result<ShimBinary> {
+    let fd = sealed(|mut mfd| mfd.write_all(bytes)).map_err(Error::io(
+        "copying the embedded hatchery-shim into a sealed memfd",
+    ))?;
+    Ok(ShimBinary {
+        fd,
+        origin: ShimOrigin::Embedded,
+    })
+}
+
+fn load() -> Result<ShimBinary> {
+    if let Some(p) = std::env::var_os("HATCHERY_SHIM") {
+        return load_file(Path::new(&p));
+    }
+    if let Some(bytes) = embedded() {
+        return load_embedded(bytes);
+    }
+    let searched = candidates();
+    match searched.iter().find(|p| p.is_file()) {
+        Some(p) => load_file(p),
+        None => Err(Error::ShimNotFound { searched }),
+    }
+}
+
+/// A failed load, kept so that every later call returns the same error.
+#[derive(Debug)]
+enum Failure {
+    NotFound(Vec<PathBuf>),
+    Load(PathBuf, std::io::ErrorKind, String),
+    Io(&'static str, std::io::ErrorKind, String),
+}
+
+impl Failure {
+    fn of(e: Error) -> Failure {
+        match e {
+            Error::ShimNotFound { searched } => Failure::NotFound(searched),
+            Error::ShimLoad { path, source } => {
+                Failure::Load(path, source.kind(), source.to_string())
+            }
+            Error::Io { op, source } => Failure::Io(op, source.kind(), source.to_string()),
+            other => Failure::Io(
+                "loading hatchery-shim",
+                std::io::ErrorKind::Other,
+                other.to_string(),
+            ),
+        }
+    }
+
+    fn error(&self) -> Error {
+        match self {
+            Failure::NotFound(searched) => Error::ShimNotFound {
+                searched: searched.clone(),
+            },
+            Failure::Load(path, kind, msg) => Error::ShimLoad {
+                path: path.clone(),
+                source: std::io::Error::new(*kind, msg.clone()),
+            },
+            Failure::Io(op, kind, msg) => Error::Io {
+                op,
+                source: std::io::Error::new(*kind, msg.clone()),
+            },
+        }
+    }
 }
 
 /// The process-wide sealed shim, loaded on first call. A failure is returned again on every call
 /// (it is not retried: fix the installation and restart).
 pub fn get() -> Result<&'static ShimBinary> {
-    static SHIM: OnceLock<std::result::Result<ShimBinary, String>> = OnceLock::new();
-    let cached = SHIM.get_or_init(|| {
-        let searched = candidates();
-        match searched.iter().find(|p| p.is_file()) {
-            Some(p) => load(p).map_err(|e| format!("{e}: {}", source_text(&e))),
-            None => Err(Error::ShimNotFound { searched }.to_string()),
-        }
-    });
-    match cached {
+    static SHIM: OnceLock<std::result::Result<ShimBinary, Failure>> = OnceLock::new();
+    match SHIM.get_or_init(|| load().map_err(Failure::of)) {
         Ok(s) => Ok(s),
-        Err(msg) => {
-            let searched = candidates();
-            if searched.iter().any(|p| p.is_file()) {
-                Err(Error::ShimLoad {
-                    path: searched
-                        .into_iter()
-                        .find(|p| p.is_file())
-                        .unwrap_or_default(),
-                    source: std::io::Error::other(msg.clone()),
-                })
-            } else {
-                Err(Error::ShimNotFound { searched })
-            }
-        }
+        Err(f) => Err(f.error()),
     }
 }
 
-fn source_text(e: &Error) -> String {
-    std::error::Error::source(e)
-        .map(|s| s.to_string())
-        .unwrap_or_default()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(feature = "embed-shim")]
+    fn the_default_build_embeds_an_elf_shim() {
+        // The crate's own tests run with the default features, outside clippy.
+        let Some(bytes) = embedded() else {
+            panic!("no shim embedded: {:?}", not_embedded_reason());
+        };
+        assert_eq!(&bytes[..4], b"\x7fELF");
+        assert_eq!(not_embedded_reason(), None);
+    }
+
+    #[test]
+    fn an_embedded_shim_is_sealed_against_writes() {
+        let shim = load_embedded(b"\x7fELF not really").unwrap();
+        assert_eq!(shim.origin(), &ShimOrigin::Embedded);
+        let path = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&shim.fd())
+        );
+        // Whatever a reopened fd allows, the seals refuse every change.
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(&path) {
+            assert!(f.write_all(b"x").is_err(), "wrote into the sealed shim");
+            assert!(f.set_len(1).is_err(), "truncated the sealed shim");
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), b"\x7fELF not really");
+    }
 }

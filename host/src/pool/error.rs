@@ -32,7 +32,7 @@ pub enum PoolError {
         pid: i32,
     },
     /// The zygote broke the protocol; it was killed and is being replaced.
-    #[error("the zygote (pid {pid}) broke the protocol; it was killed")]
+    #[error("the zygote (pid {pid}) broke the protocol and was killed: {source}")]
     ProtocolViolation {
         /// Host pid of the zygote.
         pid: i32,
@@ -41,7 +41,7 @@ pub enum PoolError {
         source: ProtocolError,
     },
     /// A zygote could not be started (its setup failed, or the shim is missing).
-    #[error("starting a zygote failed")]
+    #[error("starting a zygote failed: {0}")]
     Spawn(#[source] std::sync::Arc<crate::Error>),
     /// The request is malformed.
     #[error("invalid request: {what} ({reason})")]
@@ -52,7 +52,7 @@ pub enum PoolError {
         reason: &'static str,
     },
     /// A host-side system call failed.
-    #[error("{op} failed")]
+    #[error("{op} failed: {source}")]
     Io {
         /// The call.
         op: &'static str,
