@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hatchery_protocol::{Message, Outcome, ProtocolError, Usage};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ShimEnd};
 use crate::spawn::{self, ShimProcess};
 
 /// Resources a command (one-shot) or a request (pool) used: one vocabulary for both APIs, with
@@ -339,7 +339,7 @@ impl Child {
         }
         let Some(shim) = self.shim.as_mut() else {
             return Err(Error::ShimLost {
-                status: "already reaped".into(),
+                status: ShimEnd::AlreadyReaped,
             });
         };
         let deadline = self.timeout.map(|t| self.started + t);
@@ -418,7 +418,7 @@ impl Child {
                     }
                     return Err(match e {
                         ProtocolError::Closed => Error::ShimLost {
-                            status: format!("wait status {raw:#x}"),
+                            status: ShimEnd::from_raw(raw),
                         },
                         other => Error::Protocol {
                             op: "waiting for the command",
@@ -441,7 +441,7 @@ impl Child {
     pub fn wait(&mut self) -> Result<ExitStatus> {
         drop(self.stdin.take());
         self.wait_inner(true)?.ok_or(Error::ShimLost {
-            status: "no status".into(),
+            status: ShimEnd::Unknown,
         })
     }
 

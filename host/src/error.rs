@@ -93,7 +93,7 @@ pub enum Error {
     #[error("hatchery-shim exited without a report ({status})")]
     ShimLost {
         /// How it ended.
-        status: String,
+        status: ShimEnd,
     },
     /// Writing the user namespace's id maps failed.
     #[error("writing {file} for the container failed: {source}")]
@@ -241,5 +241,53 @@ mod tests {
             io.to_string(),
             "pipe2 failed: Too many open files (os error 24)"
         );
+    }
+}
+
+/// How `hatchery-shim` ended when it ended without a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShimEnd {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(i32),
+    /// It was already reaped (the result was taken before).
+    AlreadyReaped,
+    /// No wait status could be read.
+    Unknown,
+}
+
+impl ShimEnd {
+    /// From a raw wait status.
+    pub fn from_raw(status: i32) -> ShimEnd {
+        if libc::WIFEXITED(status) {
+            ShimEnd::Exited(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            ShimEnd::Signaled(libc::WTERMSIG(status))
+        } else {
+            ShimEnd::Unknown
+        }
+    }
+
+    /// From nix's wait status.
+    pub(crate) fn from_wait(status: Option<nix::sys::wait::WaitStatus>) -> ShimEnd {
+        use nix::sys::wait::WaitStatus;
+        match status {
+            Some(WaitStatus::Exited(_, code)) => ShimEnd::Exited(code),
+            Some(WaitStatus::Signaled(_, sig, _)) => ShimEnd::Signaled(sig as i32),
+            _ => ShimEnd::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for ShimEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShimEnd::Exited(c) => write!(f, "exited with code {c}"),
+            ShimEnd::Signaled(s) => write!(f, "killed by signal {s}"),
+            ShimEnd::AlreadyReaped => f.write_str("already reaped"),
+            ShimEnd::Unknown => f.write_str("no wait status"),
+        }
     }
 }

@@ -52,6 +52,6 @@ mod wire;
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output, Rusage};
 pub use command::{Command, Stdio};
 pub use container::{Container, Namespace, Rlimit};
-pub use error::{Error, Result};
+pub use error::{Error, Result, ShimEnd};
 pub use hatchery_protocol::{Features, LandlockEnforced, Outcome, SetupStep};
 pub use pool::{CallRequest, Isolation, Pool, PoolBuilder, PoolError, Request, RunResult};

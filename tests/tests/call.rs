@@ -197,7 +197,7 @@ fn reuse_needs_a_helper() {
     let r = Pool::builder()
         .isolation(Isolation::Reuse { max_requests: 5 })
         .build();
-    assert!(matches!(r, Err(hatchery::PoolError::InvalidRequest { .. })));
+    assert!(matches!(r, Err(hatchery::PoolError::InvalidConfig { .. })));
 }
 
 #[test]

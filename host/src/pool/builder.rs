@@ -178,8 +178,8 @@ impl PoolBuilder {
             _ => None,
         };
         if reuse.is_some() && self.helper.is_none() {
-            return Err(PoolError::InvalidRequest {
-                what: "Isolation::Reuse".into(),
+            return Err(PoolError::InvalidConfig {
+                what: "Isolation::Reuse",
                 reason: "reuse needs a call-mode helper (PoolBuilder::call_helper)",
             });
         }

@@ -43,6 +43,14 @@ pub enum PoolError {
     /// A zygote could not be started (its setup failed, or the shim is missing).
     #[error("starting a zygote failed: {0}")]
     Spawn(#[source] std::sync::Arc<crate::Error>),
+    /// The pool's configuration is inconsistent (found by [`PoolBuilder::build`](crate::PoolBuilder::build)).
+    #[error("invalid pool configuration: {what} ({reason})")]
+    InvalidConfig {
+        /// The setting.
+        what: &'static str,
+        /// Why it cannot work.
+        reason: &'static str,
+    },
     /// The request is malformed.
     #[error("invalid request: {what} ({reason})")]
     InvalidRequest {

@@ -66,7 +66,7 @@ impl ShimProcess {
         let status = self.kill_and_reap();
         match e {
             hatchery_protocol::ProtocolError::Closed => Error::ShimLost {
-                status: format!("{status:?}"),
+                status: crate::error::ShimEnd::from_wait(status),
             },
             other => Error::Protocol { op, source: other },
         }
