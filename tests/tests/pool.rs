@@ -584,3 +584,19 @@ fn a_cancelled_request_never_breaks_the_next_one_on_the_same_zygote() {
         });
     });
 }
+
+#[test]
+fn a_bind_hidden_by_the_per_request_tmp_is_refused_up_front() {
+    let mut prof = profile();
+    prof.bindmount_ro("/usr/share", "/tmp/share");
+    match Pool::builder().profile(prof).build() {
+        Err(hatchery::PoolError::InvalidConfig { what, .. }) => {
+            assert!(
+                what.contains("/tmp/share") && what.contains("/tmp"),
+                "{what}"
+            )
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a pool whose bind every request hides was built"),
+    }
+}

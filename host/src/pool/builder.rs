@@ -179,9 +179,19 @@ impl PoolBuilder {
         };
         if reuse.is_some() && self.helper.is_none() {
             return Err(PoolError::InvalidConfig {
-                what: "Isolation::Reuse",
+                what: "Isolation::Reuse".into(),
                 reason: "reuse needs a call-mode helper (PoolBuilder::call_helper)",
             });
+        }
+        if self.helper.is_none() {
+            // Every writable tmpfs is mounted afresh for each request: a bind beneath one would
+            // be hidden (and its landlock rule would name a missing path).
+            if let Some((bind, tmpfs)) = hidden_bind(&self.profile) {
+                return Err(PoolError::InvalidConfig {
+                    what: format!("the bind mount at {bind}, beneath the tmpfs at {tmpfs}"),
+                    reason: "every request gets that tmpfs afresh, which hides the bind: mount it elsewhere",
+                });
+            }
         }
         if let Some(h) = &self.helper {
             self.profile.bindmount_ro(&h.to_string_lossy(), HELPER_PATH);
@@ -262,5 +272,49 @@ impl PoolBuilder {
             }),
             inner,
         })
+    }
+}
+
+/// A bind mount of `profile` (its target) beneath one of its writable tmpfs mounts (its
+/// target), if any: the pool mounts every writable tmpfs afresh per request, over the bind.
+fn hidden_bind(profile: &Container) -> Option<(String, String)> {
+    use crate::container::MountEntry;
+    let tmpfs: Vec<&String> = profile
+        .mounts
+        .iter()
+        .filter(|(_, m)| {
+            matches!(
+                m,
+                MountEntry::Tmpfs {
+                    read_only: false,
+                    ..
+                }
+            )
+        })
+        .map(|(t, _)| t)
+        .collect();
+    profile
+        .mounts
+        .iter()
+        .filter(|(_, m)| matches!(m, MountEntry::Bind { .. }))
+        .find_map(|(target, _)| {
+            tmpfs
+                .iter()
+                .find(|t| target != **t && std::path::Path::new(target).starts_with(t.as_str()))
+                .map(|t| (target.clone(), (*t).clone()))
+        })
+}
+
+#[cfg(test)]
+mod hidden_bind_tests {
+    use super::*;
+
+    #[test]
+    fn a_bind_beneath_a_per_request_tmpfs_is_found() {
+        let mut c = Container::new();
+        c.tmpfsmount("/tmp").bindmount_ro("/usr", "/usr");
+        assert_eq!(hidden_bind(&c), None);
+        c.bindmount_ro("/usr/share", "/tmp/share");
+        assert_eq!(hidden_bind(&c), Some(("/tmp/share".into(), "/tmp".into())));
     }
 }

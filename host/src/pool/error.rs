@@ -47,7 +47,7 @@ pub enum PoolError {
     #[error("invalid pool configuration: {what} ({reason})")]
     InvalidConfig {
         /// The setting.
-        what: &'static str,
+        what: String,
         /// Why it cannot work.
         reason: &'static str,
     },
