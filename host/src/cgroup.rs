@@ -26,8 +26,13 @@ use hatchery_protocol::Outcome;
 /// Limits a container's processes share.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
-    /// Memory in bytes (RAM; swap is not allowed on top where the kernel can say so).
+    /// Memory in bytes (RAM; swap is not allowed on top where the kernel can say so, unless
+    /// [`memory_swap`](Limits::memory_swap) allows it).
     pub memory: Option<u64>,
+    /// Memory plus swap in bytes (hakoniwa's and the OCI spec's `memory.swap`): on cgroup v2,
+    /// `memory.swap.max` is this minus [`memory`](Limits::memory); on v1,
+    /// `memory.memsw.limit_in_bytes`. Without a cgroup it is `RLIMIT_AS` when `memory` is unset.
+    pub memory_swap: Option<u64>,
     /// Processes and threads.
     pub pids: Option<u64>,
     /// CPU bandwidth in CPUs (0.5 = half of one CPU).
@@ -37,7 +42,10 @@ pub struct Limits {
 impl Limits {
     /// Whether any limit is set.
     pub fn any(&self) -> bool {
-        self.memory.is_some() || self.pids.is_some() || self.cpus.is_some()
+        self.memory.is_some()
+            || self.memory_swap.is_some()
+            || self.pids.is_some()
+            || self.cpus.is_some()
     }
 }
 
@@ -212,7 +220,13 @@ impl Cgroup {
                 };
                 if let Some(m) = limits.memory {
                     write(&dir, "memory.max", &m.to_string())?;
-                    let _ = write(&dir, "memory.swap.max", "0");
+                    if limits.memory_swap.is_none() {
+                        let _ = write(&dir, "memory.swap.max", "0");
+                    }
+                }
+                if let Some(total) = limits.memory_swap {
+                    let swap = total.saturating_sub(limits.memory.unwrap_or(0));
+                    write(&dir, "memory.swap.max", &swap.to_string())?;
                 }
                 if let Some(p) = limits.pids {
                     write(&dir, "pids.max", &p.to_string())?;
@@ -245,8 +259,10 @@ impl Cgroup {
                 let mem = make("memory")?;
                 if let Some(m) = limits.memory {
                     write(&mem, "memory.limit_in_bytes", &m.to_string())?;
+                }
+                if let Some(total) = limits.memory_swap.or(limits.memory) {
                     if mem.join("memory.memsw.limit_in_bytes").exists() {
-                        write(&mem, "memory.memsw.limit_in_bytes", &m.to_string())?;
+                        write(&mem, "memory.memsw.limit_in_bytes", &total.to_string())?;
                     }
                 }
                 if let Some(p) = limits.pids {

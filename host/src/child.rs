@@ -269,6 +269,8 @@ pub struct Child {
     features: hatchery_protocol::Features,
     /// Dropped (killing what is left and removing it) after the shim is reaped.
     cgroup: Option<crate::cgroup::Cgroup>,
+    /// What configured the container's network, if anything did.
+    pub(crate) network_log: Option<crate::network::SetupLog>,
 }
 
 impl Child {
@@ -293,7 +295,16 @@ impl Child {
             setup,
             features,
             cgroup,
+            network_log: None,
         }
+    }
+
+    /// The command line that configured the container's network (pasta) and what it printed,
+    /// when a [`Network`](crate::Network) was set up.
+    pub fn network_setup(&self) -> Option<(&[String], &str)> {
+        self.network_log
+            .as_ref()
+            .map(|l| (l.cmdline.as_slice(), l.output.as_str()))
     }
 
     /// What the container enforces: seccomp (and whether violations are reported), the

@@ -49,6 +49,24 @@ impl<T: Into<OwnedFd>> From<T> for Stdio {
     }
 }
 
+/// A wall-time limit for [`Command::wait_timeout`]: a [`Duration`], or whole seconds as in
+/// hakoniwa.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Duration);
+
+impl From<Duration> for Timeout {
+    fn from(d: Duration) -> Timeout {
+        Timeout(d)
+    }
+}
+
+impl From<u64> for Timeout {
+    /// Seconds.
+    fn from(secs: u64) -> Timeout {
+        Timeout(Duration::from_secs(secs))
+    }
+}
+
 /// A program to run in a container. Build it with [`Container::command`].
 ///
 /// The environment starts empty: nothing of the host's leaks in unless set with
@@ -192,15 +210,66 @@ impl Command {
     }
 
     /// Kills the whole container once `timeout` has passed since the spawn (sub-second
-    /// resolution); the status then says [`timed_out`](ExitStatus::timed_out).
-    pub fn wait_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.timeout = Some(timeout);
+    /// resolution); the status then says [`timed_out`](ExitStatus::timed_out). Takes a
+    /// [`Duration`] or, as in hakoniwa, a number of seconds (`u64`).
+    pub fn wait_timeout(&mut self, timeout: impl Into<Timeout>) -> &mut Self {
+        self.timeout = Some(timeout.into().0);
         self
     }
 
     /// The program, as given.
     pub fn get_program(&self) -> &OsStr {
         &self.program
+    }
+
+    /// The arguments (lossily as UTF-8, as hakoniwa's `get_args`).
+    pub fn get_args(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// The environment set for the command (it starts empty), lossily as UTF-8.
+    pub fn get_envs(&self) -> std::collections::HashMap<String, String> {
+        self.env
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The working directory inside the container, if set.
+    pub fn get_current_dir(&self) -> Option<&Path> {
+        self.cwd.as_deref()
+    }
+
+    /// The setup log hakoniwa prints at debug level: the container's
+    /// [`setup_log`](Container::setup_log), then `Env:` lines, `Execve: "program", [args]`,
+    /// a wall-time line when set, and the separator line. With `trace`, the rules too.
+    pub fn setup_log(&self, trace: bool) -> Vec<String> {
+        let mut out = self.container.setup_log(trace);
+        for (k, v) in &self.env {
+            out.push(format!(
+                "Env: {}={}",
+                k.to_string_lossy(),
+                v.to_string_lossy()
+            ));
+        }
+        if let Some(t) = self.timeout {
+            out.push(format!("Walltime: {t:?}"));
+        }
+        out.push(format!(
+            "Execve: {:?}, {:?}",
+            self.program.to_string_lossy(),
+            self.get_args()
+        ));
+        out.push("================================".to_string());
+        out
     }
 
     /// The container it runs in.
@@ -350,8 +419,16 @@ impl Command {
         fds.extend(plan.blob.as_ref().map(|b| b.as_fd()));
 
         let c = &self.container;
-        let cgroup = crate::cgroup::Cgroup::create(&c.resources)?;
-        let mut shim = spawn::start(StartSpec {
+        let cgroup = match crate::cgroup::Cgroup::create(&c.resources) {
+            Err(_) if c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed) => None,
+            other => other?,
+        };
+        let network = c
+            .network
+            .as_ref()
+            .filter(|_| c.namespaces.contains(&crate::Namespace::Network));
+        let mut network_log = None;
+        let start = StartSpec {
             clone_flags: plan.clone_flags,
             uid_maps: &c.uid_maps,
             gid_maps: &c.gid_maps,
@@ -359,6 +436,12 @@ impl Command {
             plan_fds: fds,
             title: "hatchery:oneshot",
             cgroup: cgroup.as_ref(),
+        };
+        let mut shim = spawn::start_with(start, |pid| {
+            if let Some(n) = network {
+                network_log = Some(crate::network::setup(n, pid.as_raw() as u32)?);
+            }
+            Ok(())
         })?;
         // The command's ends of the pipes now live in the container only.
         drop(setup.child_fds);
@@ -372,7 +455,7 @@ impl Command {
                 .into_iter()
                 .map(|s| (format!("shim: {}", s.step), Duration::from_micros(s.us))),
         );
-        Ok(Child::new(
+        let mut child = Child::new(
             shim,
             setup.host,
             started,
@@ -380,7 +463,9 @@ impl Command {
             steps,
             features,
             cgroup,
-        ))
+        );
+        child.network_log = network_log;
+        Ok(child)
     }
 
     /// Starts the command. Stdio defaults to inherit.

@@ -12,6 +12,7 @@ use hatchery_protocol::{
 use crate::error::{Error, Result};
 use crate::idmap::{self, IdMap};
 use crate::landlock::{Mirror, Ruleset};
+use crate::network::Network;
 use crate::seccomp::Filter;
 
 /// A resource of `setrlimit(2)`.
@@ -36,6 +37,42 @@ pub enum Namespace {
     User,
     /// Pid namespace (always on).
     Pid,
+}
+
+impl std::fmt::Display for Namespace {
+    /// The upper-case name hakoniwa logs (`CGROUP`, `IPC`, `MOUNT`, …).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Namespace::Cgroup => "CGROUP",
+            Namespace::Ipc => "IPC",
+            Namespace::Network => "NETWORK",
+            Namespace::Uts => "UTS",
+            Namespace::Mount => "MOUNT",
+            Namespace::User => "USER",
+            Namespace::Pid => "PID",
+        })
+    }
+}
+
+/// Adjusts how a container runs (hakoniwa's `Runctl`), with [`Container::runctl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Runctl {
+    /// Do not set the no_new_privs bit: setuid programs and file capabilities work again inside
+    /// (within the user namespace). Landlock and seccomp still apply.
+    AllowNewPrivs,
+    /// Without a usable cgroup for the memory, pids and CPU limits, run without them instead of
+    /// failing ([`Error::Cgroup`]).
+    IgnoreCgroupSetupFailed,
+    /// Accepted for compatibility: hatchery always keeps the flags the kernel locks on a bind
+    /// (nodev, noexec, ...) and adds its own, so there is nothing to fall back from.
+    MountFallback,
+    /// Accepted for compatibility: every command already starts a new session (hatchery never
+    /// gives it a controlling terminal, so `TIOCSTI` cannot reach the host's terminal).
+    NewSession,
+    /// The [`rootdir`](Container::rootdir) is mounted read-write
+    /// (as [`rootdir_rw`](Container::rootdir_rw)).
+    RootdirRW,
 }
 
 impl Namespace {
@@ -99,6 +136,9 @@ pub struct Container {
     pub(crate) seccomp: Option<Filter>,
     pub(crate) landlock: Option<Ruleset>,
     pub(crate) resources: crate::cgroup::Limits,
+    pub(crate) network: Option<Network>,
+    pub(crate) loopback: bool,
+    pub(crate) runctl: std::collections::BTreeSet<Runctl>,
     /// Problems found while configuring, reported by `spawn` (builders cannot fail).
     pub(crate) config_errors: Vec<(&'static str, String, &'static str)>,
 }
@@ -169,6 +209,9 @@ impl Container {
             seccomp: None,
             landlock: None,
             resources: crate::cgroup::Limits::default(),
+            network: None,
+            loopback: false,
+            runctl: Default::default(),
             config_errors: Vec::new(),
         }
     }
@@ -185,9 +228,39 @@ impl Container {
         t
     }
 
-    /// Unshares one more namespace (cgroup, ipc, network or uts).
+    /// Unshares one more namespace (cgroup, ipc, network or uts). A network namespace has only
+    /// a loopback device, down as in hakoniwa ([`loopback`](Container::loopback) brings it up,
+    /// [`network`](Container::network) connects it).
     pub fn unshare(&mut self, namespace: Namespace) -> &mut Self {
         self.namespaces.insert(namespace);
+        self
+    }
+
+    /// Shares a namespace with the host again (the opposite of [`unshare`](Container::unshare)).
+    /// The user, mount and pid namespaces cannot be shared in hatchery: asking is an
+    /// [`Error::InvalidConfig`] at spawn.
+    pub fn share(&mut self, namespace: Namespace) -> &mut Self {
+        match namespace {
+            Namespace::User | Namespace::Mount | Namespace::Pid => self.config_errors.push((
+                "shared namespace",
+                namespace.to_string(),
+                "user, mount and pid namespaces are always new in hatchery",
+            )),
+            _ => {
+                self.namespaces.remove(&namespace);
+            }
+        }
+        self
+    }
+
+    /// Changes how the container runs; see [`Runctl`].
+    pub fn runctl(&mut self, ctl: Runctl) -> &mut Self {
+        if ctl == Runctl::RootdirRW {
+            if let Some((_, rw)) = &mut self.rootdir {
+                *rw = true;
+            }
+        }
+        self.runctl.insert(ctl);
         self
     }
 
@@ -199,7 +272,8 @@ impl Container {
     /// existing file is bound over it; a path below an entry that does not exist there fails
     /// with `EROFS`. Costs one bind per top-level entry.
     pub fn rootdir(&mut self, host_path: impl AsRef<Path>) -> &mut Self {
-        self.rootdir = Some((host_path.as_ref().to_path_buf(), false));
+        let rw = self.runctl.contains(&Runctl::RootdirRW);
+        self.rootdir = Some((host_path.as_ref().to_path_buf(), rw));
         self
     }
 
@@ -210,50 +284,44 @@ impl Container {
         self
     }
 
-    /// Mounts the subdirectories of `host_path` read-only at the same places in the container.
-    /// For `/` only the system directories are taken: `bin etc lib lib64 lib32 sbin usr`
-    /// (symbolic links such as a merged-/usr `/bin -> usr/bin` are recreated as links).
-    pub fn rootfs(&mut self, host_path: impl AsRef<Path>) -> &mut Self {
-        let dir = host_path.as_ref();
+    /// Mounts the subdirectories of `host_path` read-only at the same places in the container,
+    /// as hakoniwa does: entries that are symbolic links to directories (a merged-/usr `/bin ->
+    /// usr/bin`) are recreated as links, `/proc` is skipped, anything but a directory is left
+    /// out. For `/` only the system directories are taken: `bin etc lib lib64 lib32 sbin usr`.
+    /// Fails when `host_path` cannot be read (hakoniwa's `rootfs` returns a `Result` too, so
+    /// `c.rootfs("/")?` reads the same in both).
+    pub fn rootfs(&mut self, host_path: impl AsRef<Path>) -> Result<&mut Self> {
+        let dir = std::fs::canonicalize(host_path.as_ref()).map_err(Error::io("rootfs"))?;
+        let mut entries: Vec<PathBuf> = Vec::new();
         if dir == Path::new("/") {
             for name in ["bin", "etc", "lib", "lib64", "lib32", "sbin", "usr"] {
-                let p = Path::new("/").join(name);
-                match std::fs::symlink_metadata(&p) {
-                    Ok(m) if m.file_type().is_symlink() => {
-                        if let Ok(original) = std::fs::read_link(&p) {
-                            let original = original.to_string_lossy().into_owned();
-                            self.symlink(&original, &format!("/{name}"));
-                        }
-                    }
-                    Ok(m) if m.is_dir() => {
-                        self.bindmount_ro(&p.to_string_lossy(), &format!("/{name}"));
-                    }
-                    _ => {}
-                }
+                entries.push(dir.join(name));
             }
-            return self;
-        }
-        match std::fs::read_dir(dir) {
-            Ok(entries) => {
-                let mut names: Vec<_> = entries
-                    .filter_map(|e| e.ok())
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name())
-                    .collect();
-                names.sort();
-                for name in names {
-                    let src = dir.join(&name);
-                    let dst = format!("/{}", name.to_string_lossy());
-                    self.bindmount_ro(&src.to_string_lossy(), &dst);
-                }
+        } else {
+            for e in std::fs::read_dir(&dir).map_err(Error::io("rootfs"))? {
+                entries.push(e.map_err(Error::io("rootfs"))?.path());
             }
-            Err(_) => self.config_errors.push((
-                "rootfs",
-                dir.to_string_lossy().into_owned(),
-                "cannot read the directory",
-            )),
+            entries.sort();
         }
-        self
+        for entry in entries {
+            if !entry.is_dir() {
+                continue;
+            }
+            let Ok(rel) = entry.strip_prefix(&dir) else {
+                continue;
+            };
+            let target = format!("/{}", rel.to_string_lossy());
+            if target == "/proc" {
+                continue;
+            }
+            if entry.is_symlink() {
+                let original = std::fs::read_link(&entry).map_err(Error::io("rootfs"))?;
+                self.symlink(&original.to_string_lossy(), &target);
+            } else {
+                self.bindmount_ro(&entry.to_string_lossy(), &target);
+            }
+        }
+        Ok(self)
     }
 
     /// Bind-mounts `host_path` read-only (recursively, nosuid, nodev) at `container_path`.
@@ -384,6 +452,16 @@ impl Container {
         self
     }
 
+    /// The uid ranges (the first is the one the shim and, by default, the command run as).
+    pub fn get_uidmaps(&self) -> &[IdMap] {
+        &self.uid_maps
+    }
+
+    /// The gid ranges.
+    pub fn get_gidmaps(&self) -> &[IdMap] {
+        &self.gid_maps
+    }
+
     /// Sets several uid ranges `(container_id, host_id, count)`. More than one range, or a
     /// range that is not the current user, needs `newuidmap` and `/etc/subuid` (or a root host).
     /// The first range's container id is the uid the shim and, unless [`user`](Container::user)
@@ -417,15 +495,27 @@ impl Container {
         self
     }
 
-    /// Shares the host's network (`true`) or gives the container its own network namespace with
-    /// only a loopback device (`false`).
-    pub fn network(&mut self, share_host_network: bool) -> &mut Self {
-        if share_host_network {
-            self.namespaces.remove(&Namespace::Network);
-        } else {
-            self.namespaces.insert(Namespace::Network);
-        }
+    /// Connects the container's own network namespace (see [`crate::network`]), as hakoniwa
+    /// does: it takes effect only when [`Namespace::Network`] is unshared, e.g.
+    /// `c.unshare(Namespace::Network).network(Pasta::default())`.
+    ///
+    /// [`Pasta::default()`]: crate::Pasta
+    pub fn network<T: Into<Network>>(&mut self, network: T) -> &mut Self {
+        self.network = Some(network.into());
         self
+    }
+
+    /// Brings the loopback device of the container's own network namespace up (a hatchery
+    /// extension: hakoniwa leaves it down unless a [`network`](Container::network) configures
+    /// it). The pool's [`default_profile`](crate::pool::default_profile) has it up.
+    pub fn loopback(&mut self, up: bool) -> &mut Self {
+        self.loopback = up;
+        self
+    }
+
+    /// The network of the container's own network namespace, if any.
+    pub fn get_network(&self) -> Option<&Network> {
+        self.network.as_ref()
     }
 
     /// Sets a resource limit for the command. `u64::MAX` is unlimited.
@@ -479,6 +569,13 @@ impl Container {
     /// `MemoryExceeded`; `RLIMIT_AS` otherwise (allocations fail instead).
     pub fn cgroup_memory(&mut self, bytes: u64) -> &mut Self {
         self.resources.memory = Some(bytes);
+        self
+    }
+
+    /// Limits the container's memory plus swap to `bytes` (hakoniwa's `--cgroup-memory-swap`:
+    /// the total, not the swap alone; see [`Limits::memory_swap`](crate::cgroup::Limits)).
+    pub fn cgroup_memory_swap(&mut self, bytes: u64) -> &mut Self {
+        self.resources.memory_swap = Some(bytes);
         self
     }
 
@@ -574,114 +671,176 @@ impl Container {
         Ok(())
     }
 
-    /// Human-readable plan (what `hatchery run -v` prints).
-    pub fn describe(&self) -> Vec<String> {
+    /// The setup log lines hakoniwa prints at debug level (`hakoniwa run -v`), for this
+    /// container: the namespaces, the root, the mounts, the file-system operations, the id maps,
+    /// the rlimits, landlock and seccomp, plus hatchery's own lines (the loopback, the memory,
+    /// pids and CPU limits). With `trace` (`-vv`), one line per rlimit, landlock rule and
+    /// seccomp rule too. [`Command::setup_log`](crate::Command::setup_log) adds the command's.
+    pub fn setup_log(&self, trace: bool) -> Vec<String> {
         let mut out = Vec::new();
-        let ns: Vec<String> = self.namespaces.iter().map(|n| format!("{n:?}")).collect();
-        out.push(format!("namespaces: {}", ns.join(", ")));
+        let mut ns: Vec<String> = self.namespaces.iter().map(|n| n.to_string()).collect();
+        ns.sort();
+        out.push(format!("Unshare namespaces: {}", ns.join(", ")));
         match &self.rootdir {
-            None => out.push("root: tmpfs (read-only once built)".into()),
+            None => out.push("Mount:  <root>: tmpfs (read-only once built)".into()),
             Some((p, rw)) => out.push(format!(
-                "root: {} ({})",
+                "Mount:  <root>: {}{}",
                 p.display(),
-                if *rw { "read-write" } else { "read-only" }
+                if *rw { " (read-write)" } else { "" }
             )),
         }
         for (t, m) in &self.mounts {
             out.push(match m {
                 MountEntry::Bind { source, writable } => format!(
-                    "mount: {} -> {t} (bind, {}, nosuid, nodev)",
+                    "Mount: bind_{}: {} -> {t}",
+                    if *writable { "rw" } else { "ro" },
                     source.display(),
-                    if *writable { "rw" } else { "ro" }
                 ),
                 MountEntry::Tmpfs { size, read_only } => format!(
-                    "mount: tmpfs -> {t} ({}, size={})",
-                    if *read_only { "ro" } else { "rw" },
-                    size.unwrap_or(DEFAULT_TMPFS_BYTES)
+                    "Mount:   tmpfs: {t} (size {}{})",
+                    size.unwrap_or(DEFAULT_TMPFS_BYTES),
+                    if *read_only { ", read-only" } else { "" }
                 ),
-                MountEntry::Proc => format!("mount: proc -> {t}"),
-                MountEntry::Devfs => {
-                    format!("mount: devfs -> {t} (shm size={DEFAULT_SHM_BYTES})")
+                MountEntry::Proc => format!("Mount:    proc: {t}"),
+                MountEntry::Devfs => format!("Mount:   devfs: {t} (shm size {DEFAULT_SHM_BYTES})"),
+            });
+        }
+        let mut fs: Vec<(&str, String)> = self
+            .fs
+            .iter()
+            .map(|f| match f {
+                FsEntry::Dir { path, mode } => {
+                    (path.as_str(), format!("  mkdir: {path} ({mode:o})"))
                 }
-            });
-        }
-        for f in &self.fs {
-            out.push(match f {
-                FsEntry::Dir { path, mode } => format!("dir: {path} ({mode:o})"),
-                FsEntry::File {
-                    path,
-                    contents,
-                    mode,
-                } => format!("file: {path} ({} bytes, {mode:o})", contents.len()),
-                FsEntry::Symlink { original, link } => format!("symlink: {link} -> {original}"),
-            });
-        }
-        for m in &self.uid_maps {
-            out.push(format!(
-                "uid map: {} -> host {} (x{})",
-                m.container_id, m.host_id, m.size
-            ));
-        }
-        for m in &self.gid_maps {
-            out.push(format!(
-                "gid map: {} -> host {} (x{})",
-                m.container_id, m.host_id, m.size
-            ));
+                FsEntry::File { path, contents, .. } => (
+                    path.as_str(),
+                    format!("  write: {path} ({} bytes)", contents.len()),
+                ),
+                FsEntry::Symlink { original, link } => {
+                    (link.as_str(), format!("symlink: {link} -> {original}"))
+                }
+            })
+            .collect();
+        fs.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend(fs.into_iter().map(|(_, l)| format!("FsOperation: {l}")));
+        for (kind, maps) in [("UID", &self.uid_maps), ("GID", &self.gid_maps)] {
+            for m in maps {
+                out.push(format!(
+                    "{kind} mapping: container_id: {}, host_id: {}, count: {}",
+                    m.container_id, m.host_id, m.size
+                ));
+            }
         }
         if let Some(u) = &self.user {
-            out.push(format!(
-                "user: {} group: {:?} supplementary: {:?}",
-                u.user, u.group, u.supplementary
-            ));
+            let mut line = format!("User: {}", u.user);
+            if let Some(g) = &u.group {
+                line.push_str(&format!(", group: {g}"));
+            }
+            if !u.supplementary.is_empty() {
+                line.push_str(&format!(", supplementary: {}", u.supplementary.join(",")));
+            }
+            out.push(line);
         }
         if let Some(h) = &self.hostname {
-            out.push(format!("hostname: {h}"));
+            out.push(format!("Hostname: {h}"));
         }
-        for r in self.rlimits.values() {
-            let fmt = |v: u64| {
-                if v == u64::MAX {
-                    "unlimited".to_string()
-                } else {
-                    v.to_string()
+        if self.namespaces.contains(&Namespace::Network) {
+            out.push(match (&self.network, self.loopback) {
+                (Some(crate::network::Network::Pasta(_)), _) => {
+                    "Network: pasta (user-mode TCP/IP stack)".to_string()
                 }
+                (None, true) => "Network: own namespace, loopback up".to_string(),
+                (None, false) => "Network: own namespace, loopback down".to_string(),
+            });
+        } else {
+            out.push(
+                "Network: the host's (its interfaces, ports and abstract unix sockets)".to_string(),
+            );
+        }
+        if !self.rlimits.is_empty() {
+            let mut r: Vec<&RlimitSpec> = self.rlimits.values().collect();
+            r.sort_by_key(|r| r.resource.name());
+            let names: Vec<&str> = r.iter().map(|r| r.resource.name()).collect();
+            out.push(format!("Rlimit: {}", names.join(", ")));
+            if trace {
+                for l in r {
+                    out.push(format!(
+                        "Rlimit rule: {:>7}: ({}, {})",
+                        l.resource.name(),
+                        l.soft,
+                        l.hard
+                    ));
+                }
+            }
+        }
+        if let Some(r) = &self.landlock {
+            let mut names: Vec<&str> = r.restricted().map(|(res, _)| res.name()).collect();
+            names.sort();
+            if !names.is_empty() {
+                out.push(format!("Landlock: {}", names.join(", ")));
+            }
+            if trace {
+                for rule in r.fs_rules() {
+                    out.push(format!("Landlock FS rule: {rule}"));
+                }
+                for rule in r.net_rules() {
+                    out.push(format!("Landlock NET rule: {rule}"));
+                }
+            }
+        }
+        if let Some(f) = &self.seccomp {
+            // hakoniwa names architectures by their libseccomp names (`X8664`): the native
+            // one is shown as what it is.
+            let native = match std::env::consts::ARCH {
+                "x86_64" => "X8664",
+                "aarch64" => "Aarch64",
+                "riscv64" => "Riscv64",
+                "x86" => "X86",
+                "arm" => "Arm",
+                _ => "Native",
             };
+            let mut arches: Vec<String> = f
+                .architectures()
+                .iter()
+                .map(|a| match a {
+                    crate::seccomp::Arch::Native => native.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            arches.dedup();
+            arches.sort();
             out.push(format!(
-                "rlimit: {} soft={} hard={}",
-                r.resource.name(),
-                fmt(r.soft),
-                fmt(r.hard)
+                "Seccomp: Load {} rules for architectures({})",
+                f.rules_len() + 1,
+                arches.join(", ")
             ));
-        }
-        match &self.seccomp {
-            None => out.push("seccomp: none".into()),
-            Some(f) => out.push(format!(
-                "seccomp: {} (default {:?})",
-                f.name(),
-                f.default_action()
-            )),
-        }
-        if let Some(p) = self.landlock_plan() {
-            out.push(format!(
-                "landlock: fs {:#x}, tcp {:#x}, scopes {:#x}, {} path rules, {} port rules{}",
-                p.handled_fs,
-                p.handled_net,
-                p.scoped,
-                p.fs_rules.len(),
-                p.net_rules.len(),
-                if p.required {
-                    ", enforced"
-                } else {
-                    ", best effort"
-                }
-            ));
+            if trace {
+                out.push(format!("Seccomp rule: ... -> {:?}", f.default_action()));
+                out.extend(
+                    f.rules_text()
+                        .into_iter()
+                        .map(|r| format!("Seccomp rule: {r}")),
+                );
+            }
         }
         let l = self.resources;
         if l.any() {
+            let mut parts = Vec::new();
+            if let Some(m) = l.memory {
+                parts.push(format!("memory {m}"));
+            }
+            if let Some(s) = l.memory_swap {
+                parts.push(format!("memory+swap {s}"));
+            }
+            if let Some(p) = l.pids {
+                parts.push(format!("pids {p}"));
+            }
+            if let Some(c) = l.cpus {
+                parts.push(format!("cpus {c}"));
+            }
             out.push(format!(
-                "resources: memory {:?}, pids {:?}, cpus {:?} via {:?}",
-                l.memory,
-                l.pids,
-                l.cpus,
+                "Cgroup: {} (via {:?})",
+                parts.join(", "),
                 crate::cgroup::mechanism()
             ));
         }

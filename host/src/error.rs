@@ -77,6 +77,9 @@ pub enum Error {
     /// The container's cgroup could not be set up.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The container's network could not be configured (pasta missing or failing).
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
     /// `clone` with new namespaces failed.
     #[error("clone with new namespaces failed: {}{}", errno_text(*errno), clone_hint(*errno))]
     Clone {

@@ -50,10 +50,93 @@ impl FsAccess {
     }
 }
 
+impl FsAccess {
+    /// No access.
+    pub const fn empty() -> FsAccess {
+        FsAccess(0)
+    }
+
+    /// Whether every right of `other` is in `self`.
+    pub fn contains(self, other: FsAccess) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
 impl BitOr for FsAccess {
     type Output = FsAccess;
     fn bitor(self, rhs: FsAccess) -> FsAccess {
         FsAccess(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOrAssign for FsAccess {
+    fn bitor_assign(&mut self, rhs: FsAccess) {
+        self.0 |= rhs.0;
+    }
+}
+
+impl std::fmt::Display for FsAccess {
+    /// hakoniwa's form: `r`, `w` and `x` or `-` in that order (`r-x`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (bit, c) in [(FsAccess::R, 'r'), (FsAccess::W, 'w'), (FsAccess::X, 'x')] {
+            let on = self.0 & bit.0 != 0;
+            std::fmt::Write::write_char(f, if on { c } else { '-' })?;
+        }
+        Ok(())
+    }
+}
+
+/// An access string that is not made of `r`, `w`, `x` and `-`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("landlock: unknown access {0:?} (use r, w, x or -, e.g. \"r-x\")")]
+pub struct ParseAccessError(pub char);
+
+impl std::str::FromStr for FsAccess {
+    type Err = ParseAccessError;
+
+    /// hakoniwa's form: any of `r`, `w`, `x` (either case) and `-`, e.g. `rw-` or `rx`.
+    fn from_str(s: &str) -> Result<FsAccess, ParseAccessError> {
+        let mut access = FsAccess::empty();
+        for c in s.chars() {
+            match c.to_ascii_lowercase() {
+                'r' => access |= FsAccess::R,
+                'w' => access |= FsAccess::W,
+                'x' => access |= FsAccess::X,
+                '-' => {}
+                other => return Err(ParseAccessError(other)),
+            }
+        }
+        Ok(access)
+    }
+}
+
+/// A path rule of a [`Ruleset`], as hakoniwa shows it (`r-x /usr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsRule {
+    /// The path inside the container.
+    pub path: String,
+    /// The access granted beneath it.
+    pub mode: FsAccess,
+}
+
+impl std::fmt::Display for FsRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.mode, self.path)
+    }
+}
+
+/// A port rule of a [`Ruleset`], as hakoniwa shows it (`tcp.connect 443`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetRule {
+    /// The TCP port.
+    pub port: u16,
+    /// The access granted on it.
+    pub access: NetAccess,
+}
+
+impl std::fmt::Display for NetRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.access.name(), self.port)
     }
 }
 
@@ -68,6 +151,19 @@ pub enum NetAccess {
 }
 
 impl NetAccess {
+    /// hakoniwa's name of [`NetAccess::TcpBind`].
+    pub const TCP_BIND: NetAccess = NetAccess::TcpBind;
+    /// hakoniwa's name of [`NetAccess::TcpConnect`].
+    pub const TCP_CONNECT: NetAccess = NetAccess::TcpConnect;
+
+    /// `tcp.bind` or `tcp.connect`, as hakoniwa names them.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetAccess::TcpBind => "tcp.bind",
+            NetAccess::TcpConnect => "tcp.connect",
+        }
+    }
+
     fn bits(self) -> u64 {
         match self {
             NetAccess::TcpBind => 1,
@@ -90,6 +186,32 @@ pub enum Resource {
     Scope,
 }
 
+#[allow(non_upper_case_globals)]
+impl Resource {
+    /// hakoniwa's name of [`Resource::Fs`].
+    pub const FS: Resource = Resource::Fs;
+    /// hakoniwa's name of [`Resource::TcpBind`].
+    pub const NET_TCP_BIND: Resource = Resource::TcpBind;
+    /// hakoniwa's name of [`Resource::TcpConnect`].
+    pub const NET_TCP_CONNECT: Resource = Resource::TcpConnect;
+
+    /// `fs`, `tcp.bind`, `tcp.connect` (as hakoniwa names them) or `scope`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Fs => "fs",
+            Resource::TcpBind => "tcp.bind",
+            Resource::TcpConnect => "tcp.connect",
+            Resource::Scope => "scope",
+        }
+    }
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What happens when the kernel cannot enforce a restriction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -98,6 +220,12 @@ pub enum CompatMode {
     Enforce,
     /// Enforce what the kernel can, and report it (`Child::features`, pool metrics).
     BestEffort,
+}
+
+#[allow(non_upper_case_globals)]
+impl CompatMode {
+    /// hakoniwa's name of [`CompatMode::BestEffort`].
+    pub const Relax: CompatMode = CompatMode::BestEffort;
 }
 
 /// What a path of the container is, for the rules that mirror its mounts (see the module
@@ -187,6 +315,55 @@ impl Ruleset {
     /// Whether `resource` is restricted.
     pub fn restricts(&self, resource: Resource) -> bool {
         self.restricted.contains_key(&resource)
+    }
+
+    /// Lifts the restriction of `resource` (hakoniwa's `unrestrict`; its rules stay, unused).
+    pub fn unrestrict(&mut self, resource: Resource) -> &mut Self {
+        self.restricted.remove(&resource);
+        self
+    }
+
+    /// hakoniwa's name of [`add_fs_rule`](Ruleset::add_fs_rule). As there, a rule has no effect
+    /// unless [`Resource::Fs`] is restricted.
+    pub fn allow_path(&mut self, path: &str, access: FsAccess) -> &mut Self {
+        self.add_fs_rule(path, access)
+    }
+
+    /// Allows binding TCP `port` (effective once [`Resource::TcpBind`] is restricted).
+    pub fn allow_tcp_bind(&mut self, port: u16) -> &mut Self {
+        self.add_net_rule(port, NetAccess::TcpBind)
+    }
+
+    /// Allows connecting to TCP `port` (effective once [`Resource::TcpConnect`] is restricted).
+    pub fn allow_tcp_connect(&mut self, port: u16) -> &mut Self {
+        self.add_net_rule(port, NetAccess::TcpConnect)
+    }
+
+    /// The restricted resources and their compatibility modes.
+    pub fn restricted(&self) -> impl Iterator<Item = (Resource, CompatMode)> + '_ {
+        self.restricted.iter().map(|(r, m)| (*r, *m))
+    }
+
+    /// The path rules, in the order given.
+    pub fn fs_rules(&self) -> Vec<FsRule> {
+        self.fs_rules
+            .iter()
+            .map(|(path, mode)| FsRule {
+                path: path.clone(),
+                mode: *mode,
+            })
+            .collect()
+    }
+
+    /// The port rules, in the order given.
+    pub fn net_rules(&self) -> Vec<NetRule> {
+        self.net_rules
+            .iter()
+            .map(|(port, access)| NetRule {
+                port: *port,
+                access: *access,
+            })
+            .collect()
     }
 
     /// The plan for a container whose paths are `mirrored` (its root first, then its mounts

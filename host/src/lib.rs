@@ -17,7 +17,7 @@
 //! ```no_run
 //! use hatchery::Container;
 //! let mut c = Container::new();
-//! c.rootfs("/").devfsmount("/dev").tmpfsmount("/tmp");
+//! c.rootfs("/")?.devfsmount("/dev").tmpfsmount("/tmp");
 //! let out = c.command("/bin/sh").args(["-c", "echo hello; id -u"]).output()?;
 //! assert!(out.status.success());
 //! # Ok::<(), hatchery::Error>(())
@@ -42,6 +42,7 @@ mod container;
 mod error;
 pub mod idmap;
 pub mod landlock;
+pub mod network;
 mod plan;
 pub mod pool;
 pub mod seccomp;
@@ -50,8 +51,9 @@ mod spawn;
 mod wire;
 
 pub use child::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus, Output, Rusage};
-pub use command::{Command, Stdio};
-pub use container::{Container, Namespace, Rlimit};
+pub use command::{Command, Stdio, Timeout};
+pub use container::{Container, Namespace, Rlimit, Runctl};
 pub use error::{Error, Result, ShimEnd};
 pub use hatchery_protocol::{Features, LandlockEnforced, Outcome, SetupStep};
+pub use network::{Network, Pasta};
 pub use pool::{CallRequest, Isolation, Pool, PoolBuilder, PoolError, Request, RunResult};

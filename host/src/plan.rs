@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  Container (plain data)                     Plan
-//!   namespaces ─────────────────────────────▶ clone_flags; hostname (UTS only), loopback (net)
+//!   namespaces ─────────────────────────────▶ clone_flags; hostname (UTS only), loopback (net,
+//!                                              when asked)
 //!   rootdir, mounts, files, dirs, links ────▶ setup.root, setup.mounts   + blob: file contents
 //!                                                                         in one sealed memfd,
 //!                                                                         sent at blob_index
@@ -47,6 +48,15 @@ pub(crate) struct Plan {
 /// container places files.
 pub(crate) fn build(container: &Container, mode: ShimMode, blob_index: u8) -> Result<Plan> {
     container.validate()?;
+    if container.runctl.contains(&crate::Runctl::AllowNewPrivs) {
+        // Not silently ignored: the shim sets no_new_privs for every command until it can be
+        // told otherwise.
+        return Err(Error::InvalidConfig {
+            what: "runctl",
+            value: "AllowNewPrivs".into(),
+            reason: "not supported yet: hatchery always sets no_new_privs",
+        });
+    }
     let cgroups = *crate::cgroup::mechanism() != Mechanism::Rlimits;
     let (setup, blob) = assemble(container, mode, blob_index, cgroups)?;
     let blob = if blob.is_empty() {
@@ -91,7 +101,7 @@ fn assemble(
             user: c.user.clone(),
         },
         blob: (!blob.is_empty()).then_some(blob_index),
-        loopback: c.namespaces.contains(&Namespace::Network),
+        loopback: c.namespaces.contains(&Namespace::Network) && c.loopback,
         seccomp: seccomp(c)?,
         landlock: c.landlock_plan(),
         mode,
@@ -105,7 +115,7 @@ fn rlimits(c: &Container, cgroups: bool) -> Vec<Rlimit> {
     let mut out: Vec<Rlimit> = c.rlimits.values().copied().collect();
     if !cgroups {
         for (res, value) in [
-            (Resource::As, c.resources.memory),
+            (Resource::As, c.resources.memory.or(c.resources.memory_swap)),
             (Resource::Nproc, c.resources.pids),
         ] {
             if let Some(v) = value {
@@ -251,9 +261,13 @@ mod tests {
         let (plan, _) = assemble(&c, zygote(), 0, true).unwrap();
         assert_eq!(plan.hostname, None);
         assert!(!plan.loopback);
-        c.hostname("box").network(false);
+        // As in hakoniwa, a network namespace of its own has its loopback down unless asked.
+        c.hostname("box").unshare(Namespace::Network);
         let (plan, _) = assemble(&c, zygote(), 0, true).unwrap();
         assert_eq!(plan.hostname.as_deref(), Some("box"));
+        assert!(!plan.loopback);
+        c.loopback(true);
+        let (plan, _) = assemble(&c, zygote(), 0, true).unwrap();
         assert!(plan.loopback);
         let flags = build(&c, zygote(), 0).unwrap().clone_flags;
         for f in [

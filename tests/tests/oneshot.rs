@@ -20,6 +20,7 @@ fn ready() -> bool {
 fn base() -> Container {
     let mut c = Container::new();
     c.rootfs("/")
+        .unwrap()
         .devfsmount("/dev")
         .tmpfsmount("/tmp")
         .bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");

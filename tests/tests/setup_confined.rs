@@ -307,6 +307,7 @@ fn guest_planted_symlinks_in_a_bind_never_redirect_setup() {
     }
     let mut c = Container::new();
     c.rootfs("/")
+        .unwrap()
         .bindmount_rw(&s(&work), "/data")
         .file("/data/cfg/planted", "x");
     assert!(matches!(
@@ -396,7 +397,7 @@ fn dev_shm_and_tmpfs_mounts_are_capped_in_one_shot_containers() {
         assert!(line.contains("size="), "{point} has no size limit: {line}");
     }
     let mut c = Container::new();
-    c.rootfs("/").devfsmount("/dev").tmpfsmount("/tmp");
+    c.rootfs("/").unwrap().devfsmount("/dev").tmpfsmount("/tmp");
     let out = c
         .command("/bin/sh")
         .args(["-c", &format!("{FILL}; grep ' /tmp ' /proc/self/mountinfo")])
@@ -468,6 +469,7 @@ fn bind_sources_below_a_writable_bind_never_follow_guest_links() {
     assert_setup_eloop(&out, "hatchery run, bind below a writable bind");
     let mut c = Container::new();
     c.rootfs("/")
+        .unwrap()
         .bindmount_rw(&s(&work), "/data")
         .bindmount_ro(&format!("{}/cfg", s(&work)), "/cfg");
     let out = c.command("/bin/cat").arg("/cfg/f").output();
@@ -517,6 +519,7 @@ fn a_fifo_in_a_writable_bind_does_not_hang_file_placement() {
     std::thread::spawn(move || {
         let mut c = Container::new();
         c.rootfs("/")
+            .unwrap()
             .bindmount_rw(&w, "/data")
             .file("/data/cfg", "x");
         let _ = tx.send(

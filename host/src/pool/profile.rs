@@ -137,6 +137,7 @@ pub fn default_profile() -> Container {
     c.unshare(Namespace::Ipc)
         .unshare(Namespace::Network)
         .unshare(Namespace::Cgroup)
+        .loopback(true)
         .hostname("hatchery");
     add_system_dirs(&mut c);
     for &p in ETC_SHARED {

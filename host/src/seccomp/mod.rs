@@ -366,6 +366,55 @@ impl Filter {
         self.default
     }
 
+    /// The architectures calls are accepted from.
+    pub fn architectures(&self) -> &[Arch] {
+        &self.archs
+    }
+
+    /// The number of rules (ioctl rules included; the default action is not a rule).
+    pub fn rules_len(&self) -> usize {
+        self.rules.len() + self.ioctls.len()
+    }
+
+    /// One line per rule, as hakoniwa logs them (`mount(..) -> Errno(1)`,
+    /// `personality($0 == 0, ..) -> Allow`); ioctl rules first, as they are checked first.
+    pub fn rules_text(&self) -> Vec<String> {
+        let ioctls = self
+            .ioctls
+            .iter()
+            .map(|(req, a)| format!("ioctl($1 & 0xffffffff == {req:#x}, ..) -> {a:?}"));
+        let rules = self.rules.iter().map(|r| {
+            let name = match &r.syscall {
+                Syscall::Name(n) => n.clone(),
+                Syscall::Number(nr) => format!("#{nr}"),
+            };
+            let conds: Vec<String> = r
+                .conditions
+                .iter()
+                .map(|c| {
+                    let (op, d) = match c.op {
+                        ArgCmpOp::Ne => ("!=", c.datum),
+                        ArgCmpOp::Lt => ("<", c.datum),
+                        ArgCmpOp::Le => ("<=", c.datum),
+                        ArgCmpOp::Eq => ("==", c.datum),
+                        ArgCmpOp::Ge => (">=", c.datum),
+                        ArgCmpOp::Gt => (">", c.datum),
+                        ArgCmpOp::MaskedEq(m) => {
+                            return format!("${} & {m} = {}", c.arg, c.datum);
+                        }
+                    };
+                    format!("${} {op} {d}", c.arg)
+                })
+                .collect();
+            if conds.is_empty() {
+                format!("{name}(..) -> {:?}", r.action)
+            } else {
+                format!("{name}({}, ..) -> {:?}", conds.join(", "), r.action)
+            }
+        });
+        ioctls.chain(rules).collect()
+    }
+
     /// Compiles the filter (once; later calls and clones reuse the result). With
     /// `notify_as_kill`, [`Action::Notify`] compiles to [`Action::KillProcess`], for processes
     /// no trusted supervisor watches.

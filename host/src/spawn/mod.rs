@@ -124,6 +124,16 @@ fn high_cloexec(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
 
 /// Starts a shim: clone + exec, id maps, plan. On any error the child is killed and reaped.
 pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
+    start_with(spec, |_| Ok(()))
+}
+
+/// [`start`], running `before_plan(pid)` once the id maps are written and before the plan is
+/// sent (the shim waits for its plan, so nothing of the container is built yet): the place to
+/// configure the container's namespaces from the host, e.g. its network.
+pub(crate) fn start_with(
+    spec: StartSpec<'_>,
+    before_plan: impl FnOnce(Pid) -> Result<()>,
+) -> Result<ShimProcess> {
     let shim = shim_binary::get()?;
     let (host_end, guest_end) = Channel::pair().map_err(Error::protocol("creating the socket"))?;
     let devnull: OwnedFd = std::fs::OpenOptions::new()
@@ -183,6 +193,10 @@ pub(crate) fn start(spec: StartSpec<'_>) -> Result<ShimProcess> {
     }
     host_steps.push(("host: id maps".to_string(), t.elapsed()));
     let t = Instant::now();
+    if let Err(e) = before_plan(pid) {
+        shim_proc.kill_and_reap();
+        return Err(e);
+    }
     let deadline = Some(Instant::now() + START_TIMEOUT);
     let sent = shim_proc.chan.send(
         &Message::SetupPlan(Box::new(plan)),
