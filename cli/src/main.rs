@@ -2,6 +2,8 @@
 //! accepting the flags of `hakoniwa run`.
 
 mod bench;
+mod config;
+mod log;
 mod map;
 mod run;
 mod sandbox;

@@ -238,8 +238,15 @@ pub fn execute(args: MapArgs) -> i32 {
             return USAGE;
         }
     }
+    if args.sandbox.network.is_some() {
+        eprintln!(
+            "hatchery map: --network is not supported: every request has a network namespace of \
+             its own (loopback only)"
+        );
+        return USAGE;
+    }
     let (profile, env, workdir) = match apply(default_profile(), &args.sandbox, None) {
-        Ok(x) => x,
+        Ok(a) => (a.container, a.env, a.workdir),
         Err(e) => {
             eprintln!("hatchery map: {e}");
             return USAGE;
@@ -387,10 +394,8 @@ pub fn execute(args: MapArgs) -> i32 {
                             .stderr(Sink::Capture(args.max_output))
                             .env("HATCHERY_INPUT_NAME", &*name)
                             .wall_time(wall);
-                        for e in &env {
-                            if let Some((k, v)) = e.split_once('=') {
-                                req = req.env(k, v);
-                            }
+                        for (k, v) in &env {
+                            req = req.env(k, v);
                         }
                         if let Some(w) = &workdir {
                             req = req.current_dir(w);
