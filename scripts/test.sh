@@ -31,6 +31,8 @@ TEST_USER=hatchery-test
 id "$TEST_USER" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$TEST_USER"
 grep -q "^$TEST_USER:" /etc/subuid 2>/dev/null || echo "$TEST_USER:300000:65536" >> /etc/subuid
 grep -q "^$TEST_USER:" /etc/subgid 2>/dev/null || echo "$TEST_USER:300000:65536" >> /etc/subgid
+# An unprivileged pasta (--network pasta) opens /dev/net/tun: restore Debian's default mode.
+if [ -c /dev/net/tun ]; then chmod 0666 /dev/net/tun; fi
 
 # Stage the binaries where the test user can read them, whatever the checkout's permissions.
 STAGE=$(mktemp -d /tmp/hatchery-unpriv.XXXXXX)

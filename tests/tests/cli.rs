@@ -167,13 +167,15 @@ fn verbose_prints_the_plan() {
     ]);
     assert_eq!(out.status.code(), Some(0));
     let err = text(&out.stderr);
+    // hakoniwa's setup log lines (`hakoniwa run -v`).
     for want in [
-        "namespaces:",
-        "mount: /usr -> /usr",
-        "uid map: 0 -> host",
-        "rlimit: cpu soft=5",
-        "env: [\"X=1\"]",
-        "command: [\"/bin/true\"]",
+        "DEBUG] Unshare namespaces: MOUNT, PID, USER",
+        "Mount: bind_ro: /usr -> /usr",
+        "Mount:    proc: /proc",
+        "Rlimit: cpu",
+        "Env: X=1",
+        "Execve: \"/bin/true\", []",
+        "Exited: exited with code 0",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
@@ -182,7 +184,12 @@ fn verbose_prints_the_plan() {
     } else {
         nix::unistd::geteuid().to_string()
     };
-    assert!(err.contains(&format!("uid map: 0 -> host {host}")), "{err}");
+    assert!(
+        err.contains(&format!(
+            "UID mapping: container_id: 0, host_id: {host}, count: 1"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -500,7 +507,7 @@ fn run_shares_host_abstract_sockets_unless_the_network_is_unshared() {
     }
     let o = hatchery(&["run", "-v", "--", "/bin/true"]);
     assert!(
-        text(&o.stderr).contains("network: shared with the host"),
+        text(&o.stderr).contains("Network: the host's"),
         "{}",
         text(&o.stderr)
     );
