@@ -130,7 +130,7 @@ fn unwritable_notes(container: &Container, paths: &[PathBuf]) -> Vec<String> {
                      root (hakoniwa would use root). Fixes: `chown {huid}:{hgid} {d}` (or make \
                      it writable for others); or add a range for root to /etc/subuid and \
                      /etc/subgid (e.g. `root:200000:65536`), chown {d} to its first id and use \
-                     --userns auto; or run hatchery as the user owning {d}"
+                     --userns auto; or run hatchery as a user who can write it"
                 )
             } else {
                 format!(
