@@ -58,8 +58,11 @@ impl std::fmt::Display for Namespace {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Runctl {
-    /// Do not set the no_new_privs bit: setuid programs and file capabilities work again inside
-    /// (within the user namespace). Landlock and seccomp still apply.
+    /// Do not set the no_new_privs bit. Only for a container without seccomp and landlock
+    /// (the kernel installs those without no_new_privs only for a process holding
+    /// `CAP_SYS_ADMIN`, and hatchery's commands hold no capability): spawn fails with
+    /// [`Error::InvalidConfig`] otherwise. An exec still gains no capability (the bounding set
+    /// is empty) and binds are nosuid, as in hakoniwa.
     AllowNewPrivs,
     /// Without a usable cgroup for the memory, pids and CPU limits, run without them instead of
     /// failing ([`Error::Cgroup`]).

@@ -48,13 +48,17 @@ pub(crate) struct Plan {
 /// container places files.
 pub(crate) fn build(container: &Container, mode: ShimMode, blob_index: u8) -> Result<Plan> {
     container.validate()?;
-    if container.runctl.contains(&crate::Runctl::AllowNewPrivs) {
-        // Not silently ignored: the shim sets no_new_privs for every command until it can be
-        // told otherwise.
+    if container.runctl.contains(&crate::Runctl::AllowNewPrivs)
+        && (container.seccomp.is_some() || container.landlock.is_some())
+    {
+        // Without no_new_privs the kernel installs a seccomp filter or a landlock domain only
+        // for a process holding CAP_SYS_ADMIN, and hatchery's commands hold no capability.
         return Err(Error::InvalidConfig {
             what: "runctl",
             value: "AllowNewPrivs".into(),
-            reason: "not supported yet: hatchery always sets no_new_privs",
+            reason: "new privileges need a container without seccomp and landlock \
+                     (e.g. --seccomp unconfined): without no_new_privs only a process holding \
+                     CAP_SYS_ADMIN may install them, and commands hold no capability",
         });
     }
     let cgroups = *crate::cgroup::mechanism() != Mechanism::Rlimits;
@@ -104,6 +108,7 @@ fn assemble(
         loopback: c.namespaces.contains(&Namespace::Network) && c.loopback,
         seccomp: seccomp(c)?,
         landlock: c.landlock_plan(),
+        no_new_privs: !c.runctl.contains(&crate::Runctl::AllowNewPrivs),
         mode,
     };
     Ok((plan, blob))

@@ -346,6 +346,9 @@ pub struct SetupPlan {
     pub seccomp: Option<SeccompPlan>,
     /// A landlock policy; every command gets a domain of its own built from it.
     pub landlock: Option<LandlockPlan>,
+    /// Set the no_new_privs bit in every command (always, unless the container allows new
+    /// privileges, which the host permits only without seccomp and landlock).
+    pub no_new_privs: bool,
     /// What to do once built.
     pub mode: ShimMode,
 }

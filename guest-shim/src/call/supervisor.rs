@@ -182,6 +182,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
             user: s.plan.ids.user.as_ref(),
             setgroups_allowed: s.plan.ids.setgroups_allowed,
             confinement: s.confinement,
+            no_new_privs: s.plan.no_new_privs,
         })?;
         Ok((launch::launch(&plan)?, plan.cpu_limit_secs))
     })();

@@ -297,6 +297,10 @@ fn enter_landlock(ll: &crate::shim::confine::LandlockLaunch) -> Result<(), i32> 
 /// `report` is the channel to the shim, which gets the seccomp listener.
 fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32) {
     sys::signal::reset(plan.reset_signals);
+    if plan.ignore_sigxfsz {
+        // SAFETY: SIG_IGN is always a valid disposition; it survives exec.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    }
     if let Err(e) = sys::signal::unblock_all() {
         return (SetupStep::NewSession, e);
     }
@@ -376,8 +380,10 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
     if let Err(e) = sys::caps::capset_all(0) {
         return (SetupStep::DropCapabilities, e);
     }
-    if let Err(e) = sys::caps::set_no_new_privs() {
-        return (SetupStep::NoNewPrivs, e);
+    if plan.no_new_privs {
+        if let Err(e) = sys::caps::set_no_new_privs() {
+            return (SetupStep::NoNewPrivs, e);
+        }
     }
     if let Some(cwd) = &plan.cwd {
         // SAFETY: `cwd` is a NUL-terminated CString built before the fork.
@@ -414,6 +420,11 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
                 }
             }
             Ok(None) => {}
+        }
+    }
+    for &(resource, soft, hard) in plan.late_rlimits.iter() {
+        if let Err(e) = sys::process::set_rlimit(resource, soft, hard) {
+            return (SetupStep::Rlimit, e);
         }
     }
     let e = sys::exec::execve(&plan.path, &plan.argv, &plan.envp);

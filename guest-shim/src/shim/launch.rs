@@ -152,6 +152,8 @@ pub(crate) struct LaunchRequest<'a> {
     pub(crate) setgroups_allowed: bool,
     /// Seccomp and landlock, prepared in stage 1.
     pub(crate) confinement: Confinement,
+    /// Set no_new_privs before exec.
+    pub(crate) no_new_privs: bool,
 }
 
 /// Builds a [`LaunchPlan`].
@@ -196,11 +198,20 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
     sorted_targets.dedup();
 
     let mut rlimits = Vec::new();
+    let mut late_rlimits = Vec::new();
     if !req.rlimits.iter().any(|r| r.resource == Resource::Core) {
         rlimits.push((sys::process::Resource::Core, 0, 0));
     }
     for r in req.rlimits {
-        rlimits.push((resource(r.resource), r.soft, r.hard));
+        // The open-file limit comes last, right before exec: the lockdown itself opens fds
+        // (landlock's ruleset and paths, the seccomp listener), and a limit of 3 must leave the
+        // command to fail loading its libraries, as under hakoniwa, not the setup.
+        let into = if r.resource == Resource::Nofile {
+            &mut late_rlimits
+        } else {
+            &mut rlimits
+        };
+        into.push((resource(r.resource), r.soft, r.hard));
     }
     let cpu_limit_secs = req
         .rlimits
@@ -245,8 +256,11 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         max_target,
         _sources: sources,
         rlimits,
+        late_rlimits,
         ids,
         confinement: req.confinement,
+        no_new_privs: req.no_new_privs,
+        ignore_sigxfsz: false,
         fd_limit,
         cpu_limit_secs,
         private_tmpfs: Vec::new(),

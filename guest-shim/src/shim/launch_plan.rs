@@ -36,6 +36,15 @@ pub(crate) struct LaunchPlan {
     /// The sources of `fd_moves`: never read, owned here so they stay open while the plan lives.
     pub(crate) _sources: Vec<OwnedFd>,
     pub(crate) rlimits: Vec<(Resource, u64, u64)>,
+    /// Limits set last, right before exec (under the seccomp filter, which must allow
+    /// `prlimit64`; every preset does): the open-file limit.
+    pub(crate) late_rlimits: Vec<(Resource, u64, u64)>,
+    /// Set no_new_privs (off only when the container allows new privileges).
+    pub(crate) no_new_privs: bool,
+    /// Ignore SIGXFSZ in the command, so that a write past `RLIMIT_FSIZE` fails with `EFBIG`
+    /// instead of killing it: the one-shot command behaves as under hakoniwa, where it is PID 1
+    /// of its pid namespace and the kernel's SIGXFSZ is ignored.
+    pub(crate) ignore_sigxfsz: bool,
     pub(crate) ids: Option<ChildIds>,
     pub(crate) confinement: Confinement,
     pub(crate) fd_limit: u32,

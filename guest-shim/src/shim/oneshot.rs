@@ -58,11 +58,13 @@ pub(crate) fn run(
         user: plan.ids.user.as_ref(),
         setgroups_allowed: plan.ids.setgroups_allowed,
         confinement,
+        no_new_privs: plan.no_new_privs,
     });
-    let launch_plan = match prepared {
+    let mut launch_plan = match prepared {
         Ok(p) => p,
         Err(f) => return report_failure(chan, f),
     };
+    launch_plan.ignore_sigxfsz = true;
     watch.lap("prepare command");
     let received = Instant::now();
     let mut child = match launch::launch(&launch_plan) {

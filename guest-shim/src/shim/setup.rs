@@ -33,7 +33,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use hatchery_protocol::{
-    default_nr_inodes, IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep,
+    default_nr_inodes, IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep, ShimMode,
     DEFAULT_SHM_BYTES, DEFAULT_TMPFS_BYTES,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -626,7 +626,12 @@ pub(crate) fn build_root(
             }
             MountOp::Devfs { target } => {
                 let dev = build_devfs(&mut root, &target.0)?;
-                read_only_later.push((dev, PathBuf::from(OsStr::from_bytes(&target.0))));
+                // A one-shot command may write into its /dev, as under hakoniwa (the device
+                // nodes stay the host's, bound in; the tmpfs is 64 KiB, 64 inodes, noexec). A
+                // zygote's /dev is shared by its requests, so it is read-only.
+                if !matches!(plan.mode, ShimMode::OneShot { .. }) {
+                    read_only_later.push((dev, PathBuf::from(OsStr::from_bytes(&target.0))));
+                }
             }
             MountOp::Dir { path, mode } => {
                 let step = SetupStep::MakeDir;

@@ -169,7 +169,7 @@ pub(crate) fn main() -> i32 {
         seccomp_notify: plan.seccomp.as_ref().is_some_and(|s| s.notify),
         landlock_abi,
         landlock,
-        no_new_privs: true,
+        no_new_privs: plan.no_new_privs,
     };
     let fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
     match &plan.mode {

@@ -302,6 +302,7 @@ impl Zygote<'_> {
                 user: self.plan.ids.user.as_ref(),
                 setgroups_allowed: self.plan.ids.setgroups_allowed,
                 confinement: self.confinement,
+                no_new_privs: self.plan.no_new_privs,
             })?
             .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?;
             // A single-process request suspends the zygote until the command execs; a filter
