@@ -512,8 +512,11 @@ pub fn apply(
     if let Some(r) = &args.rootdir {
         let (path, opt) = split_pair(r);
         let path = resolve_host("--rootdir", path, &writable)?;
-        // As hakoniwa: a root with a file-system hierarchy of its own gets no default rootfs.
-        if args.rootfs.is_none() && std::path::Path::new(&path).join("bin").exists() {
+        // As hakoniwa: a root with a file-system hierarchy of its own gets no default rootfs
+        // (a /bin link counts even when it dangles on the host, e.g. `bin -> usr/bin` before
+        // /usr is bound).
+        let has_bin = std::fs::symlink_metadata(std::path::Path::new(&path).join("bin")).is_ok();
+        if args.rootfs.is_none() && has_bin {
             rootfs = None;
         }
         match opt {

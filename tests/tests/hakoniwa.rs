@@ -802,3 +802,113 @@ fn network_client_profile_reaches_the_host() {
         text(&o.stderr)
     );
 }
+
+// ---- the command's last moments, as under hakoniwa ----
+
+#[test]
+fn limit_nofile_3_lets_setup_finish_and_the_command_fail_loading_its_libraries() {
+    if !ready() {
+        return;
+    }
+    // Set right before exec: setup (fd moves, landlock, the seccomp listener) needs fds.
+    for extra in [&[][..], &["--landlock-restrict-fs"][..]] {
+        let mut args = vec!["run", "--limit-nofile", "3"];
+        args.extend_from_slice(extra);
+        args.extend(["--", "/bin/true"]);
+        let o = hatchery(&args);
+        assert_eq!(o.status.code(), Some(127), "{extra:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("error while loading shared libraries"),
+            "{err}"
+        );
+    }
+    // A limit the command can live with applies to it.
+    let o = hatchery(&[
+        "run",
+        "--limit-nofile",
+        "20",
+        "--",
+        "/bin/sh",
+        "-c",
+        "ulimit -n",
+    ]);
+    assert_eq!(ok(&o), "20\n");
+}
+
+#[test]
+fn limit_fsize_gives_the_command_efbig_not_sigxfsz() {
+    if !ready() {
+        return;
+    }
+    let o = hatchery(&[
+        "run",
+        "--limit-fsize",
+        "2",
+        "--devfs",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--",
+        "/bin/dd",
+        "if=/dev/zero",
+        "of=/tmp/out",
+        "bs=4",
+        "count=1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("File too large"),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn devfs_is_writable_and_its_devices_stay_devices() {
+    if !ready() {
+        return;
+    }
+    let o = hatchery(&[
+        "run",
+        "--devfs",
+        "/dev",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo hi > /dev/made && cat /dev/made && echo x > /dev/null && test -c /dev/null && \
+         test -c /dev/zero && echo devices",
+    ]);
+    assert_eq!(ok(&o), "hi\ndevices\n");
+}
+
+#[test]
+fn allow_new_privs_leaves_no_new_privs_off() {
+    if !ready() {
+        return;
+    }
+    let status = |args: &[&str]| {
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        all.extend(["--", "/bin/grep", "NoNewPrivs", "/proc/self/status"]);
+        hatchery(&all)
+    };
+    let o = status(&["--seccomp", "unconfined"]);
+    assert_eq!(
+        ok(&o).split_whitespace().collect::<Vec<_>>(),
+        ["NoNewPrivs:", "1"]
+    );
+    let o = status(&["--seccomp", "unconfined", "--allow-new-privs"]);
+    assert_eq!(
+        ok(&o).split_whitespace().collect::<Vec<_>>(),
+        ["NoNewPrivs:", "0"]
+    );
+    // With seccomp (the default) the kernel would need CAP_SYS_ADMIN: refused, saying why.
+    let o = status(&["--allow-new-privs"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        text(&o.stderr).contains("without seccomp and landlock"),
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -326,10 +326,12 @@ pub fn load(path: &Path, log: &Log) -> Result<Profile, String> {
                         a.bindmount_ro.push(spec);
                     }
                 }
-                Some((other, at)) => return Err(format!(
+                Some((other, at)) => {
+                    return Err(format!(
                     "{}: mounts.type: unknown mount type {other:?} (\"\" or bind, devfs, tmpfs)",
                     src.at(at)
-                )),
+                ))
+                }
             }
         }
         for e in &cfg.envs {
