@@ -76,6 +76,13 @@ pub enum Runctl {
     /// The [`rootdir`](Container::rootdir) is mounted read-write
     /// (as [`rootdir_rw`](Container::rootdir_rw)).
     RootdirRW,
+    /// hakoniwa reads `/proc/<pid>/smaps_rollup` of the command at its exit. Not provided by
+    /// hatchery (the status has [`Rusage`](crate::Rusage) instead): spawn fails with
+    /// [`Error::InvalidConfig`] rather than leave the field empty.
+    GetProcPidSmapsRollup,
+    /// hakoniwa reads `/proc/<pid>/status` of the command at its exit. Not provided, as
+    /// [`GetProcPidSmapsRollup`](Runctl::GetProcPidSmapsRollup).
+    GetProcPidStatus,
 }
 
 impl Namespace {
@@ -593,6 +600,22 @@ impl Container {
     /// cgroup: without one, starting fails with a typed error.
     pub fn cgroup_cpus(&mut self, cpus: f64) -> &mut Self {
         self.resources.cpus = Some(cpus);
+        self
+    }
+
+    /// Sets the container's cgroup resources with hakoniwa's API ([`crate::cgroups`]): a CPU
+    /// quota and period, a memory (and memory plus swap) limit, a pids limit. What hatchery does
+    /// not enforce (CPU shares or weight, a memory reservation) makes spawn fail with
+    /// [`Error::InvalidConfig`] instead of being ignored.
+    pub fn cgroups_resources(&mut self, resources: crate::cgroups::Resources) -> &mut Self {
+        match resources.to_limits() {
+            Ok(l) => self.resources = l,
+            Err(what) => self.config_errors.push((
+                "cgroups resource",
+                what.to_string(),
+                "not enforced by hatchery (it sets CPU bandwidth, memory, swap and pids)",
+            )),
+        }
         self
     }
 

@@ -36,6 +36,7 @@
 #![deny(unsafe_code)]
 
 pub mod cgroup;
+pub mod cgroups;
 mod child;
 mod command;
 mod container;

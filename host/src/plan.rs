@@ -48,6 +48,18 @@ pub(crate) struct Plan {
 /// container places files.
 pub(crate) fn build(container: &Container, mode: ShimMode, blob_index: u8) -> Result<Plan> {
     container.validate()?;
+    for ctl in [
+        crate::Runctl::GetProcPidSmapsRollup,
+        crate::Runctl::GetProcPidStatus,
+    ] {
+        if container.runctl.contains(&ctl) {
+            return Err(Error::InvalidConfig {
+                what: "runctl",
+                value: format!("{ctl:?}"),
+                reason: "not provided by hatchery: ExitStatus::rusage has the command's usage",
+            });
+        }
+    }
     if container.runctl.contains(&crate::Runctl::AllowNewPrivs)
         && (container.seccomp.is_some() || container.landlock.is_some())
     {

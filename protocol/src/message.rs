@@ -126,6 +126,13 @@ impl Resource {
     }
 }
 
+impl std::fmt::Display for Resource {
+    /// The lower-case name ([`Resource::name`]), as hakoniwa shows an `Rlimit`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One resource limit. `u64::MAX` means unlimited (`RLIM_INFINITY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]

@@ -912,3 +912,165 @@ fn allow_new_privs_leaves_no_new_privs_off() {
         text(&o.stderr)
     );
 }
+
+// ---- the library: hakoniwa's API and its examples ----
+
+/// hakoniwa's own examples (its front page, its README, its `Container` and seccomp docs, its
+/// landlock docs), ported to host/examples with only the crate name changed.
+#[test]
+fn hakoniwas_examples_compile_and_run() {
+    if !ready() {
+        return;
+    }
+    let run = |name: &str, stdin: &str| {
+        let exe = bin_dir().join("examples").join(name);
+        assert!(exe.is_file(), "build the examples first ({exe:?})");
+        let mut child = Command::new(&exe)
+            .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), stdin.as_bytes()).unwrap();
+        drop(child.stdin.take());
+        child.wait_with_output().unwrap()
+    };
+    for (name, want) in [
+        ("hakoniwa_quickstart", "hello\n"),
+        ("hakoniwa_container", "hello\n"),
+        ("hakoniwa_seccomp", "mkdir refused\n"),
+        ("hakoniwa_landlock", "landlocked\n"),
+    ] {
+        let o = run(name, "");
+        assert_eq!(ok(&o), want, "{name}");
+    }
+    let o = run("hakoniwa_shell", "echo from-sh; exit 3\n");
+    assert_eq!(
+        (o.status.code(), text(&o.stdout).as_str()),
+        (Some(3), "from-sh\n")
+    );
+}
+
+/// Every public item of hakoniwa 1.8.0's API that hatchery provides, used as hakoniwa's docs use
+/// it (this test failing to compile is the point), with the values hakoniwa gives.
+#[test]
+fn hakoniwas_api_is_there_with_its_meaning() {
+    use hatchery::landlock::{CompatMode, FsAccess, NetAccess, Resource, Ruleset};
+    use hatchery::seccomp::{Action, Arch, ArgCmp, ArgCmpOp, Filter};
+    use hatchery::{cgroups, Container, Namespace, Network, Pasta, Rlimit, Runctl, Stdio};
+    use std::str::FromStr;
+
+    let mut c = Container::empty();
+    c.unshare(Namespace::Cgroup)
+        .unshare(Namespace::Ipc)
+        .unshare(Namespace::Uts)
+        .unshare(Namespace::Network)
+        .share(Namespace::Ipc)
+        .rootdir("/")
+        .runctl(Runctl::RootdirRW)
+        .runctl(Runctl::MountFallback)
+        .bindmount_ro("/usr", "/usr")
+        .bindmount_rw("/tmp", "/scratch")
+        .devfsmount("/dev")
+        .tmpfsmount("/tmp")
+        .procfsmount("/proc")
+        .file("/etc/x", "x\n")
+        .dir("/d", 0o700)
+        .symlink("/usr/bin", "/bin2")
+        .uidmap(0)
+        .gidmap(0)
+        .user("root", None, &[])
+        .hostname("box")
+        .network(Pasta::default())
+        .setrlimit(Rlimit::Nofile, 64, 64);
+    c.uidmaps(&[(0, default_host_uid(), 1)]);
+    c.gidmaps(&[(0, default_host_uid(), 1)]);
+    c.rootfs("/").unwrap();
+    let mut res = cgroups::Resources::default();
+    res.cpu(*cgroups::Cpu::default().quota(50_000).period(100_000))
+        .memory(*cgroups::Memory::default().limit(256 << 20).swap(512 << 20))
+        .pids(*cgroups::Pids::default().limit(64));
+    c.cgroups_resources(res);
+    assert_eq!(c.resource_limits().cpus, Some(0.5));
+    let mut ruleset = Ruleset::default();
+    ruleset
+        .restrict(Resource::FS, CompatMode::Enforce)
+        .restrict(Resource::NET_TCP_BIND, CompatMode::Relax)
+        .unrestrict(Resource::NET_TCP_BIND)
+        .allow_path("/usr", FsAccess::from_str("r-x").unwrap())
+        .allow_tcp_connect(443)
+        .allow_tcp_bind(8080);
+    assert_eq!(
+        FsAccess::from_str("rw-").unwrap(),
+        FsAccess::R | FsAccess::W
+    );
+    assert_eq!((FsAccess::R | FsAccess::X).to_string(), "r-x");
+    assert_eq!(NetAccess::TCP_CONNECT, NetAccess::TcpConnect);
+    assert_eq!(Resource::NET_TCP_CONNECT.to_string(), "tcp.connect");
+    c.landlock_ruleset(ruleset);
+    let mut f = Filter::new(Action::Errno(libc::EPERM));
+    f.add_arch(Arch::from_str("x86_64").unwrap())
+        .add_arch(Arch::X86)
+        .add_rule(Action::Allow, "read")
+        .add_rule_conditional(
+            Action::Allow,
+            "personality",
+            &[ArgCmp::new(0, ArgCmpOp::Eq, 8, 0)],
+        );
+    assert_eq!(
+        f.get_rules()[1].to_string(),
+        "personality($0 == 8, ..) -> Allow"
+    );
+    assert_eq!(f.get_rules()[0].sysname, "read");
+    c.seccomp_filter(f);
+    assert!(matches!(c.get_network(), Some(Network::Pasta(_))));
+    assert_eq!(Namespace::Network.to_string(), "NETWORK");
+    assert_eq!(Rlimit::Nofile.to_string(), "nofile");
+
+    let mut cmd = c.command("/bin/echo");
+    cmd.arg("a")
+        .args(["b", "c"])
+        .env("K", "V")
+        .envs([("K2", "V2")])
+        .current_dir("/")
+        .wait_timeout(5)
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    assert_eq!(cmd.get_program(), "/bin/echo");
+    assert_eq!(cmd.get_args(), ["a", "b", "c"]);
+    assert_eq!(cmd.get_envs().get("K2").map(String::as_str), Some("V2"));
+    assert_eq!(cmd.get_current_dir(), Some(Path::new("/")));
+
+    // And a command runs with hakoniwa's Child, ExitStatus and Output.
+    if !ready() {
+        return;
+    }
+    let mut child = Container::new()
+        .rootfs("/")
+        .unwrap()
+        .command("/bin/cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .wait_timeout(10)
+        .spawn()
+        .unwrap();
+    assert!(child.id() > 0);
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!((out.status.code, out.status.exit_code), (0, Some(0)));
+    assert!(out.status.rusage.is_some());
+    assert_eq!(out.stdout, b"piped\n");
+    // What hatchery does not enforce is refused, never ignored.
+    let mut c = Container::new();
+    c.rootfs("/").unwrap().cgroups_resources(
+        *cgroups::Resources::default().cpu(*cgroups::Cpu::default().shares(512)),
+    );
+    assert!(c.command("/bin/true").status().is_err());
+    let mut c = Container::new();
+    c.rootfs("/").unwrap().runctl(Runctl::GetProcPidStatus);
+    assert!(c.command("/bin/true").status().is_err());
+}

@@ -50,6 +50,9 @@ pub enum Action {
     /// reports `Outcome::Violation { syscall, nr, args }`. Where no trusted supervisor exists
     /// (call-mode helpers) this compiles to [`Action::KillProcess`].
     Notify,
+    /// Notify a ptrace tracer with this message (`SECCOMP_RET_TRACE`); without a tracer, which
+    /// a sandboxed command never has, the call fails with `ENOSYS`.
+    Trace(u16),
 }
 
 impl Action {
@@ -63,93 +66,300 @@ impl Action {
             Action::Trap => ScmpAction::Trap,
             Action::Notify if notify_as_kill => ScmpAction::KillProcess,
             Action::Notify => ScmpAction::Notify,
+            Action::Trace(msg) => ScmpAction::Trace(msg),
         }
     }
 }
 
-/// An architecture a filter accepts calls from.
+/// An architecture a filter accepts calls from (hakoniwa's list, libseccomp's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Arch {
-    /// The host's own.
+    /// the host's own.
     Native,
-    /// x86-64.
-    X8664,
     /// i386.
     X86,
+    /// x86-64.
+    X8664,
     /// x32.
     X32,
-    /// 64-bit ARM.
-    Aarch64,
     /// 32-bit ARM.
     Arm,
+    /// 64-bit ARM.
+    Aarch64,
+    /// LoongArch 64.
+    Loongarch64,
+    /// Motorola 68000.
+    M68k,
+    /// MIPS.
+    Mips,
+    /// MIPS64.
+    Mips64,
+    /// MIPS64 n32.
+    Mips64n32,
+    /// little-endian MIPS.
+    Mipsel,
+    /// little-endian MIPS64.
+    Mipsel64,
+    /// little-endian MIPS64 n32.
+    Mipsel64n32,
+    /// PowerPC.
+    Ppc,
+    /// PowerPC 64.
+    Ppc64,
+    /// little-endian PowerPC 64.
+    Ppc64le,
+    /// S/390.
+    S390,
+    /// z/Architecture.
+    S390x,
+    /// PA-RISC.
+    Parisc,
+    /// PA-RISC 64.
+    Parisc64,
     /// 64-bit RISC-V.
     Riscv64,
+    /// big-endian SuperH.
+    Sheb,
+    /// SuperH.
+    Sh,
 }
 
 impl Arch {
     fn to_scmp(self) -> ScmpArch {
         match self {
             Arch::Native => ScmpArch::Native,
-            Arch::X8664 => ScmpArch::X8664,
             Arch::X86 => ScmpArch::X86,
+            Arch::X8664 => ScmpArch::X8664,
             Arch::X32 => ScmpArch::X32,
-            Arch::Aarch64 => ScmpArch::Aarch64,
             Arch::Arm => ScmpArch::Arm,
+            Arch::Aarch64 => ScmpArch::Aarch64,
+            Arch::Loongarch64 => ScmpArch::Loongarch64,
+            Arch::M68k => ScmpArch::M68k,
+            Arch::Mips => ScmpArch::Mips,
+            Arch::Mips64 => ScmpArch::Mips64,
+            Arch::Mips64n32 => ScmpArch::Mips64N32,
+            Arch::Mipsel => ScmpArch::Mipsel,
+            Arch::Mipsel64 => ScmpArch::Mipsel64,
+            Arch::Mipsel64n32 => ScmpArch::Mipsel64N32,
+            Arch::Ppc => ScmpArch::Ppc,
+            Arch::Ppc64 => ScmpArch::Ppc64,
+            Arch::Ppc64le => ScmpArch::Ppc64Le,
+            Arch::S390 => ScmpArch::S390,
+            Arch::S390x => ScmpArch::S390X,
+            Arch::Parisc => ScmpArch::Parisc,
+            Arch::Parisc64 => ScmpArch::Parisc64,
             Arch::Riscv64 => ScmpArch::Riscv64,
+            Arch::Sheb => ScmpArch::Sheb,
+            Arch::Sh => ScmpArch::Sh,
         }
     }
 }
 
-/// A comparison operator for [`ArgCmp`].
+/// An architecture name that is not one of [`Arch`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("seccomp: unsupported architecture {0:?}")]
+pub struct UnknownArch(pub String);
+
+impl std::str::FromStr for Arch {
+    type Err = UnknownArch;
+
+    /// hakoniwa's names, case-insensitive (`x86_64`, `amd64`, `aarch64`, `arm64`, ...).
+    fn from_str(s: &str) -> Result<Arch, UnknownArch> {
+        Ok(match s.to_lowercase().as_str() {
+            "x86" => Arch::X86,
+            "amd64" | "x86-64" | "x86_64" | "x64" => Arch::X8664,
+            "x32" => Arch::X32,
+            "arm" => Arch::Arm,
+            "arm64" | "aarch64" => Arch::Aarch64,
+            "loong64" | "loongarch64" => Arch::Loongarch64,
+            "m68k" => Arch::M68k,
+            "mips" => Arch::Mips,
+            "mips64" => Arch::Mips64,
+            "mips64n32" => Arch::Mips64n32,
+            "mipsel" => Arch::Mipsel,
+            "mipsel64" => Arch::Mipsel64,
+            "mipsel64n32" => Arch::Mipsel64n32,
+            "ppc" => Arch::Ppc,
+            "ppc64" => Arch::Ppc64,
+            "ppc64le" => Arch::Ppc64le,
+            "s390" => Arch::S390,
+            "s390x" => Arch::S390x,
+            "parisc" => Arch::Parisc,
+            "parisc64" => Arch::Parisc64,
+            "riscv64" => Arch::Riscv64,
+            "sheb" => Arch::Sheb,
+            "sh" => Arch::Sh,
+            _ => return Err(UnknownArch(s.to_string())),
+        })
+    }
+}
+
+/// A comparison operator for [`ArgCmp`] (hakoniwa's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ArgCmpOp {
-    /// `arg != datum`
+    /// `arg != datum_a`
     Ne,
-    /// `arg < datum`
+    /// `arg < datum_a`
     Lt,
-    /// `arg <= datum`
+    /// `arg <= datum_a`
     Le,
-    /// `arg == datum`
+    /// `arg == datum_a`
     Eq,
-    /// `arg >= datum`
+    /// `arg >= datum_a`
     Ge,
-    /// `arg > datum`
+    /// `arg > datum_a`
     Gt,
-    /// `arg & mask == datum`
-    MaskedEq(u64),
+    /// `arg & datum_a == datum_b` (`datum_a` is the mask)
+    MaskedEq,
 }
 
-/// A condition on one argument of a system call.
+/// A condition on one argument of a system call (hakoniwa's: [`scmp_argcmp!`](crate::scmp_argcmp)
+/// writes them as `arg0 != 123`, `arg1 & 0b10 == 2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ArgCmp {
     /// Argument index, 0 to 5.
     pub arg: u32,
     /// Operator.
     pub op: ArgCmpOp,
-    /// Value compared with.
-    pub datum: u64,
+    /// The value compared with, or the mask of [`ArgCmpOp::MaskedEq`].
+    pub datum_a: u64,
+    /// The value the masked argument must equal ([`ArgCmpOp::MaskedEq`] only; 0 otherwise).
+    pub datum_b: u64,
 }
 
 impl ArgCmp {
-    /// `arg <op> datum`.
-    pub fn new(arg: u32, op: ArgCmpOp, datum: u64) -> ArgCmp {
-        ArgCmp { arg, op, datum }
+    /// `arg <op> datum_a`, or `arg & datum_a == datum_b` for [`ArgCmpOp::MaskedEq`].
+    pub fn new(arg: u32, op: ArgCmpOp, datum_a: u64, datum_b: u64) -> ArgCmp {
+        ArgCmp {
+            arg,
+            op,
+            datum_a,
+            datum_b,
+        }
     }
 
     fn to_scmp(self) -> ScmpArgCompare {
-        let op = match self.op {
-            ArgCmpOp::Ne => ScmpCompareOp::NotEqual,
-            ArgCmpOp::Lt => ScmpCompareOp::Less,
-            ArgCmpOp::Le => ScmpCompareOp::LessOrEqual,
-            ArgCmpOp::Eq => ScmpCompareOp::Equal,
-            ArgCmpOp::Ge => ScmpCompareOp::GreaterEqual,
-            ArgCmpOp::Gt => ScmpCompareOp::Greater,
-            ArgCmpOp::MaskedEq(m) => ScmpCompareOp::MaskedEqual(m),
+        let (op, datum) = match self.op {
+            ArgCmpOp::Ne => (ScmpCompareOp::NotEqual, self.datum_a),
+            ArgCmpOp::Lt => (ScmpCompareOp::Less, self.datum_a),
+            ArgCmpOp::Le => (ScmpCompareOp::LessOrEqual, self.datum_a),
+            ArgCmpOp::Eq => (ScmpCompareOp::Equal, self.datum_a),
+            ArgCmpOp::Ge => (ScmpCompareOp::GreaterEqual, self.datum_a),
+            ArgCmpOp::Gt => (ScmpCompareOp::Greater, self.datum_a),
+            ArgCmpOp::MaskedEq => (ScmpCompareOp::MaskedEqual(self.datum_a), self.datum_b),
         };
-        ScmpArgCompare::new(self.arg, op, self.datum)
+        ScmpArgCompare::new(self.arg, op, datum)
     }
+}
+
+impl std::fmt::Display for ArgCmp {
+    /// hakoniwa's form: `$0 != 123`, `$1 & 2 = 2`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (arg, a) = (self.arg, self.datum_a);
+        match self.op {
+            ArgCmpOp::Ne => write!(f, "${arg} != {a}"),
+            ArgCmpOp::Lt => write!(f, "${arg} < {a}"),
+            ArgCmpOp::Le => write!(f, "${arg} <= {a}"),
+            ArgCmpOp::Eq => write!(f, "${arg} == {a}"),
+            ArgCmpOp::Ge => write!(f, "${arg} >= {a}"),
+            ArgCmpOp::Gt => write!(f, "${arg} > {a}"),
+            ArgCmpOp::MaskedEq => write!(f, "${arg} & {a} = {}", self.datum_b),
+        }
+    }
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! scmp_argcmp_arg {
+    (arg0) => {
+        0
+    };
+    (arg1) => {
+        1
+    };
+    (arg2) => {
+        2
+    };
+    (arg3) => {
+        3
+    };
+    (arg4) => {
+        4
+    };
+    (arg5) => {
+        5
+    };
+}
+
+/// An [`ArgCmp`] written as hakoniwa writes it: `scmp_argcmp!(arg0 != 123)`,
+/// `scmp_argcmp!(arg1 <= 4)`, `scmp_argcmp!(arg2 & 0b10 == 2)`.
+///
+/// ```
+/// use hatchery::scmp_argcmp;
+/// use hatchery::seccomp::{ArgCmp, ArgCmpOp};
+/// assert_eq!(scmp_argcmp!(arg0 != 123), ArgCmp::new(0, ArgCmpOp::Ne, 123, 0));
+/// assert_eq!(scmp_argcmp!(arg3 & 0b0010 == 2), ArgCmp::new(3, ArgCmpOp::MaskedEq, 2, 2));
+/// ```
+#[macro_export]
+macro_rules! scmp_argcmp {
+    ($arg:ident != $datum:expr) => {
+        $crate::seccomp::ArgCmp::new(
+            $crate::scmp_argcmp_arg!($arg),
+            $crate::seccomp::ArgCmpOp::Ne,
+            $datum,
+            0,
+        )
+    };
+    ($arg:ident < $datum:expr) => {
+        $crate::seccomp::ArgCmp::new(
+            $crate::scmp_argcmp_arg!($arg),
+            $crate::seccomp::ArgCmpOp::Lt,
+            $datum,
+            0,
+        )
+    };
+    ($arg:ident <= $datum:expr) => {
+        $crate::seccomp::ArgCmp::new(
+            $crate::scmp_argcmp_arg!($arg),
+            $crate::seccomp::ArgCmpOp::Le,
+            $datum,
+            0,
+        )
+    };
+    ($arg:ident == $datum:expr) => {
+        $crate::seccomp::ArgCmp::new(
+            $crate::scmp_argcmp_arg!($arg),
+            $crate::seccomp::ArgCmpOp::Eq,
+            $datum,
+            0,
+        )
+    };
+    ($arg:ident > $datum:expr) => {
+        $crate::seccomp::ArgCmp::new(
+            $crate::scmp_argcmp_arg!($arg),
+            $crate::seccomp::ArgCmpOp::Gt,
+            $datum,
+            0,
+        )
+    };
+    ($arg:ident >= $datum:expr) => {
+        $crate::seccomp::ArgCmp::new(
+            $crate::scmp_argcmp_arg!($arg),
+            $crate::seccomp::ArgCmpOp::Ge,
+            $datum,
+            0,
+        )
+    };
+    ($arg:ident & $mask:literal == $datum:expr) => {
+        $crate::seccomp::ArgCmp::new(
+            $crate::scmp_argcmp_arg!($arg),
+            $crate::seccomp::ArgCmpOp::MaskedEq,
+            $mask,
+            $datum,
+        )
+    };
 }
 
 /// Which syscall a rule names.
@@ -161,10 +371,37 @@ enum Syscall {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Rule {
+struct RuleSpec {
     action: Action,
     syscall: Syscall,
     conditions: Vec<ArgCmp>,
+}
+
+/// One rule of a [`Filter`], as hakoniwa shows it (`personality($0 == 8, ..) -> Allow`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// What the call gets.
+    pub action: Action,
+    /// The system call's name (`#N` for a raw number).
+    pub sysname: String,
+    pub(crate) argcmps: Vec<ArgCmp>,
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let conds: Vec<String> = self.argcmps.iter().map(|c| c.to_string()).collect();
+        if conds.is_empty() {
+            write!(f, "{}(..) -> {:?}", self.sysname, self.action)
+        } else {
+            write!(
+                f,
+                "{}({}, ..) -> {:?}",
+                self.sysname,
+                conds.join(", "),
+                self.action
+            )
+        }
+    }
 }
 
 /// A seccomp policy, as data. Cheap to clone; clones share the compiled program, so a policy is
@@ -173,7 +410,7 @@ struct Rule {
 pub struct Filter {
     default: Action,
     archs: Vec<Arch>,
-    rules: Vec<Rule>,
+    rules: Vec<RuleSpec>,
     /// ioctl requests (low 32 bits) and their actions, checked before every other rule.
     ioctls: Vec<(u32, Action)>,
     /// Skip rule names this system's libseccomp does not know (profiles written for several
@@ -322,7 +559,7 @@ impl Filter {
         syscall: &str,
         conditions: &[ArgCmp],
     ) -> &mut Self {
-        self.rules.push(Rule {
+        self.rules.push(RuleSpec {
             action,
             syscall: Syscall::Name(syscall.to_string()),
             conditions: conditions.to_vec(),
@@ -342,7 +579,7 @@ impl Filter {
 
     /// A rule by raw syscall number of the native architecture.
     pub(crate) fn add_rule_nr(&mut self, action: Action, nr: i32) -> &mut Self {
-        self.rules.push(Rule {
+        self.rules.push(RuleSpec {
             action,
             syscall: Syscall::Number(nr),
             conditions: Vec::new(),
@@ -366,6 +603,22 @@ impl Filter {
         self.default
     }
 
+    /// The rules, as hakoniwa's `get_rules` gives them (ioctl rules not included).
+    #[doc(hidden)]
+    pub fn get_rules(&self) -> Vec<Rule> {
+        self.rules
+            .iter()
+            .map(|r| Rule {
+                action: r.action,
+                sysname: match &r.syscall {
+                    Syscall::Name(n) => n.clone(),
+                    Syscall::Number(nr) => format!("#{nr}"),
+                },
+                argcmps: r.conditions.clone(),
+            })
+            .collect()
+    }
+
     /// The architectures calls are accepted from.
     pub fn architectures(&self) -> &[Arch] {
         &self.archs
@@ -383,35 +636,7 @@ impl Filter {
             .ioctls
             .iter()
             .map(|(req, a)| format!("ioctl($1 & 0xffffffff == {req:#x}, ..) -> {a:?}"));
-        let rules = self.rules.iter().map(|r| {
-            let name = match &r.syscall {
-                Syscall::Name(n) => n.clone(),
-                Syscall::Number(nr) => format!("#{nr}"),
-            };
-            let conds: Vec<String> = r
-                .conditions
-                .iter()
-                .map(|c| {
-                    let (op, d) = match c.op {
-                        ArgCmpOp::Ne => ("!=", c.datum),
-                        ArgCmpOp::Lt => ("<", c.datum),
-                        ArgCmpOp::Le => ("<=", c.datum),
-                        ArgCmpOp::Eq => ("==", c.datum),
-                        ArgCmpOp::Ge => (">=", c.datum),
-                        ArgCmpOp::Gt => (">", c.datum),
-                        ArgCmpOp::MaskedEq(m) => {
-                            return format!("${} & {m} = {}", c.arg, c.datum);
-                        }
-                    };
-                    format!("${} {op} {d}", c.arg)
-                })
-                .collect();
-            if conds.is_empty() {
-                format!("{name}(..) -> {:?}", r.action)
-            } else {
-                format!("{name}({}, ..) -> {:?}", conds.join(", "), r.action)
-            }
-        });
+        let rules = self.get_rules().into_iter().map(|r| r.to_string());
         ioctls.chain(rules).collect()
     }
 
@@ -494,7 +719,7 @@ impl Filter {
     /// Whether `execve` may notify (conservative: conditions are not evaluated).
     fn may_notify_exec(&self, notify_as_kill: bool) -> bool {
         let notifies = |a: Action| a.to_scmp(notify_as_kill) == ScmpAction::Notify;
-        let rules: Vec<&Rule> = self
+        let rules: Vec<&RuleSpec> = self
             .rules
             .iter()
             .filter(|r| match &r.syscall {
@@ -543,6 +768,7 @@ fn ret_value(action: Action, notify_as_kill: bool) -> u32 {
         Action::Trap => 0x0003_0000,
         Action::Notify if notify_as_kill => 0x8000_0000,
         Action::Notify => 0x7fc0_0000,
+        Action::Trace(msg) => 0x7ff0_0000 | u32::from(msg),
     }
 }
 
@@ -703,12 +929,20 @@ mod tests {
             !f.compile(false).unwrap().notify_exec,
             "the shim uses execve"
         );
-        f.add_rule_conditional(Action::Notify, "execve", &[ArgCmp::new(1, ArgCmpOp::Eq, 0)]);
+        f.add_rule_conditional(
+            Action::Notify,
+            "execve",
+            &[ArgCmp::new(1, ArgCmpOp::Eq, 0, 0)],
+        );
         assert!(f.compile(false).unwrap().notify_exec);
         assert!(!f.compile(true).unwrap().notify_exec);
         // A notifying default counts unless an unconditional rule overrides it.
         let mut f = Filter::new(Action::Notify);
-        f.add_rule_conditional(Action::Allow, "execve", &[ArgCmp::new(1, ArgCmpOp::Ne, 0)]);
+        f.add_rule_conditional(
+            Action::Allow,
+            "execve",
+            &[ArgCmp::new(1, ArgCmpOp::Ne, 0, 0)],
+        );
         assert!(f.compile(false).unwrap().notify_exec);
         f.add_rule(Action::Allow, "execve");
         assert!(!f.compile(false).unwrap().notify_exec);

@@ -104,6 +104,7 @@ fn action(name: &str, errno: Option<i32>) -> Result<Action, OciError> {
         "SCMP_ACT_TRAP" => Action::Trap,
         "SCMP_ACT_LOG" => Action::Log,
         "SCMP_ACT_NOTIFY" => Action::Notify,
+        "SCMP_ACT_TRACE" => Action::Trace(errno.unwrap_or(0) as u16),
         other => return Err(OciError::Action(other.to_string())),
     })
 }
@@ -116,7 +117,11 @@ fn arch(name: &str) -> Result<Arch, OciError> {
         "SCMP_ARCH_AARCH64" => Arch::Aarch64,
         "SCMP_ARCH_ARM" => Arch::Arm,
         "SCMP_ARCH_RISCV64" => Arch::Riscv64,
-        other => return Err(OciError::Arch(other.to_string())),
+        // The rest by their libseccomp names (SCMP_ARCH_MIPS64N32 is hakoniwa's mips64n32, ...).
+        other => other
+            .strip_prefix("SCMP_ARCH_")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| OciError::Arch(other.to_string()))?,
     })
 }
 
@@ -178,17 +183,17 @@ pub fn parse(json: &str, name: &str) -> Result<Filter, OciError> {
         let act = action(&entry.action, entry.errno_ret)?;
         let mut conds = Vec::with_capacity(entry.args.len());
         for a in &entry.args {
-            let (op, datum) = match a.op.as_str() {
-                "SCMP_CMP_NE" => (ArgCmpOp::Ne, a.value),
-                "SCMP_CMP_LT" => (ArgCmpOp::Lt, a.value),
-                "SCMP_CMP_LE" => (ArgCmpOp::Le, a.value),
-                "SCMP_CMP_EQ" => (ArgCmpOp::Eq, a.value),
-                "SCMP_CMP_GE" => (ArgCmpOp::Ge, a.value),
-                "SCMP_CMP_GT" => (ArgCmpOp::Gt, a.value),
-                "SCMP_CMP_MASKED_EQ" => (ArgCmpOp::MaskedEq(a.value), a.value_two),
+            let (op, datum_b) = match a.op.as_str() {
+                "SCMP_CMP_NE" => (ArgCmpOp::Ne, 0),
+                "SCMP_CMP_LT" => (ArgCmpOp::Lt, 0),
+                "SCMP_CMP_LE" => (ArgCmpOp::Le, 0),
+                "SCMP_CMP_EQ" => (ArgCmpOp::Eq, 0),
+                "SCMP_CMP_GE" => (ArgCmpOp::Ge, 0),
+                "SCMP_CMP_GT" => (ArgCmpOp::Gt, 0),
+                "SCMP_CMP_MASKED_EQ" => (ArgCmpOp::MaskedEq, a.value_two),
                 other => return Err(OciError::Operator(other.to_string())),
             };
-            conds.push(ArgCmp::new(a.index, op, datum));
+            conds.push(ArgCmp::new(a.index, op, a.value, datum_b));
         }
         for n in entry.names.iter().chain(entry.name.as_ref()) {
             f.add_rule_conditional(act, n, &conds);

@@ -512,17 +512,17 @@ fn add_socket_rules(f: &mut Filter) {
         let top = *allowed.iter().max().unwrap_or(&0);
         for family in 0..=top {
             if family == libc::AF_NETLINK as u64 && call == "socket" {
-                let netlink = ArgCmp::new(0, ArgCmpOp::Eq, family);
+                let netlink = ArgCmp::new(0, ArgCmpOp::Eq, family, 0);
                 let route = libc::NETLINK_ROUTE as u64;
                 f.add_rule_conditional(
                     Action::Allow,
                     call,
-                    &[netlink, ArgCmp::new(2, ArgCmpOp::Eq, route)],
+                    &[netlink, ArgCmp::new(2, ArgCmpOp::Eq, route, 0)],
                 );
                 f.add_rule_conditional(
                     Action::Errno(libc::EPROTONOSUPPORT),
                     call,
-                    &[netlink, ArgCmp::new(2, ArgCmpOp::Ne, route)],
+                    &[netlink, ArgCmp::new(2, ArgCmpOp::Ne, route, 0)],
                 );
                 continue;
             }
@@ -531,9 +531,9 @@ fn add_socket_rules(f: &mut Filter) {
             } else {
                 deny
             };
-            f.add_rule_conditional(action, call, &[ArgCmp::new(0, ArgCmpOp::Eq, family)]);
+            f.add_rule_conditional(action, call, &[ArgCmp::new(0, ArgCmpOp::Eq, family, 0)]);
         }
-        f.add_rule_conditional(deny, call, &[ArgCmp::new(0, ArgCmpOp::Gt, top)]);
+        f.add_rule_conditional(deny, call, &[ArgCmp::new(0, ArgCmpOp::Gt, top, 0)]);
     }
 }
 
@@ -567,7 +567,7 @@ fn podman() -> Filter {
     f.add_rule_conditional(
         Action::Allow,
         "clone",
-        &[ArgCmp::new(0, ArgCmpOp::MaskedEq(all_ns), 0)],
+        &[ArgCmp::new(0, ArgCmpOp::MaskedEq, all_ns, 0)],
     );
     for flag in CLONE_NAMESPACES
         .iter()
@@ -576,7 +576,7 @@ fn podman() -> Filter {
         f.add_rule_conditional(
             Action::Notify,
             "clone",
-            &[ArgCmp::new(0, ArgCmpOp::MaskedEq(*flag), *flag)],
+            &[ArgCmp::new(0, ArgCmpOp::MaskedEq, *flag, *flag)],
         );
     }
     // ioctl: TIOCSTI and TIOCLINUX (compared on the low 32 bits, as the kernel does) are
@@ -591,7 +591,7 @@ fn podman() -> Filter {
         f.add_rule_conditional(
             Action::Allow,
             "personality",
-            &[ArgCmp::new(0, ArgCmpOp::Eq, persona)],
+            &[ArgCmp::new(0, ArgCmpOp::Eq, persona, 0)],
         );
     }
     f
@@ -678,7 +678,8 @@ fn strict() -> Filter {
             name,
             &[ArgCmp::new(
                 flags_arg,
-                ArgCmpOp::MaskedEq(libc::O_ACCMODE as u64),
+                ArgCmpOp::MaskedEq,
+                libc::O_ACCMODE as u64,
                 libc::O_RDONLY as u64,
             )],
         );
@@ -687,13 +688,13 @@ fn strict() -> Filter {
     f.add_rule_conditional(
         Action::Errno(libc::ENOTTY),
         "ioctl",
-        &[ArgCmp::new(1, ArgCmpOp::Eq, libc::TCGETS)],
+        &[ArgCmp::new(1, ArgCmpOp::Eq, libc::TCGETS, 0)],
     );
     // Signals only to itself (raise/abort).
     f.add_rule_conditional(
         Action::Allow,
         "tgkill",
-        &[ArgCmp::new(2, ArgCmpOp::Eq, libc::SIGABRT as u64)],
+        &[ArgCmp::new(2, ArgCmpOp::Eq, libc::SIGABRT as u64, 0)],
     );
     f
 }
