@@ -27,6 +27,36 @@ enum Commands {
     Bench(bench::BenchArgs),
     /// Run COMMAND once per FILE (as its stdin) in fresh sandboxes from a warm pool
     Map(map::MapArgs),
+    /// Generate SHELL autocompletions (as `hakoniwa completion`)
+    Completion(CompletionArgs),
+}
+
+/// Options of `hatchery completion`.
+#[derive(clap::Args)]
+struct CompletionArgs {
+    /// Output the completion to FILE rather than stdout
+    #[arg(short, long)]
+    file: Option<std::path::PathBuf>,
+    /// The shell
+    #[arg(value_name = "SHELL", value_enum)]
+    shell: clap_complete::Shell,
+}
+
+fn completion(args: CompletionArgs) -> i32 {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out: Box<dyn std::io::Write> = match &args.file {
+        None => Box::new(std::io::stdout()),
+        Some(f) => match std::fs::File::create(f) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                eprintln!("hatchery: --file {}: {e}", f.display());
+                return 1;
+            }
+        },
+    };
+    clap_complete::generate(args.shell, &mut cmd, "hatchery", &mut out);
+    0
 }
 
 fn main() {
@@ -35,6 +65,7 @@ fn main() {
         Commands::Run(args) => run::execute(args),
         Commands::Map(args) => map::execute(args),
         Commands::Bench(args) => bench::execute(args),
+        Commands::Completion(args) => completion(args),
     };
     std::process::exit(code);
 }

@@ -1074,3 +1074,10 @@ fn hakoniwas_api_is_there_with_its_meaning() {
     c.rootfs("/").unwrap().runctl(Runctl::GetProcPidStatus);
     assert!(c.command("/bin/true").status().is_err());
 }
+
+#[test]
+fn completion_prints_a_shell_script_as_hakoniwa() {
+    let o = hatchery(&["completion", "bash"]);
+    let out = ok(&o);
+    assert!(out.contains("_hatchery()") && out.contains("--network") && out.contains("--config"));
+}
