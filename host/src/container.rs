@@ -102,10 +102,20 @@ impl Namespace {
 /// A mount at a container path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MountEntry {
-    Bind { source: PathBuf, writable: bool },
-    Tmpfs { size: Option<u64>, read_only: bool },
+    Bind {
+        source: PathBuf,
+        writable: bool,
+    },
+    Tmpfs {
+        size: Option<u64>,
+        read_only: bool,
+    },
     Proc,
     Devfs,
+    Overlay {
+        lower: Vec<PathBuf>,
+        upper: Option<(PathBuf, PathBuf)>,
+    },
 }
 
 /// A file-system object created after the mounts.
@@ -392,6 +402,41 @@ impl Container {
         self
     }
 
+    /// Mounts a read-only overlay of the host directories in `lowerdir_host_path` (hakoniwa's
+    /// form: `:`-separated, uppermost first; the kernel wants at least two without an upper
+    /// directory) at `container_path`, nosuid and nodev.
+    pub fn overlaymount_ro(&mut self, lowerdir_host_path: &str, container_path: &str) -> &mut Self {
+        let lower = lowerdir_host_path.split(':').map(PathBuf::from).collect();
+        if let Some(t) = self.target("overlay mount target", container_path) {
+            self.mounts
+                .insert(t, MountEntry::Overlay { lower, upper: None });
+        }
+        self
+    }
+
+    /// Mounts a writable overlay at `container_path`: the host directories in
+    /// `lowerdir_host_path` (`:`-separated) below `upperdir_host_path`, which takes the
+    /// changes, with `workdir_host_path` (an empty directory on the same file system as the
+    /// upper one) for the kernel's bookkeeping. nosuid and nodev; the overlay uses `user.*`
+    /// extended attributes (`userxattr`), as an overlay in a user namespace must.
+    pub fn overlaymount_rw(
+        &mut self,
+        lowerdir_host_path: &str,
+        upperdir_host_path: &str,
+        workdir_host_path: &str,
+        container_path: &str,
+    ) -> &mut Self {
+        let lower = lowerdir_host_path.split(':').map(PathBuf::from).collect();
+        let upper = Some((
+            PathBuf::from(upperdir_host_path),
+            PathBuf::from(workdir_host_path),
+        ));
+        if let Some(t) = self.target("overlay mount target", container_path) {
+            self.mounts.insert(t, MountEntry::Overlay { lower, upper });
+        }
+        self
+    }
+
     /// Mounts a procfs of the container's pid namespace at `container_path`.
     pub fn procfsmount(&mut self, container_path: &str) -> &mut Self {
         if let Some(t) = self.target("procfs mount target", container_path) {
@@ -653,6 +698,8 @@ impl Container {
                 } => Mirror::Writable,
                 MountEntry::Proc => Mirror::Proc,
                 MountEntry::Devfs => Mirror::Dev,
+                MountEntry::Overlay { upper: None, .. } => Mirror::ReadOnly,
+                MountEntry::Overlay { upper: Some(_), .. } => Mirror::Writable,
             };
             (target.as_str(), mirror)
         });
@@ -728,6 +775,18 @@ impl Container {
                     if *read_only { ", read-only" } else { "" }
                 ),
                 MountEntry::Proc => format!("Mount:    proc: {t}"),
+                MountEntry::Overlay { lower, upper } => format!(
+                    "Mount: overlay: {t} (lower {}{})",
+                    lower
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(":"),
+                    match upper {
+                        Some((u, w)) => format!(", upper {}, work {}", u.display(), w.display()),
+                        None => String::new(),
+                    }
+                ),
                 MountEntry::Devfs => format!("Mount:   devfs: {t} (shm size {DEFAULT_SHM_BYTES})"),
             });
         }

@@ -195,6 +195,19 @@ fn tree(c: &Container) -> (RootPlan, Vec<MountOp>, Vec<u8>) {
             },
             MountEntry::Proc => MountOp::Proc { target },
             MountEntry::Devfs => MountOp::Devfs { target },
+            MountEntry::Overlay { lower, upper } => MountOp::Overlay {
+                target,
+                lower: lower
+                    .iter()
+                    .map(|p| Bytes(p.as_os_str().as_bytes().to_vec()))
+                    .collect(),
+                upper: upper.as_ref().map(|(u, w)| {
+                    (
+                        Bytes(u.as_os_str().as_bytes().to_vec()),
+                        Bytes(w.as_os_str().as_bytes().to_vec()),
+                    )
+                }),
+            },
         });
     }
     let mut blob = Vec::new();

@@ -248,6 +248,17 @@ pub enum MountOp {
         /// Container path of the link.
         link: Bytes,
     },
+    /// An overlay of host directories (nosuid, nodev, `userxattr`): read-only over `lower`
+    /// alone (at least two), or writable with `upper` and `work` (host directories on one file
+    /// system).
+    Overlay {
+        /// Container path.
+        target: Bytes,
+        /// Host directories, uppermost first.
+        lower: Vec<Bytes>,
+        /// Host `upperdir` and `workdir`, for a writable overlay.
+        upper: Option<(Bytes, Bytes)>,
+    },
 }
 
 /// A command to execute.
@@ -461,6 +472,7 @@ pub enum SetupStep {
     Seccomp,
     FindProgram,
     Exec,
+    MountOverlay,
 }
 
 /// Building the container (or preparing a request) failed.

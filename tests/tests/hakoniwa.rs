@@ -1081,3 +1081,42 @@ fn completion_prints_a_shell_script_as_hakoniwa() {
     let out = ok(&o);
     assert!(out.contains("_hatchery()") && out.contains("--network") && out.contains("--config"));
 }
+
+#[test]
+fn overlay_mounts_as_hakoniwa() {
+    if !ready() {
+        return;
+    }
+    let d = scratch("overlay");
+    let (a, b, up, work) = (d.join("a"), d.join("b"), d.join("up"), d.join("work"));
+    for p in [&a, &b, &up, &work] {
+        std::fs::create_dir(p).unwrap();
+        set_mode(p, 0o777);
+    }
+    write(&a.join("top"), "from a\n");
+    write(&b.join("top"), "from b\n");
+    write(&b.join("low"), "from b\n");
+    let lower = format!("{}:{}", a.display(), b.display());
+    let mut c = hatchery::Container::new();
+    c.rootfs("/").unwrap();
+    c.overlaymount_ro(&lower, "/ro").overlaymount_rw(
+        &lower,
+        &up.to_string_lossy(),
+        &work.to_string_lossy(),
+        "/rw",
+    );
+    let out = c
+        .command("/bin/sh")
+        .args([
+            "-c",
+            "cat /ro/top /ro/low; echo new > /rw/new && cat /rw/new; echo x > /ro/x 2>/dev/null || echo ro",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out);
+    assert_eq!(text(&out.stdout), "from a\nfrom b\nnew\nro\n");
+    // The change went to the upper directory; the lower ones are as they were.
+    assert_eq!(std::fs::read_to_string(up.join("new")).unwrap(), "new\n");
+    assert!(!a.join("new").exists() && !b.join("new").exists());
+    std::fs::remove_dir_all(&d).ok();
+}

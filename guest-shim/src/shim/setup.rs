@@ -357,9 +357,17 @@ fn guest_writable_sources(plan: &SetupPlan) -> Vec<&Path> {
                 source,
                 writable: true,
                 ..
-            } => Some(Path::new(OsStr::from_bytes(&source.0))),
+            } => Some(vec![Path::new(OsStr::from_bytes(&source.0))]),
+            MountOp::Overlay {
+                upper: Some((u, w)),
+                ..
+            } => Some(vec![
+                Path::new(OsStr::from_bytes(&u.0)),
+                Path::new(OsStr::from_bytes(&w.0)),
+            ]),
             _ => None,
         })
+        .flatten()
         .collect();
     if let RootPlan::HostDir {
         path,
@@ -463,9 +471,25 @@ pub(crate) fn build_root(
         }
     };
     let mut sources = Vec::new();
+    let mut overlay_sources = Vec::new();
     for op in &plan.mounts {
-        if let MountOp::Bind { source, .. } = op {
-            sources.push(Some(open_source(SetupStep::BindMount, &source.0)?));
+        match op {
+            MountOp::Bind { source, .. } => {
+                sources.push(Some(open_source(SetupStep::BindMount, &source.0)?));
+            }
+            MountOp::Overlay { lower, upper, .. } => {
+                let step = SetupStep::MountOverlay;
+                let lower = lower
+                    .iter()
+                    .map(|l| open_source(step, &l.0))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let upper = match upper {
+                    None => None,
+                    Some((u, w)) => Some((open_source(step, &u.0)?, open_source(step, &w.0)?)),
+                };
+                overlay_sources.push((lower, upper));
+            }
+            _ => {}
         }
     }
 
@@ -563,6 +587,7 @@ pub(crate) fn build_root(
     let blob = plan.blob.and_then(|i| fds.get(i as usize));
     let mut read_only_later: Vec<(OwnedFd, PathBuf)> = Vec::new();
     let mut sources = sources.into_iter();
+    let mut overlay_sources = overlay_sources.into_iter();
     let mut staged = 0u32;
     for op in &plan.mounts {
         match op {
@@ -620,6 +645,36 @@ pub(crate) fn build_root(
                     Some("proc"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                     None::<&str>,
+                )
+                .map_err(|e| nix_fail(step, e, detail))?;
+                root.refresh(step, &components(step, &target.0)?)?;
+            }
+            MountOp::Overlay { target, .. } => {
+                let step = SetupStep::MountOverlay;
+                let detail = Path::new(OsStr::from_bytes(&target.0));
+                let (lower, upper) = overlay_sources.next().expect("sources per overlay");
+                // Every directory by the fd opened above (no link redirects it since).
+                let lowers: Vec<String> = lower
+                    .iter()
+                    .map(|fd| fd_path(fd).display().to_string())
+                    .collect();
+                let mut opts = format!("lowerdir={},userxattr", lowers.join(":"));
+                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                match &upper {
+                    Some((u, w)) => opts.push_str(&format!(
+                        ",upperdir={},workdir={}",
+                        fd_path(u).display(),
+                        fd_path(w).display()
+                    )),
+                    None => flags |= MsFlags::MS_RDONLY,
+                }
+                let dst = root.mount_point_dir(step, &target.0, 0o755)?;
+                mount(
+                    Some("overlay"),
+                    &fd_path(&dst),
+                    Some("overlay"),
+                    flags,
+                    Some(opts.as_str()),
                 )
                 .map_err(|e| nix_fail(step, e, detail))?;
                 root.refresh(step, &components(step, &target.0)?)?;
