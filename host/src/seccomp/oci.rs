@@ -247,9 +247,12 @@ mod tests {
     fn bad_profiles_are_typed_errors() {
         assert!(matches!(parse("{", "x"), Err(OciError::Parse(_))));
         assert!(matches!(
-            parse(r#"{"defaultAction": "SCMP_ACT_TRACE"}"#, "x"),
+            parse(r#"{"defaultAction": "SCMP_ACT_BOGUS"}"#, "x"),
             Err(OciError::Action(_))
         ));
+        // SCMP_ACT_TRACE is hakoniwa's Action::Trace.
+        let f = parse(r#"{"defaultAction": "SCMP_ACT_TRACE"}"#, "x").unwrap();
+        assert_eq!(f.default_action(), Action::Trace(0));
         let bad_op = r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"],
             "action": "SCMP_ACT_ERRNO", "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_XX"}]}]}"#;
         assert!(matches!(parse(bad_op, "x"), Err(OciError::Operator(_))));
