@@ -48,6 +48,7 @@ fn typical_request() -> Message {
         },
         stdio: [FdSlot::Passed(0), FdSlot::Passed(1), FdSlot::Passed(2)],
         named: vec![],
+        placed: vec![],
     }))
 }
 

@@ -252,6 +252,7 @@ pub fn execute(args: BenchArgs) -> i32 {
                         limits: Default::default(),
                         stdio: [hatchery_protocol::FdSlot::Null; 3],
                         named: Vec::new(),
+                        placed: Vec::new(),
                     }));
                 ch.send(&msg, &fds, None).is_ok() && ch.recv(None).is_ok()
             }),

@@ -2,6 +2,8 @@
 //! -- COMMAND [ARGS]`: every input file (directories are walked recursively) goes to a fresh
 //! sandboxed COMMAND through a warm pool, as its stdin, with its name in `$HATCHERY_INPUT_NAME`;
 //! its stdout is streamed into DIR/TEMPLATE (`{stem}`, `{ext}`, `{name}`; default `{name}`).
+//! `{input}` in the arguments is the path of a read-only copy of the input in the request's own
+//! `/tmp`, for helpers that need a path (`pdfinfo {input}`).
 //!
 //! One JSON line per file on stdout (a failed file's line names no output: its partial output is
 //! removed); progress on stderr when it is a terminal, cleared before each line. Each file has a
@@ -63,6 +65,9 @@ pub struct MapArgs {
 
 /// Each file's wall-time limit unless `--limit-walltime` is given.
 pub const DEFAULT_WALL_TIME: Duration = Duration::from_secs(300);
+
+/// In the command's arguments, the path of a read-only copy of the input inside the sandbox.
+pub const INPUT_PLACEHOLDER: &str = "{input}";
 
 /// Usage errors exit 2 (as clap's own).
 const USAGE: i32 = 2;
@@ -387,8 +392,22 @@ pub fn execute(args: MapArgs) -> i32 {
                         let sink = std::fs::File::create(output)
                             .map_err(|e| err(format!("create output: {e}")))?;
                         let name = file.file_name().unwrap_or_default().to_string_lossy();
-                        let mut req = Request::exec(&args.argv[0])
-                            .args(&args.argv[1..])
+                        // `{input}` in the arguments: a read-only copy of the input at a path
+                        // of the request's own /tmp (a path the sandbox may read), besides stdin.
+                        let placed = format!("/tmp/{name}");
+                        let wants_path = args.argv.iter().any(|a| a.contains(INPUT_PLACEHOLDER));
+                        let argv: Vec<String> = args
+                            .argv
+                            .iter()
+                            .map(|a| a.replace(INPUT_PLACEHOLDER, &placed))
+                            .collect();
+                        let mut req = Request::exec(&argv[0]).args(&argv[1..]);
+                        if wants_path {
+                            let copy = std::fs::File::open(file)
+                                .map_err(|e| err(format!("open input: {e}")))?;
+                            req = req.place(&placed, copy);
+                        }
+                        let mut req = req
                             .stdin_fd(input)
                             .stdout(Sink::Fd(sink.into()))
                             .stderr(Sink::Capture(args.max_output))

@@ -594,6 +594,21 @@ pub struct Request {
     pub stdio: [FdSlot; 3],
     /// Further passed fds and their numbers in the helper.
     pub named: Vec<FdAssignment>,
+    /// Read-only copies of passed fds' contents, placed at paths inside the request's private
+    /// tmpfs mounts before the command starts (exec mode only), for helpers that need a path.
+    #[serde(default)]
+    pub placed: Vec<Placement>,
+}
+
+/// A copy of a passed fd's contents at a path of the request's own tmpfs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct Placement {
+    /// Index of the source fd among the request's fds (read from offset 0, never moved).
+    pub index: u8,
+    /// Absolute container path inside one of the request's private tmpfs mounts; created with
+    /// mode 0444, never through a symbolic link, never replacing anything.
+    pub path: Bytes,
 }
 
 /// How a request ended. Exactly one per request.

@@ -311,6 +311,7 @@ fn fds_arrive_in_order_and_cloexec() {
         limits: RequestLimits::default(),
         stdio: [FdSlot::Passed(0), FdSlot::Passed(1), FdSlot::Null],
         named: vec![],
+        placed: vec![],
     }));
     host.send(&req, &b, soon()).unwrap();
     let got = guest.recv(soon()).unwrap();

@@ -867,3 +867,26 @@ fn run_profile_default_and_hints_that_name_the_cause() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn map_gives_helpers_that_need_a_path_a_read_only_copy() {
+    if !ready() {
+        return;
+    }
+    // `/dev/stdin` is refused by landlock (it reopens the host's file); `{input}` is a copy in
+    // the request's own /tmp.
+    let (o, line) = map_one(
+        "by path\n",
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "cat \"$1\"; if echo x >> \"$1\"; then echo writable; fi; case \"$1\" in /tmp/*) ;; *) exit 9;; esac",
+            "sh",
+            "{input}",
+        ],
+    );
+    let line = line.unwrap_or_else(|| panic!("no report: {}", text(&o.stderr)));
+    assert_eq!(line["ok"], true, "{line}");
+    assert_eq!(line["bytes_out"], 8, "{line}");
+}

@@ -600,3 +600,52 @@ fn a_bind_hidden_by_the_per_request_tmp_is_refused_up_front() {
         Ok(_) => panic!("a pool whose bind every request hides was built"),
     }
 }
+
+#[test]
+fn placed_files_are_read_only_copies_inside_the_request_tmp_only() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    let input = memfd_with;
+    let r = p
+        .run(
+            Request::exec("/bin/sh")
+                .args([
+                    "-c",
+                    "cat /tmp/in.txt; stat -c %a /tmp/in.txt; ! echo x >> /tmp/in.txt",
+                ])
+                .place("/tmp/in.txt", input("placed\n"))
+                .stdout(Sink::Capture(1 << 16))
+                .stderr(Sink::Null),
+        )
+        .unwrap();
+    assert!(r.success(), "{r:?}");
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "placed\n444\n");
+    // Only inside the request's own tmpfs: anywhere else is a setup failure, not a file.
+    let r = p
+        .run(Request::exec("/bin/true").place("/etc/planted", input("x")))
+        .unwrap();
+    assert!(
+        matches!(&r.outcome, Outcome::SetupFailed(f) if f.detail.contains("not inside a per-request tmpfs")),
+        "{r:?}"
+    );
+    assert!(matches!(
+        p.run(Request::exec("/bin/true").place("/tmp/../etc/x", input("x"))),
+        Err(PoolError::InvalidRequest { .. })
+    ));
+}
+
+fn memfd_with(s: &str) -> std::os::fd::OwnedFd {
+    use std::io::Write;
+    let name = std::ffi::CString::new("placed").unwrap();
+    // SAFETY: memfd_create with a NUL-terminated name.
+    #[allow(unsafe_code)]
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh fd we own.
+    #[allow(unsafe_code)]
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    f.write_all(s.as_bytes()).unwrap();
+    f.into()
+}

@@ -180,6 +180,39 @@ fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) {
             fail(err_pipe, SetupStep::MountTmpfs, e);
         }
     }
+    for (path, source) in plan.placed.iter() {
+        if let Err(e) = place_copy(path, source.as_fd()) {
+            fail(err_pipe, SetupStep::MapFds, e);
+        }
+    }
+}
+
+/// Creates `path` (mode 0444, never through a link, never over an existing entry) with the
+/// contents of `source` from offset 0 (its own offset is not moved). Raw syscalls only.
+fn place_copy(path: &std::ffi::CStr, source: BorrowedFd<'_>) -> Result<(), i32> {
+    let out = sys::fs::openat2(
+        sys::fs::cwd(),
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o444),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    let mut offset: libc::off_t = 0;
+    loop {
+        // SAFETY: two open fds and a valid offset pointer.
+        let n =
+            unsafe { libc::sendfile(out.as_raw_fd(), source.as_raw_fd(), &mut offset, 1 << 20) };
+        if n < 0 {
+            let e = errno();
+            if e == libc::EINTR {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Ok(());
+        }
+    }
 }
 
 fn request_root(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>, status_pipe: BorrowedFd<'_>) -> ! {

@@ -54,6 +54,19 @@ impl LaunchPlan {
         }
         Ok(self)
     }
+
+    /// Places read-only copies of `placed` sources at their paths once the private tmpfs
+    /// mounts exist (paths checked by the caller to lie inside one).
+    pub(crate) fn with_placed(
+        mut self,
+        placed: Vec<(String, OwnedFd)>,
+    ) -> Result<LaunchPlan, SetupFailure> {
+        for (path, fd) in placed {
+            self.placed
+                .push((cstring(SetupStep::MapFds, path.as_bytes())?, fd));
+        }
+        Ok(self)
+    }
 }
 
 /// A started child.
@@ -264,6 +277,7 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         fd_limit,
         cpu_limit_secs,
         private_tmpfs: Vec::new(),
+        placed: Vec::new(),
         private_proc: Vec::new(),
         reset_signals: non_default_signals(),
         child_stack_top: child_stack_top(),

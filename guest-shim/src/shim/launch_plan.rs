@@ -52,6 +52,9 @@ pub(crate) struct LaunchPlan {
     pub(crate) cpu_limit_secs: Option<u64>,
     /// Fresh tmpfs instances (target, options) mounted for this request alone.
     pub(crate) private_tmpfs: Vec<(CString, CString)>,
+    /// Read-only copies placed in those tmpfs mounts: (container path, source fd; the source is
+    /// read from offset 0 and owned here).
+    pub(crate) placed: Vec<(CString, OwnedFd)>,
     /// Proc instances of the request's own pid namespace.
     pub(crate) private_proc: Vec<CString>,
     /// Signals to reset to their default before exec (the ones the shim ignores or handles).

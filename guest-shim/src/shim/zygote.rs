@@ -137,6 +137,24 @@ impl PrivateMounts {
         PrivateMounts { tmpfs, proc }
     }
 
+    /// Whether `path` (absolute, without `.` or `..`) lies strictly inside one of the private
+    /// tmpfs mounts.
+    fn holds(&self, path: &str) -> bool {
+        let p = std::path::Path::new(path);
+        let plain = p.is_absolute()
+            && p.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        plain
+            && self
+                .tmpfs
+                .iter()
+                .any(|(t, ..)| p != std::path::Path::new(t) && p.starts_with(t))
+    }
+
     fn tmpfs_options(&self, size_override: Option<u64>) -> Vec<(String, String)> {
         self.tmpfs
             .iter()
@@ -275,6 +293,18 @@ impl Zygote<'_> {
                     );
                 }
             }
+            let mut placed = Vec::with_capacity(req.placed.len());
+            for p in &req.placed {
+                let path = String::from_utf8_lossy(&p.path.0).into_owned();
+                if !mounts.holds(&path) {
+                    return Err(failure(
+                        SetupStep::MapFds,
+                        libc::EINVAL,
+                        format!("placed file {path}: not inside a per-request tmpfs"),
+                    ));
+                }
+                placed.push((path, take(p.index)?));
+            }
             let mut rlimits: Vec<Rlimit> = self.plan.rlimits.clone();
             for r in &req.limits.rlimits {
                 rlimits.retain(|x| x.resource != r.resource);
@@ -304,7 +334,8 @@ impl Zygote<'_> {
                 confinement: self.confinement,
                 no_new_privs: self.plan.no_new_privs,
             })?
-            .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?;
+            .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?
+            .with_placed(placed)?;
             // A single-process request suspends the zygote until the command execs; a filter
             // that notifies that exec would wait for the suspended zygote forever.
             let notify_exec = self.confinement.seccomp.is_some_and(|s| s.notify_exec);

@@ -20,7 +20,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hatchery_protocol::{
-    FdAssignment, FdSlot, Outcome, Request as WireRequest, RequestLimits, Resource, Rlimit, Work,
+    FdAssignment, FdSlot, Outcome, Placement, Request as WireRequest, RequestLimits, Resource,
+    Rlimit, Work,
 };
 
 use crate::pool::error::PoolError;
@@ -65,6 +66,8 @@ struct Common {
     stdout: Sink,
     stderr: Sink,
     named: Vec<(String, OwnedFd, i32)>,
+    /// (container path, source): read-only copies placed in a per-request tmpfs.
+    placed: Vec<(String, OwnedFd)>,
     wall_time: Option<Duration>,
     tmp_bytes: Option<u64>,
     rlimits: Vec<Rlimit>,
@@ -77,6 +80,7 @@ impl Default for Common {
             stdout: Sink::Capture(DEFAULT_STDOUT_LIMIT),
             stderr: Sink::Capture(DEFAULT_STDERR_LIMIT),
             named: Vec::new(),
+            placed: Vec::new(),
             wall_time: None,
             tmp_bytes: None,
             rlimits: Vec::new(),
@@ -194,6 +198,17 @@ impl Request {
     /// Working directory inside the container.
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cwd = Some(dir.into());
+        self
+    }
+
+    /// A read-only copy (mode 0444) of `source`'s contents at `path`, for helpers that need an
+    /// input by path rather than on stdin (`pdfinfo FILE`): `path` must lie in one of the
+    /// request's own tmpfs mounts (the default profile's `/tmp`). The copy is made by the
+    /// request's trusted setup before the command starts, from offset 0 of `source` (a regular
+    /// file or memfd), never through a symbolic link and never over an existing entry, and it
+    /// counts against that tmpfs's size.
+    pub fn place(mut self, path: &str, source: impl Into<OwnedFd>) -> Self {
+        self.common.placed.push((path.to_string(), source.into()));
         self
     }
 }
@@ -407,6 +422,20 @@ impl Common {
                 name: Some(name),
             });
         }
+        let mut placed = Vec::new();
+        for (path, fd) in self.placed {
+            if !path.starts_with('/') || path.split('/').any(|c| c == ".." || c == ".") {
+                return Err(PoolError::InvalidRequest {
+                    what: format!("placed file {path:?}"),
+                    reason: "an absolute path without . or .. components",
+                });
+            }
+            let index = slot(fd, &mut fds);
+            placed.push(Placement {
+                index,
+                path: path.as_str().into(),
+            });
+        }
         if fds.len() + 1 > hatchery_protocol::frame::MAX_REQUEST_FDS {
             return Err(PoolError::InvalidRequest {
                 what: format!("{} fds", fds.len()),
@@ -432,6 +461,7 @@ impl Common {
             },
             stdio: [stdin, stdout, stderr],
             named,
+            placed,
         };
         Ok(Prepared {
             wire,
