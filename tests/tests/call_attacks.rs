@@ -296,3 +296,77 @@ fn fds_left_in_flight_hold_nothing_for_the_next_call() {
         assert_eq!(text(&p, "inflight", b""), "", "{iso:?}: held over");
     }
 }
+
+fn text_as(p: &Pool, export: &str, arg: &[u8], tenant: &str) -> String {
+    let out = p
+        .call_request(
+            CallRequest::new(export, arg.to_vec())
+                .tenant(tenant)
+                .wall_time(Duration::from_secs(5)),
+        )
+        .unwrap_or_else(|e| panic!("{export}: {e:?}"));
+    String::from_utf8_lossy(&out.output).into_owned()
+}
+
+/// Fresh forks the next call's process while a call runs. The running call tries every route
+/// to it (and to the zygote and PID 1) that is not covered by the fork boundary's own tests:
+/// signals by pid, tgkill, pidfd and SIGIO (`F_SETOWN` + `F_SETSIG` SIGSTOP), `pidfd_getfd` of
+/// its channel, `/proc/<pid>/{mem,environ,fd,fdinfo}`, and the `/proc` files that change its OOM
+/// score, autogroup niceness, timer slack, core filter or name (`process_vm_readv` is not
+/// tried: the default policy kills it). Every one fails, the next calls answer (none was
+/// stopped), and what they inherit is unchanged.
+#[test]
+fn the_next_calls_process_is_out_of_reach_of_the_running_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let before = text(&p, "selfstate", b"");
+        let r = text(&p, "neighbours", b"");
+        eprintln!("{iso:?}: {r}");
+        let worked: Vec<&str> = r
+            .split_whitespace()
+            .filter(|w| !w.starts_with("siblings=") && w.ends_with("=0"))
+            .collect();
+        assert!(worked.is_empty(), "{iso:?}: {worked:?}");
+        if iso != Isolation::Fresh {
+            recycle_worker(&p);
+        }
+        for i in 0..3 {
+            let arg = format!("after {i}");
+            assert_eq!(text(&p, "echo", arg.as_bytes()), arg, "{iso:?}");
+            assert_eq!(text(&p, "selfstate", b""), before, "{iso:?}: call {i}");
+        }
+    }
+}
+
+/// A call's descendants let go of every socket (so the cleanup's wait for unix sockets does
+/// not wait for them) and keep creating files in `/tmp` and `/dev/shm` while the call ends
+/// (half of them at `SCHED_IDLE`, so they are often preempted inside a system call and finish it
+/// late). By the time the next call (Fresh), or the next tenant's worker (Reuse), starts they
+/// are all dead: none of their files is there, and none appears while it watches.
+#[test]
+fn a_dying_calls_descendants_never_reach_the_next_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [REUSE, Isolation::Fresh] {
+        let p = pool(iso);
+        let mut left = Vec::new();
+        for i in 0..25 {
+            let (a, b) = (format!("a{i}"), format!("b{i}"));
+            let started = text_as(&p, "late", b"16", &a);
+            assert!(started.starts_with("started"), "{started}");
+            let s = text_as(&p, "scratch", b"twice", &b);
+            if s != "before[] new[]" {
+                left.push(format!("round {i}: {started}: {s}"));
+            }
+        }
+        assert!(
+            left.is_empty(),
+            "{iso:?}: {} of 25 rounds: {left:#?}",
+            left.len()
+        );
+    }
+}
