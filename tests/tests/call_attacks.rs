@@ -370,3 +370,52 @@ fn a_dying_calls_descendants_never_reach_the_next_call() {
         );
     }
 }
+
+/// A helper that preloads shared writable memory (`MAP_SHARED`) would share it with every call
+/// process forked from it: one call's data would be there for the next. Such a helper is
+/// refused at start (a typed setup failure naming the mapping), as one with threads is.
+#[test]
+fn shared_memory_preloaded_by_the_helper_never_carries_a_call_to_the_next() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let refused = |e: &dyn std::fmt::Debug| {
+            let msg = format!("{e:?}");
+            assert!(msg.contains("shared writable memory"), "{iso:?}: {msg}");
+        };
+        let p = match Pool::builder()
+            .call_helper(helper("call-shared"))
+            .isolation(iso)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                refused(&e);
+                continue;
+            }
+        };
+        let put = p.call_request(
+            CallRequest::new("put", b"secret of the first caller".to_vec()).tenant("first"),
+        );
+        match put {
+            Err(CallError::Pool(e)) => {
+                refused(&e);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{iso:?}: {e:?}"),
+        }
+        let got = p
+            .call_request(CallRequest::new("get", Vec::new()).tenant("second"))
+            .expect("get");
+        assert!(
+            !String::from_utf8_lossy(&got.output).contains("secret"),
+            "{iso:?}: the second call read {:?}",
+            String::from_utf8_lossy(&got.output)
+        );
+    }
+}

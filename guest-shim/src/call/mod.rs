@@ -162,7 +162,10 @@ impl Exports {
     /// Reports Ready to the supervisor and serves as the helper zygote until the container
     /// goes away. Call it from `main` of a helper started by a call-mode pool, after
     /// preloading. The process must be single-threaded here (call processes are forked); a
-    /// helper that started threads gets a setup failure.
+    /// helper that started threads gets a setup failure. So does one that holds shared
+    /// writable memory (`MAP_SHARED` of anonymous memory, a memfd or a writable file, an
+    /// attached SysV segment): every call process would share it with the next. Map what you
+    /// preload privately (a file mapped shared from a read-only fd is fine).
     pub fn serve(self) -> ! {
         hatchery_sys::exec::exit_now(zygote::serve(&self))
     }
