@@ -323,6 +323,7 @@ fn the_next_calls_process_is_out_of_reach_of_the_running_call() {
     for iso in [Isolation::Fresh, REUSE] {
         let p = pool(iso);
         let before = text(&p, "selfstate", b"");
+        eprintln!("{iso:?}: {before}");
         let r = text(&p, "neighbours", b"");
         eprintln!("{iso:?}: {r}");
         let worked: Vec<&str> = r
@@ -416,6 +417,42 @@ fn shared_memory_preloaded_by_the_helper_never_carries_a_call_to_the_next() {
             !String::from_utf8_lossy(&got.output).contains("secret"),
             "{iso:?}: the second call read {:?}",
             String::from_utf8_lossy(&got.output)
+        );
+    }
+}
+
+/// With the file-system part of landlock loosened (a profile may: the mounts still confine
+/// it), POSIX message queues are reachable, and one left by a call must not be there for the
+/// next (they live in the container's IPC namespace, which every call shares).
+#[test]
+fn a_posix_message_queue_never_reaches_the_next_call_without_landlocks_fs_rules() {
+    use hatchery::landlock::{CompatMode, Resource, Ruleset};
+    if !ready() {
+        return;
+    }
+    let mut profile = hatchery::pool::default_profile();
+    let mut rules = Ruleset::new();
+    rules.restrict(Resource::Scope, CompatMode::BestEffort);
+    profile.landlock_ruleset(rules);
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = Pool::builder()
+            .profile(profile.clone())
+            .call_helper(helper("call-attack"))
+            .isolation(iso)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .build()
+            .expect("call-mode pool");
+        let state = text(&p, "selfstate", b"");
+        assert!(
+            state.contains("mq-open=0"),
+            "{iso:?}: mq_open fails here: {state}"
+        );
+        assert_eq!(text_as(&p, "residue", b"", "first"), "", "{iso:?}");
+        assert_eq!(
+            text_as(&p, "residue", b"", "second"),
+            "",
+            "{iso:?}: residue found"
         );
     }
 }

@@ -1,21 +1,138 @@
 //! What the supervisor removes between calls (Fresh) and between workers (Reuse), so nothing a
-//! call leaves is there for the next one: every entry of `/tmp` and `/dev/shm`, and every SysV
-//! shared memory segment, semaphore set and message queue of the container's IPC namespace.
+//! call leaves is there for the next one: every entry of `/tmp` and `/dev/shm`, every SysV
+//! shared memory segment, semaphore set and message queue, and every POSIX message queue of
+//! the container's IPC namespace.
 //! Processes are killed before (the call's whole process group), and the wipe waits until
 //! every one of them has exited ([`await_group`]).
 #![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// Empties the shared scratch directories and the IPC namespace.
-pub(super) fn wipe() {
+pub(super) fn wipe(mqueues: Option<&Mqueues>) {
     for dir in ["/tmp", "/dev/shm"] {
         wipe_dir(dir);
     }
     remove_sysv();
+    if let Some(m) = mqueues {
+        m.wipe();
+    }
+}
+
+/// The POSIX message queues of the container's IPC namespace, as a directory: its `mqueue`
+/// file system, mounted detached by the supervisor (never attached where a call could see
+/// it). A call can reach them with `mq_open` wherever landlock's file-system rules are not
+/// enforced (unsupported, or loosened by the profile).
+pub(super) struct Mqueues {
+    /// The detached mount (kept for as long as its directory is used).
+    _mount: OwnedFd,
+    dir: OwnedFd,
+}
+
+impl Mqueues {
+    /// `None` where the kernel has no new mount API or the supervisor may not mount `mqueue`
+    /// (then a call's queues are not removed; landlock's file-system rules keep calls from
+    /// opening any).
+    pub(super) fn open() -> Option<Mqueues> {
+        // From <linux/mount.h>.
+        const FSOPEN_CLOEXEC: libc::c_uint = 1;
+        const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+        const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+        let own = |r: libc::c_long| {
+            // SAFETY: a fresh fd of ours, if non-negative.
+            (r >= 0).then(|| unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+        };
+        // SAFETY: fsopen takes a C string and flags; returns a new fd or -1.
+        let fs =
+            own(unsafe { libc::syscall(libc::SYS_fsopen, c"mqueue".as_ptr(), FSOPEN_CLOEXEC) })?;
+        // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+        let created = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_CMD_CREATE,
+                std::ptr::null::<libc::c_char>(),
+                std::ptr::null::<libc::c_void>(),
+                0,
+            )
+        };
+        if created < 0 {
+            return None;
+        }
+        // SAFETY: fsmount takes the configured context's fd and flags; returns a new fd or -1.
+        let mount =
+            own(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
+        // SAFETY: a live C string; returns a new fd or -1.
+        let dir = own(unsafe {
+            libc::openat(
+                mount.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            ) as libc::c_long
+        })?;
+        Some(Mqueues { _mount: mount, dir })
+    }
+
+    /// Removes every queue (`mq_unlink`: a queue still open lives on, nameless, until closed;
+    /// the calls that could hold one are dead by now).
+    fn wipe(&self) {
+        // A directory fd of its own, so each wipe reads the whole directory from its start.
+        // SAFETY: a live C string; returns a new fd or -1.
+        let fd = unsafe {
+            libc::openat(
+                self.dir.as_raw_fd(),
+                c".".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: a fresh fd of ours.
+        let d = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut names = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            // SAFETY: getdents64 writes at most `buf.len()` bytes of records into `buf`.
+            let n = unsafe {
+                libc::syscall(
+                    libc::SYS_getdents64,
+                    d.as_raw_fd(),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            // Records: ino u64, off i64, reclen u16, type u8, NUL-terminated name.
+            let mut at = 0usize;
+            while at + 19 <= n as usize {
+                let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                if reclen == 0 || at + reclen > n as usize {
+                    break;
+                }
+                let name = &buf[at + 19..at + reclen];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    if let Ok(c) = std::ffi::CString::new(name) {
+                        names.push(c);
+                    }
+                }
+                at += reclen;
+            }
+        }
+        for n in names {
+            let _ = nix::unistd::unlinkat(
+                Some(self.dir.as_raw_fd()),
+                n.as_c_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+    }
 }
 
 /// Unix sockets of the container's network namespace (every socket a call creates is one of

@@ -33,7 +33,8 @@
 //! **Fresh**: every call is a process forked from the warm zygote *before* the call arrived,
 //! so no earlier call's data is anywhere in its memory; the supervisor sends it the call, and
 //! when it answers (or dies, times out, is cancelled) the supervisor kills its whole process
-//! group and empties `/tmp`, `/dev/shm` and every SysV IPC object before the next call.
+//! group, waits until all of it has exited and empties `/tmp`, `/dev/shm`, every SysV IPC
+//! object and every POSIX message queue before the next call.
 //!
 //! **Reuse**: one call process serves many calls on a direct channel of its own; state (memory,
 //! files in `/tmp`, processes it forked) is shared by the calls of that one worker and never

@@ -120,6 +120,8 @@ struct Supervisor<'a> {
     /// Unix sockets in the container while no call process exists (see
     /// [`cleanup::settle_unix`]).
     unix_clean: usize,
+    /// The container's POSIX message queues, emptied with the rest.
+    mqueues: Option<cleanup::Mqueues>,
     /// Call processes are kept apart by landlock scopes (each has a domain of its own), so the
     /// next call's process may be forked while a call runs: it cannot be signalled, traced or
     /// reached over an abstract socket by it, and it gets its call only after the cleanup.
@@ -207,6 +209,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         exits: Vec::new(),
         accepting: true,
         unix_clean: 0,
+        mqueues: cleanup::Mqueues::open(),
         cpu_limit_secs,
         fork_ahead: confine::scopes(hatchery_sys::landlock::abi().unwrap_or(0)) != 0,
     };
@@ -364,7 +367,7 @@ impl Supervisor<'_> {
             0
         };
         let settled = gone && cleanup::settle_unix(self.unix_clean + extra);
-        cleanup::wipe();
+        cleanup::wipe(self.mqueues.as_ref());
         settled
     }
 

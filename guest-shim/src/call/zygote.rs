@@ -155,21 +155,17 @@ fn shared_mapping() -> Option<String> {
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     let mut header = "";
     for line in smaps.lines() {
-        match line.strip_prefix("VmFlags:") {
-            Some(flags) => {
-                if flags.split_whitespace().any(|f| f == "sh") {
-                    return Some(header.split_whitespace().collect::<Vec<_>>().join(" "));
-                }
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if flags.split_whitespace().any(|f| f == "sh") {
+                return Some(header.split_whitespace().collect::<Vec<_>>().join(" "));
             }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.contains('-') && !w.ends_with(':'))
+        {
             // A mapping's first line starts with its address range; the others name a field.
-            None if line
-                .split_whitespace()
-                .next()
-                .is_some_and(|w| w.contains('-') && !w.ends_with(':')) =>
-            {
-                header = line;
-            }
-            None => {}
+            header = line;
         }
     }
     None

@@ -32,12 +32,11 @@ fn main() {
     Exports::new()
         .export("put", |c: &mut Call| {
             let n = c.arg().len().min(LEN - 1);
-            // SAFETY: the region is LEN bytes, mapped for the life of the process.
+            // SAFETY: the region is LEN bytes, mapped for the life of the process, and n < LEN.
             #[allow(unsafe_code)]
-            unsafe {
-                std::ptr::copy_nonoverlapping(c.arg().as_ptr(), region(), n);
-                *region().add(n) = 0;
-            }
+            let mem = unsafe { std::slice::from_raw_parts_mut(region(), LEN) };
+            mem[..n].copy_from_slice(&c.arg()[..n]);
+            mem[n] = 0;
             Ok::<_, String>(Vec::new())
         })
         .export("get", |_: &mut Call| {
