@@ -456,3 +456,22 @@ fn a_posix_message_queue_never_reaches_the_next_call_without_landlocks_fs_rules(
         );
     }
 }
+
+/// A directory chain two thousand levels deep (made level by level, so no path is long) in
+/// `/tmp` and `/dev/shm` is removed like anything else: a recursive removal that needs an fd per
+/// level would run out of them and leave the chain for the next call (Fresh) or the next
+/// tenant's worker (Reuse).
+#[test]
+fn a_deep_directory_chain_is_wiped_too() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        // Deeper than the supervisor's RLIMIT_NOFILE (1024 by default).
+        let made = text_as(&p, "deep", b"2000", "first");
+        assert!(made.starts_with("2000,"), "{iso:?}: made {made}");
+        assert_eq!(text_as(&p, "scratch", b"", "second"), "", "{iso:?}");
+    }
+}
+

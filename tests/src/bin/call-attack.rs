@@ -661,6 +661,43 @@ fn list_scratch() -> String {
     out.join(" ")
 }
 
+/// Builds a directory chain `arg` levels deep (default 4000) under `/tmp/deep` and
+/// `/dev/shm/deep` with a file at the bottom, each level made relative to the one above (no
+/// path is ever long): a recursive removal needs one fd (and one stack frame) per level.
+fn deep(c: &mut Call) -> R {
+    let depth: usize = std::str::from_utf8(c.arg())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4000);
+    let mut made = Vec::new();
+    for top in [c"/tmp", c"/dev/shm"] {
+        // SAFETY: raw *at calls on fds this function opens and closes, with live C strings.
+        #[allow(unsafe_code)]
+        unsafe {
+            let mut dir = libc::open(top.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+            let mut n = 0;
+            for i in 0..depth {
+                let name = if i == 0 { c"deep" } else { c"d" };
+                if libc::mkdirat(dir, name.as_ptr(), 0o755) < 0 {
+                    break;
+                }
+                let next = libc::openat(dir, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                libc::close(dir);
+                dir = next;
+                if dir < 0 {
+                    break;
+                }
+                n += 1;
+            }
+            let f = libc::openat(dir, c"planted".as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+            libc::close(f);
+            libc::close(dir);
+            made.push(n.to_string());
+        }
+    }
+    Ok(made.join(",").into_bytes())
+}
+
 fn main() {
     Exports::new()
         .export("echo", |c: &mut Call| Ok::<_, String>(c.arg().to_vec()))
@@ -688,6 +725,7 @@ fn main() {
         .export("selfstate", selfstate)
         .export("late", late)
         .export("scratch", scratch)
+        .export("deep", deep)
         .export("named", |c: &mut Call| {
             let n = (3..=20)
                 .filter(|i| c.fd(&format!("f{i}")).is_some())
