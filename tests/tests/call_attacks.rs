@@ -475,3 +475,30 @@ fn a_deep_directory_chain_is_wiped_too() {
     }
 }
 
+/// An export that ignores `EFBIG` and answers Ok after its output reached the cap: with stdout
+/// going to a file (`Sink::Fd`), the file is truncated at the cap, and that is never a success,
+/// in Reuse as in Fresh.
+#[test]
+fn a_flood_into_a_file_sink_is_never_a_truncated_success() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let path =
+            std::env::temp_dir().join(format!("hatchery-flood-{}-{iso:?}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let r = p.call_request(
+            CallRequest::new("flood", Vec::new())
+                .stdout(Sink::Fd(file.into()))
+                .stderr(Sink::Capture(1 << 20))
+                .wall_time(Duration::from_secs(10)),
+        );
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            matches!(r, Err(CallError::OutputTooLarge)),
+            "{iso:?}: {r:?} with a file of {len} bytes"
+        );
+    }
+}

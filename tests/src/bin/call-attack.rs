@@ -689,7 +689,12 @@ fn deep(c: &mut Call) -> R {
                 }
                 n += 1;
             }
-            let f = libc::openat(dir, c"planted".as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o644);
+            let f = libc::openat(
+                dir,
+                c"planted".as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            );
             libc::close(f);
             libc::close(dir);
             made.push(n.to_string());
