@@ -502,3 +502,40 @@ fn a_flood_into_a_file_sink_is_never_a_truncated_success() {
         );
     }
 }
+
+/// A call process that answers for itself with an error message far beyond `MAX_CALL_MESSAGE`
+/// (and beyond what the host accepts on a reply socket): in Fresh the trusted supervisor relays
+/// answers, so the call's error arrives cut to `MAX_CALL_MESSAGE` and the container is not
+/// blamed (no protocol violation, no replacement). In Reuse the worker answers the host itself:
+/// its container may be replaced, and the next call is answered either way.
+#[test]
+fn an_oversized_answer_is_cut_not_a_protocol_violation_of_the_supervisor() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let before = p.metrics().restarts;
+        let r = p.call_request(
+            CallRequest::new("bigfail", b"100000".to_vec()).wall_time(Duration::from_secs(5)),
+        );
+        if iso == Isolation::Fresh {
+            match &r {
+                Err(CallError::Failed(m)) => {
+                    assert!(
+                        m.len() <= hatchery_protocol::MAX_CALL_MESSAGE,
+                        "{}",
+                        m.len()
+                    )
+                }
+                other => panic!("{iso:?}: {other:?}"),
+            }
+            assert_eq!(
+                p.metrics().restarts,
+                before,
+                "{iso:?}: the zygote was replaced"
+            );
+        }
+        assert_eq!(text(&p, "echo", b"next"), "next", "{iso:?}");
+    }
+}

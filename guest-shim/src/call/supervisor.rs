@@ -732,7 +732,7 @@ impl Supervisor<'_> {
                 if let Some(r) = self.running.as_mut() {
                     match r.chan.recv(Some(Instant::now())) {
                         Ok(m) => match m.message {
-                            Message::Response(resp) => r.answer = Some(*resp),
+                            Message::Response(resp) => r.answer = Some(bounded(*resp)),
                             _ => {
                                 // A broken call process: it ends here.
                                 kill_group(r.pid);
@@ -833,6 +833,34 @@ impl Supervisor<'_> {
             }
         }
     }
+}
+
+/// A call process's answer as the supervisor relays it: bounded as the protocol says, whatever
+/// the (possibly compromised) call process sent, so that it always fits the host's reply
+/// socket and the trusted supervisor never breaks the protocol on a call's behalf. Messages are
+/// cut to `MAX_CALL_MESSAGE`; a violation's syscall name is the host's to fill in.
+fn bounded(mut resp: Response) -> Response {
+    use super::process::cut;
+    use hatchery_protocol::CallStatus;
+    resp.call = resp.call.map(|c| match c {
+        CallStatus::Failed(m) => CallStatus::Failed(cut(m)),
+        CallStatus::Panicked(m) => CallStatus::Panicked(cut(m)),
+        CallStatus::Decode(m) => CallStatus::Decode(cut(m)),
+        other => other,
+    });
+    resp.outcome = match resp.outcome {
+        Outcome::Violation { nr, args, .. } => Outcome::Violation {
+            syscall: String::new(),
+            nr,
+            args,
+        },
+        Outcome::SetupFailed(mut f) => {
+            f.detail = cut(f.detail);
+            Outcome::SetupFailed(f)
+        }
+        other => other,
+    };
+    resp
 }
 
 fn stat(fd: BorrowedFd<'_>) -> Option<libc::stat> {

@@ -703,6 +703,41 @@ fn deep(c: &mut Call) -> R {
     Ok(made.join(",").into_bytes())
 }
 
+/// Answers for itself on its channel (found among its fds: the one unix socket) with a
+/// `Response` whose error message is `arg` bytes long (default 100 000: beyond what the host
+/// accepts on a reply socket, far beyond `MAX_CALL_MESSAGE`), then leaves without the library's
+/// own answer.
+fn bigfail(c: &mut Call) -> R {
+    use hatchery_protocol::{CallStatus, Channel, Message, Outcome, Response, Usage};
+    use std::os::fd::FromRawFd;
+    let len: usize = std::str::from_utf8(c.arg())
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
+    let chan = (3..1024)
+        .find(|fd| {
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .ok_or("no channel")?;
+    // SAFETY: the channel's fd, open; this process leaves right after using it.
+    #[allow(unsafe_code)]
+    let mut chan = Channel::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(chan) });
+    let resp = Response {
+        id: 0,
+        outcome: Outcome::Exited(0),
+        usage: Usage::default(),
+        spawn_us: 0,
+        call: Some(CallStatus::Failed("x".repeat(len))),
+    };
+    let sent = chan.send(&Message::Response(Box::new(resp)), &[], None);
+    // SAFETY: leaves at once.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::_exit(if sent.is_ok() { 0 } else { 3 })
+    }
+}
+
 fn main() {
     Exports::new()
         .export("echo", |c: &mut Call| Ok::<_, String>(c.arg().to_vec()))
@@ -731,6 +766,7 @@ fn main() {
         .export("late", late)
         .export("scratch", scratch)
         .export("deep", deep)
+        .export("bigfail", bigfail)
         .export("named", |c: &mut Call| {
             let n = (3..=20)
                 .filter(|i| c.fd(&format!("f{i}")).is_some())
