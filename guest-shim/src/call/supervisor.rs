@@ -367,8 +367,7 @@ impl Supervisor<'_> {
             0
         };
         let settled = gone && cleanup::settle_unix(self.unix_clean + extra);
-        cleanup::wipe(self.mqueues.as_ref());
-        settled
+        cleanup::wipe(self.mqueues.as_ref()) && settled
     }
 
     /// Ends the current worker (the host retired it, or a new one replaces it): kills its
