@@ -383,6 +383,19 @@ fn neighbours(_: &mut Call) -> R {
                 "{name}-stop={}",
                 rc(libc::kill(pid, libc::SIGSTOP) as _)
             ));
+            if pid > 1 {
+                out.push(format!(
+                    "{name}-stop-group={}",
+                    rc(libc::kill(-pid, libc::SIGSTOP) as _)
+                ));
+            } else {
+                // kill(-1) is everyone this process may signal, and returns 0 even when every
+                // target refused (EPERM): only the next calls tell whether it stopped any.
+                out.push(format!(
+                    "everyone-stop-sent:{}",
+                    rc(libc::kill(-1, libc::SIGSTOP) as _)
+                ));
+            }
             out.push(format!(
                 "{name}-tgkill={}",
                 rc(libc::syscall(libc::SYS_tgkill, pid, pid, libc::SIGSTOP))
