@@ -328,13 +328,18 @@ pub(super) fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
 pub(super) fn await_group(pgid: i32, deadline: Instant) -> bool {
     loop {
         // SAFETY: integer-only syscall; signal 0 only checks that the group has a member.
-        if unsafe { libc::kill(-pgid, 0) } < 0 {
+        if unsafe { libc::kill(-pgid, 0) } < 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        {
             // Nobody left, zombies included.
             return true;
         }
         let Some(members) = group_members(pgid) else {
-            // No /proc: wait until the last member is reaped (orphans by the supervisor,
-            // the call process itself by the zygote).
+            // No /proc: wait until the last member is reaped: the call process itself by the
+            // zygote, its orphans (children of this process now) here.
+            // SAFETY: integer-only syscall with a null status pointer; reaps only members of
+            // the group.
+            while unsafe { libc::waitpid(-pgid, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
             if Instant::now() >= deadline {
                 return false;
             }
