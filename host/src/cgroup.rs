@@ -187,10 +187,22 @@ fn write(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
         .map_err(io(&path))
 }
 
+/// `hatchery-<pid>-<token>-<n>`: the token is random per process, so a directory that an
+/// earlier process with the same pid left behind (one killed with SIGKILL cannot remove its
+/// cgroups; a server restarted in a container usually gets the same pid again) never collides
+/// with a new one (`EEXIST` would fail every zygote start).
 fn unique_name() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
+    static TOKEN: OnceLock<u32> = OnceLock::new();
+    let token = *TOKEN.get_or_init(|| {
+        // std seeds every RandomState from the OS's random source, once per thread.
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish() as u32
+    });
     format!(
-        "hatchery-{}-{}",
+        "hatchery-{}-{token:08x}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )

@@ -296,3 +296,246 @@ fn fds_left_in_flight_hold_nothing_for_the_next_call() {
         assert_eq!(text(&p, "inflight", b""), "", "{iso:?}: held over");
     }
 }
+
+fn text_as(p: &Pool, export: &str, arg: &[u8], tenant: &str) -> String {
+    let out = p
+        .call_request(
+            CallRequest::new(export, arg.to_vec())
+                .tenant(tenant)
+                .wall_time(Duration::from_secs(5)),
+        )
+        .unwrap_or_else(|e| panic!("{export}: {e:?}"));
+    String::from_utf8_lossy(&out.output).into_owned()
+}
+
+/// Fresh forks the next call's process while a call runs. The running call tries every route
+/// to it (and to the zygote and PID 1) that is not covered by the fork boundary's own tests:
+/// signals by pid, tgkill, pidfd and SIGIO (`F_SETOWN` + `F_SETSIG` SIGSTOP), `pidfd_getfd` of
+/// its channel, `/proc/<pid>/{mem,environ,fd,fdinfo}`, and the `/proc` files that change its OOM
+/// score, autogroup niceness, timer slack, core filter or name (`process_vm_readv` is not
+/// tried: the default policy kills it). Every one fails, the next calls answer (none was
+/// stopped), and what they inherit is unchanged.
+#[test]
+fn the_next_calls_process_is_out_of_reach_of_the_running_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let before = text(&p, "selfstate", b"");
+        eprintln!("{iso:?}: {before}");
+        let r = text(&p, "neighbours", b"");
+        eprintln!("{iso:?}: {r}");
+        let worked: Vec<&str> = r
+            .split_whitespace()
+            .filter(|w| !w.starts_with("siblings=") && w.ends_with("=0"))
+            .collect();
+        assert!(worked.is_empty(), "{iso:?}: {worked:?}");
+        if iso != Isolation::Fresh {
+            recycle_worker(&p);
+        }
+        for i in 0..3 {
+            let arg = format!("after {i}");
+            assert_eq!(text(&p, "echo", arg.as_bytes()), arg, "{iso:?}");
+            assert_eq!(text(&p, "selfstate", b""), before, "{iso:?}: call {i}");
+        }
+    }
+}
+
+/// A call's descendants let go of every socket (so the cleanup's wait for unix sockets does
+/// not wait for them) and keep creating files in `/tmp` and `/dev/shm` while the call ends
+/// (half of them at `SCHED_IDLE`, so they are often preempted inside a system call and finish it
+/// late). By the time the next call (Fresh), or the next tenant's worker (Reuse), starts they
+/// are all dead: none of their files is there, and none appears while it watches.
+#[test]
+fn a_dying_calls_descendants_never_reach_the_next_call() {
+    if !ready() {
+        return;
+    }
+    for iso in [REUSE, Isolation::Fresh] {
+        let p = pool(iso);
+        let mut left = Vec::new();
+        for i in 0..25 {
+            let (a, b) = (format!("a{i}"), format!("b{i}"));
+            let started = text_as(&p, "late", b"16", &a);
+            assert!(started.starts_with("started"), "{started}");
+            let s = text_as(&p, "scratch", b"twice", &b);
+            if s != "before[] new[]" {
+                left.push(format!("round {i}: {started}: {s}"));
+            }
+        }
+        assert!(
+            left.is_empty(),
+            "{iso:?}: {} of 25 rounds: {left:#?}",
+            left.len()
+        );
+    }
+}
+
+/// A helper that preloads shared writable memory (`MAP_SHARED`) would share it with every call
+/// process forked from it: one call's data would be there for the next. Such a helper is
+/// refused at start (a typed setup failure naming the mapping), as one with threads is.
+#[test]
+fn shared_memory_preloaded_by_the_helper_never_carries_a_call_to_the_next() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let refused = |e: &dyn std::fmt::Debug| {
+            let msg = format!("{e:?}");
+            assert!(msg.contains("shared writable memory"), "{iso:?}: {msg}");
+        };
+        let p = match Pool::builder()
+            .call_helper(helper("call-shared"))
+            .isolation(iso)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .build()
+        {
+            Ok(p) => p,
+            Err(e) => {
+                refused(&e);
+                continue;
+            }
+        };
+        let put = p.call_request(
+            CallRequest::new("put", b"secret of the first caller".to_vec()).tenant("first"),
+        );
+        match put {
+            Err(CallError::Pool(e)) => {
+                refused(&e);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{iso:?}: {e:?}"),
+        }
+        let got = p
+            .call_request(CallRequest::new("get", Vec::new()).tenant("second"))
+            .expect("get");
+        assert!(
+            !String::from_utf8_lossy(&got.output).contains("secret"),
+            "{iso:?}: the second call read {:?}",
+            String::from_utf8_lossy(&got.output)
+        );
+    }
+}
+
+/// With the file-system part of landlock loosened (a profile may: the mounts still confine
+/// it), POSIX message queues are reachable, and one left by a call must not be there for the
+/// next (they live in the container's IPC namespace, which every call shares).
+#[test]
+fn a_posix_message_queue_never_reaches_the_next_call_without_landlocks_fs_rules() {
+    use hatchery::landlock::{CompatMode, Resource, Ruleset};
+    if !ready() {
+        return;
+    }
+    let mut profile = hatchery::pool::default_profile();
+    let mut rules = Ruleset::new();
+    rules.restrict(Resource::Scope, CompatMode::BestEffort);
+    profile.landlock_ruleset(rules);
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = Pool::builder()
+            .profile(profile.clone())
+            .call_helper(helper("call-attack"))
+            .isolation(iso)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .build()
+            .expect("call-mode pool");
+        let state = text(&p, "selfstate", b"");
+        assert!(
+            state.contains("mq-open=0"),
+            "{iso:?}: mq_open fails here: {state}"
+        );
+        assert_eq!(text_as(&p, "residue", b"", "first"), "", "{iso:?}");
+        assert_eq!(
+            text_as(&p, "residue", b"", "second"),
+            "",
+            "{iso:?}: residue found"
+        );
+    }
+}
+
+/// A directory chain two thousand levels deep (made level by level, so no path is long) in
+/// `/tmp` and `/dev/shm` is removed like anything else: a recursive removal that needs an fd per
+/// level would run out of them and leave the chain for the next call (Fresh) or the next
+/// tenant's worker (Reuse).
+#[test]
+fn a_deep_directory_chain_is_wiped_too() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        // Deeper than the supervisor's RLIMIT_NOFILE (1024 by default).
+        let made = text_as(&p, "deep", b"2000", "first");
+        assert!(made.starts_with("2000,"), "{iso:?}: made {made}");
+        assert_eq!(text_as(&p, "scratch", b"", "second"), "", "{iso:?}");
+    }
+}
+
+/// An export that ignores `EFBIG` and answers Ok after its output reached the cap: with stdout
+/// going to a file (`Sink::Fd`), the file is truncated at the cap, and that is never a success,
+/// in Reuse as in Fresh.
+#[test]
+fn a_flood_into_a_file_sink_is_never_a_truncated_success() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let path =
+            std::env::temp_dir().join(format!("hatchery-flood-{}-{iso:?}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let r = p.call_request(
+            CallRequest::new("flood", Vec::new())
+                .stdout(Sink::Fd(file.into()))
+                .stderr(Sink::Capture(1 << 20))
+                .wall_time(Duration::from_secs(10)),
+        );
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            matches!(r, Err(CallError::OutputTooLarge)),
+            "{iso:?}: {r:?} with a file of {len} bytes"
+        );
+    }
+}
+
+/// A call process that answers for itself with an error message far beyond `MAX_CALL_MESSAGE`
+/// (and beyond what the host accepts on a reply socket): in Fresh the trusted supervisor relays
+/// answers, so the call's error arrives cut to `MAX_CALL_MESSAGE` and the container is not
+/// blamed (no protocol violation, no replacement). In Reuse the worker answers the host itself:
+/// its container may be replaced, and the next call is answered either way.
+#[test]
+fn an_oversized_answer_is_cut_not_a_protocol_violation_of_the_supervisor() {
+    if !ready() {
+        return;
+    }
+    for iso in [Isolation::Fresh, REUSE] {
+        let p = pool(iso);
+        let before = p.metrics().restarts;
+        let r = p.call_request(
+            CallRequest::new("bigfail", b"100000".to_vec()).wall_time(Duration::from_secs(5)),
+        );
+        if iso == Isolation::Fresh {
+            match &r {
+                Err(CallError::Failed(m)) => {
+                    assert!(
+                        m.len() <= hatchery_protocol::MAX_CALL_MESSAGE,
+                        "{}",
+                        m.len()
+                    )
+                }
+                other => panic!("{iso:?}: {other:?}"),
+            }
+            assert_eq!(
+                p.metrics().restarts,
+                before,
+                "{iso:?}: the zygote was replaced"
+            );
+        }
+        assert_eq!(text(&p, "echo", b"next"), "next", "{iso:?}");
+    }
+}

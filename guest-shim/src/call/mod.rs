@@ -33,7 +33,8 @@
 //! **Fresh**: every call is a process forked from the warm zygote *before* the call arrived,
 //! so no earlier call's data is anywhere in its memory; the supervisor sends it the call, and
 //! when it answers (or dies, times out, is cancelled) the supervisor kills its whole process
-//! group and empties `/tmp`, `/dev/shm` and every SysV IPC object before the next call.
+//! group, waits until all of it has exited and empties `/tmp`, `/dev/shm`, every SysV IPC
+//! object and every POSIX message queue before the next call.
 //!
 //! **Reuse**: one call process serves many calls on a direct channel of its own; state (memory,
 //! files in `/tmp`, processes it forked) is shared by the calls of that one worker and never
@@ -162,7 +163,10 @@ impl Exports {
     /// Reports Ready to the supervisor and serves as the helper zygote until the container
     /// goes away. Call it from `main` of a helper started by a call-mode pool, after
     /// preloading. The process must be single-threaded here (call processes are forked); a
-    /// helper that started threads gets a setup failure.
+    /// helper that started threads gets a setup failure. So does one that holds shared
+    /// writable memory (`MAP_SHARED` of anonymous memory, a memfd or a writable file, an
+    /// attached SysV segment): every call process would share it with the next. Map what you
+    /// preload privately (a file mapped shared from a read-only fd is fine).
     pub fn serve(self) -> ! {
         hatchery_sys::exec::exit_now(zygote::serve(&self))
     }

@@ -96,7 +96,8 @@ fn reset_fds(req: &Request) {
     }
 }
 
-fn cut(mut s: String) -> String {
+/// `s` cut to [`MAX_CALL_MESSAGE`] bytes at a char boundary.
+pub(super) fn cut(mut s: String) -> String {
     if s.len() > MAX_CALL_MESSAGE {
         let mut end = MAX_CALL_MESSAGE;
         while !s.is_char_boundary(end) {

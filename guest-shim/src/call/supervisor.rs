@@ -20,7 +20,7 @@
 //! Host death: the control socket hangs up, the supervisor returns, and PID 1 exiting takes
 //! every process of the container with it.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use hatchery_protocol::{
@@ -37,6 +37,9 @@ use crate::shim::{launch, reap, Stopwatch, CONTROL_FD};
 
 /// How long the helper zygote may take to fork a call process or report an exit.
 const ZYGOTE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long a killed call's processes may take to exit.
+const GROUP_DEADLINE: Duration = Duration::from_secs(1);
 
 fn failure(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure {
     SetupFailure {
@@ -117,6 +120,8 @@ struct Supervisor<'a> {
     /// Unix sockets in the container while no call process exists (see
     /// [`cleanup::settle_unix`]).
     unix_clean: usize,
+    /// The container's POSIX message queues, emptied with the rest.
+    mqueues: Option<cleanup::Mqueues>,
     /// Call processes are kept apart by landlock scopes (each has a domain of its own), so the
     /// next call's process may be forked while a call runs: it cannot be signalled, traced or
     /// reached over an abstract socket by it, and it gets its call only after the cleanup.
@@ -205,6 +210,7 @@ pub(crate) fn run(mut s: Start<'_>) -> i32 {
         exits: Vec::new(),
         accepting: true,
         unix_clean: 0,
+        mqueues: cleanup::Mqueues::open(),
         cpu_limit_secs,
         fork_ahead: confine::scopes(hatchery_sys::landlock::abi().unwrap_or(0)) != 0,
     };
@@ -273,7 +279,7 @@ impl Supervisor<'_> {
     /// The zygote's answer to the pending `Spawn`.
     fn spawned(&mut self, pid: i32) -> Result<(), ()> {
         let chan = self.pending.take().ok_or(())?;
-        let pidfd = pidfd_open(pid);
+        let pidfd = cleanup::pidfd_open(pid);
         self.spare = Some(Spare { pid, pidfd, chan });
         Ok(())
     }
@@ -338,25 +344,31 @@ impl Supervisor<'_> {
         let _ = w
             .direct
             .send(&msg, &[], Some(Instant::now() + Duration::from_millis(100)));
+        let pid = w.pid;
         drop(w);
-        if !self.wipe() {
+        if !self.wipe(pid) {
             // Something of the worker outlived it: this container serves no more calls.
             self.accepting = false;
         }
     }
 
-    /// After a call's processes are killed and its channels closed: waits for whatever it left
-    /// in flight to be collected (or reports that it was not), then empties the scratch space.
-    fn wipe(&mut self) -> bool {
+    /// After a call's processes are killed (its process group `group`) and its channels
+    /// closed: waits until every one of them has exited and whatever they left in flight is
+    /// collected (or reports that it was not), then empties the scratch space. False: something
+    /// of the call outlived it, and the container must go.
+    fn wipe(&mut self, group: i32) -> bool {
+        // A process killed inside a system call finishes that call first: a file it creates
+        // then, after the wipe, would be there for the next call. Its leader's death says
+        // nothing about the rest of its group.
+        let gone = cleanup::await_group(group, Instant::now() + GROUP_DEADLINE);
         // The channel of a spare (or one being forked) is a socket pair of its own.
         let extra = if self.spare.is_some() || self.pending.is_some() {
             2
         } else {
             0
         };
-        let settled = cleanup::settle_unix(self.unix_clean + extra);
-        cleanup::wipe();
-        settled
+        let settled = gone && cleanup::settle_unix(self.unix_clean + extra);
+        cleanup::wipe(self.mqueues.as_ref()) && settled
     }
 
     /// Ends the current worker (the host retired it, or a new one replaces it): kills its
@@ -367,8 +379,9 @@ impl Supervisor<'_> {
         };
         kill_group(w.pid);
         self.wait_exit(w.pid)?;
+        let pid = w.pid;
         drop(w);
-        if !self.wipe() {
+        if !self.wipe(pid) {
             return Err(());
         }
         Ok(())
@@ -572,9 +585,9 @@ impl Supervisor<'_> {
         if exited.is_none() && answered {
             // Only its death matters now (its status is the answer's): the pidfd says so as
             // soon as it has exited, without waiting for the zygote to reap and report it.
-            let dead = pidfd
-                .as_ref()
-                .is_some_and(|fd| wait_readable(fd.as_fd(), Instant::now() + ZYGOTE_DEADLINE));
+            let dead = pidfd.as_ref().is_some_and(|fd| {
+                cleanup::wait_readable(fd.as_fd(), Instant::now() + ZYGOTE_DEADLINE)
+            });
             exited = if dead {
                 Some((0, Usage::default()))
             } else {
@@ -585,7 +598,7 @@ impl Supervisor<'_> {
             // The zygote did not report the call process: it is wedged.
             return Err(());
         }
-        if !self.wipe() {
+        if !self.wipe(pid) {
             return Err(());
         }
         Ok(())
@@ -719,7 +732,7 @@ impl Supervisor<'_> {
                 if let Some(r) = self.running.as_mut() {
                     match r.chan.recv(Some(Instant::now())) {
                         Ok(m) => match m.message {
-                            Message::Response(resp) => r.answer = Some(*resp),
+                            Message::Response(resp) => r.answer = Some(bounded(*resp)),
                             _ => {
                                 // A broken call process: it ends here.
                                 kill_group(r.pid);
@@ -822,30 +835,32 @@ impl Supervisor<'_> {
     }
 }
 
-/// A pidfd for `pid` (a process of this pid namespace); `None` where the kernel has none.
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open(pid, 0) takes integers and returns a new fd or -1.
-    #[allow(unsafe_code)]
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a fresh fd of ours.
-    #[allow(unsafe_code)]
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// Waits until `fd` is readable (a pidfd: its process has exited); false at the deadline.
-fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> bool {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
-            .unwrap_or(PollTimeout::MAX);
-        let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut p, ms) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) => return false,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return false,
+/// A call process's answer as the supervisor relays it: bounded as the protocol says, whatever
+/// the (possibly compromised) call process sent, so that it always fits the host's reply
+/// socket and the trusted supervisor never breaks the protocol on a call's behalf. Messages are
+/// cut to `MAX_CALL_MESSAGE`; a violation's syscall name is the host's to fill in.
+fn bounded(mut resp: Response) -> Response {
+    use super::process::cut;
+    use hatchery_protocol::CallStatus;
+    resp.call = resp.call.map(|c| match c {
+        CallStatus::Failed(m) => CallStatus::Failed(cut(m)),
+        CallStatus::Panicked(m) => CallStatus::Panicked(cut(m)),
+        CallStatus::Decode(m) => CallStatus::Decode(cut(m)),
+        other => other,
+    });
+    resp.outcome = match resp.outcome {
+        Outcome::Violation { nr, args, .. } => Outcome::Violation {
+            syscall: String::new(),
+            nr,
+            args,
+        },
+        Outcome::SetupFailed(mut f) => {
+            f.detail = cut(f.detail);
+            Outcome::SetupFailed(f)
         }
-    }
+        other => other,
+    };
+    resp
 }
 
 fn stat(fd: BorrowedFd<'_>) -> Option<libc::stat> {

@@ -44,6 +44,15 @@ pub(super) fn serve(exports: &Exports) -> i32 {
             "the helper started threads before serve(); calls are forked, so it must be single-threaded",
         );
     }
+    if let Some(m) = shared_mapping() {
+        return failed(
+            &mut chan,
+            libc::EINVAL,
+            &format!(
+                "the helper maps shared writable memory before serve() ({m}); calls are forked, so every call would share it with the next"
+            ),
+        );
+    }
     // Nobody (a call process included) may read or write this process's memory.
     if hatchery_sys::process::set_non_dumpable().is_err() {
         return failed(&mut chan, libc::EPERM, "PR_SET_DUMPABLE");
@@ -136,4 +145,28 @@ pub(super) fn serve(exports: &Exports) -> i32 {
             }
         }
     }
+}
+
+/// A mapping of this process that a forked call process would share with it and with every
+/// later call: `VM_SHARED` (an anonymous or memfd `MAP_SHARED` mapping, an attached SysV
+/// segment, a file mapped shared from a writable fd), as `/proc/self/smaps` shows it (`sh` in
+/// `VmFlags`; a file mapped shared from a read-only fd is not, and cannot become, writable).
+fn shared_mapping() -> Option<String> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut header = "";
+    for line in smaps.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if flags.split_whitespace().any(|f| f == "sh") {
+                return Some(header.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|w| w.contains('-') && !w.ends_with(':'))
+        {
+            // A mapping's first line starts with its address range; the others name a field.
+            header = line;
+        }
+    }
+    None
 }

@@ -90,6 +90,7 @@ impl Pool {
             fds,
             stdout,
             stderr,
+            files,
         } = prepared;
         let send_by = Some(Instant::now() + Duration::from_secs(5));
         let reuse_call =
@@ -142,6 +143,7 @@ impl Pool {
             reply,
             stdout,
             stderr,
+            files,
             wall,
             started,
             queued,

@@ -15,7 +15,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -314,6 +314,49 @@ pub(crate) struct Prepared {
     /// Capture memfds kept by the host: (fd, limit).
     pub stdout: Option<(std::fs::File, u64)>,
     pub stderr: Option<(std::fs::File, u64)>,
+    /// The regular files the request writes to, watched for its output cap.
+    pub files: FileWatch,
+}
+
+/// The regular files a request writes to (stdout, stderr and named fds opened for writing),
+/// each with its size at the start, and the output cap (`RLIMIT_FSIZE` is one byte above it).
+/// A file that ends larger than the cap, and larger than it started, is one the helper tried to
+/// make larger still: the outcome is `OutputExceeded`, never a truncated success. The zygote
+/// checks this too where it supervises the request; a reuse worker's calls only the host sees.
+#[derive(Debug, Default)]
+pub(crate) struct FileWatch {
+    cap: Option<u64>,
+    files: Vec<(std::fs::File, u64)>,
+}
+
+impl FileWatch {
+    fn watch(&mut self, fd: &OwnedFd) {
+        let writable = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .is_ok_and(|fl| fl & libc::O_ACCMODE != libc::O_RDONLY);
+        if !writable {
+            return;
+        }
+        let Ok(copy) = fd.try_clone() else {
+            return;
+        };
+        let f = std::fs::File::from(copy);
+        if let Ok(m) = f.metadata() {
+            if m.is_file() {
+                self.files.push((f, m.len()));
+            }
+        }
+    }
+
+    /// Whether some file grew past the cap.
+    pub(crate) fn exceeded(&self) -> bool {
+        let Some(cap) = self.cap else {
+            return false;
+        };
+        self.files.iter().any(|(f, start)| {
+            f.metadata()
+                .is_ok_and(|m| m.len() > cap && m.len() > *start)
+        })
+    }
 }
 
 fn memfd(name: &str) -> Result<memfd::Memfd, PoolError> {
@@ -391,13 +434,17 @@ impl Common {
             Input::Bytes(b) => FdSlot::Passed(slot(sealed_memfd("hatchery-stdin", &b)?, &mut fds)),
             Input::Fd(fd) => FdSlot::Passed(slot(fd, &mut fds)),
         };
-        let capture = |sink: Sink,
-                       name: &str,
-                       fds: &mut Vec<OwnedFd>|
+        let mut files = FileWatch::default();
+        let mut capture = |sink: Sink,
+                           name: &str,
+                           fds: &mut Vec<OwnedFd>|
          -> Result<(FdSlot, Option<(std::fs::File, u64)>), PoolError> {
             Ok(match sink {
                 Sink::Null => (FdSlot::Null, None),
-                Sink::Fd(fd) => (FdSlot::Passed(slot(fd, fds)), None),
+                Sink::Fd(fd) => {
+                    files.watch(&fd);
+                    (FdSlot::Passed(slot(fd, fds)), None)
+                }
                 Sink::Capture(limit) => {
                     let m = memfd(name)?.into_file();
                     let dup = m.try_clone().map_err(PoolError::io("dup"))?;
@@ -415,6 +462,7 @@ impl Common {
                     reason: "targets 0-2 are stdin/stdout/stderr",
                 });
             }
+            files.watch(&fd);
             let index = slot(fd, &mut fds);
             named.push(FdAssignment {
                 index,
@@ -446,6 +494,7 @@ impl Common {
             .iter()
             .filter_map(|c| c.as_ref().map(|(_, l)| *l))
             .max();
+        files.cap = output_bytes;
         let wire = WireRequest {
             id,
             reply: 0,
@@ -468,6 +517,7 @@ impl Common {
             fds,
             stdout: out_cap,
             stderr: err_cap,
+            files,
         })
     }
 }

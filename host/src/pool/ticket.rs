@@ -27,6 +27,8 @@ pub struct Ticket {
     pub(super) id: u64,
     pub(super) stdout: Option<(std::fs::File, u64)>,
     pub(super) stderr: Option<(std::fs::File, u64)>,
+    /// The regular files it writes to, for its output cap.
+    pub(super) files: request::FileWatch,
     pub(super) wall: Option<Duration>,
     pub(super) started: Instant,
     pub(super) queued: Duration,
@@ -194,7 +196,7 @@ impl Ticket {
         if let Some(cg) = &self.lease.zygote.cgroup {
             outcome = crate::cgroup::oom_outcome(outcome, self.oom_before, || cg.oom_kills());
         }
-        if (out_full || err_full)
+        if (out_full || err_full || self.files.exceeded())
             && matches!(
                 outcome,
                 Outcome::Exited(_) | Outcome::Signaled { .. } | Outcome::OutputExceeded

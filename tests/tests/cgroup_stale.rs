@@ -1,0 +1,67 @@
+//! A cgroup directory that an earlier process with this pid left behind (a host killed with
+//! SIGKILL cannot remove its cgroups, and a restarted server often gets its old pid back) does
+//! not stop a pool from starting. One test per binary: it plants directories named after this
+//! process.
+
+use std::path::PathBuf;
+
+use hatchery::cgroup::Mechanism;
+use hatchery::Pool;
+use hatchery_tests::{require, user_namespaces_work};
+
+/// Where this process's cgroups go, per hierarchy.
+fn parents() -> Vec<PathBuf> {
+    match hatchery::cgroup::mechanism() {
+        Mechanism::CgroupV2(p) => vec![p.clone()],
+        Mechanism::CgroupV1 => ["memory", "pids"]
+            .iter()
+            .filter_map(|c| {
+                let own = std::fs::read_to_string("/proc/self/cgroup")
+                    .ok()?
+                    .lines()
+                    .find_map(|l| {
+                        let mut f = l.splitn(3, ':');
+                        let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+                        ctl.split(',').any(|x| x == *c).then(|| path.to_string())
+                    })?;
+                Some(
+                    PathBuf::from("/sys/fs/cgroup")
+                        .join(c)
+                        .join(own.trim_start_matches('/')),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn stale_cgroups_of_an_earlier_process_with_this_pid_do_not_stop_a_pool() {
+    if !require(user_namespaces_work(), "user namespaces unavailable") {
+        return;
+    }
+    let parents = parents();
+    if parents.is_empty() {
+        eprintln!("limits are rlimits here: no cgroups");
+        return;
+    }
+    // What an earlier process with this pid would have left, under the names it used.
+    let mut planted = Vec::new();
+    for p in &parents {
+        for n in 0..8 {
+            let d = p.join(format!("hatchery-{}-{n}", std::process::id()));
+            if std::fs::create_dir(&d).is_ok() {
+                planted.push(d);
+            }
+        }
+    }
+    let built = Pool::builder().min_zygotes(1).max_zygotes(1).build();
+    for d in &planted {
+        let _ = std::fs::remove_dir(d);
+    }
+    let p = built.expect("a pool starts beside stale cgroups");
+    let r = p
+        .run(hatchery::Request::exec("/bin/true"))
+        .expect("a request");
+    assert!(r.success(), "{r:?}");
+}
