@@ -190,7 +190,8 @@ pub const fn default_nr_inodes(size_bytes: u64) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
 pub enum MountOp {
-    /// Bind-mount a host path (recursively), read-only unless `writable`, always nosuid+nodev.
+    /// Bind-mount a host path (recursively), read-only unless `writable`, always nosuid, nodev
+    /// unless `device`.
     Bind {
         /// Host path.
         source: Bytes,
@@ -198,6 +199,11 @@ pub enum MountOp {
         target: Bytes,
         /// Read-write instead of read-only.
         writable: bool,
+        /// Device nodes on the bind can be opened (no `nodev`; hakurei's `BindDevice`).
+        device: bool,
+        /// A source that does not exist skips the bind instead of failing the setup
+        /// (hakurei's `BindOptional`).
+        optional: bool,
     },
     /// A fresh tmpfs.
     Tmpfs {
@@ -218,10 +224,15 @@ pub enum MountOp {
         target: Bytes,
     },
     /// A minimal /dev: null zero full random urandom tty, fd/stdin/stdout/stderr links, a
-    /// private devpts (ptmx) and a /dev/shm tmpfs of [`DEFAULT_SHM_BYTES`].
+    /// private devpts (ptmx) and a /dev/shm tmpfs of [`DEFAULT_SHM_BYTES`]; read-only once the
+    /// tree is built unless `writable`.
     Devfs {
         /// Container path.
         target: Bytes,
+        /// Also a private mqueue instance at `mqueue/` (the container's IPC namespace's).
+        mqueue: bool,
+        /// Left writable (hakurei's `DevWritable`).
+        writable: bool,
     },
     /// Create a directory (and its parents).
     Dir {
@@ -248,17 +259,95 @@ pub enum MountOp {
         /// Container path of the link.
         link: Bytes,
     },
-    /// An overlay of host directories (nosuid, nodev, `userxattr`): read-only over `lower`
-    /// alone (at least two), or writable with `upper` and `work` (host directories on one file
-    /// system).
+    /// An overlay file system (`nosuid`, `nodev`, `userxattr`) of host directories at `target`
+    /// (hakoniwa's `overlaymount_ro/rw`, hakurei's `Overlay*`).
     Overlay {
         /// Container path.
         target: Bytes,
-        /// Host directories, uppermost first.
+        /// Host directories, the uppermost first; at least one, and two for a read-only
+        /// overlay (the kernel's rule).
         lower: Vec<Bytes>,
-        /// Host `upperdir` and `workdir`, for a writable overlay.
-        upper: Option<(Bytes, Bytes)>,
+        /// Where changes go.
+        upper: OverlayUpper,
     },
+    /// Adds mount attributes ([`REMOUNT_ATTRS`]) to the mount at `target` and every mount below
+    /// it. Only ever restricts: nothing is made writable, executable or device-capable again.
+    Remount {
+        /// Container path: a mount point.
+        target: Bytes,
+        /// `MOUNT_ATTR_*` bits, a subset of [`REMOUNT_ATTRS`].
+        attrs: u64,
+    },
+}
+
+/// The mount attributes a [`MountOp::Remount`] may add: `MOUNT_ATTR_RDONLY`,
+/// `MOUNT_ATTR_NOSUID`, `MOUNT_ATTR_NODEV` and `MOUNT_ATTR_NOEXEC`.
+pub const REMOUNT_ATTRS: u64 = 0x1 | 0x2 | 0x4 | 0x8;
+
+/// The upper layer of a [`MountOp::Overlay`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub enum OverlayUpper {
+    /// None: the overlay is read-only (hakurei's `OverlayReadonly`).
+    ReadOnly,
+    /// Upper and work directories on a fresh tmpfs of `size_bytes` (never 0), gone with the
+    /// container (hakurei's `OverlayEphemeral`).
+    Ephemeral {
+        /// `size=` of the tmpfs.
+        size_bytes: u64,
+    },
+    /// Host directories: changes land in `upper` and persist (hakurei's `Overlay`).
+    Host {
+        /// The upper directory.
+        upper: Bytes,
+        /// An empty directory on the same file system as `upper`.
+        work: Bytes,
+    },
+}
+
+/// A process started inside the container once it is built, before the command (hakurei's
+/// `Daemon`), with the command's confinement. The command starts once `ready` exists; the
+/// daemon dies with the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct DaemonSpec {
+    /// The program, its arguments and environment.
+    pub exec: ExecSpec,
+    /// Container path whose appearance means the daemon is ready.
+    pub ready: Bytes,
+    /// How long to wait for `ready`, in microseconds (never 0).
+    pub timeout_us: u64,
+}
+
+/// A scheduling policy of `sched_setscheduler(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+#[allow(missing_docs)] // the kernel's SCHED_* names
+pub enum SchedPolicy {
+    Other,
+    Fifo,
+    RoundRobin,
+    Batch,
+    Idle,
+}
+
+/// hakurei's process parameters: how the container's processes are started and ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(any(test, feature = "arbitrary"), derive(arbitrary::Arbitrary))]
+pub struct ProcessParams {
+    /// On [`Cancel`], deliver `SIGINT` to the command instead of killing the container (the host
+    /// kills it after its wait delay).
+    pub forward_cancel: bool,
+    /// After the command exits, wait this long (µs) for the processes it left before killing
+    /// them (0: kill at once).
+    pub adopt_wait_us: u64,
+    /// Do not start a new session for the command (no `setsid`): it keeps the host's session
+    /// and controlling terminal.
+    pub retain_session: bool,
+    /// The scheduling policy and priority of every process of the container.
+    pub scheduler: Option<(SchedPolicy, u32)>,
+    /// Keep `CAP_SYS_ADMIN` in the container's processes (hakurei's `Privileged`).
+    pub privileged: bool,
 }
 
 /// A command to execute.
@@ -369,6 +458,10 @@ pub struct SetupPlan {
     pub no_new_privs: bool,
     /// What to do once built.
     pub mode: ShimMode,
+    /// Daemons to start before the command, in order (one-shot mode only).
+    pub daemons: Vec<DaemonSpec>,
+    /// Process parameters.
+    pub params: ProcessParams,
 }
 
 /// The `sendmsg` flags with which a command hands its seccomp listener to the shim, between
@@ -457,6 +550,10 @@ pub enum SetupStep {
     MakeDir,
     WriteFile,
     Symlink,
+    Remount,
+    MountMqueue,
+    Daemon,
+    Scheduler,
     PivotRoot,
     Hostname,
     Loopback,

@@ -40,10 +40,10 @@ fn sample_request() -> Request {
 #[test]
 fn golden_ping() {
     let bytes = Message::Ping(Ping { nonce: 7 }).encode().unwrap();
-    // header: "HTCH", version 5, kind 8, body length 2, reserved 0; body: fixarray(1) [7]
+    // header: "HTCH", version 6, kind 8, body length 2, reserved 0; body: fixarray(1) [7]
     assert_eq!(
         bytes,
-        [b'H', b'T', b'C', b'H', 5, 0, 8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x91, 0x07]
+        [b'H', b'T', b'C', b'H', 6, 0, 8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x91, 0x07]
     );
 }
 
@@ -55,7 +55,7 @@ fn golden_request() {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         hex,
-        "4854434805000500ac00000000000000972a0081a44578656394c4102f7573722f62696e2f636f6e7665727493c407\
+        "4854434806000500ac00000000000000972a0081a44578656394c4102f7573722f62696e2f636f6e7665727493c407\
          636f6e76657274c4012dc405706e673a2d92c41250415448\
          3d2f7573722f62696e3a2f62696ec40c4c414e473d432e5554462d38c4042f746d7094ce001e8480ce01000000ce04\
          0000009193a6 4e6f66696c6540409381a650617373656400 81a650617373656401 81a650617373656402\
@@ -82,7 +82,7 @@ fn golden_response() {
         call: None,
     }));
     let bytes = msg.encode().unwrap();
-    assert_eq!(&bytes[..8], b"HTCH\x05\x00\x06\x00");
+    assert_eq!(&bytes[..8], b"HTCH\x06\x00\x06\x00");
     assert_eq!(Message::decode(&bytes).unwrap(), msg);
 }
 
@@ -93,10 +93,10 @@ fn version_mismatch_is_detected_before_the_body() {
     })
     .encode()
     .unwrap();
-    bytes[4] = 6;
+    bytes[4] = 7;
     // The body is still valid; the header alone decides.
     match Message::decode(&bytes) {
-        Err(ProtocolError::Version { ours: 5, theirs: 6 }) => {}
+        Err(ProtocolError::Version { ours: 6, theirs: 7 }) => {}
         other => panic!("expected a version error, got {other:?}"),
     }
 }
