@@ -32,6 +32,24 @@ pub fn set_rlimit(resource: Resource, soft: u64, hard: u64) -> Result<(), Errno>
     .map_err(errno)
 }
 
+/// Sets the scheduling policy (`SCHED_*`) and static priority of the calling process
+/// (`sched_setscheduler(0, …)`); its children inherit them.
+#[allow(unsafe_code)] // rustix has no sched_setscheduler
+pub fn set_scheduler(policy: i32, priority: i32) -> Result<(), Errno> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a valid sched_param for the duration of the call; pid 0 is the caller.
+    let r = unsafe { libc::sched_setscheduler(0, policy, &param) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO))
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

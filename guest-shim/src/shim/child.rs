@@ -338,7 +338,7 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
         return (SetupStep::NewSession, e);
     }
     // SAFETY: setsid takes no arguments.
-    if unsafe { libc::setsid() } < 0 {
+    if plan.new_session && unsafe { libc::setsid() } < 0 {
         return (SetupStep::NewSession, errno());
     }
     if plan.die_with_parent {

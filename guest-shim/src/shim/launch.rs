@@ -282,6 +282,7 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         reset_signals: non_default_signals(),
         child_stack_top: child_stack_top(),
         die_with_parent: true,
+        new_session: true,
     })
 }
 

@@ -65,4 +65,6 @@ pub(crate) struct LaunchPlan {
     /// SIGKILL the command when its parent dies (off for a helper exec'd in place of PID 1,
     /// whose parent is a host thread).
     pub(crate) die_with_parent: bool,
+    /// Start a new session (`setsid`); off only for hakurei's `RetainSession`.
+    pub(crate) new_session: bool,
 }

@@ -19,6 +19,7 @@
 //!  ├─ zygote    exec zygote: one request per fork
 //!  └─ call::supervisor (call mode)
 //!  setup      building the root          confine   seccomp and landlock, prepared once
+//!  daemon     hakurei's daemons, started before a one-shot command
 //!  launch     parent side of a command: prepare, start, read the child's report
 //!  child      the fork boundary: reads a launch_plan::LaunchPlan, ends in exec or _exit
 //!  verdict, reap, users   pure decisions, reaping, /etc/passwd lookups
@@ -26,6 +27,7 @@
 
 pub(crate) mod child;
 pub(crate) mod confine;
+mod daemon;
 pub(crate) mod launch;
 pub(crate) mod launch_plan;
 mod oneshot;

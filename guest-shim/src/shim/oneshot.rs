@@ -1,9 +1,11 @@
-//! One-shot mode: run one command in the finished container, act as its init (reap every
-//! process, forward termination signals), report one [`Response`] and exit. When the shim, PID 1
-//! of the container, exits, the kernel kills whatever the command left behind.
+//! One-shot mode: start the plan's daemons, run one command in the finished container, act as
+//! its init (reap every process, forward termination signals), report one [`Response`] and exit.
+//! When the shim, PID 1 of the container, exits, the kernel kills whatever the command left
+//! behind (after the plan's adopt wait, if any). A cancel kills the command, or, with the plan's
+//! `forward_cancel`, sends it `SIGINT` (the host kills the container after its wait delay).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hatchery_protocol::{
     Channel, Features, Message, Ready, Response, SetupFailure, SetupPlan, SetupStep, ShimMode,
@@ -14,6 +16,7 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::SignalFd;
 
 use crate::shim::confine::{self, Confinement};
+use crate::shim::daemon;
 use crate::shim::launch::{self, LaunchRequest};
 use crate::shim::launch_plan::LaunchPlan;
 use crate::shim::reap;
@@ -25,7 +28,7 @@ pub(crate) fn run(
     plan: &SetupPlan,
     mut fds: Vec<Option<OwnedFd>>,
     signals: &SignalFd,
-    (features, confinement): (Features, Confinement),
+    (features, confinement, devnull): (Features, Confinement, OwnedFd),
     mut watch: crate::shim::Stopwatch,
 ) -> i32 {
     let ShimMode::OneShot {
@@ -51,6 +54,14 @@ pub(crate) fn run(
             }
         }
     }
+    let stderr = moves.iter().find(|(_, t)| *t == 2).map(|(fd, _)| fd);
+    let daemons = match daemon::start_all(plan, confinement, &devnull, stderr, signals) {
+        Ok(d) => d,
+        Err(f) => return report_failure(chan, f),
+    };
+    if !daemons.is_empty() {
+        watch.lap("start daemons");
+    }
     let prepared: Result<LaunchPlan, SetupFailure> = launch::prepare(LaunchRequest {
         exec: command,
         fds: moves,
@@ -65,9 +76,10 @@ pub(crate) fn run(
         Err(f) => return report_failure(chan, f),
     };
     launch_plan.ignore_sigxfsz = true;
+    launch_plan.new_session = !plan.params.retain_session;
     watch.lap("prepare command");
     let received = Instant::now();
-    let mut child = match launch::launch(&launch_plan) {
+    let child = match launch::launch(&launch_plan) {
         Ok(c) => c,
         Err(f) => return report_failure(chan, f),
     };
@@ -89,7 +101,15 @@ pub(crate) fn run(
         return 1;
     }
 
-    // A seccomp violation, once seen, decides the outcome (the host owns the deadline).
+    // The seccomp listeners: the command's, then the daemons'. A violation of any, once seen,
+    // decides the outcome (the host owns the deadline).
+    let mut listeners: Vec<Option<OwnedFd>> = std::iter::once(child.listener)
+        .chain(
+            daemons
+                .iter()
+                .map(|d| d.listener.as_ref().and_then(|l| l.try_clone().ok())),
+        )
+        .collect();
     let mut watch = Watch::new(child.started, None);
     loop {
         let (chan_ready, sig_ready, notified) = {
@@ -97,8 +117,13 @@ pub(crate) fn run(
                 PollFd::new(chan.as_fd(), PollFlags::POLLIN),
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             ];
-            if let Some(l) = &child.listener {
-                pfds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            let watched: Vec<usize> = (0..listeners.len())
+                .filter(|i| listeners[*i].is_some())
+                .collect();
+            for i in &watched {
+                if let Some(l) = &listeners[*i] {
+                    pfds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                }
             }
             match poll(&mut pfds, PollTimeout::NONE) {
                 Ok(_) => {}
@@ -106,32 +131,34 @@ pub(crate) fn run(
                 Err(_) => return 1,
             }
             let ready = |p: &PollFd<'_>| p.revents().is_some_and(|r| !r.is_empty());
-            (
-                ready(&pfds[0]),
-                ready(&pfds[1]),
-                pfds.get(2).map(|p| {
+            let notified: Vec<(usize, bool, bool)> = watched
+                .iter()
+                .zip(&pfds[2..])
+                .map(|(i, p)| {
                     (
+                        *i,
                         p.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)),
                         ready(p),
                     )
-                }),
-            )
+                })
+                .collect();
+            (ready(&pfds[0]), ready(&pfds[1]), notified)
         };
-        match notified {
-            Some((true, _)) => {
-                if let Some((v, id)) = child.listener.as_ref().and_then(confine::receive_violation)
-                {
-                    // Every process of the container but us dies: the command's whole tree.
+        for (i, pending, any) in notified {
+            if pending {
+                if let Some((v, id)) = listeners[i].as_ref().and_then(confine::receive_violation) {
+                    // Every process of the container but us dies: the command's whole tree
+                    // and the daemons.
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), Signal::SIGKILL);
-                    if let Some(l) = &child.listener {
+                    if let Some(l) = &listeners[i] {
                         confine::deny(l, id);
                     }
                     watch.kill(v);
                 }
+            } else if any {
+                // Hang-up: no task uses the filter any more.
+                listeners[i] = None;
             }
-            // Hang-up: no task uses the filter any more.
-            Some((false, true)) => child.listener = None,
-            _ => {}
         }
         if sig_ready {
             while let Ok(Some(info)) = signals.read_signal() {
@@ -145,6 +172,10 @@ pub(crate) fn run(
                 }
             }
             if let Some(done) = reap::reap_all(child.pid) {
+                if plan.params.adopt_wait_us > 0 {
+                    daemon::kill_all(&daemons);
+                    adopt_wait(signals, Duration::from_micros(plan.params.adopt_wait_us));
+                }
                 let outcome = watch.outcome(Seen {
                     exited: Some((done.status, done.usage)),
                     cpu_limit_secs: cpu_limit,
@@ -170,6 +201,14 @@ pub(crate) fn run(
         if chan_ready {
             match chan.recv(None) {
                 Ok(r) => match r.message {
+                    // hakurei's ForwardCancel: the command may end by itself; the host kills
+                    // the container after its wait delay otherwise.
+                    Message::Cancel(_) if plan.params.forward_cancel => {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(child.pid),
+                            Signal::SIGINT,
+                        );
+                    }
                     Message::Cancel(_) | Message::Shutdown(_) => {
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(child.pid),
@@ -183,6 +222,30 @@ pub(crate) fn run(
                 Err(_) => return 1,
             }
         }
+    }
+}
+
+/// hakurei's adopt wait: reaps the processes the command left behind as they exit, until none
+/// is left or `delay` has passed (the rest die when the shim exits).
+fn adopt_wait(signals: &SignalFd, delay: Duration) {
+    let deadline = Instant::now() + delay;
+    loop {
+        reap::reap_each(|_, _| {});
+        if !reap::children_left() {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let ms = PollTimeout::try_from(left.as_millis().clamp(1, i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let mut pfds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut pfds, ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+        while let Ok(Some(_)) = signals.read_signal() {}
     }
 }
 

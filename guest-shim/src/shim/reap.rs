@@ -71,6 +71,22 @@ pub(crate) fn reap_each(mut f: impl FnMut(libc::pid_t, Reaped)) {
     }
 }
 
+/// Whether this process still has a child (running or not yet reaped).
+pub(crate) fn children_left() -> bool {
+    // SAFETY: zeroed siginfo is a valid value for the kernel to overwrite.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is valid for writes; WNOWAIT leaves any exited child to be reaped.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT | libc::__WALL,
+        )
+    };
+    r == 0
+}
+
 /// How a process with this wait status ended. `cpu_limit_secs` is its RLIMIT_CPU, if any: the
 /// kernel sends SIGXCPU at the soft limit and SIGKILL at the hard one.
 pub(crate) fn outcome(done: &Reaped, cpu_limit_secs: Option<u64>) -> Outcome {

@@ -33,8 +33,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use hatchery_protocol::{
-    default_nr_inodes, IdPlan, MountOp, RootPlan, SetupFailure, SetupPlan, SetupStep, ShimMode,
-    DEFAULT_SHM_BYTES, DEFAULT_TMPFS_BYTES,
+    default_nr_inodes, IdPlan, MountOp, OverlayUpper, RootPlan, SetupFailure, SetupPlan, SetupStep,
+    ShimMode, DEFAULT_SHM_BYTES, DEFAULT_TMPFS_BYTES, REMOUNT_ATTRS,
 };
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{fstat, Mode, SFlag};
@@ -51,6 +51,11 @@ const STAGING: &str = "/tmp/root";
 const STAGED_FILES: &str = "/tmp/files";
 
 const READ_ONLY: u64 = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+/// `MOUNT_ATTR_NOEXEC`.
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+/// Most lower directories an overlay may have (each is a `/proc/self/fd/N` in one page of
+/// mount options).
+pub(crate) const MAX_OVERLAY_LOWERS: usize = 128;
 
 /// Lookups inside the root: `/` is the root, and no symbolic link is followed.
 const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT
@@ -259,7 +264,17 @@ fn set_mount_attrs(
     recursive: bool,
     detail: &Path,
 ) -> Result<(), SetupFailure> {
-    let step = SetupStep::RemountReadOnly;
+    set_mount_attrs_as(SetupStep::RemountReadOnly, fd, attrs, recursive, detail)
+}
+
+/// [`set_mount_attrs`], failing as `step`.
+fn set_mount_attrs_as(
+    step: SetupStep,
+    fd: &OwnedFd,
+    attrs: u64,
+    recursive: bool,
+    detail: &Path,
+) -> Result<(), SetupFailure> {
     match sys::fs::mount_setattr(fd.as_fd(), attrs, recursive) {
         Ok(()) => return Ok(()),
         Err(libc::ENOSYS) if !(recursive && attrs & MOUNT_ATTR_RDONLY != 0) => {}
@@ -292,6 +307,9 @@ fn set_mount_attrs(
     }
     if attrs & MOUNT_ATTR_NODEV != 0 {
         flags |= MsFlags::MS_NODEV;
+    }
+    if attrs & MOUNT_ATTR_NOEXEC != 0 {
+        flags |= MsFlags::MS_NOEXEC;
     }
     mount(None::<&str>, &path, None::<&str>, flags, None::<&str>)
         .map_err(|e| nix_fail(step, e, detail))
@@ -359,11 +377,11 @@ fn guest_writable_sources(plan: &SetupPlan) -> Vec<&Path> {
                 ..
             } => Some(vec![Path::new(OsStr::from_bytes(&source.0))]),
             MountOp::Overlay {
-                upper: Some((u, w)),
+                upper: OverlayUpper::Host { upper, work },
                 ..
             } => Some(vec![
-                Path::new(OsStr::from_bytes(&u.0)),
-                Path::new(OsStr::from_bytes(&w.0)),
+                Path::new(OsStr::from_bytes(&upper.0)),
+                Path::new(OsStr::from_bytes(&work.0)),
             ]),
             _ => None,
         })
@@ -471,24 +489,20 @@ pub(crate) fn build_root(
         }
     };
     let mut sources = Vec::new();
-    let mut overlay_sources = Vec::new();
+    let mut overlays = Vec::new();
     for op in &plan.mounts {
         match op {
-            MountOp::Bind { source, .. } => {
-                sources.push(Some(open_source(SetupStep::BindMount, &source.0)?));
-            }
-            MountOp::Overlay { lower, upper, .. } => {
-                let step = SetupStep::MountOverlay;
-                let lower = lower
-                    .iter()
-                    .map(|l| open_source(step, &l.0))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let upper = match upper {
-                    None => None,
-                    Some((u, w)) => Some((open_source(step, &u.0)?, open_source(step, &w.0)?)),
-                };
-                overlay_sources.push((lower, upper));
-            }
+            MountOp::Bind {
+                source, optional, ..
+            } => match open_source(SetupStep::BindMount, &source.0) {
+                Err(f) if *optional && f.errno == libc::ENOENT => sources.push(None),
+                opened => sources.push(Some(opened?)),
+            },
+            MountOp::Overlay {
+                target,
+                lower,
+                upper,
+            } => overlays.push(open_overlay_sources(&open_source, target, lower, upper)?),
             _ => {}
         }
     }
@@ -587,15 +601,22 @@ pub(crate) fn build_root(
     let blob = plan.blob.and_then(|i| fds.get(i as usize));
     let mut read_only_later: Vec<(OwnedFd, PathBuf)> = Vec::new();
     let mut sources = sources.into_iter();
-    let mut overlay_sources = overlay_sources.into_iter();
+    let mut overlays = overlays.into_iter();
     let mut staged = 0u32;
+    let mut ephemeral = 0u32;
     for op in &plan.mounts {
         match op {
             MountOp::Bind {
-                target, writable, ..
+                target,
+                writable,
+                device,
+                ..
             } => {
                 let step = SetupStep::BindMount;
-                let src = sources.next().flatten().expect("one source per bind");
+                // A missing optional source: nothing to bind.
+                let Some(src) = sources.next().expect("one source per bind") else {
+                    continue;
+                };
                 let detail = Path::new(OsStr::from_bytes(&target.0));
                 let dst = if is_dir(step, &src, detail)? {
                     root.mount_point_dir(step, &target.0, 0o755)?
@@ -606,7 +627,7 @@ pub(crate) fn build_root(
                 root.refresh(step, &components(step, &target.0)?)?;
                 let mounted = root.open(step, &target.0)?;
                 let attrs = MOUNT_ATTR_NOSUID
-                    | MOUNT_ATTR_NODEV
+                    | if *device { 0 } else { MOUNT_ATTR_NODEV }
                     | if *writable { 0 } else { MOUNT_ATTR_RDONLY };
                 set_mount_attrs(&mounted, attrs, true, detail)?;
             }
@@ -619,6 +640,10 @@ pub(crate) fn build_root(
             } => {
                 let step = SetupStep::MountTmpfs;
                 let detail = Path::new(OsStr::from_bytes(&target.0));
+                // The kernel reads size=0 as "unbounded": every tmpfs has a size.
+                if *size_bytes == Some(0) {
+                    return Err(fail(step, libc::EINVAL, detail));
+                }
                 let dst = root.mount_point_dir(step, &target.0, 0o755)?;
                 let opts =
                     tmpfs_options(*mode, size_bytes.unwrap_or(DEFAULT_TMPFS_BYTES), *nr_inodes);
@@ -649,44 +674,38 @@ pub(crate) fn build_root(
                 .map_err(|e| nix_fail(step, e, detail))?;
                 root.refresh(step, &components(step, &target.0)?)?;
             }
-            MountOp::Overlay { target, .. } => {
-                let step = SetupStep::MountOverlay;
-                let detail = Path::new(OsStr::from_bytes(&target.0));
-                let (lower, upper) = overlay_sources.next().expect("sources per overlay");
-                // Every directory by the fd opened above (no link redirects it since).
-                let lowers: Vec<String> = lower
-                    .iter()
-                    .map(|fd| fd_path(fd).display().to_string())
-                    .collect();
-                let mut opts = format!("lowerdir={},userxattr", lowers.join(":"));
-                let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                match &upper {
-                    Some((u, w)) => opts.push_str(&format!(
-                        ",upperdir={},workdir={}",
-                        fd_path(u).display(),
-                        fd_path(w).display()
-                    )),
-                    None => flags |= MsFlags::MS_RDONLY,
-                }
-                let dst = root.mount_point_dir(step, &target.0, 0o755)?;
-                mount(
-                    Some("overlay"),
-                    &fd_path(&dst),
-                    Some("overlay"),
-                    flags,
-                    Some(opts.as_str()),
-                )
-                .map_err(|e| nix_fail(step, e, detail))?;
-                root.refresh(step, &components(step, &target.0)?)?;
-            }
-            MountOp::Devfs { target } => {
+            MountOp::Devfs {
+                target,
+                mqueue,
+                writable,
+            } => {
                 let dev = build_devfs(&mut root, &target.0)?;
-                // A one-shot command may write into its /dev, as under hakoniwa (the device
-                // nodes stay the host's, bound in; the tmpfs is 64 KiB, 64 inodes, noexec). A
-                // zygote's /dev is shared by its requests, so it is read-only.
-                if !matches!(plan.mode, ShimMode::OneShot { .. }) {
+                if *mqueue {
+                    mount_mqueue(&dev, &target.0)?;
+                }
+                // A one-shot command may write into a writable /dev (hakoniwa's devfs is one;
+                // the device nodes stay the host's, bound in; the tmpfs is 64 KiB, 64 inodes,
+                // noexec). A zygote's /dev is shared by its requests, so it is read-only.
+                let one_shot = matches!(plan.mode, ShimMode::OneShot { .. });
+                if !(*writable && one_shot) {
                     read_only_later.push((dev, PathBuf::from(OsStr::from_bytes(&target.0))));
                 }
+            }
+            MountOp::Overlay { target, upper, .. } => {
+                let src = overlays.next().expect("one source set per overlay");
+                if let OverlayUpper::Ephemeral { .. } = upper {
+                    ephemeral += 1;
+                }
+                mount_overlay(&mut root, &target.0, upper, src, ephemeral)?;
+            }
+            MountOp::Remount { target, attrs } => {
+                let step = SetupStep::Remount;
+                let detail = Path::new(OsStr::from_bytes(&target.0));
+                if *attrs == 0 || *attrs & !REMOUNT_ATTRS != 0 {
+                    return Err(fail(step, libc::EINVAL, detail));
+                }
+                let fd = root.open(step, &target.0)?;
+                set_mount_attrs_as(step, &fd, *attrs, true, detail)?;
             }
             MountOp::Dir { path, mode } => {
                 let step = SetupStep::MakeDir;
@@ -731,6 +750,173 @@ pub(crate) fn build_root(
     let r = pivot_into(Path::new(STAGING));
     watch.lap("pivot_root");
     r
+}
+
+/// The host directories of one overlay, opened (`O_PATH`, directories) before the scratch
+/// tmpfs covers the host's `/tmp`.
+struct OverlaySources {
+    lower: Vec<OwnedFd>,
+    /// Upper and work directories of a persistent overlay.
+    host: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// Checks an overlay's shape (what the kernel would refuse with a bare `EINVAL`, named here)
+/// and opens its host directories.
+fn open_overlay_sources(
+    open_source: &impl Fn(SetupStep, &[u8]) -> Result<OwnedFd, SetupFailure>,
+    target: &hatchery_protocol::Bytes,
+    lower: &[hatchery_protocol::Bytes],
+    upper: &OverlayUpper,
+) -> Result<OverlaySources, SetupFailure> {
+    let step = SetupStep::MountOverlay;
+    let detail = Path::new(OsStr::from_bytes(&target.0));
+    let least = if matches!(upper, OverlayUpper::ReadOnly) {
+        2
+    } else {
+        1
+    };
+    if lower.len() < least || lower.len() > MAX_OVERLAY_LOWERS {
+        return Err(fail(step, libc::EINVAL, detail));
+    }
+    if let OverlayUpper::Ephemeral { size_bytes: 0 } = upper {
+        return Err(fail(step, libc::EINVAL, detail));
+    }
+    let open_dir = |p: &[u8]| -> Result<OwnedFd, SetupFailure> {
+        let fd = open_source(step, p)?;
+        let path = Path::new(OsStr::from_bytes(p));
+        if !is_dir(step, &fd, path)? {
+            return Err(fail(step, libc::ENOTDIR, path));
+        }
+        Ok(fd)
+    };
+    let lower = lower
+        .iter()
+        .map(|l| open_dir(&l.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host = match upper {
+        OverlayUpper::Host { upper, work } => Some((open_dir(&upper.0)?, open_dir(&work.0)?)),
+        _ => None,
+    };
+    Ok(OverlaySources { lower, host })
+}
+
+/// Mounts an overlay at `target`: `lowerdir`, `upperdir` and `workdir` are the opened
+/// directories (`/proc/self/fd/N`, so no path needs escaping and none is looked up again); an
+/// ephemeral one gets its upper and work directories on a fresh tmpfs in the scratch area
+/// (number `serial`), which the overlay keeps alive after `pivot_root` detaches the scratch.
+fn mount_overlay(
+    root: &mut Root,
+    target: &[u8],
+    upper: &OverlayUpper,
+    src: OverlaySources,
+    serial: u32,
+) -> Result<(), SetupFailure> {
+    let step = SetupStep::MountOverlay;
+    let detail = Path::new(OsStr::from_bytes(target));
+    let lower: Vec<String> = src
+        .lower
+        .iter()
+        .map(|fd| fd_path(fd).to_string_lossy().into_owned())
+        .collect();
+    let mut opts = format!("lowerdir={}", lower.join(":"));
+    let mut flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    let ephemeral_dirs;
+    let dirs = match (upper, &src.host) {
+        (OverlayUpper::ReadOnly, _) => {
+            flags |= MsFlags::MS_RDONLY;
+            None
+        }
+        (OverlayUpper::Ephemeral { size_bytes }, _) => {
+            ephemeral_dirs = ephemeral_upper(*size_bytes, serial, detail)?;
+            Some((&ephemeral_dirs.0, &ephemeral_dirs.1))
+        }
+        (OverlayUpper::Host { .. }, Some((u, w))) => Some((u, w)),
+        (OverlayUpper::Host { .. }, None) => return Err(fail(step, libc::EINVAL, detail)),
+    };
+    if let Some((u, w)) = dirs {
+        opts.push_str(&format!(
+            ",upperdir={},workdir={}",
+            fd_path(u).display(),
+            fd_path(w).display()
+        ));
+    }
+    opts.push_str(",userxattr");
+    let dst = root.mount_point_dir(step, target, 0o755)?;
+    mount(
+        Some("overlay"),
+        &fd_path(&dst),
+        Some("overlay"),
+        flags,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| nix_fail(step, e, detail))?;
+    root.refresh(step, &components(step, target)?)
+}
+
+/// A fresh tmpfs of `size` at `SCRATCH/overlay.<serial>` with empty `upper` and `work`
+/// directories, opened.
+fn ephemeral_upper(
+    size: u64,
+    serial: u32,
+    detail: &Path,
+) -> Result<(OwnedFd, OwnedFd), SetupFailure> {
+    let step = SetupStep::MountOverlay;
+    let dir = Path::new(SCRATCH).join(format!("overlay.{serial}"));
+    nix::unistd::mkdir(&dir, Mode::from_bits_truncate(0o700))
+        .map_err(|e| nix_fail(step, e, detail))?;
+    let opts = tmpfs_options(0o755, size, None);
+    mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(opts.as_str()),
+    )
+    .map_err(|e| nix_fail(step, e, detail))?;
+    let mut out = Vec::with_capacity(2);
+    for name in ["upper", "work"] {
+        let p = dir.join(name);
+        nix::unistd::mkdir(&p, Mode::from_bits_truncate(0o755))
+            .map_err(|e| nix_fail(step, e, detail))?;
+        let fd: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&p)
+            .map_err(|e| io_fail(step, e, detail))?
+            .into();
+        out.push(fd);
+    }
+    let work = out.pop().expect("two directories");
+    let upper = out.pop().expect("two directories");
+    Ok((upper, work))
+}
+
+/// A private mqueue instance (of the container's IPC namespace) at `mqueue` in the /dev tmpfs
+/// `dev`.
+fn mount_mqueue(dev: &OwnedFd, target: &[u8]) -> Result<(), SetupFailure> {
+    let step = SetupStep::MountMqueue;
+    let detail = Path::new(OsStr::from_bytes(target)).join("mqueue");
+    nix::sys::stat::mkdirat(
+        Some(dev.as_raw_fd()),
+        "mqueue",
+        Mode::from_bits_truncate(0o1777),
+    )
+    .map_err(|e| nix_fail(step, e, &detail))?;
+    let dir = open_child(
+        dev,
+        OsStr::new("mqueue"),
+        OFlags::PATH | OFlags::DIRECTORY,
+        0,
+    )
+    .map_err(|e| fail(step, e, &detail))?;
+    mount(
+        Some("mqueue"),
+        &fd_path(&dir),
+        Some("mqueue"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| nix_fail(step, e, &detail))
 }
 
 /// `fchmod` on a directory reached through `dir` (an `O_PATH` fd), unless it has the mode.

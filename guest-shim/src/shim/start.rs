@@ -45,6 +45,18 @@ fn handled_signals() -> SigSet {
     set
 }
 
+/// The kernel's number of a scheduling policy.
+fn sched_policy(p: hatchery_protocol::SchedPolicy) -> i32 {
+    use hatchery_protocol::SchedPolicy as P;
+    match p {
+        P::Other => libc::SCHED_OTHER,
+        P::Fifo => libc::SCHED_FIFO,
+        P::RoundRobin => libc::SCHED_RR,
+        P::Batch => libc::SCHED_BATCH,
+        P::Idle => libc::SCHED_IDLE,
+    }
+}
+
 fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
     let _ = chan.send(&Message::SetupFailed(failure), &[], None);
     125
@@ -135,6 +147,19 @@ pub(crate) fn main() -> i32 {
     if let Err(f) = setup::build_root(&plan, &fds, &mut watch) {
         return setup_failed(&mut chan, f);
     }
+    // Every process of the container inherits the shim's policy.
+    if let Some((policy, priority)) = plan.params.scheduler {
+        if let Err(e) = sys::process::set_scheduler(sched_policy(policy), priority as i32) {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::Scheduler,
+                    errno: e,
+                    detail: format!("{policy:?} priority {priority}"),
+                },
+            );
+        }
+    }
     // Nothing started from here on can gain a capability at exec.
     if let Err(e) = sys::caps::drop_bounding_set(last_cap) {
         return setup_failed(
@@ -190,7 +215,7 @@ pub(crate) fn main() -> i32 {
             &plan,
             fds,
             &sigfd,
-            (features, confinement),
+            (features, confinement, devnull),
             watch,
         ),
         ShimMode::Zygote { max_concurrent } => zygote::serve(zygote::Zygote {

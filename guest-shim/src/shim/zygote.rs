@@ -118,7 +118,7 @@ impl PrivateMounts {
                     *mode,
                     true,
                 )),
-                MountOp::Devfs { target } => tmpfs.push((
+                MountOp::Devfs { target, .. } => tmpfs.push((
                     format!(
                         "{}/shm",
                         String::from_utf8_lossy(&target.0).trim_end_matches('/')
