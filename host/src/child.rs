@@ -271,6 +271,10 @@ pub struct Child {
     cgroup: Option<crate::cgroup::Cgroup>,
     /// What configured the container's network, if anything did.
     pub(crate) network_log: Option<crate::network::SetupLog>,
+    /// hakurei's ForwardCancel: the wait delay after the `SIGINT` of a [`Child::cancel`].
+    forward_cancel: Option<Duration>,
+    /// When a forwarded cancel's wait delay ends.
+    cancel_deadline: Option<Instant>,
 }
 
 impl Child {
@@ -296,7 +300,51 @@ impl Child {
             features,
             cgroup,
             network_log: None,
+            forward_cancel: None,
+            cancel_deadline: None,
         }
+    }
+
+    /// The container's control socket, for event loops: it becomes readable when the command
+    /// has ended (or the shim has something else to say), and then
+    /// [`try_wait`](Child::try_wait) tells. `None` once the container is reaped.
+    pub fn event_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.shim.as_ref().map(|s| s.chan.as_fd())
+    }
+
+    /// Makes [`cancel`](Child::cancel) forward `SIGINT` and kill after `wait_delay`.
+    pub(crate) fn with_forward_cancel(mut self, wait_delay: Option<Duration>) -> Child {
+        self.forward_cancel = wait_delay;
+        self
+    }
+
+    /// Cancels the command and waits for its end. By default that is [`kill`](Child::kill);
+    /// with [`Container::forward_cancel`](crate::Container::forward_cancel) the command gets
+    /// `SIGINT` and may end by itself (its status is then its own, e.g. 130 for a default
+    /// `SIGINT`), and the whole container is killed once the
+    /// [`wait_delay`](crate::Container::wait_delay) has passed (status: killed by `SIGKILL`).
+    /// A command that already ended just reports its status.
+    pub fn cancel(&mut self) -> Result<ExitStatus> {
+        if self.status.is_some() {
+            return self.wait();
+        }
+        let Some(delay) = self.forward_cancel else {
+            self.kill()?;
+            return self.wait();
+        };
+        if let Some(shim) = self.shim.as_mut() {
+            let sent = shim.chan.send(
+                &Message::Cancel(hatchery_protocol::Cancel { id: 0 }),
+                &[],
+                Some(Instant::now() + Duration::from_secs(1)),
+            );
+            if sent.is_err() {
+                // The shim is gone or stuck: nothing to forward to.
+                self.kill()?;
+            }
+        }
+        self.cancel_deadline = Some(Instant::now() + delay);
+        self.wait()
     }
 
     /// The command line that configured the container's network (pasta) and what it printed,
@@ -353,7 +401,11 @@ impl Child {
                 status: ShimEnd::AlreadyReaped,
             });
         };
-        let deadline = self.timeout.map(|t| self.started + t);
+        let wall = self.timeout.map(|t| self.started + t);
+        let deadline = match (wall, self.cancel_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         loop {
             let recv_deadline = if block {
                 deadline
@@ -402,8 +454,16 @@ impl Child {
                     let (_, usage) = spawn::kill_and_reap_with_usage(shim.pid);
                     self.shim = None;
                     let rusage = Rusage::from_usage(&usage, self.started.elapsed());
-                    let st =
-                        ExitStatus::from_outcome(Outcome::TimedOut, Some(rusage), self.timeout);
+                    // The wall-time limit, or the end of a forwarded cancel's wait delay.
+                    let outcome = if wall.is_some_and(|w| Instant::now() >= w) {
+                        Outcome::TimedOut
+                    } else {
+                        Outcome::Signaled {
+                            signal: libc::SIGKILL,
+                            core_dumped: false,
+                        }
+                    };
+                    let st = ExitStatus::from_outcome(outcome, Some(rusage), self.timeout);
                     self.status = Some(st.clone());
                     return Ok(Some(st));
                 }

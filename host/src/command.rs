@@ -436,6 +436,7 @@ impl Command {
             plan_fds: fds,
             title: "hatchery:oneshot",
             cgroup: cgroup.as_ref(),
+            existing_cgroup: c.existing_cgroup().map(|fd| fd.as_fd()),
         };
         let mut shim = spawn::start_with(start, |pid| {
             if let Some(n) = network {
@@ -463,7 +464,8 @@ impl Command {
             steps,
             features,
             cgroup,
-        );
+        )
+        .with_forward_cancel(c.forwards_cancel().then(|| c.cancel_wait_delay()));
         child.network_log = network_log;
         Ok(child)
     }

@@ -161,6 +161,10 @@ pub struct Container {
     pub(crate) runctl: std::collections::BTreeSet<Runctl>,
     /// Problems found while configuring, reported by `spawn` (builders cannot fail).
     pub(crate) config_errors: Vec<(&'static str, String, &'static str)>,
+    /// hakurei's ops, in order (see [`crate::ops`]).
+    pub(crate) ops: Vec<crate::ops::Op>,
+    /// hakurei's process parameters.
+    pub(crate) params: crate::ops::Params,
 }
 
 impl Default for Container {
@@ -169,7 +173,7 @@ impl Default for Container {
     }
 }
 
-fn normalize_container_path(p: &str) -> Option<String> {
+pub(crate) fn normalize_container_path(p: &str) -> Option<String> {
     if !p.starts_with('/') {
         return None;
     }
@@ -233,6 +237,8 @@ impl Container {
             loopback: false,
             runctl: Default::default(),
             config_errors: Vec::new(),
+            ops: Vec::new(),
+            params: crate::ops::Params::default(),
         }
     }
 
@@ -671,9 +677,13 @@ impl Container {
 
     /// The landlock part of a setup plan: the ruleset with rules that mirror the mounts.
     pub(crate) fn landlock_plan(&self) -> Option<hatchery_protocol::LandlockPlan> {
-        self.landlock
-            .as_ref()
-            .map(|r| r.plan(self.mirrored_paths()))
+        self.landlock.as_ref().map(|r| {
+            let mut plan = r.plan(self.mirrored_paths());
+            if self.abstract_sockets_shared() {
+                plan.scoped &= !crate::landlock::SCOPE_ABSTRACT_UNIX_SOCKET;
+            }
+            plan
+        })
     }
 
     /// Every path the landlock rules mirror, in setup order: the root, the mounts, the placed
@@ -713,7 +723,10 @@ impl Container {
             FsEntry::Dir { path, .. } => Some((path.as_str(), Mirror::Dir)),
             FsEntry::Symlink { .. } => None,
         });
-        std::iter::once(("/", root)).chain(mounts).chain(fs)
+        std::iter::once(("/", root))
+            .chain(mounts)
+            .chain(self.ops_mirrored())
+            .chain(fs)
     }
 
     /// The namespaces this container gets.
@@ -741,7 +754,7 @@ impl Container {
                 });
             }
         }
-        Ok(())
+        self.validate_ops()
     }
 
     /// The setup log lines hakoniwa prints at debug level (`hakoniwa run -v`), for this
@@ -808,6 +821,7 @@ impl Container {
             .collect();
         fs.sort_by(|a, b| a.0.cmp(b.0));
         out.extend(fs.into_iter().map(|(_, l)| format!("FsOperation: {l}")));
+        out.extend(self.describe_ops());
         for (kind, maps) in [("UID", &self.uid_maps), ("GID", &self.gid_maps)] {
             for m in maps {
                 out.push(format!(

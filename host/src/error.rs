@@ -33,7 +33,11 @@ fn clone_hint(errno: i32) -> &'static str {
 #[non_exhaustive]
 pub enum Error {
     /// A container setup step failed inside the sandbox; the command never ran.
-    #[error("container setup failed at {step:?} ({detail}): {}", errno_text(*errno))]
+    #[error(
+        "container setup failed at {step:?} ({detail}): {}{}",
+        errno_text(*errno),
+        setup_hint(*step, *errno)
+    )]
     Setup {
         /// The step.
         step: SetupStep,
@@ -158,6 +162,54 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An op that may appear once in a container appeared again (hakurei's `OpRepeatError`).
+    #[error("the {op} op may appear only once in a container")]
+    OpRepeat {
+        /// The op (`auto-root`, `auto-etc`).
+        op: &'static str,
+    },
+    /// An overlay's directories cannot make an overlay (hakurei's `OverlayArgumentError`).
+    #[error("overlay on {target}: {reason}")]
+    OverlayArgument {
+        /// Its container path.
+        target: String,
+        /// What is wrong, naming the directory.
+        reason: String,
+    },
+    /// A tmpfs of size 0 (hakurei's `TmpfsSizeError`): the kernel would not bound it.
+    #[error(
+        "tmpfs on {target}: a size of 0 is refused (the kernel reads it as unbounded); give a \
+         size in bytes"
+    )]
+    TmpfsSize {
+        /// Its container path.
+        target: String,
+    },
+}
+
+/// The fix for a setup failure, when it is known.
+fn setup_hint(step: SetupStep, errno: i32) -> &'static str {
+    match (step, errno) {
+        (SetupStep::MountOverlay, libc::EINVAL) => {
+            " (an overlay needs existing lower directories, two for a read-only one, and a work \
+             directory that is empty and on the same file system as the upper directory)"
+        }
+        (SetupStep::MountOverlay, libc::EACCES | libc::EPERM) => {
+            " (the container's user must be able to write the upper and work directories)"
+        }
+        (SetupStep::Remount, libc::EINVAL) => " (the target is not a mount point)",
+        (SetupStep::MountMqueue, libc::EPERM) => {
+            " (an mqueue needs the container's own IPC namespace)"
+        }
+        (SetupStep::Daemon, libc::ETIMEDOUT) => {
+            " (the daemon did not create its ready path in time: raise the daemon timeout or \
+             check the daemon)"
+        }
+        (SetupStep::Scheduler, libc::EPERM) => {
+            " (real-time policies need CAP_SYS_NICE on the host; batch, idle and other do not)"
+        }
+        _ => "",
+    }
 }
 
 impl Error {

@@ -31,6 +31,8 @@ const READ_DIR: u64 = 1 << 3;
 const IOCTL_DEV: u64 = 1 << 15;
 /// Every filesystem right of ABI 6.
 const ALL_FS: u64 = (1 << 16) - 1;
+/// `LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET`.
+pub(crate) const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1;
 
 /// Filesystem access granted beneath a path. Combine with `|`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

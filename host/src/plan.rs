@@ -24,8 +24,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 
 use hatchery_protocol::{
-    Bytes, IdPlan, MountOp, Resource, Rlimit, RootPlan, SeccompPlan, SetupPlan, ShimMode,
-    DEFAULT_TMPFS_BYTES,
+    Bytes, DaemonSpec, ExecSpec, IdPlan, MountOp, OverlayUpper, Resource, Rlimit, RootPlan,
+    SeccompPlan, SetupPlan, ShimMode, DEFAULT_TMPFS_BYTES,
 };
 
 use crate::cgroup::Mechanism;
@@ -122,6 +122,8 @@ fn assemble(
         landlock: c.landlock_plan(),
         no_new_privs: !c.runctl.contains(&crate::Runctl::AllowNewPrivs),
         mode,
+        daemons: daemons(c),
+        params: c.process_params(),
     };
     Ok((plan, blob))
 }
@@ -185,6 +187,8 @@ fn tree(c: &Container) -> (RootPlan, Vec<MountOp>, Vec<u8>) {
                 source: Bytes(source.as_os_str().as_bytes().to_vec()),
                 target,
                 writable: *writable,
+                device: false,
+                optional: false,
             },
             MountEntry::Tmpfs { size, read_only } => MountOp::Tmpfs {
                 target,
@@ -194,23 +198,31 @@ fn tree(c: &Container) -> (RootPlan, Vec<MountOp>, Vec<u8>) {
                 read_only: *read_only,
             },
             MountEntry::Proc => MountOp::Proc { target },
-            MountEntry::Devfs => MountOp::Devfs { target },
+            MountEntry::Devfs => MountOp::Devfs {
+                target,
+                mqueue: false,
+                // hakoniwa's devfs: writable in a one-shot container (the shim keeps a
+                // zygote's read-only).
+                writable: true,
+            },
             MountEntry::Overlay { lower, upper } => MountOp::Overlay {
                 target,
                 lower: lower
                     .iter()
                     .map(|p| Bytes(p.as_os_str().as_bytes().to_vec()))
                     .collect(),
-                upper: upper.as_ref().map(|(u, w)| {
-                    (
-                        Bytes(u.as_os_str().as_bytes().to_vec()),
-                        Bytes(w.as_os_str().as_bytes().to_vec()),
-                    )
-                }),
+                upper: match upper {
+                    None => OverlayUpper::ReadOnly,
+                    Some((u, w)) => OverlayUpper::Host {
+                        upper: Bytes(u.as_os_str().as_bytes().to_vec()),
+                        work: Bytes(w.as_os_str().as_bytes().to_vec()),
+                    },
+                },
             },
         });
     }
     let mut blob = Vec::new();
+    hakurei_ops(c, &mut ops, &mut blob);
     for f in &c.fs {
         ops.push(match f {
             FsEntry::Dir { path, mode } => MountOp::Dir {
@@ -238,6 +250,110 @@ fn tree(c: &Container) -> (RootPlan, Vec<MountOp>, Vec<u8>) {
         });
     }
     (root, ops, blob)
+}
+
+/// hakurei's ops (after the mounts, before hakoniwa's files), in the order given; placed files
+/// go into the blob like [`FsEntry::File`]s.
+fn hakurei_ops(c: &Container, out: &mut Vec<MountOp>, blob: &mut Vec<u8>) {
+    use crate::ops::{BindFlags, Op, Upper};
+    let bytes = |p: &std::path::Path| Bytes(p.as_os_str().as_bytes().to_vec());
+    for op in c.flat_ops() {
+        out.push(match op {
+            Op::Overlay {
+                target,
+                lower,
+                upper,
+            } => MountOp::Overlay {
+                target: target.as_str().into(),
+                lower: lower.iter().map(|l| bytes(l)).collect(),
+                upper: match upper {
+                    Upper::ReadOnly => OverlayUpper::ReadOnly,
+                    Upper::Ephemeral => OverlayUpper::Ephemeral {
+                        size_bytes: crate::ops::EPHEMERAL_OVERLAY_BYTES,
+                    },
+                    Upper::Host { upper, work } => OverlayUpper::Host {
+                        upper: bytes(upper),
+                        work: bytes(work),
+                    },
+                },
+            },
+            Op::Tmpfs {
+                target,
+                size,
+                perm,
+                read_only,
+            } => MountOp::Tmpfs {
+                target: target.as_str().into(),
+                size_bytes: Some(*size),
+                nr_inodes: None,
+                mode: *perm,
+                read_only: *read_only,
+            },
+            Op::Mkdir { path, perm } => MountOp::Dir {
+                path: path.as_str().into(),
+                mode: *perm,
+            },
+            Op::Place { path, data } => {
+                let offset = blob.len() as u64;
+                blob.extend_from_slice(data);
+                MountOp::File {
+                    path: path.as_str().into(),
+                    mode: 0o444,
+                    offset,
+                    len: data.len() as u64,
+                }
+            }
+            Op::Link { target, linkname } => MountOp::Symlink {
+                original: linkname.as_str().into(),
+                link: target.as_str().into(),
+            },
+            Op::Remount { target, flags } => MountOp::Remount {
+                target: target.as_str().into(),
+                attrs: flags.bits(),
+            },
+            Op::Bind {
+                source,
+                target,
+                flags,
+            } => MountOp::Bind {
+                source: bytes(source),
+                target: target.as_str().into(),
+                writable: flags.contains(BindFlags::WRITABLE),
+                device: flags.contains(BindFlags::DEVICE),
+                optional: flags.contains(BindFlags::OPTIONAL),
+            },
+            Op::Dev {
+                target,
+                mqueue,
+                writable,
+            } => MountOp::Devfs {
+                target: target.as_str().into(),
+                mqueue: *mqueue,
+                writable: *writable,
+            },
+            // Expanded by flat_ops; started after the tree is built.
+            Op::AutoRoot { .. } | Op::AutoEtc { .. } | Op::Daemon { .. } => continue,
+        });
+    }
+}
+
+/// The daemons, started in order before the command.
+fn daemons(c: &Container) -> Vec<DaemonSpec> {
+    c.daemons()
+        .map(|(ready, program, args, timeout)| DaemonSpec {
+            exec: ExecSpec {
+                program: program.into(),
+                argv: std::iter::once(program)
+                    .chain(args.iter().map(String::as_str))
+                    .map(Bytes::from)
+                    .collect(),
+                env: Vec::new(),
+                cwd: None,
+            },
+            ready: ready.into(),
+            timeout_us: timeout.as_micros().clamp(1, u64::MAX as u128) as u64,
+        })
+        .collect()
 }
 
 #[cfg(test)]

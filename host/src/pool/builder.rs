@@ -183,6 +183,12 @@ impl PoolBuilder {
                 reason: "reuse needs a call-mode helper (PoolBuilder::call_helper)",
             });
         }
+        if let Some(reason) = self.profile.pool_incompatible_op() {
+            return Err(PoolError::InvalidConfig {
+                what: "the profile's ops".into(),
+                reason,
+            });
+        }
         if self.helper.is_none() {
             // Every writable tmpfs is mounted afresh for each request: a bind beneath one would
             // be hidden (and its landlock rule would name a missing path).

@@ -90,6 +90,7 @@ impl Zygote {
             plan_fds: fds,
             title: &title,
             cgroup: cgroup.as_ref(),
+            existing_cgroup: None,
         })?;
         let ready = shim.await_ready("starting a zygote")?;
         let (tx, rx) = shim.chan.split();

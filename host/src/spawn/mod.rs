@@ -42,6 +42,8 @@ pub(crate) struct StartSpec<'a> {
     pub title: &'a str,
     /// The cgroup the shim joins right after clone, before it starts anything.
     pub cgroup: Option<&'a crate::cgroup::Cgroup>,
+    /// An existing cgroup's directory (hakurei's cgroup fd), joined the same way.
+    pub existing_cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// A running shim that accepted its plan.
@@ -180,6 +182,16 @@ pub(crate) fn start_with(
         if let Err(e) = cg.attach(pid.as_raw()) {
             shim_proc.kill_and_reap();
             return Err(e.into());
+        }
+    }
+    if let Some(dir) = spec.existing_cgroup {
+        let procs = format!("/proc/self/fd/{}/cgroup.procs", dir.as_raw_fd());
+        if let Err(e) = std::fs::write(&procs, pid.as_raw().to_string()) {
+            shim_proc.kill_and_reap();
+            return Err(Error::Io {
+                op: "joining the given cgroup (writing its cgroup.procs)",
+                source: e,
+            });
         }
     }
     let mut plan = spec.plan;
