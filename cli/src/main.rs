@@ -3,6 +3,7 @@
 
 mod bench;
 mod config;
+mod hakurei;
 mod log;
 mod map;
 mod run;

@@ -224,6 +224,14 @@ pub fn execute(args: RunArgs) -> i32 {
             log.debug(line);
         }
     }
+    // --forward-cancel: termination signals cancel the command (blocked before the spawn).
+    let cancel_signals = match crate::hakurei::cancel_signals(sandbox.hakurei.forward_cancel) {
+        Ok(s) => s,
+        Err(e) => {
+            log.error(e);
+            return 125;
+        }
+    };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return spawn_failed(&log, &e, &argv[0]),
@@ -233,7 +241,8 @@ pub fn execute(args: RunArgs) -> i32 {
         log.debug(format!("Configuring Network: Output: \n{output}"));
         log.debug("================================");
     }
-    let status = match child.wait() {
+    let walltime = sandbox.limit_walltime.map(Duration::from_secs_f64);
+    let status = match crate::hakurei::wait(&mut child, cancel_signals.as_ref(), walltime) {
         Ok(s) => s,
         Err(e) => return spawn_failed(&log, &e, &argv[0]),
     };

@@ -48,8 +48,10 @@ pub struct SandboxArgs {
     #[arg(short = 'B', long, value_name = "HOST_PATH[:CONTAINER_PATH]")]
     pub bindmount_rw: Vec<String>,
     /// Share the host's /etc/NAME read-only (e.g. `--etc fonts`); secrets such as shadow,
-    /// sudoers or ssh keys are refused
-    #[arg(long, value_name = "NAME")]
+    /// sudoers or ssh keys are refused. An absolute HOST_DIR (`/etc`, not `/etc/NAME`) mirrors
+    /// it into /etc entry by entry (hakurei's auto-etc, host entries under /etc/.host/PREFIX),
+    /// secrets left out
+    #[arg(long, value_name = "NAME|HOST_DIR[:PREFIX]")]
     pub etc: Vec<String>,
     /// Mount a new devfs at CONTAINER_PATH: a writable tmpfs with null zero full random urandom
     /// tty, a private devpts and shm (repeatable)
@@ -180,6 +182,9 @@ pub struct SandboxArgs {
     /// No rootfs default: a profile starts from an empty container (as hakoniwa's).
     #[arg(skip)]
     pub from_profile: bool,
+    /// hakurei's ops and parameters.
+    #[command(flatten)]
+    pub hakurei: crate::hakurei::HakureiArgs,
 }
 
 /// Sizes as hakoniwa reads them (the parse-size crate: `1K` = 1000, `1KiB` = 1024).
@@ -525,7 +530,7 @@ pub fn apply(
             Some(o) => return Err(format!("--rootdir: unknown option {o:?} (use :rw)")),
         };
     }
-    if let Some(r) = rootfs.filter(|r| *r != "none") {
+    if let Some(r) = rootfs.filter(|r| *r != "none" && args.hakurei.auto_root.is_none()) {
         let p = canonical("--rootfs", r)?;
         c.rootfs(&p).map_err(|e| format!("--rootfs: {e}"))?;
     }
@@ -546,7 +551,7 @@ pub fn apply(
             }
         }
     }
-    for name in &args.etc {
+    for name in args.etc.iter().filter(|e| !crate::hakurei::is_auto_etc(e)) {
         let path = etc_path(name)?;
         c.bindmount_ro(&path, &path);
     }
@@ -648,6 +653,17 @@ pub fn apply(
     for (r, v) in &args.rlimits {
         c.setrlimit(*r, *v, *v);
     }
+    crate::hakurei::apply(
+        &mut c,
+        &args.hakurei,
+        &args.etc,
+        args.unshare_all
+            || args.unshare_network
+            || args
+                .network
+                .as_ref()
+                .is_some_and(|(mode, _)| mode != "host"),
+    )?;
     apply_confinement(&mut c, args)?;
     Ok(Applied {
         container: c,
