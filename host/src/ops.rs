@@ -511,8 +511,9 @@ impl Container {
     /// `/etc/.host/PREFIX/NAME` and `/etc/NAME` links to it; links are recreated as links,
     /// `mtab` points to `/proc/mounts`, and `passwd` and `group` are left to the container. What
     /// [`pool::etc_is_secret`](crate::pool::etc_is_secret) names (shadow, sudoers, ssh keys, …)
-    /// is never mirrored: a directory holding one is mirrored entry by entry without it. Any
-    /// bind of `/etc` itself (as [`rootfs("/")`](Container::rootfs) makes) is dropped, since
+    /// is never mirrored: a directory holding one is mirrored entry by entry without it. What
+    /// the container provides itself at `/etc/NAME` (a mount, a [`file`](Container::file)) is
+    /// left to it. Any bind of `/etc` itself (as [`rootfs("/")`](Container::rootfs) makes) is dropped, since
     /// `/etc` becomes a directory of the container. The directory is read now. Allowed once
     /// ([`Error::OpRepeat`]). Costs one bind per entry.
     pub fn auto_etc(&mut self, host: impl AsRef<Path>, prefix: &str) -> &mut Self {
@@ -839,15 +840,31 @@ impl Container {
         Ok(())
     }
 
-    /// Every op, with those of auto-root and auto-etc in their place.
+    /// Every op, with those of auto-root and auto-etc in their place. An auto-etc leaves
+    /// `/etc/NAME` to the container when it mounts or places something there itself.
     pub(crate) fn flat_ops(&self) -> impl Iterator<Item = &Op> + '_ {
         self.ops
             .iter()
-            .flat_map(|op| -> Box<dyn Iterator<Item = &Op>> {
+            .flat_map(move |op| -> Box<dyn Iterator<Item = &Op>> {
                 match op {
-                    Op::AutoRoot { ops, .. } | Op::AutoEtc { ops, .. } => Box::new(ops.iter()),
+                    Op::AutoRoot { ops, .. } => Box::new(ops.iter()),
+                    Op::AutoEtc { ops, .. } => Box::new(ops.iter().filter(move |o| match o {
+                        Op::Link { target, .. } => !self.provides(target),
+                        _ => true,
+                    })),
                     other => Box::new(std::iter::once(other)),
                 }
+            })
+    }
+
+    /// Whether a hakoniwa mount or file-system entry is at `path`.
+    fn provides(&self, path: &str) -> bool {
+        use crate::container::FsEntry;
+        self.mounts.contains_key(path)
+            || self.fs.iter().any(|e| match e {
+                FsEntry::Dir { path: p, .. }
+                | FsEntry::File { path: p, .. }
+                | FsEntry::Symlink { link: p, .. } => p == path,
             })
     }
 
