@@ -108,6 +108,10 @@ impl RecvBuffers {
         if self.cmsg_buf.is_empty() {
             self.cmsg_buf = nix::cmsg_space!([RawFd; KERNEL_MAX_FDS]);
         }
+        // A peer that closed with our messages unread leaves a one-time ECONNRESET on this
+        // socket, reported before the frames it sent us first (the kernel checks the socket's
+        // error before its queue): look at the queue once more before calling it closed.
+        let mut reset_seen = false;
         loop {
             let mut iov = [IoSliceMut::new(&mut self.recv_buf)];
             let res = recvmsg::<()>(
@@ -123,6 +127,10 @@ impl RecvBuffers {
                     continue;
                 }
                 Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) if !reset_seen => {
+                    reset_seen = true;
+                    continue;
+                }
                 Err(Errno::ECONNRESET) => return Err(ProtocolError::Closed),
                 Err(source) => {
                     return Err(ProtocolError::Io {
@@ -518,6 +526,17 @@ mod tests {
         ));
         drop(rx);
         assert!(matches!(b.recv(soon()), Err(ProtocolError::Closed)));
+    }
+
+    #[test]
+    fn frames_sent_before_a_reset_close_are_still_received() {
+        let (mut a, mut b) = Channel::pair().unwrap();
+        // `a` sends, `b` answers and closes without reading: `a` gets the answer, then Closed.
+        a.send(&ping(1), &[], soon()).unwrap();
+        b.send(&ping(2), &[], soon()).unwrap();
+        drop(b);
+        assert_eq!(a.recv(soon()).unwrap().message, ping(2));
+        assert!(matches!(a.recv(soon()), Err(ProtocolError::Closed)));
     }
 
     #[test]
