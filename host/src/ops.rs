@@ -731,7 +731,8 @@ impl Container {
     /// `Privileged`). **Dangerous**: it can mount, unshare namespaces and reach kernel code
     /// unprivileged users cannot, which is the kernel's largest attack surface; only for
     /// trusted programs that build containers of their own. Seccomp policies that deny `mount`
-    /// or namespaces still apply. Off by default.
+    /// or namespaces still apply. One-shot commands (and daemons) only: a pool refuses it. Off
+    /// by default.
     pub fn privileged(&mut self, privileged: bool) -> &mut Self {
         self.params.privileged = privileged;
         self
@@ -775,6 +776,11 @@ impl Container {
                     .cgroup_fd
                     .is_some()
                     .then_some("an existing cgroup fd (each zygote gets a cgroup of its own)")
+            })
+            .or_else(|| {
+                self.params
+                    .privileged
+                    .then_some("privileged (CAP_SYS_ADMIN is kept in one-shot containers only)")
             })
     }
 

@@ -46,7 +46,12 @@ pub fn raise_ambient(last_cap: u32) -> Result<(), Errno> {
 /// only limits what an exec can gain, so the shim does this once, after building the container,
 /// and keeps its own effective capabilities for its work; every child inherits the empty set.
 pub fn drop_bounding_set(last_cap: u32) -> Result<(), Errno> {
-    for cap in 0..=last_cap {
+    drop_bounding_set_except(last_cap, 0)
+}
+
+/// [`drop_bounding_set`], keeping the capabilities of `keep` (bit `n` is capability `n`).
+pub fn drop_bounding_set_except(last_cap: u32, keep: u64) -> Result<(), Errno> {
+    for cap in (0..=last_cap).filter(|c| keep & 1u64.checked_shl(*c).unwrap_or(0) == 0) {
         match rustix::thread::remove_capability_from_bounding_set(one(cap)?) {
             Ok(()) => {}
             Err(e) if e == rustix::io::Errno::INVAL => {}
@@ -64,6 +69,32 @@ pub fn lock_capabilities() -> Result<(), Errno> {
     rustix::thread::clear_ambient_capability_set().map_err(errno)?;
     rustix::thread::set_capabilities_secure_bits(LOCKED_SECUREBITS).map_err(errno)
 }
+
+/// [`lock_capabilities`], except that capabilities may still be raised into the ambient set
+/// (see [`raise_ambient_mask`]): for a command that keeps some on purpose.
+pub fn lock_capabilities_but_ambient() -> Result<(), Errno> {
+    rustix::thread::clear_ambient_capability_set().map_err(errno)?;
+    rustix::thread::set_capabilities_secure_bits(
+        LOCKED_SECUREBITS
+            .difference(CapabilitiesSecureBits::NO_CAP_AMBIENT_RAISE)
+            .difference(CapabilitiesSecureBits::NO_CAP_AMBIENT_RAISE_LOCKED),
+    )
+    .map_err(errno)
+}
+
+/// Raises the capabilities of `mask` (bit `n` is capability `n`; they must be permitted and
+/// inheritable) into the ambient set, so they survive `execve` of an ordinary program.
+pub fn raise_ambient_mask(mask: u64) -> Result<(), Errno> {
+    for cap in 0..64 {
+        if mask & (1u64 << cap) != 0 {
+            rustix::thread::configure_capability_in_ambient_set(one(cap)?, true).map_err(errno)?;
+        }
+    }
+    Ok(())
+}
+
+/// `CAP_SYS_ADMIN` as a mask, the one capability hakurei's `Privileged` keeps.
+pub const CAP_SYS_ADMIN_MASK: u64 = 1 << 21;
 
 /// What [`lock_capabilities`] sets: no root magic (`NOROOT`), no capability changes on uid
 /// changes (`NO_SETUID_FIXUP`), no ambient raise, each locked; `KEEP_CAPS` itself stays clear

@@ -545,12 +545,14 @@ fn a_daemon_starts_before_the_command_and_dies_with_the_container() {
     let mut c = base();
     let script = format!("touch /tmp/ready; exec sleep {marker}");
     c.daemon("/tmp/ready", "/bin/sh", &["-c", &script]);
+    // The daemon is the container's first process after the shim (pid 2), alive (its shell may
+    // be exec'ing the sleep right now, so its command line is not looked at).
     let out = stdout(
         &c,
-        "test -e /tmp/ready && echo ready; for p in /proc/[0-9]*; do \
-         tr '\\0' ' ' < $p/cmdline; echo; done | grep -c '^sleep 9'",
+        "test -e /tmp/ready && echo ready; grep '^State' /proc/2/status",
     );
-    assert_eq!(out, "ready\n1\n");
+    assert!(out.starts_with("ready\nState:"), "{out}");
+    assert!(!out.contains("zombie") && !out.contains("dead"), "{out}");
     assert!(
         processes_with(&marker).is_empty(),
         "the daemon outlived its container"
@@ -823,11 +825,18 @@ fn pools_refuse_ops_their_requests_would_share() {
             c.daemon("/tmp/r", "/bin/true", &[]);
             c
         }),
+        ("privileged", {
+            let mut c = hatchery::pool::default_profile();
+            c.privileged(true);
+            c
+        }),
     ] {
         match hatchery::Pool::builder().profile(c).min_zygotes(0).build() {
             Err(hatchery::PoolError::InvalidConfig { reason, .. }) => {
                 assert!(
-                    reason.contains("shared") || reason.contains("daemon"),
+                    ["shared", "daemon", "one-shot"]
+                        .iter()
+                        .any(|w| reason.contains(w)),
                     "{what}: {reason}"
                 )
             }
@@ -1059,6 +1068,8 @@ fn cli_forward_cancel_turns_sigterm_into_sigint() {
     let mut child = std::process::Command::new(hatchery_tests::bin_dir().join("hatchery"))
         .args([
             "run",
+            "--devfs",
+            "/dev",
             "--forward-cancel",
             "--wait-delay",
             "10",
@@ -1087,4 +1098,34 @@ fn cli_forward_cancel_turns_sigterm_into_sigint() {
     out.read_line(&mut line).unwrap();
     assert_eq!(line, "interrupted\n");
     assert_eq!(child.wait().unwrap().code(), Some(4));
+}
+
+#[test]
+fn privileged_keeps_cap_sys_admin_and_nothing_else() {
+    if !ready() {
+        return;
+    }
+    let caps = |c: &Container| stdout(c, "grep -E '^Cap(Eff|Bnd|Amb)' /proc/self/status");
+    let none = caps(&base());
+    assert!(
+        none.lines().all(|l| l.ends_with("0000000000000000")),
+        "{none}"
+    );
+    let mut c = base();
+    c.privileged(true);
+    let kept = caps(&c);
+    assert!(
+        kept.lines().all(|l| l.ends_with("0000000000200000")),
+        "{kept}"
+    );
+    // It can mount (no seccomp policy here): the one thing CAP_SYS_ADMIN is for.
+    assert_eq!(
+        stdout(&c, "mount -t tmpfs none /tmp && echo mounted"),
+        "mounted\n"
+    );
+    let out = sh(
+        &base(),
+        "mount -t tmpfs none /tmp 2>/dev/null && echo mounted",
+    );
+    assert_eq!(text(&out.stdout), "");
 }

@@ -381,7 +381,12 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
         return (SetupStep::MapFds, e);
     }
 
-    if let Err(e) = sys::caps::lock_capabilities() {
+    let locked = if plan.keep_caps == 0 {
+        sys::caps::lock_capabilities()
+    } else {
+        sys::caps::lock_capabilities_but_ambient()
+    };
+    if let Err(e) = locked {
         return (SetupStep::DropCapabilities, e);
     }
     if let Some(ids) = &plan.ids {
@@ -410,7 +415,10 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
             return (SetupStep::SetIds, e);
         }
     }
-    if let Err(e) = sys::caps::capset_all(0) {
+    if let Err(e) = sys::caps::capset_all(plan.keep_caps) {
+        return (SetupStep::DropCapabilities, e);
+    }
+    if let Err(e) = sys::caps::raise_ambient_mask(plan.keep_caps) {
         return (SetupStep::DropCapabilities, e);
     }
     if plan.no_new_privs {

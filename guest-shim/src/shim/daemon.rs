@@ -78,6 +78,9 @@ pub(crate) fn start_all(
         })
         .map_err(|f| fail(f.errno, format!("{program}: {:?} {}", f.step, f.detail)))?;
         prepared.new_session = true;
+        if plan.params.privileged {
+            prepared.keep_caps = hatchery_sys::caps::CAP_SYS_ADMIN_MASK;
+        }
         let started = launch::launch(&prepared)
             .map_err(|f| fail(f.errno, format!("{program}: {:?} {}", f.step, f.detail)))?;
         let daemon = Daemon {

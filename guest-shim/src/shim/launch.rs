@@ -283,6 +283,7 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         child_stack_top: child_stack_top(),
         die_with_parent: true,
         new_session: true,
+        keep_caps: 0,
     })
 }
 

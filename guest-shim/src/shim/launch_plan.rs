@@ -67,4 +67,7 @@ pub(crate) struct LaunchPlan {
     pub(crate) die_with_parent: bool,
     /// Start a new session (`setsid`); off only for hakurei's `RetainSession`.
     pub(crate) new_session: bool,
+    /// Capabilities the command keeps (ambient, so they survive exec): 0, or `CAP_SYS_ADMIN`
+    /// for hakurei's `Privileged`.
+    pub(crate) keep_caps: u64,
 }

@@ -77,6 +77,9 @@ pub(crate) fn run(
     };
     launch_plan.ignore_sigxfsz = true;
     launch_plan.new_session = !plan.params.retain_session;
+    if plan.params.privileged {
+        launch_plan.keep_caps = hatchery_sys::caps::CAP_SYS_ADMIN_MASK;
+    }
     watch.lap("prepare command");
     let received = Instant::now();
     let child = match launch::launch(&launch_plan) {

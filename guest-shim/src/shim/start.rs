@@ -161,7 +161,13 @@ pub(crate) fn main() -> i32 {
         }
     }
     // Nothing started from here on can gain a capability at exec.
-    if let Err(e) = sys::caps::drop_bounding_set(last_cap) {
+    // hakurei's Privileged keeps CAP_SYS_ADMIN (one-shot only: the host refuses it in pools).
+    let keep = if plan.params.privileged {
+        sys::caps::CAP_SYS_ADMIN_MASK
+    } else {
+        0
+    };
+    if let Err(e) = sys::caps::drop_bounding_set_except(last_cap, keep) {
         return setup_failed(
             &mut chan,
             SetupFailure {
