@@ -96,6 +96,13 @@ pub struct HakureiArgs {
     /// Run the container in the existing cgroup v2 directory CGROUP_DIR
     #[arg(long, value_name = "CGROUP_DIR")]
     pub cgroup: Option<String>,
+    /// hakurei's seccomp presets instead of --seccomp: ext, deny-ns, deny-tty, deny-devel,
+    /// linux32, strict (comma-separated; deny-tty is added unless --retain-session)
+    #[arg(long, value_name = "PRESETS")]
+    pub seccomp_preset: Option<String>,
+    /// Flags of --seccomp-preset: multiarch, can, bluetooth (comma-separated)
+    #[arg(long, value_name = "FLAGS", requires = "seccomp_preset")]
+    pub seccomp_preset_flags: Option<String>,
 }
 
 /// Whether an `--etc` value is hakurei's auto-etc (`HOST_DIR[:PREFIX]`) rather than a name
@@ -349,6 +356,38 @@ pub fn apply(
             .open(dir)
             .map_err(|e| format!("--cgroup: {dir}: {e}"))?;
         c.cgroup_fd(fd.into());
+    }
+    Ok(())
+}
+
+/// What must follow `--seccomp` and the landlock flags: `--seccomp-preset` replaces the
+/// `--seccomp` default (`explicit_seccomp`: `--seccomp` was given too, which is refused).
+pub fn apply_seccomp(
+    c: &mut Container,
+    a: &HakureiArgs,
+    explicit_seccomp: bool,
+) -> Result<(), String> {
+    if a.seccomp_preset.is_some() && explicit_seccomp {
+        return Err("--seccomp-preset replaces --seccomp: give one of them".into());
+    }
+    if let Some(names) = &a.seccomp_preset {
+        use hatchery::seccomp::{PresetFlags, Presets};
+        let mut presets = Presets::from_names(names).ok_or_else(|| {
+            format!(
+                "--seccomp-preset: unknown preset in {names:?} (ext, deny-ns, deny-tty, \
+                 deny-devel, linux32, strict)"
+            )
+        })?;
+        if !a.retain_session {
+            presets = presets | Presets::DENY_TTY;
+        }
+        let flags = match &a.seccomp_preset_flags {
+            None => PresetFlags::default(),
+            Some(f) => PresetFlags::from_names(f).ok_or_else(|| {
+                format!("--seccomp-preset-flags: unknown flag in {f:?} (multiarch, can, bluetooth)")
+            })?,
+        };
+        c.seccomp_presets(presets, flags);
     }
     Ok(())
 }

@@ -665,6 +665,7 @@ pub fn apply(
                 .is_some_and(|(mode, _)| mode != "host"),
     )?;
     apply_confinement(&mut c, args)?;
+    crate::hakurei::apply_seccomp(&mut c, &args.hakurei, args.seccomp.is_some())?;
     Ok(Applied {
         container: c,
         env: args.setenv.clone(),

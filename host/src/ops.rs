@@ -738,6 +738,17 @@ impl Container {
         self
     }
 
+    /// Installs hakurei's preset seccomp filter ([`Filter::from_presets`](crate::seccomp::Filter::from_presets)):
+    /// the calls the named parts deny fail with `EPERM` (or `ENOSYS`), everything else is
+    /// allowed. Replaces any other filter.
+    pub fn seccomp_presets(
+        &mut self,
+        presets: crate::seccomp::Presets,
+        flags: crate::seccomp::PresetFlags,
+    ) -> &mut Self {
+        self.seccomp_filter(crate::seccomp::Filter::from_presets(presets, flags))
+    }
+
     /// Starts the container in the existing cgroup (v2) whose directory `cgroup` is open
     /// (hakurei's cgroup fd): the shim joins it right after `clone`, before anything runs in
     /// the container. Its limits are the caller's; with [`cgroup_memory`](Container::cgroup_memory)

@@ -1028,6 +1028,14 @@ fn cli_auto_root_etc_bind_daemon_and_parameters() {
             &["--host-net", "--unshare-network"][..],
             "--host-net contradicts",
         ),
+        (
+            &["--seccomp-preset", "bogus"][..],
+            "--seccomp-preset: unknown preset",
+        ),
+        (
+            &["--seccomp", "podman", "--seccomp-preset", "ext"][..],
+            "replaces --seccomp",
+        ),
     ] {
         let mut a = vec!["run"];
         a.extend_from_slice(args);
@@ -1040,6 +1048,13 @@ fn cli_auto_root_etc_bind_daemon_and_parameters() {
             text(&out.stderr)
         );
     }
+    let out = hatchery(&["run", "-v", "--seccomp-preset", "strict", "--", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("seccomp: hakurei:ext,deny-ns,deny-tty,deny-devel"),
+        "{}",
+        text(&out.stderr)
+    );
     // A daemon that never becomes ready: 125, typed, quickly.
     let out = hatchery(&[
         "run",
@@ -1128,4 +1143,43 @@ fn privileged_keeps_cap_sys_admin_and_nothing_else() {
         "mount -t tmpfs none /tmp 2>/dev/null && echo mounted",
     );
     assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn seccomp_presets_deny_what_they_name() {
+    if !ready() {
+        return;
+    }
+    use hatchery::seccomp::{PresetFlags, Presets};
+    let probe = r#"
+import ctypes, errno, socket
+for fam in (socket.AF_UNIX, socket.AF_INET, 17):
+    kind = socket.SOCK_RAW if fam == 17 else socket.SOCK_DGRAM
+    try:
+        socket.socket(fam, kind).close()
+        print(fam, "ok")
+    except OSError as e:
+        print(fam, errno.errorcode[e.errno])
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000) == 0:
+    print("unshare ok")
+else:
+    print("unshare", errno.errorcode[ctypes.get_errno()])
+"#;
+    let run = |c: &Container| {
+        let out = c
+            .command("/usr/bin/python3")
+            .args(["-c", probe])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let mut c = base();
+    c.seccomp_presets(Presets::STRICT, PresetFlags::default());
+    // AF_PACKET (17) is not an allowed family; namespaces are denied.
+    assert_eq!(run(&c), "1 ok\n2 ok\n17 EAFNOSUPPORT\nunshare EPERM\n");
+    // Without deny-ns, creating a user namespace works (nesting is allowed by the kernel).
+    c.seccomp_presets(Presets::EXT, PresetFlags::default());
+    assert!(run(&c).ends_with("unshare ok\n"), "{}", run(&c));
 }

@@ -8,7 +8,7 @@
 //!        ▼                                           ▼
 //!  presets: podman (default), strict, audit    shim: seccomp(SET_MODE_FILTER[, NEW_LISTENER])
 //!  OCI/Docker JSON profiles                      right before execve; the shim (never the
-//!                                                guest) keeps the listener and turns a
+//!  hakurei's presets (Filter::from_presets)      guest) keeps the listener and turns a
 //!                                                notified call into Outcome::Violation
 //! ```
 //!
@@ -20,6 +20,7 @@
 //! only the native architecture is in a filter unless [`Filter::add_arch`] adds another.
 
 mod oci;
+mod presets;
 mod profiles;
 
 use std::io::{Read, Seek};
@@ -28,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 
 pub use oci::OciError;
+pub use presets::{PresetFlags, Presets};
 pub use profiles::Profile;
 
 /// What a rule (or the default) does with a system call.
