@@ -150,3 +150,45 @@ fn round_trip_covers_every_kind() {
     }
     assert_eq!(seen.len(), Kind::ALL.len(), "kinds covered: {seen:?}");
 }
+
+/// hakurei's ops (protocol 5) pinned in their wire form: enums are maps of the variant name,
+/// structs are arrays, paths are `bin`.
+#[test]
+fn golden_hakurei_ops() {
+    let hex = |m: &MountOp| -> String {
+        rmp_serde::to_vec(m)
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let remount = MountOp::Remount {
+        target: "/a".into(),
+        attrs: 0x9,
+    };
+    // {"Remount": [bin "/a", 9]}
+    assert_eq!(hex(&remount), "81a752656d6f756e7492c4022f6109");
+    let overlay = MountOp::Overlay {
+        target: "/o".into(),
+        lower: vec!["/l".into()],
+        upper: OverlayUpper::Ephemeral { size_bytes: 1 },
+    };
+    // {"Overlay": [bin "/o", [bin "/l"], {"Ephemeral": [1]}]}
+    assert_eq!(
+        hex(&overlay),
+        "81a74f7665726c617993c4022f6f91c4022f6c81a9457068656d6572616c9101"
+    );
+    let bind = MountOp::Bind {
+        source: "/s".into(),
+        target: "/t".into(),
+        writable: false,
+        device: true,
+        optional: true,
+    };
+    // {"Bind": [bin "/s", bin "/t", false, true, true]}
+    assert_eq!(hex(&bind), "81a442696e6495c4022f73c4022f74c2c3c3");
+    for m in [remount, overlay, bind] {
+        let back: MountOp = rmp_serde::from_slice(&rmp_serde::to_vec(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+}
