@@ -479,3 +479,32 @@ pub fn wait(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etc_values_that_are_auto_etc() {
+        for (v, auto) in [
+            ("fonts", false),
+            ("/etc/fonts", false),
+            ("/etc/fonts/", false),
+            ("/etc", true),
+            ("/etc/", true),
+            ("/srv/chroot/etc", true),
+            ("/etc/fonts:p", true),
+            ("/etc:host", true),
+        ] {
+            assert_eq!(is_auto_etc(v), auto, "{v}");
+        }
+    }
+
+    #[test]
+    fn overlay_specs_split_into_lowers_and_a_target() {
+        let parts = ["/a", "/b", "/t"];
+        let (l, t) = lowers_and_target("--overlay-ro", "x", &parts).unwrap();
+        assert_eq!((l, t), (vec!["/a", "/b"], "/t"));
+        assert!(lowers_and_target("--overlay-tmp", "x", &["/t"]).is_err());
+    }
+}

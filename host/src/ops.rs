@@ -1131,3 +1131,83 @@ fn validate_overlay(target: &str, lower: &[PathBuf], upper: &Upper) -> Result<()
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse_by_name() {
+        assert_eq!(
+            BindFlags::from_names("rw,dev,optional"),
+            Some(BindFlags::WRITABLE | BindFlags::DEVICE | BindFlags::OPTIONAL)
+        );
+        assert_eq!(BindFlags::from_names("ro"), Some(BindFlags::NONE));
+        assert_eq!(BindFlags::from_names("suid"), None);
+        assert_eq!(
+            RemountFlags::from_names("ro,noexec").map(RemountFlags::bits),
+            Some(0x1 | 0x8)
+        );
+        assert_eq!(RemountFlags::from_names("rw"), None);
+    }
+
+    #[test]
+    fn singletons_sizes_and_overlay_shapes_are_validated() {
+        let mut c = Container::empty();
+        c.auto_root("/usr", BindFlags::NONE);
+        assert!(c.validate().is_ok());
+        c.auto_root("/usr", BindFlags::NONE);
+        assert!(matches!(
+            c.validate(),
+            Err(Error::OpRepeat { op: "auto-root" })
+        ));
+        let mut c = Container::empty();
+        c.mount_tmpfs("/t", 0, 0o755);
+        assert!(matches!(c.validate(), Err(Error::TmpfsSize { .. })));
+        let mut c = Container::empty();
+        c.overlay_readonly("/o", &["/usr"]);
+        assert!(matches!(c.validate(), Err(Error::OverlayArgument { .. })));
+        let mut c = Container::empty();
+        c.overlay_readonly("/o", &["/usr", "/usr"]);
+        assert!(c.validate().is_ok());
+        let mut c = Container::empty();
+        c.overlay("relative", "/u", "/w", &["/usr"]);
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
+        let mut c = Container::empty();
+        c.remount("/x", RemountFlags::default());
+        assert!(matches!(c.validate(), Err(Error::InvalidConfig { .. })));
+    }
+
+    #[test]
+    fn auto_etc_skips_secrets_and_account_files() {
+        let mut c = Container::empty();
+        c.auto_etc("/etc", "p");
+        let targets: Vec<String> = c
+            .flat_ops()
+            .filter_map(|o| match o {
+                Op::Bind { target, .. } | Op::Link { target, .. } => Some(target.clone()),
+                _ => None,
+            })
+            .collect();
+        for never in ["/etc/shadow", "/etc/passwd", "/etc/group", "/etc/ssh"] {
+            assert!(!targets.iter().any(|t| t == never), "{never}: {targets:?}");
+        }
+        assert!(targets.iter().all(|t| !t.contains("/.host/p/shadow")));
+        // Provided by the container itself: left to it.
+        let mut c = Container::empty();
+        c.file("/etc/hostname", "box\n").auto_etc("/etc", "");
+        assert!(!c
+            .flat_ops()
+            .any(|o| matches!(o, Op::Link { target, .. } if target == "/etc/hostname")));
+    }
+
+    #[test]
+    fn pools_are_told_what_their_requests_would_share() {
+        let mut c = Container::empty();
+        assert_eq!(c.pool_incompatible_op(), None);
+        c.overlay_readonly("/o", &["/a", "/b"]).dev("/dev", false);
+        assert_eq!(c.pool_incompatible_op(), None);
+        c.overlay_ephemeral("/e", &["/a"]);
+        assert!(c.pool_incompatible_op().is_some());
+    }
+}

@@ -459,6 +459,63 @@ mod tests {
     }
 
     #[test]
+    fn hakurei_ops_follow_the_mounts_in_order_and_precede_the_files() {
+        use crate::ops::{BindFlags, RemountFlags};
+        let mut c = Container::empty();
+        c.file("/etc/x", "hi")
+            .remount("/data", RemountFlags::RDONLY)
+            .bindmount_ro("/usr", "/usr")
+            .place("/p", "placed")
+            .bind_with("/srv", "/data", BindFlags::WRITABLE | BindFlags::OPTIONAL)
+            .overlay_ephemeral("/o", &["/usr"])
+            .daemon("/run/ready", "/bin/d", &["-x"])
+            .scheduler(crate::ops::SchedPolicy::Idle, 0);
+        let (plan, blob) = assemble(&c, zygote(), 0, true).unwrap();
+        let kinds: Vec<String> = plan
+            .mounts
+            .iter()
+            .map(|m| {
+                format!("{m:?}")
+                    .split([' ', '{'])
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["Bind", "Remount", "File", "Bind", "Overlay", "File"],
+            "{:?}",
+            plan.mounts
+        );
+        assert!(matches!(
+            &plan.mounts[3],
+            MountOp::Bind {
+                writable: true,
+                optional: true,
+                device: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &plan.mounts[2],
+            MountOp::File {
+                mode: 0o444,
+                offset: 0,
+                len: 6,
+                ..
+            }
+        ));
+        assert_eq!(blob, b"placedhi");
+        assert_eq!(plan.daemons.len(), 1);
+        assert_eq!(plan.daemons[0].exec.argv.len(), 2);
+        assert_eq!(
+            plan.params.scheduler,
+            Some((crate::ops::SchedPolicy::Idle, 0))
+        );
+    }
+
+    #[test]
     fn an_invalid_container_has_no_plan() {
         let mut c = Container::new();
         c.bindmount_ro("/usr", "usr");
