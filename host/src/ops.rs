@@ -236,6 +236,8 @@ pub(crate) struct Params {
     pub privileged: bool,
     pub cgroup_fd: Option<Arc<OwnedFd>>,
     pub daemon_timeout: Option<Duration>,
+    /// `TARGET/mqueue` of each dev op with an mqueue (for landlock rules).
+    pub mqueue_paths: Vec<String>,
 }
 
 impl Container {
@@ -467,6 +469,10 @@ impl Container {
             self.unshare(crate::Namespace::Ipc);
         }
         if let Some(target) = self.op_target("dev target", target) {
+            if mqueue {
+                let base = target.trim_end_matches('/');
+                self.params.mqueue_paths.push(format!("{base}/mqueue"));
+            }
             self.ops.push(Op::Dev {
                 target,
                 mqueue,
@@ -667,7 +673,8 @@ impl Container {
 
     /// On [`Child::cancel`](crate::Child::cancel), deliver `SIGINT` to the command instead of
     /// killing the container (hakurei's `ForwardCancel`); the container is killed if the
-    /// command has not ended after the [`wait_delay`](Container::wait_delay).
+    /// command has not ended after the [`wait_delay`](Container::wait_delay). One-shot
+    /// commands only (a pool refuses it: it cancels by killing).
     pub fn forward_cancel(&mut self, forward: bool) -> &mut Self {
         self.params.forward_cancel = forward;
         self
@@ -683,7 +690,7 @@ impl Container {
     /// After the command exits, wait up to `delay` for the processes it left behind (daemons
     /// excepted, which are killed first) before killing them (hakurei's `AdoptWaitDelay`;
     /// default 0: they are killed at once, where hakurei waits 5 s). The status is the
-    /// command's either way.
+    /// command's either way. One-shot commands only (a pool refuses it).
     pub fn adopt_wait_delay(&mut self, delay: Duration) -> &mut Self {
         self.params.adopt_wait_delay = delay;
         self
@@ -702,7 +709,7 @@ impl Container {
     /// is the host's: it keeps the controlling terminal, so job control and interactive
     /// programs work. Dangerous with an untrusted command: it can read the terminal and, where
     /// the kernel and seccomp allow `TIOCSTI`, type into it (the built-in seccomp profiles deny
-    /// `TIOCSTI` and `TIOCLINUX`). Off by default.
+    /// `TIOCSTI` and `TIOCLINUX`). One-shot commands only (a pool refuses it). Off by default.
     pub fn retain_session(&mut self, retain: bool) -> &mut Self {
         self.params.retain_session = retain;
         self
@@ -789,10 +796,72 @@ impl Container {
                     .then_some("an existing cgroup fd (each zygote gets a cgroup of its own)")
             })
             .or_else(|| {
-                self.params
-                    .privileged
-                    .then_some("privileged (CAP_SYS_ADMIN is kept in one-shot containers only)")
+                let p = &self.params;
+                [
+                    (
+                        p.privileged,
+                        "privileged (CAP_SYS_ADMIN is kept in one-shot containers only)",
+                    ),
+                    (
+                        p.forward_cancel,
+                        "forward_cancel (one-shot only: a pool cancels by killing)",
+                    ),
+                    (
+                        !p.adopt_wait_delay.is_zero(),
+                        "an adopt wait delay (one-shot only: a request ends with its command)",
+                    ),
+                    (
+                        p.retain_session,
+                        "retain_session (one-shot only: requests have no terminal)",
+                    ),
+                ]
+                .into_iter()
+                .find_map(|(set, why)| set.then_some(why))
             })
+            .or_else(|| {
+                self.mount_beneath_private_tmpfs().then_some(
+                    "an op mounting beneath a writable tmpfs (each request gets that tmpfs \
+                     afresh, which would hide it)",
+                )
+            })
+    }
+
+    /// Whether an op mounts something beneath a writable tmpfs, which a pool gives every request
+    /// afresh (see `hidden_bind` of the pool builder for hakoniwa's binds).
+    fn mount_beneath_private_tmpfs(&self) -> bool {
+        use crate::container::MountEntry;
+        let mut tmpfs: Vec<&str> = self
+            .mounts
+            .iter()
+            .filter(|(_, m)| {
+                matches!(
+                    m,
+                    MountEntry::Tmpfs {
+                        read_only: false,
+                        ..
+                    }
+                )
+            })
+            .map(|(t, _)| t.as_str())
+            .collect();
+        let mut mounted: Vec<&str> = Vec::new();
+        for op in self.flat_ops() {
+            match op {
+                Op::Tmpfs {
+                    target,
+                    read_only: false,
+                    ..
+                } => tmpfs.push(target),
+                Op::Tmpfs { target, .. }
+                | Op::Overlay { target, .. }
+                | Op::Bind { target, .. }
+                | Op::Dev { target, .. } => mounted.push(target),
+                _ => {}
+            }
+        }
+        mounted
+            .iter()
+            .any(|m| tmpfs.iter().any(|t| m != t && Path::new(m).starts_with(t)))
     }
 
     /// Checks the ops: singletons, overlay directories, tmpfs sizes, remount flags (hakurei's
@@ -927,30 +996,43 @@ impl Container {
 
     /// The container paths the ops mount or create, for landlock rules that mirror them.
     pub(crate) fn ops_mirrored(&self) -> impl Iterator<Item = (&str, Mirror)> + '_ {
-        self.flat_ops().filter_map(|op| {
-            Some(match op {
-                Op::Overlay {
-                    target,
-                    upper: Upper::ReadOnly,
-                    ..
-                } => (target.as_str(), Mirror::ReadOnly),
-                Op::Overlay { target, .. } => (target.as_str(), Mirror::Writable),
-                Op::Tmpfs {
-                    target,
-                    read_only: true,
-                    ..
-                } => (target.as_str(), Mirror::ReadOnly),
-                Op::Tmpfs { target, .. } => (target.as_str(), Mirror::Writable),
-                Op::Mkdir { path, .. } => (path.as_str(), Mirror::Dir),
-                Op::Place { path, .. } => (path.as_str(), Mirror::File { executable: false }),
-                Op::Bind { target, flags, .. } if flags.contains(BindFlags::WRITABLE) => {
-                    (target.as_str(), Mirror::Writable)
-                }
-                Op::Bind { target, .. } => (target.as_str(), Mirror::ReadOnly),
-                Op::Dev { target, .. } => (target.as_str(), Mirror::Dev),
-                _ => return None,
+        self.flat_ops()
+            .filter_map(|op| {
+                Some(match op {
+                    Op::Overlay {
+                        target,
+                        upper: Upper::ReadOnly,
+                        ..
+                    } => (target.as_str(), Mirror::ReadOnly),
+                    Op::Overlay { target, .. } => (target.as_str(), Mirror::Writable),
+                    Op::Tmpfs {
+                        target,
+                        read_only: true,
+                        ..
+                    } => (target.as_str(), Mirror::ReadOnly),
+                    Op::Tmpfs { target, .. } => (target.as_str(), Mirror::Writable),
+                    Op::Mkdir { path, .. } => (path.as_str(), Mirror::Dir),
+                    Op::Place { path, .. } => (path.as_str(), Mirror::File { executable: false }),
+                    Op::Bind { target, flags, .. } if flags.contains(BindFlags::WRITABLE) => {
+                        (target.as_str(), Mirror::Writable)
+                    }
+                    Op::Bind { target, .. } => (target.as_str(), Mirror::ReadOnly),
+                    Op::Dev {
+                        target,
+                        writable: true,
+                        ..
+                    } => (target.as_str(), Mirror::Writable),
+                    Op::Dev { target, .. } => (target.as_str(), Mirror::Dev),
+                    _ => return None,
+                })
             })
-        })
+            .chain(self.mqueue_paths().map(|p| (p, Mirror::Writable)))
+    }
+
+    /// The mqueue mounts (`TARGET/mqueue` of each dev op with one), whose queues the command
+    /// creates.
+    fn mqueue_paths(&self) -> impl Iterator<Item = &str> + '_ {
+        self.params.mqueue_paths.iter().map(String::as_str)
     }
 
     /// The ops and parameters, for [`setup_log`](Container::setup_log).
@@ -1084,6 +1166,13 @@ fn validate_overlay(target: &str, lower: &[PathBuf], upper: &Upper) -> Result<()
         target: target.to_string(),
         reason,
     };
+    if target == "/" {
+        return Err(err(
+            "an overlay cannot be the root, which is made read-only once built: mount it at a \
+             directory (or use rootdir_rw)"
+                .into(),
+        ));
+    }
     let least = if *upper == Upper::ReadOnly { 2 } else { 1 };
     if lower.len() < least {
         return Err(err(if least == 2 {
@@ -1209,5 +1298,41 @@ mod tests {
         assert_eq!(c.pool_incompatible_op(), None);
         c.overlay_ephemeral("/e", &["/a"]);
         assert!(c.pool_incompatible_op().is_some());
+        let mut c = Container::empty();
+        c.forward_cancel(true);
+        assert!(c.pool_incompatible_op().unwrap().contains("one-shot"));
+        let mut c = Container::empty();
+        c.tmpfsmount("/tmp")
+            .bind_with("/srv", "/tmp/srv", BindFlags::NONE);
+        assert!(c
+            .pool_incompatible_op()
+            .unwrap()
+            .contains("beneath a writable tmpfs"));
+        let mut c = Container::empty();
+        c.mount_tmpfs("/w", 1 << 20, 0o755)
+            .overlay_readonly("/w/o", &["/a", "/b"]);
+        assert!(c.pool_incompatible_op().is_some());
+    }
+
+    #[test]
+    fn an_overlay_cannot_be_the_root() {
+        let mut c = Container::empty();
+        c.overlay_readonly("/", &["/usr", "/usr"]);
+        assert!(matches!(c.validate(), Err(Error::OverlayArgument { .. })));
+    }
+
+    #[test]
+    fn landlock_mirrors_writable_dev_and_mqueue() {
+        let mut c = Container::empty();
+        c.dev("/dev", true).dev_writable("/dev2", false);
+        let got: Vec<(&str, Mirror)> = c.ops_mirrored().collect();
+        assert_eq!(
+            got,
+            [
+                ("/dev", Mirror::Dev),
+                ("/dev2", Mirror::Writable),
+                ("/dev/mqueue", Mirror::Writable)
+            ]
+        );
     }
 }

@@ -1183,3 +1183,26 @@ else:
     c.seccomp_presets(Presets::EXT, PresetFlags::default());
     assert!(run(&c).ends_with("unshare ok\n"), "{}", run(&c));
 }
+
+#[test]
+fn landlock_lets_the_command_use_its_mqueue() {
+    if !ready() {
+        return;
+    }
+    use hatchery::landlock::{CompatMode, Resource, Ruleset};
+    let mut c = Container::new();
+    c.rootfs("/").dev("/dev", true);
+    let mut r = Ruleset::new();
+    r.restrict(Resource::Fs, CompatMode::Enforce);
+    c.landlock_ruleset(r);
+    let out = c
+        .command("/usr/bin/python3")
+        .args([
+            "-c",
+            "import os; os.close(os.open('/dev/mqueue/q', os.O_CREAT | os.O_RDWR, 0o600)); \
+             print(os.listdir('/dev/mqueue'))",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), "['q']\n", "{}", text(&out.stderr));
+}
