@@ -1067,6 +1067,15 @@ impl Container {
                 other => out.push(describe_op(other)),
             }
         }
+        if let Some(presets) = self
+            .seccomp
+            .as_ref()
+            .and_then(|f| f.name().strip_prefix("hakurei:"))
+        {
+            out.push(format!(
+                "seccomp presets: {presets} (hakurei's; every other call allowed)"
+            ));
+        }
         let p = &self.params;
         if p.forward_cancel {
             out.push(format!(

@@ -23,7 +23,7 @@ fn ready() -> bool {
 
 fn base() -> Container {
     let mut c = Container::new();
-    c.rootfs("/").devfsmount("/dev").tmpfsmount("/tmp");
+    c.rootfs("/").unwrap().devfsmount("/dev").tmpfsmount("/tmp");
     c
 }
 
@@ -420,14 +420,14 @@ fn dev_with_mqueue_and_dev_writable() {
         return;
     }
     let mut c = Container::new();
-    c.rootfs("/").dev("/dev", true);
+    c.rootfs("/").unwrap().dev("/dev", true);
     let m = mounts(&c);
     assert_eq!(mount_of(&m, "/dev/mqueue").1, "mqueue");
     assert!(has_opt(&mount_of(&m, "/dev").2, "ro"));
     let out = sh(&c, "touch /dev/x");
     assert!(!out.status.success());
     let mut c = Container::new();
-    c.rootfs("/").dev_writable("/dev", false);
+    c.rootfs("/").unwrap().dev_writable("/dev", false);
     assert_eq!(stdout(&c, "touch /dev/x && ls /dev/x"), "/dev/x\n");
 }
 
@@ -855,7 +855,7 @@ fn describe_lists_ops_and_parameters() {
         .forward_cancel(true)
         .scheduler(SchedPolicy::Batch, 0)
         .privileged(true);
-    let d = c.describe().join("\n");
+    let d = c.setup_log(false).join("\n");
     for want in [
         "overlay: ",
         "-> /ro (read-only",
@@ -1051,7 +1051,7 @@ fn cli_auto_root_etc_bind_daemon_and_parameters() {
     let out = hatchery(&["run", "-v", "--seccomp-preset", "strict", "--", "/bin/true"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("seccomp: hakurei:ext,deny-ns,deny-tty,deny-devel"),
+        text(&out.stderr).contains("seccomp presets: ext,deny-ns,deny-tty,deny-devel"),
         "{}",
         text(&out.stderr)
     );
@@ -1191,7 +1191,7 @@ fn landlock_lets_the_command_use_its_mqueue() {
     }
     use hatchery::landlock::{CompatMode, Resource, Ruleset};
     let mut c = Container::new();
-    c.rootfs("/").dev("/dev", true);
+    c.rootfs("/").unwrap().dev("/dev", true);
     let mut r = Ruleset::new();
     r.restrict(Resource::Fs, CompatMode::Enforce);
     c.landlock_ruleset(r);
