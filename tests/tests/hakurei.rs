@@ -1206,3 +1206,88 @@ fn landlock_lets_the_command_use_its_mqueue() {
         .unwrap();
     assert_eq!(text(&out.stdout), "['q']\n", "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_toml_profile_carries_ops_and_parameters() {
+    if !ready() {
+        return;
+    }
+    let lower = tempdir("toml-lower");
+    write(&lower.join("a"), "from lower\n");
+    let dir = tempdir("toml");
+    let profile = dir.join("p.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            r#"
+[[mounts]]
+source = "/usr"
+[[mounts]]
+source = "/bin"
+[[mounts]]
+source = "/lib"
+[[mounts]]
+source = "/lib64"
+[[mounts]]
+source = "/tmp"
+destination = "/tmp"
+type = "tmpfs"
+
+[[ops]]
+type = "overlay"
+target = "/ovl"
+lower = ["{lower}"]
+ephemeral = true
+
+[[ops]]
+type = "dev"
+target = "/dev"
+mqueue = true
+
+[[ops]]
+type = "remount"
+target = "/ovl"
+flags = ["noexec"]
+
+[[ops]]
+type = "daemon"
+ready = "/tmp/ready"
+cmdline = ["/bin/sh", "-c", "touch /tmp/ready; exec sleep 1000"]
+
+[hakurei]
+scheduler = "idle"
+seccomp_presets = ["strict"]
+
+[command]
+cmdline = ["/bin/sh", "-c", "echo x > /ovl/a && cat /ovl/a && test -e /tmp/ready && ls -d /dev/mqueue && grep -c 'policy *: *5' /proc/self/sched"]
+"#,
+            lower = lower.display()
+        ),
+    )
+    .unwrap();
+    let out = hatchery(&["run", "-v", "-c", &profile.to_string_lossy()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(text(&out.stdout), "x\n/dev/mqueue\n1\n");
+    assert!(
+        err.contains("seccomp presets: ext,deny-ns,deny-tty,deny-devel"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(lower.join("a")).unwrap(),
+        "from lower\n"
+    );
+    // A bad op names the profile's line.
+    std::fs::write(
+        &profile,
+        "\n[[ops]]\ntype = \"remount\"\ntarget = \"/x\"\nflags = [\"rw\"]\n",
+    )
+    .unwrap();
+    let out = hatchery(&["run", "-c", &profile.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        text(&out.stderr).contains("p.toml:2: ops.flags: unknown remount flags"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -46,6 +46,11 @@ pub struct CfgFile {
     pub userns: Option<Spanned<String>>,
     /// hatchery: `--allow-new-privs`.
     pub allow_new_privs: Option<bool>,
+    /// hatchery: hakurei's ops (`[[ops]]`, see `config::hakurei`); merged like mounts.
+    #[serde(default)]
+    pub ops: Vec<Spanned<super::hakurei::CfgOp>>,
+    /// hatchery: hakurei's parameters (`[hakurei]`).
+    pub hakurei: Option<super::hakurei::CfgHakurei>,
 }
 
 #[derive(Deserialize, Clone)]

@@ -10,8 +10,8 @@
 //!        │ "@include" = ["a.toml", ...]  (relative to the including file; rendered and parsed
 //!        │                                 the same way; nested includes and cycles checked)
 //!        ▼
-//!      merge as hakoniwa: namespaces, mounts, envs (and hatchery's etc) concatenated, the
-//!      includes first in order; network: the last one given; filesystem and landlock lists
+//!      merge as hakoniwa: namespaces, mounts, envs (and hatchery's etc and ops)
+//!      concatenated, the includes first in order; network: the last one given; filesystem and landlock lists
 //!      concatenated; the other fields only from FILE itself
 //!        ▼
 //!      check every value (paths exist, types are known) ──▶ SandboxArgs, command
@@ -23,6 +23,7 @@
 
 mod fields;
 mod functions;
+mod hakurei;
 
 use std::path::{Path, PathBuf};
 
@@ -240,12 +241,14 @@ fn only_in_top(src: &Source, cfg: &CfgFile) -> Result<(), String> {
         ("user", cfg.user.is_some()),
         ("userns", cfg.userns.is_some()),
         ("allow_new_privs", cfg.allow_new_privs.is_some()),
+        ("hakurei", cfg.hakurei.is_some()),
     ];
     match given.iter().find(|(_, g)| *g) {
         None => Ok(()),
         Some((key, _)) => Err(format!(
             "{}: {key}: only the top profile may set it (an included profile brings \
-             namespaces, mounts, envs, network, filesystem, landlock and etc, as in hakoniwa)",
+             namespaces, mounts, envs, network, filesystem, landlock, etc and ops, as in \
+             hakoniwa)",
             src.at_key(key)
         )),
     }
@@ -343,6 +346,9 @@ pub fn load(path: &Path, log: &Log) -> Result<Profile, String> {
         }
         for name in &cfg.etc {
             a.etc.push(name.get_ref().clone());
+        }
+        for op in &cfg.ops {
+            hakurei::add_op(&mut a, op, &src.at(op.span().start))?;
         }
         if let Some(net) = &cfg.network {
             let mode = net.get_ref().mode.as_str();
@@ -532,6 +538,9 @@ pub fn load(path: &Path, log: &Log) -> Result<Profile, String> {
             a.userns = Some("auto".into());
         }
         a.allow_new_privs = cfg.allow_new_privs.unwrap_or(false);
+        if let Some(p) = &cfg.hakurei {
+            hakurei::set_params(&mut a, p);
+        }
     }
     for (ns, share) in namespaces {
         if share {
@@ -635,6 +644,59 @@ mod tests {
         std::fs::write(&f, "hostname = \"{{ nope(\"\n").unwrap();
         let e = load(&f, &quiet()).unwrap_err();
         assert!(e.contains("bad.toml:1: template"), "{e}");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn hakurei_ops_merge_like_mounts_and_params_come_from_the_top() {
+        let d = dir("hakurei");
+        std::fs::write(
+            d.join("base.toml"),
+            "[[ops]]\ntype = \"overlay\"\ntarget = \"/o\"\nlower = [\"/usr\"]\n\
+             ephemeral = true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("main.toml"),
+            "\"@include\" = [\"base.toml\"]\n\
+             [[ops]]\ntype = \"bind\"\nsource = \"/dev/dri\"\nflags = [\"dev\", \"optional\"]\n\
+             [[ops]]\ntype = \"remount\"\ntarget = \"/o\"\nflags = [\"noexec\"]\n\
+             [[ops]]\ntype = \"daemon\"\nready = \"/tmp/r\"\ncmdline = [\"/bin/d\", \"-f\"]\n\
+             [[ops]]\ntype = \"auto-etc\"\nsource = \"/etc\"\nprefix = \"h\"\n\
+             [hakurei]\nforward_cancel = true\nwait_delay = 2.5\nscheduler = \"batch\"\n\
+             seccomp_presets = [\"strict\"]\n",
+        )
+        .unwrap();
+        let p = load(&d.join("main.toml"), &quiet()).unwrap();
+        let h = &p.sandbox.hakurei;
+        assert_eq!(h.overlay_tmp, ["/usr:/o"]);
+        assert_eq!(h.bind, ["/dev/dri:/dev/dri:dev,optional"]);
+        assert_eq!(h.remount, ["/o:noexec"]);
+        assert_eq!(h.daemon, ["/tmp/r:/bin/d:-f"]);
+        assert_eq!(p.sandbox.etc, ["/etc:h"]);
+        assert!(h.forward_cancel);
+        assert_eq!(h.wait_delay, Some(2.5));
+        assert_eq!(h.scheduler.as_deref(), Some("batch"));
+        assert_eq!(h.seccomp_preset.as_deref(), Some("strict"));
+        // Errors name the file and the line; parameters only in the top profile.
+        let f = d.join("bad.toml");
+        std::fs::write(
+            &f,
+            "\n[[ops]]\ntype = \"overlay\"\ntarget = \"/o\"\nlower = [\"/a\"]\nupper = \"/u\"\n",
+        )
+        .unwrap();
+        let e = load(&f, &quiet()).unwrap_err();
+        assert!(
+            e.contains("bad.toml:") && e.contains("upper and work"),
+            "{e}"
+        );
+        std::fs::write(&f, "[[ops]]\ntype = \"bogus\"\n").unwrap();
+        let e = load(&f, &quiet()).unwrap_err();
+        assert!(e.contains("bad.toml:") && e.contains("bogus"), "{e}");
+        std::fs::write(d.join("inc.toml"), "[hakurei]\nprivileged = true\n").unwrap();
+        std::fs::write(&f, "\"@include\" = [\"inc.toml\"]\n").unwrap();
+        let e = load(&f, &quiet()).unwrap_err();
+        assert!(e.contains("hakurei: only the top profile"), "{e}");
         std::fs::remove_dir_all(&d).ok();
     }
 
