@@ -357,12 +357,16 @@ impl Command {
                 });
             }
         }
+        const _: () = assert!(
+            hatchery_protocol::frame::MAX_PLAN_FDS == 64,
+            "the message below"
+        );
         let fd_count = targets.len() + usize::from(plan.blob.is_some());
         if fd_count > hatchery_protocol::frame::MAX_PLAN_FDS {
             return Err(Error::InvalidConfig {
                 what: "number of passed fds",
                 value: fd_count.to_string(),
-                reason: "at most 60 extra fds",
+                reason: "at most 64 fds in all: stdin, stdout, stderr, the extra fds and the files' blob",
             });
         }
         let started = Instant::now();

@@ -16,7 +16,7 @@ use hatchery_protocol::{
 
 use hatchery_sys::process::Resource;
 
-use super::{Call, CallFailure, ExportFn, Exports};
+use super::exports::{Call, CallFailure, ExportFn, Exports};
 
 /// Highest fd number a named fd may be placed on (exclusive).
 pub(super) const MAX_TARGET: RawFd = 1024;

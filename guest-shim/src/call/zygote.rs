@@ -11,8 +11,8 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::exports::Exports;
 use super::fork::{self, CallLockdown};
-use super::Exports;
 
 fn failed(chan: &mut Channel, errno: i32, detail: &str) -> i32 {
     let _ = chan.send(
@@ -169,4 +169,17 @@ fn shared_mapping() -> Option<String> {
         }
     }
     None
+}
+
+impl Exports {
+    /// Reports Ready to the supervisor and serves as the helper zygote until the container
+    /// goes away. Call it from `main` of a helper started by a call-mode pool, after
+    /// preloading. The process must be single-threaded here (call processes are forked); a
+    /// helper that started threads gets a setup failure. So does one that holds shared
+    /// writable memory (`MAP_SHARED` of anonymous memory, a memfd or a writable file, an
+    /// attached SysV segment): every call process would share it with the next. Map what you
+    /// preload privately (a file mapped shared from a read-only fd is fine).
+    pub fn serve(self) -> ! {
+        hatchery_sys::exec::exit_now(serve(&self))
+    }
 }
