@@ -47,16 +47,18 @@ pub enum Error {
         detail: String,
     },
     /// The `hatchery-shim` binary was not found (only possible when this build of the library
-    /// embeds none: see [`shim_binary`](crate::shim_binary)).
+    /// embeds none; see the crate's `embed-shim` feature).
     #[error(
         "hatchery-shim not found ({}, so it is looked for next to the program and on $PATH; \
          searched {}: {searched:?}): build hatchery with its default `embed-shim` feature, or \
          build the shim (`cargo build --release -p hatchery-guest --bin hatchery-shim`) and \
          install it next to your program, on $PATH, or at $HATCHERY_SHIM",
-        crate::shim_binary::not_embedded_reason().unwrap_or("no shim is embedded"),
+        why_not_embedded,
         searched.len()
     )]
     ShimNotFound {
+        /// Why this build embeds no shim.
+        why_not_embedded: &'static str,
         /// Paths that were tried.
         searched: Vec<PathBuf>,
     },
@@ -257,6 +259,7 @@ mod tests {
     #[test]
     fn a_missing_shim_shows_its_hint_through_the_pool_error() {
         let e = PoolError::Spawn(Arc::new(Error::ShimNotFound {
+            why_not_embedded: "built without embed-shim",
             searched: vec![PathBuf::from("/x/hatchery-shim")],
         }));
         let text = e.to_string();

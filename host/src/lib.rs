@@ -41,6 +41,7 @@ mod child;
 mod command;
 mod container;
 mod error;
+mod hakurei;
 pub mod idmap;
 pub mod landlock;
 pub mod network;

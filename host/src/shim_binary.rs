@@ -158,7 +158,10 @@ fn load() -> Result<ShimBinary> {
     let searched = candidates();
     match searched.iter().find(|p| p.is_file()) {
         Some(p) => load_file(p),
-        None => Err(Error::ShimNotFound { searched }),
+        None => Err(Error::ShimNotFound {
+            why_not_embedded: not_embedded_reason().unwrap_or("no shim is embedded"),
+            searched,
+        }),
     }
 }
 
@@ -173,7 +176,7 @@ enum Failure {
 impl Failure {
     fn of(e: Error) -> Failure {
         match e {
-            Error::ShimNotFound { searched } => Failure::NotFound(searched),
+            Error::ShimNotFound { searched, .. } => Failure::NotFound(searched),
             Error::ShimLoad { path, source } => {
                 Failure::Load(path, source.kind(), source.to_string())
             }
@@ -189,6 +192,7 @@ impl Failure {
     fn error(&self) -> Error {
         match self {
             Failure::NotFound(searched) => Error::ShimNotFound {
+                why_not_embedded: not_embedded_reason().unwrap_or("no shim is embedded"),
                 searched: searched.clone(),
             },
             Failure::Load(path, kind, msg) => Error::ShimLoad {
