@@ -4,6 +4,7 @@
 mod bench;
 mod config;
 mod hakurei;
+mod learn;
 mod log;
 mod map;
 mod run;
@@ -24,6 +25,9 @@ enum Commands {
     /// Run a COMMAND in a sandbox (compatible with `hakoniwa run`)
     #[command(after_help = run::NETWORK_NOTE)]
     Run(run::RunArgs),
+    /// Record a helper on sample inputs and write the smallest profile it needs (trusted
+    /// samples only: recording allows every system call)
+    Learn(learn::LearnArgs),
     /// Measure spawn latency and throughput of the sandboxes on this machine
     Bench(bench::BenchArgs),
     /// Run COMMAND once per FILE (as its stdin) in fresh sandboxes from a warm pool
@@ -65,6 +69,7 @@ fn main() {
     let code = match cli.command {
         Commands::Run(args) => run::execute(args),
         Commands::Map(args) => map::execute(args),
+        Commands::Learn(args) => learn::execute(args),
         Commands::Bench(args) => bench::execute(args),
         Commands::Completion(args) => completion(args),
     };

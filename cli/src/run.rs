@@ -41,6 +41,10 @@ pub struct RunArgs {
     /// seccomp, Execve; -vv: every rule too)
     #[arg(short = 'v', long, action = ArgAction::Count)]
     verbose: u8,
+    /// Explain every refusal on stderr, one line each with the flag that allows it (implied
+    /// by -v; costs a round trip to the shim on each call that reaches a path or port)
+    #[arg(long)]
+    explain: bool,
     /// Print nothing but the command's own output
     #[arg(short = 'q', long, action = ArgAction::Count)]
     quiet: u8,
@@ -61,7 +65,7 @@ pub struct RunArgs {
 /// The program as hakoniwa runs it: a name without `/` is looked up on the host's `PATH`
 /// (and run at that path inside the container); a name found nowhere is kept, and hatchery
 /// then searches the container's `PATH`.
-fn host_program(prog: &str) -> String {
+pub(crate) fn host_program(prog: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     if prog.contains('/') {
         return prog.to_string();
@@ -181,7 +185,11 @@ pub fn execute(args: RunArgs) -> i32 {
             return 125;
         }
     };
-    let container = applied.container;
+    let mut container = applied.container;
+    let explaining = args.explain || log.debugging();
+    if explaining {
+        container.explain(true);
+    }
     let (mut argv, cwd) = match &profile_cmd {
         Some(cmd) if args.argv.is_empty() => (cmd.cmdline.clone(), cmd.cwd.clone()),
         Some(cmd) => (args.argv.clone(), cmd.cwd.clone()),
@@ -268,6 +276,9 @@ pub fn execute(args: RunArgs) -> i32 {
     if status.exit_code.is_none() {
         log.error(&status.reason);
     }
+    if explaining {
+        print_denials(&log, &status);
+    }
     if status.code != 0 && args.profile.is_none() && args.config.is_none() {
         // hakoniwa's default has neither /dev nor /tmp: a common reason for a failure
         // ("could not open /dev/null", "Read-only file system") that does not name it.
@@ -285,6 +296,26 @@ pub fn execute(args: RunArgs) -> i32 {
         }
     }
     status.code
+}
+
+/// One line per denial (with `--explain` or `-v`), and, with `-vv`, what could not be seen.
+fn print_denials(log: &Log, status: &hatchery::ExitStatus) {
+    for d in status.denials() {
+        log.note(d);
+    }
+    if log.tracing() {
+        for d in status.denials() {
+            if let Some(a) = &d.allow {
+                log.debug(format!(
+                    "allow {} {} in a profile:\n{}",
+                    d.layer, d.target, a.toml
+                ));
+            }
+        }
+        for n in hatchery::denial::UNEXPLAINED {
+            log.debug(format!("not explained: {n}"));
+        }
+    }
 }
 
 fn spawn_failed(log: &Log, e: &hatchery::Error, program: &str) -> i32 {

@@ -117,6 +117,18 @@ pub struct SandboxArgs {
     /// Seccomp policy: podman (default), strict, audit, unconfined, or an OCI/Docker JSON file
     #[arg(long, value_name = "PROFILE|FILE.json")]
     pub seccomp: Option<String>,
+    /// Seccomp: also allow system call NAME (with :ARG0, only when its first argument is
+    /// ARG0, e.g. socket:17 for AF_PACKET sockets); what a denial's suggestion says
+    #[arg(long, value_name = "NAME[:ARG0]")]
+    pub seccomp_allow: Vec<String>,
+    /// Seccomp: keep the policy's allowing rules for these calls only (a learned allowlist,
+    /// within the policy); every other call gets the policy's default (ENOSYS for podman)
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    pub seccomp_only: Option<Vec<String>>,
+    /// Seccomp, with --seccomp-only: sockets of these address families only (numbers: 1
+    /// AF_UNIX, 2 AF_INET, 10 AF_INET6, 16 AF_NETLINK, …)
+    #[arg(long, value_name = "FAMILY,...", value_delimiter = ',')]
+    pub seccomp_families: Option<Vec<i32>>,
     /// Do not set the no_new_privs bit (setuid programs work inside the user namespace)
     #[arg(long)]
     pub allow_new_privs: bool,
@@ -257,19 +269,59 @@ fn landlock_paths(list: &[String]) -> impl Iterator<Item = &str> {
         .filter(|p| !p.is_empty())
 }
 
+/// `NAME` or `NAME:ARG0` (decimal or 0x hex) of `--seccomp-allow`.
+pub fn parse_seccomp_allow(spec: &str) -> Result<(String, Option<u64>), String> {
+    let (name, arg) = match spec.split_once(':') {
+        Some((n, a)) => (n, Some(a)),
+        None => (spec, None),
+    };
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!("--seccomp-allow {spec:?}: not a system call name"));
+    }
+    let arg0 = match arg {
+        None => None,
+        Some(a) => Some(
+            match a.strip_prefix("0x") {
+                Some(h) => u64::from_str_radix(h, 16),
+                None => a.parse(),
+            }
+            .map_err(|_| format!("--seccomp-allow {spec:?}: ARG0 {a:?} is not a number"))?,
+        ),
+    };
+    Ok((name.to_string(), arg0))
+}
+
 fn apply_confinement(c: &mut Container, args: &SandboxArgs) -> Result<(), String> {
     use hatchery::landlock::{CompatMode, NetAccess, Ruleset};
     use hatchery::seccomp::{Filter, Profile};
     let name = args.seccomp.as_deref().unwrap_or("podman");
-    match Profile::from_name(name) {
-        Some(profile) => match profile.filter() {
-            Some(f) => c.seccomp_filter(f),
-            None => c.seccomp_unconfined(),
-        },
-        None => {
-            let f = Filter::from_oci_file(name).map_err(|e| format!("--seccomp: {e}"))?;
+    let filter = match Profile::from_name(name) {
+        Some(profile) => profile.filter(),
+        None => Some(Filter::from_oci_file(name).map_err(|e| format!("--seccomp: {e}"))?),
+    };
+    match filter {
+        Some(mut f) => {
+            if let Some(only) = &args.seccomp_only {
+                f = f
+                    .only_allowing(only, args.seccomp_families.as_deref())
+                    .map_err(|e| format!("--seccomp-only: {e}"))?;
+            } else if args.seccomp_families.is_some() {
+                return Err("--seccomp-families narrows --seccomp-only: give both".into());
+            }
+            for spec in &args.seccomp_allow {
+                let (call, arg0) = parse_seccomp_allow(spec)?;
+                f.allow_syscall(&call, arg0);
+            }
             c.seccomp_filter(f)
         }
+        None if args.seccomp_only.is_some() || !args.seccomp_allow.is_empty() => {
+            return Err(
+                "--seccomp-only and --seccomp-allow need a seccomp policy, not \
+                        --seccomp unconfined"
+                    .into(),
+            )
+        }
+        None => c.seccomp_unconfined(),
     };
     let fs_paths = !(args.landlock_fs_ro.is_empty()
         && args.landlock_fs_rw.is_empty()

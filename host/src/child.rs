@@ -59,6 +59,12 @@ pub struct ExitStatus {
     pub outcome: Outcome,
     /// What it used.
     pub rusage: Option<Rusage>,
+    /// Every refusal, with how to allow it, when the container explains
+    /// ([`Container::explain`](crate::Container::explain)); empty otherwise.
+    pub denials: Vec<crate::Denial>,
+    /// What the command used, when the container records
+    /// ([`Container::learn`](crate::Container::learn)).
+    pub learned: Option<crate::Learned>,
 }
 
 fn signal_name(sig: i32) -> String {
@@ -106,6 +112,16 @@ impl ExitStatus {
     /// What it used.
     pub fn rusage(&self) -> Option<Rusage> {
         self.rusage
+    }
+
+    /// Every refusal, with how to allow it (explaining containers only).
+    pub fn denials(&self) -> &[crate::Denial] {
+        &self.denials
+    }
+
+    /// What the command used (recording containers only).
+    pub fn learned(&self) -> Option<&crate::Learned> {
+        self.learned.as_ref()
     }
 
     pub(crate) fn from_outcome(
@@ -184,6 +200,8 @@ impl ExitStatus {
             timed_out,
             outcome,
             rusage,
+            denials: Vec::new(),
+            learned: None,
         }
     }
 }
@@ -275,6 +293,10 @@ pub struct Child {
     forward_cancel: Option<Duration>,
     /// When a forwarded cancel's wait delay ends.
     cancel_deadline: Option<Instant>,
+    /// Explaining or recording: the limits denials may suggest raising.
+    recording: Option<(crate::denial::Recording, crate::denial::Limits)>,
+    /// What an explaining or recording shim reported.
+    report: Option<hatchery_protocol::Report>,
 }
 
 impl Child {
@@ -302,7 +324,42 @@ impl Child {
             network_log: None,
             forward_cancel: None,
             cancel_deadline: None,
+            recording: None,
+            report: None,
         }
+    }
+
+    /// Makes the status carry the denials or the use the shim reports.
+    pub(crate) fn with_recording(
+        mut self,
+        recording: crate::denial::Recording,
+        limits: crate::denial::Limits,
+    ) -> Child {
+        if recording != crate::denial::Recording::Off {
+            self.recording = Some((recording, limits));
+        }
+        self
+    }
+
+    /// The denials or use the shim reported, added to `st`.
+    fn add_report(&self, st: &mut ExitStatus) {
+        let Some((recording, limits)) = self.recording else {
+            return;
+        };
+        if recording == crate::denial::Recording::Learn {
+            st.learned = self
+                .report
+                .as_ref()
+                .and_then(crate::denial::Learned::from_report);
+            return;
+        }
+        st.denials = crate::denial::explain(
+            self.report.as_ref(),
+            &st.outcome,
+            limits,
+            !st.success(),
+            |p| p.exists(),
+        );
     }
 
     /// The container's control socket, for event loops: it becomes readable when the command
@@ -426,9 +483,15 @@ impl Child {
                         }
                         let rusage = Rusage::from_usage(&resp.usage, real);
                         self.shim = None;
-                        let st = ExitStatus::from_outcome(resp.outcome, Some(rusage), self.timeout);
+                        let mut st =
+                            ExitStatus::from_outcome(resp.outcome, Some(rusage), self.timeout);
+                        self.add_report(&mut st);
                         self.status = Some(st.clone());
                         return Ok(Some(st));
+                    }
+                    Message::Report(r) if self.recording.is_some() && self.report.is_none() => {
+                        self.report = Some(*r);
+                        continue;
                     }
                     Message::Pong(_) => continue,
                     other => {

@@ -469,7 +469,8 @@ impl Command {
             features,
             cgroup,
         )
-        .with_forward_cancel(c.forwards_cancel().then(|| c.cancel_wait_delay()));
+        .with_forward_cancel(c.forwards_cancel().then(|| c.cancel_wait_delay()))
+        .with_recording(c.recording, c.denial_limits());
         child.network_log = network_log;
         Ok(child)
     }

@@ -165,6 +165,8 @@ pub struct Container {
     pub(crate) ops: Vec<crate::ops::Op>,
     /// hakurei's process parameters.
     pub(crate) params: crate::ops::Params,
+    /// Explain denials, or record what the command uses.
+    pub(crate) recording: crate::denial::Recording,
 }
 
 impl Default for Container {
@@ -239,6 +241,52 @@ impl Container {
             config_errors: Vec::new(),
             ops: Vec::new(),
             params: crate::ops::Params::default(),
+            recording: crate::denial::Recording::Off,
+        }
+    }
+
+    /// Explains every refusal: the command's [`ExitStatus::denials`](crate::ExitStatus::denials)
+    /// list what seccomp failed, what landlock refuses (predicted from its rules), which scope
+    /// refused what, which limit ended it, and which host path the container lacked, each with
+    /// the smallest change that allows it. Costs a round trip to the shim on every system call
+    /// that reaches a path or port, and on every refused one; the answers stay the policy's own.
+    /// Needs a seccomp filter (the default profile has one).
+    pub fn explain(&mut self, on: bool) -> &mut Self {
+        self.recording = if on {
+            crate::denial::Recording::Explain
+        } else {
+            crate::denial::Recording::Off
+        };
+        self
+    }
+
+    /// Records what the command uses instead of confining its calls: every system call is
+    /// allowed and recorded, with the paths, rights, socket families and ports it reached
+    /// ([`ExitStatus::learned`](crate::ExitStatus::learned)); the container's own seccomp filter is
+    /// not installed. For learning a profile from sample inputs (`hatchery learn`) — **never
+    /// on untrusted inputs**: a recorded command is confined by namespaces, landlock and limits
+    /// only.
+    pub fn learn(&mut self, on: bool) -> &mut Self {
+        self.recording = if on {
+            crate::denial::Recording::Learn
+        } else {
+            crate::denial::Recording::Off
+        };
+        self
+    }
+
+    /// The limits a denial may suggest raising.
+    pub(crate) fn denial_limits(&self) -> crate::denial::Limits {
+        let soft = |r: Resource| {
+            self.rlimits
+                .values()
+                .find(|x| x.resource == r)
+                .map(|x| x.soft)
+        };
+        crate::denial::Limits {
+            cpu_secs: soft(Resource::Cpu),
+            fsize: soft(Resource::Fsize),
+            memory: self.resources.memory,
         }
     }
 

@@ -154,17 +154,53 @@ fn rlimits(c: &Container, cgroups: bool) -> Vec<Rlimit> {
 /// The seccomp filter, compiled for a supervised command (a trusted shim watches it, so
 /// notifying rules stay notifications).
 fn seccomp(c: &Container) -> Result<Option<SeccompPlan>> {
-    let Some(f) = &c.seccomp else {
-        return Ok(None);
+    use crate::denial::Recording;
+    let fail = |f: &crate::seccomp::Filter| {
+        let profile = f.name().to_string();
+        move |source| Error::Seccomp { profile, source }
     };
-    let p = f.compile(false).map_err(|source| Error::Seccomp {
-        profile: f.name().to_string(),
-        source,
-    })?;
+    if c.recording == Recording::Learn {
+        // Allow and record: every call notifies, the shim lets each run.
+        let f = crate::seccomp::Filter::new(crate::seccomp::Action::Notify).named("learn");
+        let p = f.compile(false).map_err(fail(&f))?;
+        return Ok(Some(SeccompPlan {
+            filter: p.words.to_vec(),
+            notify: true,
+            notify_exec: true,
+            explain: hatchery_protocol::Explain::Learn,
+        }));
+    }
+    // Explaining without a filter of the container's own: an allow-all one, so the shim still
+    // sees the calls landlock may refuse (not when new privileges are allowed: a filter needs
+    // no_new_privs).
+    let allow_all;
+    let f = match &c.seccomp {
+        Some(f) => f,
+        None if c.recording == Recording::Explain
+            && !c.runctl.contains(&crate::Runctl::AllowNewPrivs) =>
+        {
+            allow_all = crate::seccomp::Filter::new(crate::seccomp::Action::Allow).named("none");
+            &allow_all
+        }
+        None => return Ok(None),
+    };
+    if c.recording == Recording::Explain {
+        let (installed, original) = f.compile_explaining().map_err(fail(f))?;
+        return Ok(Some(SeccompPlan {
+            filter: installed.words.to_vec(),
+            notify: true,
+            notify_exec: true,
+            explain: hatchery_protocol::Explain::Explain {
+                original: original.words.to_vec(),
+            },
+        }));
+    }
+    let p = f.compile(false).map_err(fail(f))?;
     Ok(Some(SeccompPlan {
         filter: p.words.to_vec(),
         notify: p.notify,
         notify_exec: p.notify_exec,
+        explain: hatchery_protocol::Explain::Off,
     }))
 }
 

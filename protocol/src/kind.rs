@@ -37,11 +37,14 @@ pub enum Kind {
     Worker = 14,
     /// Call mode, supervisor → host on a worker's direct channel: the worker is gone.
     WorkerExited = 15,
+    /// Guest → host, right before a request's [`Kind::Response`] when its plan explains or
+    /// learns: the denials it saw, or what the command used.
+    Report = 16,
 }
 
 impl Kind {
     /// Every kind, in wire order.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Hello,
         Kind::SetupPlan,
         Kind::Ready,
@@ -57,6 +60,7 @@ impl Kind {
         Kind::ChildExited,
         Kind::Worker,
         Kind::WorkerExited,
+        Kind::Report,
     ];
 
     /// The kind for a wire value, if it names one.
@@ -82,6 +86,7 @@ impl Kind {
             Kind::ChildExited => "ChildExited",
             Kind::Worker => "Worker",
             Kind::WorkerExited => "WorkerExited",
+            Kind::Report => "Report",
         }
     }
 

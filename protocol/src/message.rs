@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProtocolError;
 use crate::frame::{split_frame, Header, Kind, HEADER_LEN, MAX_BODY_LEN, MAX_FRAME_LEN};
+use crate::report::{Explain, Report};
 
 /// Raw bytes: an OS string (path, argument, `NAME=value`) or a payload. Encoded as a MessagePack
 /// `bin`, not an array of integers.
@@ -487,6 +488,8 @@ pub struct SeccompPlan {
     /// The filter may notify `execve`/`execveat` themselves: the shim must not be suspended
     /// (vfork-style) until the command execs, since that exec waits for the shim.
     pub notify_exec: bool,
+    /// Whether the shim explains denials or records what the command uses.
+    pub explain: Explain,
 }
 
 /// One landlock path rule: `access` (`LANDLOCK_ACCESS_FS_*` bits) beneath `path`.
@@ -899,6 +902,7 @@ pub enum Message {
     ChildExited(ChildExited),
     Worker(Worker),
     WorkerExited(Box<WorkerExited>),
+    Report(Box<Report>),
 }
 
 impl Message {
@@ -920,6 +924,7 @@ impl Message {
             Message::ChildExited(_) => Kind::ChildExited,
             Message::Worker(_) => Kind::Worker,
             Message::WorkerExited(_) => Kind::WorkerExited,
+            Message::Report(_) => Kind::Report,
         }
     }
 
@@ -952,6 +957,7 @@ impl Message {
             Message::ChildExited(m) => rmp_serde::encode::write(out, m),
             Message::Worker(m) => rmp_serde::encode::write(out, m),
             Message::WorkerExited(m) => rmp_serde::encode::write(out, m),
+            Message::Report(m) => rmp_serde::encode::write(out, m),
         };
         res.map_err(|source| ProtocolError::Encode { kind, source })?;
         let body_len = out.len() - HEADER_LEN;
@@ -1009,6 +1015,7 @@ impl Message {
             Kind::ChildExited => Message::ChildExited(de(kind, body)?),
             Kind::Worker => Message::Worker(de(kind, body)?),
             Kind::WorkerExited => Message::WorkerExited(de(kind, body)?),
+            Kind::Report => Message::Report(de(kind, body)?),
         })
     }
 }

@@ -1,7 +1,8 @@
 //! Installing a classic BPF seccomp filter and answering its user notifications, raw (rustix
 //! does not have seccomp). Filters are compiled before the fork; the child only installs them.
 //!
-//! Everything here is allocation-free and async-signal-safe.
+//! Everything here is allocation-free and async-signal-safe, but for [`read_c_string`] and
+//! [`socket_type_of`], which a supervisor uses on notifications (never between fork and exec).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -103,6 +104,88 @@ pub fn notif_deny(listener: BorrowedFd<'_>, id: u64, errno: i32) -> Result<(), E
     // `listener` is open for the call.
     let r = unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
     check(r as libc::c_long).map(drop)
+}
+
+/// Answers notification `id`: the call runs as if no filter had notified it
+/// (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`). Only for calls the policy itself allows: the kernel
+/// runs the call with the caller's (possibly changed) arguments.
+pub fn notif_continue(listener: BorrowedFd<'_>, id: u64) -> Result<(), Errno> {
+    let resp = NotifResp {
+        id,
+        val: 0,
+        error: 0,
+        flags: 1, // SECCOMP_USER_NOTIF_FLAG_CONTINUE
+    };
+    // SAFETY: as in `notif_deny`.
+    let r = unsafe { libc::ioctl(listener.as_raw_fd(), NOTIF_SEND, &resp as *const NotifResp) };
+    check(r as libc::c_long).map(drop)
+}
+
+/// Reads a NUL-terminated string of at most `max` bytes at `addr` in process `pid`'s memory
+/// (`process_vm_readv`, page by page so an unmapped page after the string does not fail the
+/// read). Returns the bytes before the NUL, and whether the string was longer than `max`.
+pub fn read_c_string(pid: libc::pid_t, addr: u64, max: usize) -> Result<(Vec<u8>, bool), Errno> {
+    const PAGE: u64 = 4096;
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < max {
+        let chunk = ((PAGE - at % PAGE) as usize).min(max - out.len());
+        let mut buf = vec![0u8; chunk];
+        let n = read_memory(pid, at, &mut buf)?;
+        if n == 0 {
+            return Err(libc::EFAULT);
+        }
+        if let Some(end) = buf[..n].iter().position(|b| *b == 0) {
+            out.extend_from_slice(&buf[..end]);
+            return Ok((out, false));
+        }
+        out.extend_from_slice(&buf[..n]);
+        at += n as u64;
+    }
+    Ok((out, true))
+}
+
+/// Reads `buf.len()` bytes (or fewer, at the end of a mapping) at `addr` in process `pid`.
+pub fn read_memory(pid: libc::pid_t, addr: u64, buf: &mut [u8]) -> Result<usize, Errno> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, writable for its length; the remote range is only read
+    // by the kernel, which checks it against the other process's mappings.
+    let r = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    check(r as libc::c_long).map(|n| n as usize)
+}
+
+/// The type (`SOCK_STREAM`, `SOCK_DGRAM`, …) of socket `fd` of process `pid`: the fd is
+/// duplicated with `pidfd_getfd` (ptrace access to `pid` needed), asked, and closed.
+pub fn socket_type_of(pid: libc::pid_t, fd: i32) -> Result<i32, Errno> {
+    // SAFETY: pidfd_open takes a pid and flags; a returned fd is new and ours.
+    let pidfd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: as above; the kernel returns a new fd (or -1).
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd takes a pidfd, a target fd number and flags (0); the result is ours.
+    let theirs = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
+    // SAFETY: a new fd the kernel just installed in our table.
+    let theirs = unsafe { OwnedFd::from_raw_fd(theirs as i32) };
+    let mut ty: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `ty`/`len` are a writable int and its size.
+    let r = unsafe {
+        libc::getsockopt(
+            theirs.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    check(r as libc::c_long)?;
+    Ok(ty)
 }
 
 #[cfg(test)]

@@ -203,6 +203,13 @@ pub struct CfgLimit {
 pub struct CfgSeccomp {
     /// `podman` (default), `audit`, `unconfined` (hatchery: `strict`) or a JSON profile file.
     pub path: Option<Spanned<String>>,
+    /// hatchery: `--seccomp-allow`, one `NAME[:ARG0]` each.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// hatchery: `--seccomp-only` (a learned allowlist).
+    pub syscalls: Option<Vec<String>>,
+    /// hatchery: `--seccomp-families` (socket address families, with `syscalls`).
+    pub families: Option<Vec<i32>>,
 }
 
 #[derive(Deserialize, Default, Clone)]

@@ -492,6 +492,25 @@ pub fn load(path: &Path, log: &Log) -> Result<Profile, String> {
             }
             a.seccomp = Some(p.clone());
         }
+        if let Some(s) = &cfg.seccomp {
+            for spec in &s.allow {
+                crate::sandbox::parse_seccomp_allow(spec.get_ref())
+                    .map_err(|e| format!("{}: seccomp.allow: {e}", src.at(spec.span().start)))?;
+                a.seccomp_allow.push(spec.get_ref().clone());
+            }
+            if let Some(names) = &s.syscalls {
+                a.seccomp_only = Some(names.clone());
+            }
+            if let Some(f) = &s.families {
+                if s.syscalls.is_none() {
+                    return Err(format!(
+                        "{}: seccomp.families narrows seccomp.syscalls: give both",
+                        src.at_key("seccomp")
+                    ));
+                }
+                a.seccomp_families = Some(f.clone());
+            }
+        }
         if let Some(c) = &cfg.command {
             command.cmdline = c.cmdline.clone();
             command.cwd = c.cwd.clone();

@@ -28,6 +28,7 @@
 pub(crate) mod child;
 pub(crate) mod confine;
 mod daemon;
+pub(crate) mod explain;
 pub(crate) mod launch;
 pub(crate) mod launch_plan;
 mod oneshot;

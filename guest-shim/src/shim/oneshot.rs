@@ -17,6 +17,7 @@ use nix::sys::signalfd::SignalFd;
 
 use crate::shim::confine::{self, Confinement};
 use crate::shim::daemon;
+use crate::shim::explain::{Explainer, Handled};
 use crate::shim::launch::{self, LaunchRequest};
 use crate::shim::launch_plan::LaunchPlan;
 use crate::shim::reap;
@@ -90,6 +91,10 @@ pub(crate) fn run(
     watch.lap("fork + exec command");
     let cpu_limit = launch_plan.cpu_limit_secs;
     drop(launch_plan); // close our copies of the command's fds
+    let mut explainer = plan
+        .seccomp
+        .as_ref()
+        .and_then(|s| Explainer::new(&s.explain, plan.landlock.as_ref(), features.landlock));
     if chan
         .send(
             &Message::Ready(Ready {
@@ -149,7 +154,14 @@ pub(crate) fn run(
         };
         for (i, pending, any) in notified {
             if pending {
-                if let Some((v, id)) = listeners[i].as_ref().and_then(confine::receive_violation) {
+                let received = listeners[i].as_ref().and_then(|l| match &mut explainer {
+                    Some(e) => match e.receive(l)? {
+                        Handled::Answered => None,
+                        Handled::Violation(v, id) => Some((v, id)),
+                    },
+                    None => confine::receive_violation(l),
+                });
+                if let Some((v, id)) = received {
                     // Every process of the container but us dies: the command's whole tree
                     // and the daemons.
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), Signal::SIGKILL);
@@ -178,6 +190,9 @@ pub(crate) fn run(
                 if plan.params.adopt_wait_us > 0 {
                     daemon::kill_all(&daemons);
                     adopt_wait(signals, Duration::from_micros(plan.params.adopt_wait_us));
+                }
+                if let Some(e) = &explainer {
+                    let _ = chan.send(&Message::Report(Box::new(e.report())), &[], None);
                 }
                 let outcome = watch.outcome(Seen {
                     exited: Some((done.status, done.usage)),

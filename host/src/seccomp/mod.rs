@@ -406,6 +406,46 @@ impl std::fmt::Display for Rule {
     }
 }
 
+/// The calls an explaining filter notifies although the policy allows them: those that reach
+/// paths, ports, abstract sockets and other processes, which landlock may refuse.
+pub const WATCHED: &[&str] = &[
+    "open",
+    "openat",
+    "openat2",
+    "creat",
+    "execve",
+    "execveat",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "unlink",
+    "unlinkat",
+    "rmdir",
+    "rename",
+    "renameat",
+    "renameat2",
+    "link",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "truncate",
+    "connect",
+    "bind",
+    "kill",
+    "tkill",
+    "tgkill",
+    // Lookups (landlock does not check them; a path they miss may be a missing mount).
+    "stat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "chdir",
+];
+
 /// A seccomp policy, as data. Cheap to clone; clones share the compiled program, so a policy is
 /// compiled once however many containers use it.
 #[derive(Debug, Clone)]
@@ -419,7 +459,7 @@ pub struct Filter {
     /// kernels and architectures list such names); explicit rules report them as errors.
     lenient: bool,
     name: String,
-    compiled: Arc<[OnceLock<Result<Program, SeccompError>>; 2]>,
+    compiled: Arc<[OnceLock<Result<Program, SeccompError>>; 3]>,
 }
 
 impl PartialEq for Filter {
@@ -457,6 +497,9 @@ pub enum SeccompError {
         #[source]
         source: Arc<libseccomp::error::SeccompError>,
     },
+    /// A filter that allows every call by default cannot be narrowed to an allowlist.
+    #[error("seccomp profile {0:?} allows by default: it has no allowlist to narrow")]
+    AllowsByDefault(String),
     /// A rule names a system call this system's libseccomp does not know.
     #[error("unknown system call {0:?} (not known to this system's libseccomp)")]
     UnknownSyscall(String),
@@ -579,6 +622,82 @@ impl Filter {
         self
     }
 
+    /// Allows `syscall` exactly: with `arg0`, only when its first argument equals it (the
+    /// filter's rules for that same condition are replaced, its other rules for the call kept);
+    /// without, every rule of the filter for the call is replaced by an unconditional allow.
+    /// What a [`Denial`](crate::Denial) suggests as `--seccomp-allow NAME[:ARG0]`.
+    pub fn allow_syscall(&mut self, syscall: &str, arg0: Option<u64>) -> &mut Self {
+        let conditions: Vec<ArgCmp> = arg0
+            .map(|v| vec![ArgCmp::new(0, ArgCmpOp::Eq, v, 0)])
+            .unwrap_or_default();
+        self.rules.retain(|r| {
+            let same = match &r.syscall {
+                Syscall::Name(n) => n == syscall,
+                Syscall::Number(nr) => syscall_name(i64::from(*nr)) == syscall,
+            };
+            !same || (arg0.is_some() && r.conditions != conditions)
+        });
+        self.add_rule_conditional(Action::Allow, syscall, &conditions)
+    }
+
+    /// This filter allowing only the calls in `syscalls`: every allowing rule (conditional or
+    /// not) of another call is dropped, so those calls get the default action; every other rule
+    /// is kept. A learned profile's allowlist, strictly within the filter it narrows. A filter
+    /// that allows by default cannot be narrowed so ([`SeccompError::AllowsByDefault`]).
+    ///
+    /// With `families`, `socket` and `socketpair` are allowed for those address families only
+    /// (rules that allow one family by its first argument are dropped for the others).
+    pub fn only_allowing(
+        &self,
+        syscalls: &[String],
+        families: Option<&[i32]>,
+    ) -> Result<Filter, SeccompError> {
+        if matches!(self.default, Action::Allow | Action::Log) {
+            return Err(SeccompError::AllowsByDefault(self.name.clone()));
+        }
+        let mut f = self.clone();
+        f.rules.retain(|r| {
+            let name = match &r.syscall {
+                Syscall::Name(n) => n.clone(),
+                Syscall::Number(nr) => syscall_name(i64::from(*nr)),
+            };
+            if !matches!(r.action, Action::Allow | Action::Log) {
+                return true;
+            }
+            let family_ok = match (families, name.as_str(), r.conditions.as_slice()) {
+                (Some(fams), "socket" | "socketpair", [c])
+                    if c.arg == 0 && c.op == ArgCmpOp::Eq =>
+                {
+                    fams.iter().any(|f| *f as u64 == c.datum_a)
+                }
+                _ => true,
+            };
+            syscalls.contains(&name) && family_ok
+        });
+        f.name = format!("{} (only {} calls)", self.name, syscalls.len());
+        f.changed();
+        Ok(f)
+    }
+
+    /// The calls some rule allows (conditionally or not), by name.
+    pub fn allowed_syscalls(&self) -> std::collections::BTreeSet<String> {
+        self.rules
+            .iter()
+            .filter(|r| matches!(r.action, Action::Allow | Action::Log))
+            .map(|r| match &r.syscall {
+                Syscall::Name(n) => n.clone(),
+                Syscall::Number(nr) => syscall_name(i64::from(*nr)),
+            })
+            .collect()
+    }
+
+    /// Whether some rule for `syscall` looks at its arguments.
+    pub fn has_conditions(&self, syscall: &str) -> bool {
+        self.rules.iter().any(|r| {
+            matches!(&r.syscall, Syscall::Name(n) if n == syscall) && !r.conditions.is_empty()
+        })
+    }
+
     /// A rule by raw syscall number of the native architecture.
     pub(crate) fn add_rule_nr(&mut self, action: Action, nr: i32) -> &mut Self {
         self.rules.push(RuleSpec {
@@ -647,12 +766,42 @@ impl Filter {
     /// no trusted supervisor watches.
     pub fn compile(&self, notify_as_kill: bool) -> Result<Program, SeccompError> {
         self.compiled[notify_as_kill as usize]
-            .get_or_init(|| self.build(notify_as_kill))
+            .get_or_init(|| self.build(notify_as_kill, false))
             .clone()
     }
 
-    fn build(&self, notify_as_kill: bool) -> Result<Program, SeccompError> {
-        let default = self.default.to_scmp(notify_as_kill);
+    /// Compiles the filter for a shim that explains denials: the program to install, which
+    /// notifies every call this filter would fail or refuse and every call in [`WATCHED`]
+    /// (those landlock may refuse), and this filter's own supervised program, which the shim
+    /// evaluates on each notification to answer exactly as it would have. Once, as
+    /// [`Filter::compile`].
+    pub fn compile_explaining(&self) -> Result<(Program, Program), SeccompError> {
+        let installed = self.compiled[2]
+            .get_or_init(|| self.build(false, true))
+            .clone()?;
+        Ok((installed, self.compile(false)?))
+    }
+
+    /// The action of `rule` (of call `name`, when known) in the program built.
+    fn action_for(
+        action: Action,
+        name: Option<&str>,
+        notify_as_kill: bool,
+        explain: bool,
+    ) -> ScmpAction {
+        match action {
+            Action::Errno(_) | Action::Trace(_) if explain => ScmpAction::Notify,
+            Action::Allow | Action::Log
+                if explain && name.is_some_and(|n| WATCHED.contains(&n)) =>
+            {
+                ScmpAction::Notify
+            }
+            other => other.to_scmp(notify_as_kill),
+        }
+    }
+
+    fn build(&self, notify_as_kill: bool, explain: bool) -> Result<Program, SeccompError> {
+        let default = Self::action_for(self.default, None, notify_as_kill, explain);
         let mut ctx = ScmpFilterContext::new(default).map_err(scmp_err("new filter"))?;
         ctx.set_act_badarch(ScmpAction::KillProcess)
             .map_err(scmp_err("bad-arch action"))?;
@@ -667,13 +816,18 @@ impl Filter {
                     .map_err(scmp_err(format!("add_arch {arch:?}")))?;
             }
         }
-        let mut notify = matches!(default, ScmpAction::Notify)
+        let mut notify = explain
+            || matches!(default, ScmpAction::Notify)
             || self
                 .ioctls
                 .iter()
                 .any(|(_, a)| a.to_scmp(notify_as_kill) == ScmpAction::Notify);
         for rule in &self.rules {
-            let action = rule.action.to_scmp(notify_as_kill);
+            let name = match &rule.syscall {
+                Syscall::Name(n) => Some(n.as_str()),
+                Syscall::Number(_) => None,
+            };
+            let action = Self::action_for(rule.action, name, notify_as_kill, explain);
             if action == default {
                 continue; // libseccomp refuses rules that repeat the default
             }
@@ -698,9 +852,30 @@ impl Filter {
                 Err(e) => return Err(scmp_err(format!("add_rule {label}"))(e)),
             }
         }
+        if explain && default != ScmpAction::Notify {
+            // Watched calls without rules of their own take the default (allow): notify them.
+            for name in WATCHED {
+                let ruled = self
+                    .rules
+                    .iter()
+                    .any(|r| matches!(&r.syscall, Syscall::Name(n) if n == name));
+                if let (false, Ok(nr)) = (ruled, libseccomp::ScmpSyscall::from_name(name)) {
+                    // Names of other architectures only fail here; nothing to watch then.
+                    let _ = ctx.add_rule(ScmpAction::Notify, nr);
+                }
+            }
+        }
         let body = export(&ctx)?;
-        let mut words = if notify || !self.ioctls.is_empty() {
-            prefix(&self.ioctls, notify, notify_as_kill)?
+        let ioctls: Vec<(u32, Action)> = self
+            .ioctls
+            .iter()
+            .map(|(req, a)| match a {
+                Action::Errno(_) | Action::Trace(_) if explain => (*req, Action::Notify),
+                a => (*req, *a),
+            })
+            .collect();
+        let mut words = if notify || !ioctls.is_empty() {
+            prefix(&ioctls, notify, notify_as_kill)?
         } else {
             Vec::new()
         };
@@ -714,7 +889,7 @@ impl Filter {
         Ok(Program {
             words: words.into(),
             notify,
-            notify_exec: notify && self.may_notify_exec(notify_as_kill),
+            notify_exec: notify && (explain || self.may_notify_exec(notify_as_kill)),
         })
     }
 
