@@ -55,11 +55,24 @@ pub struct MapArgs {
     /// No progress display
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Load the sandbox from a TOML profile (as `hatchery run -c`, e.g. one `hatchery learn`
+    /// wrote), ignoring the other sandbox options; its command.cmdline is the COMMAND unless
+    /// one is given after `--`
+    #[arg(short = 'c', long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Explain every refusal: each file's JSON line gets a `denials` list, each with the flag
+    /// and the profile snippet that allow it
+    #[arg(long)]
+    explain: bool,
     /// The input files; a directory stands for every file under it
     #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
     /// The command that reads a file on stdin and writes its result on stdout
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        required_unless_present = "config",
+        value_name = "COMMAND"
+    )]
     argv: Vec<String>,
 }
 
@@ -200,6 +213,22 @@ fn report(
                 }
                 _ => {}
             }
+            if !r.denials.is_empty() {
+                v["denials"] = r
+                    .denials
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "layer": d.layer.name(),
+                            "operation": d.operation,
+                            "target": d.target,
+                            "count": d.count,
+                            "allow_flag": d.allow.as_ref().map(|a| &a.flag),
+                            "allow_toml": d.allow.as_ref().map(|a| &a.toml),
+                        })
+                    })
+                    .collect();
+            }
             v
         }
         Err(Failure::Cancelled) => serde_json::json!({
@@ -221,7 +250,32 @@ fn report(
 }
 
 /// Runs `hatchery map`.
-pub fn execute(args: MapArgs) -> i32 {
+pub fn execute(mut args: MapArgs) -> i32 {
+    let from_profile = match &args.config {
+        Some(path) => {
+            let log = crate::log::Log {
+                level: crate::log::Level::from_flags(0, 0),
+            };
+            match crate::config::load(path, &log) {
+                Ok(p) => {
+                    args.sandbox = p.sandbox;
+                    if args.argv.is_empty() {
+                        args.argv = p.command.cmdline;
+                    }
+                    true
+                }
+                Err(e) => {
+                    eprintln!("hatchery map: --config: {e}");
+                    return USAGE;
+                }
+            }
+        }
+        None => false,
+    };
+    if args.argv.is_empty() {
+        eprintln!("hatchery map: no COMMAND (the profile has no command.cmdline)");
+        return USAGE;
+    }
     if args.sandbox.rootfs.is_some() || args.sandbox.rootdir.is_some() {
         eprintln!("hatchery map: --rootfs and --rootdir are not supported; the pool's minimal root is used (add paths with -b)");
         return USAGE;
@@ -250,7 +304,12 @@ pub fn execute(args: MapArgs) -> i32 {
         );
         return USAGE;
     }
-    let (profile, env, workdir) = match apply(default_profile(), &args.sandbox, None) {
+    let base = if from_profile {
+        hatchery::Container::new()
+    } else {
+        default_profile()
+    };
+    let (mut profile, env, workdir) = match apply(base, &args.sandbox, None) {
         Ok(a) => (a.container, a.env, a.workdir),
         Err(e) => {
             eprintln!("hatchery map: {e}");
@@ -315,6 +374,9 @@ pub fn execute(args: MapArgs) -> i32 {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1)
         .min(files.len());
+    if args.explain {
+        profile.explain(true);
+    }
     let pool = match Pool::builder()
         .profile(profile)
         .min_zygotes(jobs)

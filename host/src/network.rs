@@ -180,13 +180,66 @@ pub enum NetworkError {
     },
 }
 
-/// What [`setup`] did, for the caller's log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What [`setup`] did, for the caller's log, and the daemon it left running: pasta forks
+/// into the background to serve the namespace, and usually quits when the namespace goes, but
+/// not if the namespace went before pasta watched it. Dropping the log kills it.
+#[derive(Debug)]
 pub(crate) struct SetupLog {
     /// The command line run.
     pub cmdline: Vec<String>,
     /// What it printed.
     pub output: String,
+    /// A pidfd of the background pasta.
+    daemon: Option<std::os::fd::OwnedFd>,
+}
+
+impl Drop for SetupLog {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.daemon {
+            use std::os::fd::AsFd;
+            // Gone already is fine: it quit with the namespace.
+            let _ = hatchery_sys::process::pidfd_kill(fd.as_fd());
+        }
+    }
+}
+
+/// A private directory for pasta's pid file (mode 0700, removed with the guard).
+struct PidDir(std::path::PathBuf);
+
+impl PidDir {
+    fn new() -> std::io::Result<PidDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("hatchery-pasta-{}-{n}-{nanos}", std::process::id()));
+        // Fails if anything (a planted link included) is already there.
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(PidDir(dir))
+    }
+
+    fn file(&self) -> std::path::PathBuf {
+        self.0.join("pid")
+    }
+
+    /// The daemon's pidfd, from the pid file pasta wrote once configured.
+    fn daemon(&self) -> Option<std::os::fd::OwnedFd> {
+        let pid: libc::pid_t = std::fs::read_to_string(self.file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        hatchery_sys::process::pidfd_open(pid).ok()
+    }
+}
+
+impl Drop for PidDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Configures the network namespace of host process `pid`.
@@ -194,8 +247,17 @@ pub(crate) fn setup(network: &Network, pid: u32) -> Result<SetupLog, NetworkErro
     match network {
         Network::Pasta(p) => {
             let cmdline = Pasta::to_cmdline(p, pid, nix::unistd::geteuid().as_raw());
+            let pid_dir = PidDir::new().map_err(|source| NetworkError::Start {
+                program: p.prog.clone(),
+                source,
+            })?;
+            // Our pid file goes before the target pid (pasta's last argument).
+            let (target, options) = cmdline[1..].split_last().unwrap_or((&cmdline[0], &[]));
             let out = StdCommand::new(&cmdline[0])
-                .args(&cmdline[1..])
+                .args(options)
+                .arg("--pid")
+                .arg(pid_dir.file())
+                .arg(target)
                 .stdin(std::process::Stdio::null())
                 .output()
                 .map_err(|source| match source.kind() {
@@ -212,6 +274,7 @@ pub(crate) fn setup(network: &Network, pid: u32) -> Result<SetupLog, NetworkErro
                 return Ok(SetupLog {
                     cmdline,
                     output: stderr,
+                    daemon: pid_dir.daemon(),
                 });
             }
             let hint = if stderr.contains("/dev/net/tun") {

@@ -13,6 +13,10 @@ use crate::message::Bytes;
 /// [`Report::dropped`].
 pub const MAX_REPORT_ENTRIES: usize = 256;
 
+/// Largest encoded report a pool's reply socket takes (its frames are bounded to 16 KiB);
+/// a shim leaves entries out past it (counting them in [`Report::dropped`]).
+pub const MAX_POOL_REPORT: usize = 15 << 10;
+
 /// Longest path a report carries (longer ones are cut, and marked so by a trailing `…`).
 pub const MAX_REPORT_PATH: usize = 512;
 
@@ -47,6 +51,48 @@ pub struct Report {
     pub observed: Option<Observed>,
     /// Entries left out for the bounds.
     pub dropped: u32,
+}
+
+impl Report {
+    /// Leaves entries out (the last first, counted in `dropped`) until the report's frame is at
+    /// most `max` bytes.
+    pub fn bounded(mut self, max: usize) -> Report {
+        loop {
+            let msg = crate::Message::Report(Box::new(self.clone()));
+            match msg.encode() {
+                Ok(f) if f.len() <= max => return self,
+                _ => {}
+            }
+            let before = self.denials.len()
+                + self
+                    .observed
+                    .as_ref()
+                    .map_or(0, |o| o.paths.len() + o.syscalls.len());
+            if before == 0 {
+                return Report {
+                    dropped: self.dropped,
+                    ..Report::default()
+                };
+            }
+            // Drop about an eighth at a time.
+            let cut = |n: usize| n - n.div_ceil(8);
+            let mut dropped = 0;
+            if let Some(o) = self.observed.as_mut().filter(|o| !o.paths.is_empty()) {
+                let keep = cut(o.paths.len());
+                dropped += o.paths.len() - keep;
+                o.paths.truncate(keep);
+            } else if !self.denials.is_empty() {
+                let keep = cut(self.denials.len());
+                dropped += self.denials.len() - keep;
+                self.denials.truncate(keep);
+            } else if let Some(o) = self.observed.as_mut() {
+                let keep = cut(o.syscalls.len());
+                dropped += o.syscalls.len() - keep;
+                o.syscalls.truncate(keep);
+            }
+            self.dropped = self.dropped.saturating_add(dropped as u32);
+        }
+    }
 }
 
 /// One refusal the shim saw or predicted.

@@ -50,6 +50,18 @@ pub fn set_scheduler(policy: i32, priority: i32) -> Result<(), Errno> {
     }
 }
 
+/// A pidfd for process `pid` (`pidfd_open`): signals sent through it reach that process or
+/// nobody, never a later process that reuses the number.
+pub fn pidfd_open(pid: libc::pid_t) -> Result<std::os::fd::OwnedFd, Errno> {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(libc::ESRCH)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(errno)
+}
+
+/// `SIGKILL`s the process of `pidfd` (`pidfd_send_signal`); `ESRCH` once it is gone.
+pub fn pidfd_kill(pidfd: std::os::fd::BorrowedFd<'_>) -> Result<(), Errno> {
+    rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL).map_err(errno)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

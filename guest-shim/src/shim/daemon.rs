@@ -26,6 +26,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::shim::confine::Confinement;
+use crate::shim::explain::{Explainer, Handled};
 use crate::shim::launch::{self, LaunchRequest};
 
 /// A started daemon.
@@ -47,13 +48,15 @@ fn fail(errno: i32, detail: String) -> SetupFailure {
 
 /// Starts the plan's daemons in order, each once the one before is ready. `stderr` is the
 /// command's (daemons get `/dev/null` for stdin and stdout). On failure the daemons started so
-/// far keep running: the caller reports the failure and exits, which ends them.
+/// far keep running: the caller reports the failure and exits, which ends them. An
+/// `explainer` answers the daemons' notifications while they start.
 pub(crate) fn start_all(
     plan: &SetupPlan,
     confinement: Confinement,
     devnull: &OwnedFd,
     stderr: Option<&OwnedFd>,
     signals: &SignalFd,
+    mut explainer: Option<&mut Explainer>,
 ) -> Result<Vec<Daemon>, SetupFailure> {
     let mut out = Vec::with_capacity(plan.daemons.len());
     for spec in &plan.daemons {
@@ -87,7 +90,7 @@ pub(crate) fn start_all(
             pid: started.pid,
             listener: started.listener,
         };
-        wait_ready(spec, &daemon, &program, signals)?;
+        wait_ready(spec, &daemon, &program, signals, explainer.as_deref_mut())?;
         out.push(daemon);
     }
     Ok(out)
@@ -102,6 +105,7 @@ fn wait_ready(
     daemon: &Daemon,
     program: &str,
     signals: &SignalFd,
+    mut explainer: Option<&mut Explainer>,
 ) -> Result<(), SetupFailure> {
     let timeout = Duration::from_micros(spec.timeout_us.max(1));
     let deadline = Instant::now() + timeout;
@@ -144,17 +148,28 @@ fn wait_ready(
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(fail(e as i32, "poll".into())),
         }
-        if pfds
+        let notified = pfds
             .get(1)
             .and_then(|p| p.revents())
-            .is_some_and(|r| r.contains(PollFlags::POLLIN))
-        {
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        drop(pfds);
+        if let (true, Some(e), Some(l)) = (notified, explainer.as_deref_mut(), &daemon.listener) {
+            // An explaining shim answers what the policy allows or fails; only a violation
+            // stops the daemon.
+            match e.receive(l) {
+                Some(Handled::Violation(_, id)) => {
+                    kill_all(std::slice::from_ref(daemon));
+                    crate::shim::confine::deny(l, id);
+                }
+                _ => continue,
+            }
+        }
+        if notified {
             return Err(fail(
                 libc::EPERM,
                 format!("{program} was stopped by the seccomp policy before it was ready"),
             ));
         }
-        drop(pfds);
         // SIGCHLD is looked at above; other signals before the command runs are dropped.
         while let Ok(Some(_)) = signals.read_signal() {}
         interval = (interval * 2).min(Duration::from_millis(16));

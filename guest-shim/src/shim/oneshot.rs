@@ -56,7 +56,18 @@ pub(crate) fn run(
         }
     }
     let stderr = moves.iter().find(|(_, t)| *t == 2).map(|(fd, _)| fd);
-    let daemons = match daemon::start_all(plan, confinement, &devnull, stderr, signals) {
+    let mut explainer = plan
+        .seccomp
+        .as_ref()
+        .and_then(|s| Explainer::new(&s.explain, plan.landlock.as_ref(), features.landlock));
+    let daemons = match daemon::start_all(
+        plan,
+        confinement,
+        &devnull,
+        stderr,
+        signals,
+        explainer.as_mut(),
+    ) {
         Ok(d) => d,
         Err(f) => return report_failure(chan, f),
     };
@@ -192,7 +203,8 @@ pub(crate) fn run(
                     adopt_wait(signals, Duration::from_micros(plan.params.adopt_wait_us));
                 }
                 if let Some(e) = &explainer {
-                    let _ = chan.send(&Message::Report(Box::new(e.report())), &[], None);
+                    let report = e.report().bounded(hatchery_protocol::MAX_FRAME_LEN);
+                    let _ = chan.send(&Message::Report(Box::new(report)), &[], None);
                 }
                 let outcome = watch.outcome(Seen {
                     exited: Some((done.status, done.usage)),

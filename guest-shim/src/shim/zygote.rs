@@ -25,6 +25,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 
 use crate::shim::confine::{self, Confinement};
+use crate::shim::explain::{Explainer, Handled};
 use crate::shim::launch::{self, LaunchRequest};
 use crate::shim::reap;
 use crate::shim::verdict::{self, Seen, Watch};
@@ -44,6 +45,8 @@ struct Running {
     watch: Watch,
     /// Its seccomp filter's notification listener (never held by the guest).
     listener: Option<OwnedFd>,
+    /// Explaining its denials, if the plan asks.
+    explainer: Option<Explainer>,
     /// The output cap and the regular files it writes to, with their sizes at the start.
     outputs: Option<OutputWatch>,
 }
@@ -359,6 +362,13 @@ impl Zygote<'_> {
                 status,
                 cpu_limit,
                 listener,
+                explainer: self.plan.seccomp.as_ref().and_then(|s| {
+                    Explainer::new(
+                        &s.explain,
+                        self.plan.landlock.as_ref(),
+                        self.features.landlock,
+                    )
+                }),
                 outputs,
             }),
             Err(f) => Err((reply, f)),
@@ -440,6 +450,14 @@ fn finish(mut r: Running, root: reap::Reaped) {
         output_capped: r.outputs.is_some(),
         output_exceeded: r.outputs.as_ref().is_some_and(OutputWatch::exceeded),
     });
+    if let Some(e) = &r.explainer {
+        let report = e.report().bounded(hatchery_protocol::MAX_POOL_REPORT);
+        let _ = r.reply.send(
+            &Message::Report(Box::new(report)),
+            &[],
+            Some(Instant::now() + Duration::from_secs(1)),
+        );
+    }
     respond(
         &mut r.reply,
         Response {
@@ -521,7 +539,15 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
             }
             let flags = listener_ev.next().unwrap_or(PollFlags::empty());
             if flags.contains(PollFlags::POLLIN) {
-                if let Some((v, id)) = r.listener.as_ref().and_then(confine::receive_violation) {
+                let received = match (&r.listener, &mut r.explainer) {
+                    (Some(l), Some(e)) => match e.receive(l) {
+                        Some(Handled::Violation(v, id)) => Some((v, id)),
+                        _ => None,
+                    },
+                    (Some(l), None) => confine::receive_violation(l),
+                    (None, _) => None,
+                };
+                if let Some((v, id)) = received {
                     stop(r, v);
                     if let Some(l) = &r.listener {
                         confine::deny(l, id);

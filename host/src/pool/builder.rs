@@ -183,6 +183,21 @@ impl PoolBuilder {
                 reason: "reuse needs a call-mode helper (PoolBuilder::call_helper)",
             });
         }
+        match (self.profile.recording, self.helper.is_some()) {
+            (crate::denial::Recording::Learn, _) => {
+                return Err(PoolError::InvalidConfig {
+                    what: "Container::learn".into(),
+                    reason: "recording is for one-shot runs on trusted samples (hatchery learn), never a pool",
+                })
+            }
+            (crate::denial::Recording::Explain, true) => {
+                return Err(PoolError::InvalidConfig {
+                    what: "Container::explain".into(),
+                    reason: "call-mode helpers have no trusted supervisor per call to explain them; explain exec pools",
+                })
+            }
+            _ => {}
+        }
         if let Some(reason) = self.profile.pool_incompatible_op() {
             return Err(PoolError::InvalidConfig {
                 what: "the profile's ops".into(),

@@ -150,6 +150,7 @@ impl Pool {
             oom_before,
             done: false,
             direct,
+            report: None,
         };
         if let Err(e) = sent {
             self.inner.metrics.errors.fetch_add(1, Ordering::Relaxed);

@@ -572,6 +572,9 @@ pub struct RunResult {
     /// Call mode: how the export call ended, as the call process reported it (`None` for exec
     /// requests and for calls that ended before the export answered: see `outcome`).
     pub call: Option<hatchery_protocol::CallStatus>,
+    /// Every refusal, with how to allow it, when the pool's profile explains
+    /// ([`Container::explain`](crate::Container::explain)); empty otherwise.
+    pub denials: Vec<crate::Denial>,
 }
 
 impl RunResult {

@@ -40,6 +40,8 @@ pub struct Ticket {
     /// `reply`); handed back to the zygote when the call succeeded and the worker may serve
     /// again, dropped (retiring the worker) otherwise.
     pub(super) direct: Option<Direct>,
+    /// What an explaining zygote reported before the response.
+    pub(super) report: Option<hatchery_protocol::Report>,
     pub(super) lease: Lease,
 }
 
@@ -135,13 +137,20 @@ impl Ticket {
             }
             Err(e) => return Err(self.lost(e)),
         };
-        self.finish(received.message)
+        match self.finish(received.message)? {
+            Some(r) => Ok(r),
+            // The report came first: the response follows at once.
+            None => self.receive(deadline),
+        }
     }
 
     /// Non-blocking: the result if it is in.
     pub fn try_wait(&mut self) -> Result<Option<RunResult>, PoolError> {
         match self.replies().recv(Some(Instant::now())) {
-            Ok(r) => self.finish(r.message).map(Some),
+            Ok(r) => match self.finish(r.message)? {
+                Some(r) => Ok(Some(r)),
+                None => self.try_wait(),
+            },
             Err(ProtocolError::Timeout { .. }) => Ok(None),
             Err(e) => Err(self.lost(e)),
         }
@@ -163,17 +172,33 @@ impl Ticket {
             stdout: Vec::new(),
             stderr: Vec::new(),
             call: None,
+            denials: Vec::new(),
         }
     }
 
-    fn finish(&mut self, message: Message) -> Result<RunResult, PoolError> {
+    /// The result from the request's message; `None` for an explaining zygote's report, which
+    /// comes right before the response.
+    fn finish(&mut self, message: Message) -> Result<Option<RunResult>, PoolError> {
+        let explaining =
+            self.lease.inner.profile.container.recording == crate::denial::Recording::Explain;
+        if let Message::Report(r) = message {
+            if explaining && self.report.is_none() && self.direct.is_none() {
+                self.report = Some(*r);
+                return Ok(None);
+            }
+            self.done = true;
+            return Err(self.lost(ProtocolError::UnexpectedMessage {
+                expected: Kind::Response.name(),
+                got: Kind::Report,
+            }));
+        }
         self.done = true;
         let resp = match message {
             Message::WorkerExited(w) if self.direct.is_some() => {
                 self.direct = None;
                 let mut outcome = w.outcome;
                 crate::seccomp::name_violation(&mut outcome);
-                return Ok(self.ended(outcome, Some(w.usage)));
+                return Ok(Some(self.ended(outcome, Some(w.usage))));
             }
             Message::Response(r) if r.id == self.id => r,
             Message::Response(_) => {
@@ -215,7 +240,20 @@ impl Ticket {
                 *lock_any(&self.lease.zygote.direct) = Some(d);
             }
         }
-        Ok(RunResult {
+        let denials = if explaining {
+            let c = &self.lease.inner.profile.container;
+            crate::denial::explain(
+                self.report.as_ref(),
+                &outcome,
+                c.denial_limits(),
+                outcome != Outcome::Exited(0),
+                |p| p.exists(),
+            )
+        } else {
+            Vec::new()
+        };
+        Ok(Some(RunResult {
+            denials,
             outcome,
             call: resp.call.clone(),
             usage: Rusage::from_usage(&resp.usage, Duration::from_micros(resp.usage.wall_us)),
@@ -227,6 +265,6 @@ impl Ticket {
             },
             stdout,
             stderr,
-        })
+        }))
     }
 }
