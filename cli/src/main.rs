@@ -68,5 +68,8 @@ fn main() {
         Commands::Bench(args) => bench::execute(args),
         Commands::Completion(args) => completion(args),
     };
+    // One-shot containers are torn down in the background once their status is known: let that
+    // finish, so that no cgroup of ours outlives the process.
+    hatchery::reaper::settle();
     std::process::exit(code);
 }
