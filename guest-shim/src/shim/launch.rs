@@ -57,6 +57,19 @@ impl LaunchPlan {
 
     /// Places read-only copies of `placed` sources at their paths once the private tmpfs
     /// mounts exist (paths checked by the caller to lie inside one).
+    /// Uses `ruleset` (built by [`confine::prebuild_ruleset`](crate::shim::confine::prebuild_ruleset)
+    /// with every rule but those at `late`) for the command's landlock domain; the child adds the
+    /// `late` rules. `ruleset` must stay open until the launch returns, and serve one launch only
+    /// (the child adds to it).
+    pub(crate) fn with_prebuilt_ruleset(
+        mut self,
+        ruleset: Option<BorrowedFd<'_>>,
+        late: &'static [usize],
+    ) -> LaunchPlan {
+        self.landlock_prebuilt = ruleset.map(|fd| (fd.as_raw_fd(), late));
+        self
+    }
+
     pub(crate) fn with_placed(
         mut self,
         placed: Vec<(String, OwnedFd)>,
@@ -284,6 +297,7 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         die_with_parent: true,
         new_session: true,
         keep_caps: 0,
+        landlock_prebuilt: None,
     })
 }
 
