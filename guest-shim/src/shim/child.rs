@@ -133,6 +133,42 @@ pub(crate) fn spawn_single(
     }
 }
 
+/// Starts the command like `posix_spawn`, in the shim's own namespaces: the child shares the
+/// shim's memory while the shim is suspended (`CLONE_VM | CLONE_VFORK`) until the command execs,
+/// on the plan's own stack, and runs [`run`]. The one-shot shim's way: no copy of its page
+/// tables for a child that only execs.
+pub(crate) fn spawn_vfork(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> Result<libc::pid_t, i32> {
+    debug_assert_eq!(
+        crate::shim::thread_count(),
+        1,
+        "the shim must stay single-threaded"
+    );
+    let args = CommandArgs { plan, err_pipe };
+    let top = plan.child_stack_top;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: `vfork_main` only reads `args` (alive: this thread is suspended until the child
+    // execs or exits) and runs on the shim's child stack, which nothing else uses meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            vfork_main,
+            top as *mut libc::c_void,
+            flags,
+            &args as *const CommandArgs<'_> as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok(pid)
+    }
+}
+
+extern "C" fn vfork_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `CommandArgs` of `spawn_vfork`, alive while the shim is suspended.
+    let args: &CommandArgs<'_> = unsafe { &*(arg as *const CommandArgs<'_>) };
+    run(args.plan, args.err_pipe)
+}
+
 extern "C" fn single_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `CommandArgs` of `spawn_single`, alive while the shim is suspended.
     let args: &CommandArgs<'_> = unsafe { &*(arg as *const CommandArgs<'_>) };

@@ -494,6 +494,16 @@ pub(crate) fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
     start(plan, "fork", |w| child::fork_and_run(plan, w))
 }
 
+/// [`launch`] `posix_spawn`-style (`CLONE_VM | CLONE_VFORK`: no copy of the shim's page tables):
+/// the shim is suspended until the command execs, so only for a policy whose filter does not
+/// notify that exec (which would wait for the suspended shim forever); otherwise a fork.
+pub(crate) fn launch_vfork(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+    if plan.confinement.seccomp.is_some_and(|s| s.notify_exec) {
+        return launch(plan);
+    }
+    start(plan, "clone", |w| child::spawn_vfork(plan, w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
