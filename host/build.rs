@@ -169,6 +169,18 @@ fn build_shim(out_dir: &Path, embedded: &Path) {
     let lock = lock_file(&guest);
 
     let mut cmd = cargo(&guest);
+    // Every container execs the shim and every `hatchery run` copies it into a sealed memfd:
+    // small beats fast here (measured: LTO, one codegen unit, opt-level "s" and no symbols cut
+    // it from 2.3 to 1.3 MB and a one-shot container by ~10%; a static-pie build was larger and
+    // no faster). The guest's own profile settings are overridden for this build only.
+    for (name, value) in [
+        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s"),
+        ("CARGO_PROFILE_RELEASE_LTO", "true"),
+        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1"),
+        ("CARGO_PROFILE_RELEASE_STRIP", "symbols"),
+    ] {
+        cmd.env(name, value);
+    }
     cmd.args(["build", "--release", "--bin", SHIM])
         .arg("--manifest-path")
         .arg(guest.join("Cargo.toml"))

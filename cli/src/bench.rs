@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+
+mod peers;
 use hatchery::pool::{default_profile, CallRequest, Sink};
 use hatchery::{Isolation, Pool, Request, Stdio};
 
@@ -29,8 +31,10 @@ pub struct BenchArgs {
     /// Also break one-shot setup down by step (medians over the measured requests)
     #[arg(long)]
     breakdown: bool,
-    /// Only these cases (comma-separated names: direct, socket-rtt, oneshot, pool-fresh,
-    /// pool-dedicated, call-fresh, call-reuse, bwrap, hakoniwa, nsjail)
+    /// Only these cases (comma-separated names: direct, socket-rtt, oneshot, run-cli,
+    /// pool-fresh, pool-dedicated, call-fresh, call-reuse, and the peers bwrap, bwrap-seccomp,
+    /// hakoniwa, hakoniwa-unconfined, crun, firejail, sandlock, nsjail). Peers that are not
+    /// installed are skipped with the reason; `scripts/bench-peers.sh` installs them.
     #[arg(long, value_delimiter = ',')]
     cases: Vec<String>,
     /// The command to spawn (default: /bin/true)
@@ -277,6 +281,27 @@ pub fn execute(args: BenchArgs) -> i32 {
             }),
         );
     }
+    if want("run-cli") {
+        // The whole `hatchery run` process as a user times it: exec of this binary, option
+        // parsing, the shim's sealed copy, the filter's compile, the container, the exit.
+        match std::env::current_exe() {
+            Ok(exe) => {
+                let mut a: Vec<String> = ["run", "--profile", "default", "--"]
+                    .map(String::from)
+                    .into();
+                a.push(program.clone());
+                a.extend(rest.clone());
+                let exe = exe.to_string_lossy().into_owned();
+                let line = format!("{exe} {}", a.join(" "));
+                add(
+                    "run-cli",
+                    Some(line),
+                    Box::new(move || std_status(&exe, &a)),
+                );
+            }
+            Err(e) => eprintln!("hatchery bench: run-cli skipped: finding this executable: {e}"),
+        }
+    }
     for (name, isolation) in [
         ("pool-fresh", Isolation::Fresh),
         ("pool-dedicated", Isolation::Dedicated),
@@ -358,67 +383,7 @@ pub fn execute(args: BenchArgs) -> i32 {
             }),
         );
     }
-    if want("bwrap") {
-        if let Some(bwrap) = which("bwrap") {
-            let mut a: Vec<String> = vec![
-                "--unshare-all".into(),
-                "--die-with-parent".into(),
-                "--new-session".into(),
-            ];
-            a.extend(system_dir_flags());
-            a.extend(
-                ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--"].map(String::from),
-            );
-            a.push(program.clone());
-            a.extend(rest.clone());
-            let line = format!("{} {}", bwrap.display(), a.join(" "));
-            let b = bwrap.to_string_lossy().into_owned();
-            add("bwrap", Some(line), Box::new(move || std_status(&b, &a)));
-        }
-    }
-    if want("hakoniwa") {
-        if let Some(h) = which("hakoniwa") {
-            let mut a: Vec<String> = vec![
-                "run".into(),
-                "--unshare-all".into(),
-                "--devfs".into(),
-                "/dev".into(),
-                "--tmpfs".into(),
-                "/tmp".into(),
-                "--".into(),
-                program.clone(),
-            ];
-            a.extend(rest.clone());
-            let line = format!("{} {}", h.display(), a.join(" "));
-            let b = h.to_string_lossy().into_owned();
-            add("hakoniwa", Some(line), Box::new(move || std_status(&b, &a)));
-        }
-    }
-    if want("nsjail") {
-        if let Some(n) = which("nsjail") {
-            let mut a: Vec<String> = vec![
-                "-Mo".into(),
-                "--quiet".into(),
-                "-R".into(),
-                "/usr".into(),
-                "-R".into(),
-                "/lib".into(),
-                "-R".into(),
-                "/lib64".into(),
-                "-R".into(),
-                "/bin".into(),
-                "--proc_rw".into(),
-                "-T".into(),
-                "/tmp".into(),
-                "--".into(),
-                program.clone(),
-            ];
-            a.extend(rest.clone());
-            let line = format!("{} {}", n.display(), a.join(" "));
-            let b = n.to_string_lossy().into_owned();
-            add("nsjail", Some(line), Box::new(move || std_status(&b, &a)));
-        }
-    }
+    peers::add_peers(&want, &program, &rest, &mut add);
     if cases.is_empty() {
         eprintln!("hatchery bench: no case selected");
         return 125;
@@ -478,6 +443,7 @@ pub fn execute(args: BenchArgs) -> i32 {
         .collect();
     let mut rows = Vec::new();
     let mut direct_median = None;
+    let mut bwrap_median = None;
     for case in &cases {
         let mut l = case
             .latencies
@@ -491,6 +457,9 @@ pub fn execute(args: BenchArgs) -> i32 {
         let median = percentile(&l, 0.5);
         if case.name == "direct" {
             direct_median = Some(median);
+        }
+        if case.name == "bwrap" {
+            bwrap_median = Some(median);
         }
         rows.push((
             case,
@@ -515,6 +484,7 @@ pub fn execute(args: BenchArgs) -> i32 {
                     "ok": ok,
                     "failed": failed,
                     "ratio_to_direct": direct_median.map(|d| med / d),
+                    "ratio_to_bwrap": bwrap_median.map(|b| med / b),
                     "command_line": case.command_line,
                 })
             })
@@ -535,16 +505,24 @@ pub fn execute(args: BenchArgs) -> i32 {
     } else {
         println!("command: {argv:?}, {} requests per case, concurrency {c}, {warmup} warm-up requests excluded", args.requests);
         println!(
-            "{:<16} {:>11} {:>11} {:>11} {:>11} {:>9} {:>7}",
-            "case", "median µs", "p90 µs", "p99 µs", "req/s", "vs direct", "failed"
+            "{:<20} {:>11} {:>11} {:>11} {:>11} {:>9} {:>9} {:>7}",
+            "case", "median µs", "p90 µs", "p99 µs", "req/s", "vs direct", "vs bwrap", "failed"
         );
         for (case, med, p90, p99, rps, _, failed) in &rows {
-            let ratio = direct_median
-                .map(|d| format!("{:.2}x", med / d))
-                .unwrap_or_else(|| "-".into());
+            let ratio = |base: Option<f64>| {
+                base.map(|d| format!("{:.2}x", med / d))
+                    .unwrap_or_else(|| "-".into())
+            };
             println!(
-                "{:<16} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>7}",
-                case.name, med, p90, p99, rps, ratio, failed
+                "{:<20} {:>11.0} {:>11.0} {:>11.0} {:>11.0} {:>9} {:>9} {:>7}",
+                case.name,
+                med,
+                p90,
+                p99,
+                rps,
+                ratio(direct_median),
+                ratio(bwrap_median),
+                failed
             );
         }
         for (case, ..) in &rows {

@@ -67,11 +67,21 @@ fn completion(args: CompletionArgs) -> i32 {
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
-        Commands::Run(args) => run::execute(args),
+        Commands::Run(args) => {
+            // One command per process: keep compiled seccomp filters between runs (per user,
+            // $XDG_CACHE_HOME/hatchery; HATCHERY_SECCOMP_CACHE=0 turns it off).
+            if std::env::var_os("HATCHERY_SECCOMP_CACHE").as_deref() != Some("0".as_ref()) {
+                hatchery::seccomp::enable_disk_cache(None);
+            }
+            run::execute(args)
+        }
         Commands::Map(args) => map::execute(args),
         Commands::Learn(args) => learn::execute(args),
         Commands::Bench(args) => bench::execute(args),
         Commands::Completion(args) => completion(args),
     };
+    // One-shot containers are torn down in the background once their status is known: let that
+    // finish, so that no cgroup of ours outlives the process.
+    hatchery::reaper::settle();
     std::process::exit(code);
 }

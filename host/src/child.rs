@@ -474,13 +474,16 @@ impl Child {
                     Message::Response(mut resp) => {
                         crate::seccomp::name_violation(&mut resp.outcome);
                         let real = self.started.elapsed();
-                        spawn::reap(shim.pid);
-                        if let Some(cg) = self.cgroup.take() {
+                        if let Some(cg) = &self.cgroup {
                             // The cgroup was made for this container: it had no OOM kill
-                            // before the command.
+                            // before the command, and the command is dead (the shim reaped
+                            // it before reporting), so its count is final.
                             resp.outcome =
                                 crate::cgroup::oom_outcome(resp.outcome, 0, || cg.oom_kills());
                         }
+                        // The shim only exits now: its exit, the namespaces' teardown and the
+                        // cgroup's removal happen off this thread.
+                        crate::reaper::hand_off(shim.pid, self.cgroup.take());
                         let rusage = Rusage::from_usage(&resp.usage, real);
                         self.shim = None;
                         let mut st =
@@ -571,7 +574,10 @@ impl Child {
     }
 
     /// Closes stdin, waits for the command to end (or its wall-time limit) and returns how it
-    /// ended.
+    /// ended. It returns as soon as the shim reports the command's status: the shim's own exit,
+    /// the teardown of the container's namespaces and the removal of its cgroup continue on a
+    /// background thread ([`reaper`](crate::reaper); [`reaper::settle`](crate::reaper::settle)
+    /// waits for them).
     pub fn wait(&mut self) -> Result<ExitStatus> {
         drop(self.stdin.take());
         self.wait_inner(true)?.ok_or(Error::ShimLost {

@@ -318,6 +318,7 @@ impl Command {
     }
 
     fn spawn_with_defaults(&mut self, default_in: Stdio, default_out: Stdio) -> Result<Child> {
+        let t_plan = Instant::now();
         // The command's fds are sent in this order: stdin, stdout, stderr, the extra fds, then
         // the blob of placed files.
         let targets: Vec<i32> = [0, 1, 2]
@@ -423,10 +424,12 @@ impl Command {
         fds.extend(plan.blob.as_ref().map(|b| b.as_fd()));
 
         let c = &self.container;
+        let t_cgroup = Instant::now();
         let cgroup = match crate::cgroup::Cgroup::create(&c.resources) {
             Err(_) if c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed) => None,
             other => other?,
         };
+        let cgroup_created = t_cgroup.elapsed();
         let network = c
             .network
             .as_ref()
@@ -453,7 +456,11 @@ impl Command {
         drop(plan.blob);
         let ready = shim.await_ready("waiting for the container")?;
         let features = ready.features;
-        let mut steps = std::mem::take(&mut shim.host_steps);
+        let mut steps = vec![
+            ("host: plan + stdio".to_string(), t_cgroup - t_plan),
+            ("host: cgroup create".to_string(), cgroup_created),
+        ];
+        steps.append(&mut shim.host_steps);
         steps.extend(
             ready
                 .setup

@@ -49,6 +49,7 @@ pub mod network;
 pub mod ops;
 mod plan;
 pub mod pool;
+pub mod reaper;
 pub mod seccomp;
 pub mod shim_binary;
 mod spawn;

@@ -68,6 +68,52 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, recursive: bool) -> Result<()
     check(ret).map(drop)
 }
 
+/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_RECURSIVE | AT_EMPTY_PATH | OPEN_TREE_CLOEXEC)`: a
+/// detached copy of the mount tree at `fd` (like a recursive bind mount that is not attached
+/// anywhere yet), to set attributes on and [`move_mount`] into place. `ENOSYS` before Linux 5.2.
+pub fn open_tree_clone(fd: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
+    const OPEN_TREE_CLONE: libc::c_long = 1;
+    const AT_RECURSIVE: libc::c_long = 0x8000;
+    let flags = OPEN_TREE_CLONE
+        | AT_RECURSIVE
+        | libc::AT_EMPTY_PATH as libc::c_long
+        | libc::O_CLOEXEC as libc::c_long;
+    // SAFETY: `fd` is an open fd borrowed for the call and the path an empty NUL-terminated
+    // string; the kernel returns a new fd that nothing else owns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            fd.as_raw_fd() as libc::c_long,
+            c"".as_ptr(),
+            flags,
+        )
+    };
+    let raw = check(ret)? as i32;
+    // SAFETY: `raw` was just returned by open_tree and is owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// `move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)`:
+/// attaches the detached tree `tree` (from [`open_tree_clone`]) on top of what `target` (an
+/// `O_PATH` fd) is. `ENOSYS` before Linux 5.2.
+pub fn move_mount(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> Result<(), Errno> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_long = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_long = 0x40;
+    // SAFETY: both fds are open and borrowed for the call; both paths are empty NUL-terminated
+    // strings.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd() as libc::c_long,
+            c"".as_ptr(),
+            target.as_raw_fd() as libc::c_long,
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    check(ret).map(drop)
+}
+
 /// `pivot_root(new_root, put_old)`.
 pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
     rustix::process::pivot_root(new_root, put_old).map_err(errno)

@@ -71,6 +71,8 @@ fn no_cgroup_is_left_after_pools_shut_down() {
         let s = c.command("/bin/true").status().unwrap();
         assert!(s.success(), "{s:?}");
     }
+    // One-shot containers are torn down in the background after their status.
+    hatchery::reaper::settle();
     let mut left = Vec::new();
     ours(Path::new("/sys/fs/cgroup"), 4, &mut left);
     assert!(left.is_empty(), "cgroups left behind: {left:?}");

@@ -133,6 +133,42 @@ pub(crate) fn spawn_single(
     }
 }
 
+/// Starts the command like `posix_spawn`, in the shim's own namespaces: the child shares the
+/// shim's memory while the shim is suspended (`CLONE_VM | CLONE_VFORK`) until the command execs,
+/// on the plan's own stack, and runs [`run`]. The one-shot shim's way: no copy of its page
+/// tables for a child that only execs.
+pub(crate) fn spawn_vfork(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> Result<libc::pid_t, i32> {
+    debug_assert_eq!(
+        crate::shim::thread_count(),
+        1,
+        "the shim must stay single-threaded"
+    );
+    let args = CommandArgs { plan, err_pipe };
+    let top = plan.child_stack_top;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    // SAFETY: `vfork_main` only reads `args` (alive: this thread is suspended until the child
+    // execs or exits) and runs on the shim's child stack, which nothing else uses meanwhile.
+    let pid = unsafe {
+        libc::clone(
+            vfork_main,
+            top as *mut libc::c_void,
+            flags,
+            &args as *const CommandArgs<'_> as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        Err(errno())
+    } else {
+        Ok(pid)
+    }
+}
+
+extern "C" fn vfork_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `CommandArgs` of `spawn_vfork`, alive while the shim is suspended.
+    let args: &CommandArgs<'_> = unsafe { &*(arg as *const CommandArgs<'_>) };
+    run(args.plan, args.err_pipe)
+}
+
 extern "C" fn single_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` is the `CommandArgs` of `spawn_single`, alive while the shim is suspended.
     let args: &CommandArgs<'_> = unsafe { &*(arg as *const CommandArgs<'_>) };
@@ -293,32 +329,58 @@ fn run(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> ! {
     fail(err_pipe, step, errno)
 }
 
+/// Adds the rule "`access` beneath `path`" to `ruleset`, opening `path` like `open(path,
+/// O_PATH)` (links are followed, as the rule's author wrote the path); a file gets only the
+/// rights that apply to files. Async-signal-safe: also used by the zygote to prebuild a ruleset.
+pub(crate) fn add_path_rule(
+    ruleset: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    access: u64,
+) -> Result<(), i32> {
+    let fd = sys::fs::openat2(
+        sys::fs::cwd(),
+        path,
+        OFlags::PATH,
+        Mode::empty(),
+        ResolveFlags::empty(),
+    )?;
+    // SAFETY: an all-zero `stat` is a valid out-buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open; `st` is a writable stat buffer.
+    let is_dir = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0
+        && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let access = if is_dir {
+        access
+    } else {
+        access & crate::shim::confine::FS_FILE_RIGHTS
+    };
+    if access != 0 {
+        sys::landlock::allow_path(ruleset, fd.as_fd(), access)?;
+    }
+    Ok(())
+}
+
 /// Enters a new landlock domain built from `ll`: rules on the paths as this process sees them
-/// (its private mounts included), then `landlock_restrict_self`.
-fn enter_landlock(ll: &crate::shim::confine::LandlockLaunch) -> Result<(), i32> {
+/// (its private mounts included), then `landlock_restrict_self`. With a ruleset the zygote
+/// prebuilt, only the rules on paths in the private mounts are added here.
+fn enter_landlock(
+    ll: &crate::shim::confine::LandlockLaunch,
+    prebuilt: Option<(std::os::fd::RawFd, &[usize])>,
+) -> Result<(), i32> {
+    if let Some((raw, late)) = prebuilt {
+        // SAFETY: the plan keeps the prebuilt ruleset open while it is used (see
+        // `LaunchPlan::landlock_prebuilt`).
+        let ruleset = unsafe { BorrowedFd::borrow_raw(raw) };
+        for &i in late {
+            if let Some((path, access)) = ll.paths.get(i) {
+                add_path_rule(ruleset, path, *access)?;
+            }
+        }
+        return sys::landlock::restrict_self(ruleset);
+    }
     let ruleset = sys::landlock::create_ruleset(&ll.attr)?;
     for (path, access) in ll.paths.iter() {
-        // Like open(path, O_PATH): links are followed, as the rule's author wrote the path.
-        let fd = sys::fs::openat2(
-            sys::fs::cwd(),
-            path,
-            OFlags::PATH,
-            Mode::empty(),
-            ResolveFlags::empty(),
-        )?;
-        // SAFETY: an all-zero `stat` is a valid out-buffer.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `fd` is open; `st` is a writable stat buffer.
-        let is_dir = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0
-            && st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-        let access = if is_dir {
-            *access
-        } else {
-            access & crate::shim::confine::FS_FILE_RIGHTS
-        };
-        if access != 0 {
-            sys::landlock::allow_path(ruleset.as_fd(), fd.as_fd(), access)?;
-        }
+        add_path_rule(ruleset.as_fd(), path, *access)?;
     }
     for &(port, access) in ll.ports.iter() {
         sys::landlock::allow_port(ruleset.as_fd(), port, access)?;
@@ -433,7 +495,7 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
         }
     }
     if let Some(ll) = plan.confinement.landlock {
-        if let Err(e) = enter_landlock(ll) {
+        if let Err(e) = enter_landlock(ll, plan.landlock_prebuilt) {
             return (SetupStep::Landlock, e);
         }
     }

@@ -5,11 +5,15 @@
 //! when the plan requires it) and its paths become `CString`s; each command then builds a
 //! domain of its own in the fork boundary (`child`), after its private mounts exist, so rules on
 //! its private `/tmp` name that request's tmpfs and its scopes separate it from every sibling.
+//! A zygote prebuilds the next request's ruleset while it waits ([`prebuild_ruleset`]): every
+//! rule but those in the private mounts, which the child adds.
 //!
 //! The rights below are those of landlock ABI 6 (Linux 6.12, which adds signal and abstract unix
 //! socket scoping), the host's target; newer kernels enforce at least what ABI 6 does.
 
 use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 
 use hatchery_protocol::{LandlockEnforced, LandlockPlan, SeccompPlan, SetupFailure, SetupStep};
 
@@ -114,6 +118,45 @@ pub(crate) struct Confinement {
     pub(crate) seccomp: Option<&'static SeccompLaunch>,
     /// A domain per command, entered after no_new_privs.
     pub(crate) landlock: Option<&'static LandlockLaunch>,
+}
+
+/// The indices of `ll`'s paths that lie at or beneath one of `private` (the mount points a
+/// request gets fresh mounts on: its /tmp, /dev/shm, proc): their rules must be made on the
+/// request's own mounts, after they are mounted, so a prebuilt ruleset leaves them out.
+pub(crate) fn late_rules(ll: &LandlockLaunch, private: &[String]) -> Vec<usize> {
+    let beneath = |path: &std::path::Path| {
+        private
+            .iter()
+            .any(|m| path.starts_with(std::path::Path::new(m)))
+    };
+    ll.paths
+        .iter()
+        .enumerate()
+        .filter(|(_, (path, _))| {
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()));
+            // A relative path resolves against the request's cwd: made late, like the rest.
+            !path.is_absolute() || beneath(path)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// A ruleset with every rule of `ll` but those at `late` (see [`late_rules`]), built by a zygote
+/// while it waits for its next request, for that request alone (its child adds the `late` rules
+/// to it). Rules are on inodes, so those made here hold in the request's copy of the zygote's
+/// mount namespace. An error (a rule's path is missing) leaves the whole ruleset to the child,
+/// which reports it.
+pub(crate) fn prebuild_ruleset(ll: &LandlockLaunch, late: &[usize]) -> Result<OwnedFd, i32> {
+    let ruleset = sys::landlock::create_ruleset(&ll.attr)?;
+    for (i, (path, access)) in ll.paths.iter().enumerate() {
+        if late.binary_search(&i).is_err() {
+            crate::shim::child::add_path_rule(ruleset.as_fd(), path, *access)?;
+        }
+    }
+    for &(port, access) in ll.ports.iter() {
+        sys::landlock::allow_port(ruleset.as_fd(), port, access)?;
+    }
+    Ok(ruleset)
 }
 
 fn fail(errno: i32, detail: String) -> SetupFailure {

@@ -704,7 +704,12 @@ fn open_needs(pid: libc::pid_t, path: PathBuf, flags: i32) -> Vec<Need> {
         _ if exists && is_dir(pid, &path) => READ_DIR,
         _ => READ_FILE,
     };
-    if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+    // O_TRUNC truncates (and landlock checks it) only for an existing regular file.
+    if flags & libc::O_TRUNC != 0
+        && flags & libc::O_ACCMODE != libc::O_RDONLY
+        && exists
+        && std::fs::metadata(in_root(pid, &path)).is_ok_and(|m| m.is_file())
+    {
         access |= TRUNCATE;
     }
     let mut out = Vec::new();

@@ -57,6 +57,19 @@ impl LaunchPlan {
 
     /// Places read-only copies of `placed` sources at their paths once the private tmpfs
     /// mounts exist (paths checked by the caller to lie inside one).
+    /// Uses `ruleset` (built by [`confine::prebuild_ruleset`](crate::shim::confine::prebuild_ruleset)
+    /// with every rule but those at `late`) for the command's landlock domain; the child adds the
+    /// `late` rules. `ruleset` must stay open until the launch returns, and serve one launch only
+    /// (the child adds to it).
+    pub(crate) fn with_prebuilt_ruleset(
+        mut self,
+        ruleset: Option<BorrowedFd<'_>>,
+        late: &'static [usize],
+    ) -> LaunchPlan {
+        self.landlock_prebuilt = ruleset.map(|fd| (fd.as_raw_fd(), late));
+        self
+    }
+
     pub(crate) fn with_placed(
         mut self,
         placed: Vec<(String, OwnedFd)>,
@@ -284,6 +297,7 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         die_with_parent: true,
         new_session: true,
         keep_caps: 0,
+        landlock_prebuilt: None,
     })
 }
 
@@ -478,6 +492,16 @@ fn failure_detail(plan: &LaunchPlan, step: SetupStep) -> String {
 /// Forks the child, waits for its exec (or its failure report) and returns it.
 pub(crate) fn launch(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
     start(plan, "fork", |w| child::fork_and_run(plan, w))
+}
+
+/// [`launch`] `posix_spawn`-style (`CLONE_VM | CLONE_VFORK`: no copy of the shim's page tables):
+/// the shim is suspended until the command execs, so only for a policy whose filter does not
+/// notify that exec (which would wait for the suspended shim forever); otherwise a fork.
+pub(crate) fn launch_vfork(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
+    if plan.confinement.seccomp.is_some_and(|s| s.notify_exec) {
+        return launch(plan);
+    }
+    start(plan, "clone", |w| child::spawn_vfork(plan, w))
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ pub(crate) fn run(
     }
     watch.lap("prepare command");
     let received = Instant::now();
-    let child = match launch::launch(&launch_plan) {
+    let child = match launch::launch_vfork(&launch_plan) {
         Ok(c) => c,
         Err(f) => return report_failure(chan, f),
     };

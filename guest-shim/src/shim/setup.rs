@@ -436,6 +436,33 @@ fn open_host_source(
     .map_err(|e| fail(step, e, path))
 }
 
+/// A recursive bind of `src` onto `dst` with `attrs` set (recursively) before it is attached:
+/// `open_tree` clones the source's tree detached, `mount_setattr` sets the attributes on the
+/// detached copy, `move_mount` attaches it onto the already opened `dst`. No path is resolved
+/// (both ends are fds opened without following links) and the mount is never visible without its
+/// attributes. `Ok(false)` on a kernel without these calls (before 5.12): nothing was mounted,
+/// the caller binds the classic way.
+fn bind_detached(
+    step: SetupStep,
+    src: &OwnedFd,
+    dst: &OwnedFd,
+    attrs: u64,
+    detail: &Path,
+) -> Result<bool, SetupFailure> {
+    let tree = match sys::fs::open_tree_clone(src.as_fd()) {
+        Ok(t) => t,
+        Err(libc::ENOSYS) => return Ok(false),
+        Err(e) => return Err(fail(step, e, detail)),
+    };
+    match sys::fs::mount_setattr(tree.as_fd(), attrs, true) {
+        Ok(()) => {}
+        Err(libc::ENOSYS) => return Ok(false),
+        Err(e) => return Err(fail(SetupStep::RemountReadOnly, e, detail)),
+    }
+    sys::fs::move_mount(tree.as_fd(), dst.as_fd()).map_err(|e| fail(step, e, detail))?;
+    Ok(true)
+}
+
 fn bind(step: SetupStep, src: &OwnedFd, dst: &OwnedFd, detail: &Path) -> Result<(), SetupFailure> {
     mount(
         Some(&fd_path(src)),
@@ -623,13 +650,17 @@ pub(crate) fn build_root(
                 } else {
                     root.mount_point_file(step, &target.0)?
                 };
-                bind(step, &src, &dst, detail)?;
-                root.refresh(step, &components(step, &target.0)?)?;
-                let mounted = root.open(step, &target.0)?;
                 let attrs = MOUNT_ATTR_NOSUID
                     | if *device { 0 } else { MOUNT_ATTR_NODEV }
                     | if *writable { 0 } else { MOUNT_ATTR_RDONLY };
-                set_mount_attrs(&mounted, attrs, true, detail)?;
+                if bind_detached(step, &src, &dst, attrs, detail)? {
+                    root.refresh(step, &components(step, &target.0)?)?;
+                } else {
+                    bind(step, &src, &dst, detail)?;
+                    root.refresh(step, &components(step, &target.0)?)?;
+                    let mounted = root.open(step, &target.0)?;
+                    set_mount_attrs(&mounted, attrs, true, detail)?;
+                }
             }
             MountOp::Tmpfs {
                 target,

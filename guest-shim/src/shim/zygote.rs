@@ -232,6 +232,8 @@ impl Zygote<'_> {
         req: Request,
         mut fds: Vec<Option<OwnedFd>>,
         mounts: &PrivateMounts,
+        prebuilt: Option<OwnedFd>,
+        late: &'static [usize],
     ) -> Result<Running, (Channel, SetupFailure)> {
         let received = Instant::now();
         let Some(reply) = fds.get_mut(req.reply as usize).and_then(Option::take) else {
@@ -338,7 +340,8 @@ impl Zygote<'_> {
                 no_new_privs: self.plan.no_new_privs,
             })?
             .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?
-            .with_placed(placed)?;
+            .with_placed(placed)?
+            .with_prebuilt_ruleset(prebuilt.as_ref().map(|fd| fd.as_fd()), late);
             // A single-process request suspends the zygote until the command execs; a filter
             // that notifies that exec would wait for the suspended zygote forever.
             let notify_exec = self.confinement.seccomp.is_some_and(|s| s.notify_exec);
@@ -473,6 +476,21 @@ fn finish(mut r: Running, root: reap::Reaped) {
 /// Serves requests until Shutdown or until the host goes away; returns the exit code.
 pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     let mounts = PrivateMounts::from_plan(z.plan);
+    // The rules a prebuilt landlock ruleset leaves to the request (those in its private mounts).
+    let late: &'static [usize] = match z.confinement.landlock {
+        Some(ll) => {
+            let private: Vec<String> = mounts
+                .tmpfs
+                .iter()
+                .map(|(t, ..)| t.clone())
+                .chain(mounts.proc.iter().cloned())
+                .collect();
+            Vec::leak(confine::late_rules(ll, &private))
+        }
+        None => &[],
+    };
+    // The next request's landlock ruleset, built while the zygote is idle.
+    let mut prebuilt: Option<OwnedFd> = None;
     if z.chan
         .send(
             &Message::Ready(Ready {
@@ -491,6 +509,12 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     loop {
         if !accepting && running.is_empty() {
             return 0;
+        }
+        if prebuilt.is_none() && accepting && running.is_empty() {
+            prebuilt = z
+                .confinement
+                .landlock
+                .and_then(|ll| confine::prebuild_ruleset(ll, late).ok());
         }
         let now = Instant::now();
         let timeout = running
@@ -641,7 +665,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                             continue;
                         }
                         let id = req.id;
-                        match z.start(*req, fds, &mounts) {
+                        match z.start(*req, fds, &mounts, prebuilt.take(), late) {
                             Ok(r) => running.push(r),
                             Err((mut reply, f)) => respond(
                                 &mut reply,

@@ -19,6 +19,7 @@
 //! `Signaled(SIGSYS)`). Calls from a foreign ABI (i386 via `int 0x80`, x32) kill the process:
 //! only the native architecture is in a filter unless [`Filter::add_arch`] adds another.
 
+mod cache;
 mod oci;
 mod presets;
 mod profiles;
@@ -28,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 
+pub use cache::enable_disk_cache;
 pub use oci::OciError;
 pub use presets::{PresetFlags, Presets};
 pub use profiles::Profile;
@@ -801,6 +803,32 @@ impl Filter {
     }
 
     fn build(&self, notify_as_kill: bool, explain: bool) -> Result<Program, SeccompError> {
+        if !cache::enabled() {
+            return self.build_uncached(notify_as_kill, explain);
+        }
+        let key = cache::key(
+            &format!(
+                "{:?}",
+                (
+                    &self.default,
+                    &self.archs,
+                    &self.rules,
+                    &self.ioctls,
+                    self.lenient,
+                    explain
+                )
+            ),
+            notify_as_kill,
+        );
+        if let Some(p) = cache::load(&key) {
+            return Ok(p);
+        }
+        let p = self.build_uncached(notify_as_kill, explain)?;
+        cache::store(&key, &p);
+        Ok(p)
+    }
+
+    fn build_uncached(&self, notify_as_kill: bool, explain: bool) -> Result<Program, SeccompError> {
         let default = Self::action_for(self.default, None, notify_as_kill, explain);
         let mut ctx = ScmpFilterContext::new(default).map_err(scmp_err("new filter"))?;
         ctx.set_act_badarch(ScmpAction::KillProcess)

@@ -136,7 +136,9 @@ pub(crate) fn start_with(
     spec: StartSpec<'_>,
     before_plan: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<ShimProcess> {
+    let t = Instant::now();
     let shim = shim_binary::get()?;
+    let shim_copy = t.elapsed();
     let (host_end, guest_end) = Channel::pair().map_err(Error::protocol("creating the socket"))?;
     let devnull: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
@@ -163,7 +165,10 @@ pub(crate) fn start_with(
     let flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
     let t = Instant::now();
     let pid = clone_child::spawn(flags, &prepared).map_err(|errno| Error::Clone { errno })?;
-    let mut host_steps = vec![("host: clone + exec shim".to_string(), t.elapsed())];
+    let mut host_steps = vec![
+        ("host: shim memfd (first use only)".to_string(), shim_copy),
+        ("host: clone + exec shim".to_string(), t.elapsed()),
+    ];
     drop(prepared);
     drop(guest);
     drop(err_w);
@@ -178,6 +183,7 @@ pub(crate) fn start_with(
         reap(pid);
         return Err(Error::ShimExec { errno });
     }
+    let t = Instant::now();
     if let Some(cg) = spec.cgroup {
         if let Err(e) = cg.attach(pid.as_raw()) {
             shim_proc.kill_and_reap();
@@ -193,6 +199,9 @@ pub(crate) fn start_with(
                 source: e,
             });
         }
+    }
+    if spec.cgroup.is_some() || spec.existing_cgroup.is_some() {
+        host_steps.push(("host: cgroup attach".to_string(), t.elapsed()));
     }
     let mut plan = spec.plan;
     let t = Instant::now();

@@ -1,0 +1,109 @@
+//! The background reaper: a one-shot container whose command has reported is torn down here, on
+//! a thread of its own (`hatchery-reaper`), not on the caller's latency path.
+//!
+//! ```text
+//!  caller's thread                               hatchery-reaper (started on first use)
+//!  Response (outcome, rusage) ◀── shim
+//!  OOM kills read from the cgroup
+//!  hand_off(pid, cgroup) ───────── channel ────▶ waitpid(pid): the shim's exit, and with it
+//!  status()/wait() returns                        the kernel's teardown of its namespaces
+//!                                                drop(cgroup): kill members, rmdir
+//!                                                pending -= 1, wake settle()
+//! ```
+//!
+//! Once the shim has sent the command's `Response` nothing of the container can change the
+//! result: the shim only closes its fds and exits, and the kernel kills whatever is left in its
+//! pid namespace. What remains is bookkeeping that takes about as long as the command itself on a
+//! short run (the shim's exit, the namespaces' teardown, removing the cgroup). Containers are
+//! reaped in the order they were handed off; a handed-off shim is a zombie of this process until
+//! then. [`settle`] waits until every container handed off so far is gone (a process that exits
+//! right after its last command calls it, so no cgroup directory outlives it).
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+use nix::unistd::Pid;
+
+use crate::cgroup::Cgroup;
+
+/// A container to tear down: its shim (already reporting) and its cgroup.
+struct Remains {
+    pid: Pid,
+    cgroup: Option<Cgroup>,
+}
+
+/// The reaper thread's queue, and how many containers it has not finished yet.
+struct Reaper {
+    queue: Mutex<Option<Sender<Remains>>>,
+    pending: Mutex<usize>,
+    drained: Condvar,
+}
+
+fn reaper() -> &'static Reaper {
+    static REAPER: OnceLock<Reaper> = OnceLock::new();
+    REAPER.get_or_init(|| Reaper {
+        queue: Mutex::new(None),
+        pending: Mutex::new(0),
+        drained: Condvar::new(),
+    })
+}
+
+fn finished(r: &Reaper) {
+    let mut pending = r.pending.lock().unwrap_or_else(|e| e.into_inner());
+    *pending = pending.saturating_sub(1);
+    if *pending == 0 {
+        r.drained.notify_all();
+    }
+}
+
+/// Tears down `remains` on the calling thread.
+fn tear_down(remains: Remains) {
+    crate::spawn::reap(remains.pid);
+    drop(remains.cgroup);
+}
+
+/// Hands a shim that has sent its command's `Response` (and its cgroup, whose OOM count was
+/// already read) to the reaper thread. Falls back to tearing it down here when the thread
+/// cannot be started.
+pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>) {
+    let r = reaper();
+    *r.pending.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    let remains = Remains { pid, cgroup };
+    let mut queue = r.queue.lock().unwrap_or_else(|e| e.into_inner());
+    if queue.is_none() {
+        let (tx, rx) = channel::<Remains>();
+        let started = std::thread::Builder::new()
+            .name("hatchery-reaper".into())
+            .spawn(move || {
+                for remains in rx {
+                    tear_down(remains);
+                    finished(reaper());
+                }
+            });
+        if started.is_ok() {
+            *queue = Some(tx);
+        }
+    }
+    let unsent = match queue.as_ref() {
+        Some(tx) => tx.send(remains).err().map(|e| e.0),
+        None => Some(remains),
+    };
+    drop(queue);
+    if let Some(remains) = unsent {
+        tear_down(remains);
+        finished(r);
+    }
+}
+
+/// Waits until every one-shot container whose command has ended so far is reaped and its cgroup
+/// removed. [`Child::wait`](crate::Child::wait) returns as soon as the command's status is known
+/// and leaves that teardown to a background thread; a program that is about to exit (whose
+/// threads then die with it) calls this first so that nothing it created outlives it. Cheap
+/// when nothing is pending.
+pub fn settle() {
+    let r = reaper();
+    let mut pending = r.pending.lock().unwrap_or_else(|e| e.into_inner());
+    while *pending > 0 {
+        pending = r.drained.wait(pending).unwrap_or_else(|e| e.into_inner());
+    }
+}
