@@ -123,7 +123,15 @@ fn a_suggested_flag_allows_exactly_what_was_denied() {
         return;
     }
     // A missing mount: the file, and nothing else of its directory.
-    let out = hatchery(&["run", "--profile", "default", "--explain", "--", "/bin/cat", HOST_FILE]);
+    let out = hatchery(&[
+        "run",
+        "--profile",
+        "default",
+        "--explain",
+        "--",
+        "/bin/cat",
+        HOST_FILE,
+    ]);
     assert_ne!(out.status.code(), Some(0));
     let want = format!("--bindmount-ro {HOST_FILE}");
     assert!(text(&out.stderr).contains(&want), "{}", text(&out.stderr));
@@ -147,7 +155,16 @@ fn a_suggested_flag_allows_exactly_what_was_denied() {
                  a = p(0x0040000) != -1\n\
                  b = p(0x0400000) != -1\n\
                  sys.exit(0 if a and not b else 1)";
-    let out = hatchery(&["run", "--profile", "default", "--explain", "--", PYTHON, "-c", probe]);
+    let out = hatchery(&[
+        "run",
+        "--profile",
+        "default",
+        "--explain",
+        "--",
+        PYTHON,
+        "-c",
+        probe,
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("--seccomp-allow personality:262144"), "{err}");
@@ -227,8 +244,12 @@ fn a_learned_profile_runs_other_inputs_and_blocks_the_rest() {
         return;
     }
     let dir = scratch("learn");
-    let a: Vec<u8> = (0..2000).flat_map(|i: u32| format!("{i}\n").into_bytes()).collect();
-    let b: Vec<u8> = (0..9000).flat_map(|i: u32| format!("line {i}\n").into_bytes()).collect();
+    let a: Vec<u8> = (0..2000)
+        .flat_map(|i: u32| format!("{i}\n").into_bytes())
+        .collect();
+    let b: Vec<u8> = (0..9000)
+        .flat_map(|i: u32| format!("line {i}\n").into_bytes())
+        .collect();
     gzip_of(&a, &dir.join("a.gz"));
     gzip_of(&b, &dir.join("b.gz"));
     let profile = dir.join("gz.toml");
@@ -253,7 +274,10 @@ fn a_learned_profile_runs_other_inputs_and_blocks_the_rest() {
         .count();
     assert!((10..200).contains(&calls), "{calls} calls in\n{toml}");
     assert!(toml.contains("families = []"), "{toml}");
-    assert!(!toml.contains("/etc/shadow") && !toml.contains("/root"), "{toml}");
+    assert!(
+        !toml.contains("/etc/shadow") && !toml.contains("/root"),
+        "{toml}"
+    );
 
     // Another input of the same kind, through run and through map.
     let out = Command::new(bin_dir().join("hatchery"))
@@ -286,7 +310,12 @@ fn a_learned_profile_runs_other_inputs_and_blocks_the_rest() {
         "exec 3<>/dev/tcp/127.0.0.1/22",
     ] {
         let out = hatchery(&["run", "-c", p, "--", "/bin/sh", "-c", attack]);
-        assert_ne!(out.status.code(), Some(0), "{attack}: {}", text(&out.stdout));
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{attack}: {}",
+            text(&out.stdout)
+        );
     }
     let out = hatchery(&[
         "run",
@@ -299,7 +328,11 @@ fn a_learned_profile_runs_other_inputs_and_blocks_the_rest() {
         "import socket; socket.socket(socket.AF_INET)",
     ]);
     assert_ne!(out.status.code(), Some(0));
-    assert!(text(&out.stderr).contains("denied [seccomp]"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("denied [seccomp]"),
+        "{}",
+        text(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -322,8 +355,14 @@ fn learn_needs_a_command_and_reports_failed_samples() {
         "exit 9",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("exited with code 9"), "{}", text(&out.stderr));
-    assert!(std::fs::read_to_string(&p).unwrap().contains("failed while recorded"));
+    assert!(
+        text(&out.stderr).contains("exited with code 9"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(std::fs::read_to_string(&p)
+        .unwrap()
+        .contains("failed while recorded"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -374,6 +413,9 @@ fn pasta_never_outlives_its_container() {
         while !pastas_for(target).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(pastas_for(target).is_empty(), "pasta {args:?} outlived its container");
+        assert!(
+            pastas_for(target).is_empty(),
+            "pasta {args:?} outlived its container"
+        );
     }
 }
