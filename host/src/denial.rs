@@ -363,7 +363,14 @@ fn refused(what: &Refused, failed: bool, on_host: &impl Fn(&Path) -> bool) -> Op
             let p = Path::new(std::ffi::OsStr::from_bytes(&path.0));
             // A writable place is a writable bind of the host path (when it exists there and
             // is no secret) or, under the container's own directories, a tmpfs.
-            let allow = if is_secret(p) {
+            let system = [
+                "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot",
+            ]
+            .iter()
+            .any(|d| p.starts_with(d))
+                || p == Path::new("/");
+            let allow = if is_secret(p) || system {
+                // The host's system is never made writable: write under /tmp instead.
                 None
             } else if p.exists() && !is_virtual(p) {
                 Some(Allow {
@@ -379,7 +386,11 @@ fn refused(what: &Refused, failed: bool, on_host: &impl Fn(&Path) -> bool) -> Op
             Denial {
                 layer: Layer::MissingMount,
                 operation: "write".into(),
-                target: format!("{text} (read-only mount)"),
+                target: if system {
+                    format!("{text} (read-only mount of the host's system; write under /tmp)")
+                } else {
+                    format!("{text} (read-only mount)")
+                },
                 count: 1,
                 allow,
             }

@@ -105,6 +105,10 @@ fn every_refusal_is_listed_with_its_allowance() {
     );
     let ro = find(Layer::MissingMount, "write");
     assert!(ro.target.contains("/usr"), "{ro:?}");
+    assert!(
+        ro.allow.is_none(),
+        "the host's /usr is never made writable: {ro:?}"
+    );
     // The same command without explaining: the same outcome, no list.
     let st = default_profile()
         .command(PYTHON)
