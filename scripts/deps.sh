@@ -10,7 +10,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need=()
-for pkg in libseccomp-dev pkg-config uidmap bubblewrap python3 gcc util-linux passwd passt \
+for pkg in libseccomp-dev pkg-config uidmap bubblewrap python3 gcc libc6-dev util-linux passwd passt \
     imagemagick ghostscript fontconfig fonts-dejavu-core; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done

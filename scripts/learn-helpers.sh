@@ -6,6 +6,7 @@
 # environment, a home) are still refused under its profile. Prints a markdown table. Installs the helpers when missing (Debian 12): ./scripts/learn-helpers.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$PWD
 . scripts/deps.sh
 need=()
 for pkg in imagemagick ghostscript ffmpeg poppler-utils libimage-exiftool-perl file jq python3 \
@@ -35,35 +36,7 @@ tar -cf a.tar a.json a.png; tar -cf b.tar b.json b.png b.jpg
 # The attacks, as a compromised helper would make them: raw calls from a static program run
 # under the helper's own learned profile (plus one read-only mount holding the program).
 mkdir attack
-cat > attack.c <<'C'
-#define _GNU_SOURCE
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sched.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/ptrace.h>
-#include <sys/socket.h>
-#include <unistd.h>
-int main(void) {
-    int won = 0;
-    write(1, "ran\n", 4);
-    if (open("/etc/passwd", O_RDONLY) >= 0) { puts("read /etc/passwd"); won++; }
-    if (open("/usr/hatchery-x", O_CREAT | O_WRONLY, 0600) >= 0) { puts("wrote /usr"); won++; }
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(22), .sin_addr.s_addr = htonl(0x7f000001) };
-    if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0) { puts("connected"); won++; }
-    if (socket(AF_NETLINK, SOCK_RAW, 0) >= 0) { puts("netlink socket"); won++; }
-    if (ptrace(PTRACE_TRACEME, 0, 0, 0) == 0) { puts("ptrace"); won++; }
-    if (open("/proc/1/environ", O_RDONLY) >= 0) { puts("read the init's environment"); won++; }
-    if (open("/home", O_RDONLY | O_DIRECTORY) >= 0 || open("/root", O_RDONLY | O_DIRECTORY) >= 0) { puts("saw a home"); won++; }
-    fflush(stdout);
-    /* Last: a violation kills the program. */
-    if (unshare(CLONE_NEWUSER) == 0) { puts("new user namespace"); won++; }
-    return won ? 0 : 1;
-}
-C
-gcc -static -O2 -o attack/attack attack.c
+gcc -static -O2 -o attack/attack "$REPO/tests/fixtures/helper-attacks.c"
 printf '| helper | command | learned calls | of podman | other input | blocked under the profile |\n|---|---|---|---|---|---|\n'
 run() { # name sample other -- command...
     local name=$1 a=$2 b=$3; shift 4

@@ -306,7 +306,40 @@ fn a_learned_profile_runs_other_inputs_and_blocks_the_rest() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(std::fs::read(outdir.join("b.gz")).unwrap() == b);
 
-    // What gzip never did stays refused under its profile.
+    // What a compromised gzip would try stays refused under its profile: raw calls from a
+    // static program, run with the profile plus one read-only mount holding it.
+    let attacks = dir.join("attack");
+    std::fs::create_dir_all(&attacks).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/helper-attacks.c");
+    let built = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(attacks.join("attack"))
+        .arg(&src)
+        .status();
+    if require(
+        built.is_ok_and(|s| s.success()),
+        "gcc -static (gcc, libc6-dev) cannot build the attack program",
+    ) {
+        let with_attack = dir.join("gz-attack.toml");
+        std::fs::write(
+            &with_attack,
+            format!(
+                "{toml}\n[[mounts]]\nsource = {:?}\n",
+                attacks.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        let out = hatchery(&[
+            "run",
+            "-c",
+            with_attack.to_str().unwrap(),
+            "--",
+            attacks.join("attack").to_str().unwrap(),
+        ]);
+        assert_eq!(text(&out.stdout), "ran\n", "{}", text(&out.stderr));
+        assert_ne!(out.status.code(), Some(0));
+    }
+    // Nor does a shell get far.
     for attack in [
         "cat /etc/passwd",
         "ls /home /root",
