@@ -184,6 +184,38 @@ fn a_suggested_flag_allows_exactly_what_was_denied() {
         probe,
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A port: that port only.
+    let probe = "import socket, sys\n\
+                 def bind(p):\n\
+                 \ttry:\n\
+                 \t\tsocket.socket().bind(('127.0.0.1', p)); return True\n\
+                 \texcept PermissionError: return False\n\
+                 sys.exit(0 if bind(8009) and not bind(8010) else 1)";
+    let out = hatchery(&[
+        "run",
+        "--profile",
+        "default",
+        "--explain",
+        "--",
+        PYTHON,
+        "-c",
+        probe,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("--landlock-tcp-bind 8009"), "{err}");
+    let out = hatchery(&[
+        "run",
+        "--profile",
+        "default",
+        "--landlock-tcp-bind",
+        "8009",
+        "--",
+        PYTHON,
+        "-c",
+        probe,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // Bad specs are usage errors that name the flag.
     let out = hatchery(&["run", "--seccomp-allow", "no such", "--", "/bin/true"]);
     assert_eq!(out.status.code(), Some(125));
