@@ -9,7 +9,8 @@
 //!
 //! What the kernel offers decides what can be explained: seccomp refusals are seen exactly
 //! (the shim answers them), landlock refusals are predicted from the rules the shim enforces
-//! (landlock's own audit records need the audit subsystem of the initial namespace), rlimits
+//! (landlock's own audit records need the host's audit subsystem enabled, a host-wide setting
+//! this library does not change, and `CAP_AUDIT_READ` in the initial namespace), rlimits
 //! and cgroups from how the command ended. [`UNEXPLAINED`] says what stays unseen.
 
 use std::fmt;
