@@ -183,6 +183,10 @@ pub(crate) struct Explainer {
     ports: BTreeSet<(u16, bool)>,
     bound_abstract: HashSet<Vec<u8>>,
     dropped: u32,
+    /// Watched calls predicted or recorded so far, and the time that took (see
+    /// [`MAX_PREDICTED`], [`MAX_PREDICTING`]).
+    predicted: u32,
+    spent: std::time::Duration,
 }
 
 impl Explainer {
@@ -230,6 +234,8 @@ impl Explainer {
             ports: BTreeSet::new(),
             bound_abstract: HashSet::new(),
             dropped: 0,
+            predicted: 0,
+            spent: std::time::Duration::ZERO,
         })
     }
 
@@ -242,6 +248,7 @@ impl Explainer {
             Some(Handled::Answered)
         };
         if self.learn {
+            // Recording is for trusted samples: no budget (its lists are bounded).
             self.record(&n);
             return answered(sc::notif_continue(listener.as_fd(), n.id));
         }
@@ -251,7 +258,11 @@ impl Explainer {
             .map_or(RET_ALLOW, |p| evaluate(p, &n.data));
         match ret & RET_ACTION {
             RET_ALLOW | RET_LOG => {
-                self.predict(&n);
+                if self.take_budget() {
+                    let t = std::time::Instant::now();
+                    self.predict(&n);
+                    self.spent += t.elapsed();
+                }
                 answered(sc::notif_continue(listener.as_fd(), n.id))
             }
             RET_ERRNO | RET_TRACE => {
@@ -276,6 +287,17 @@ impl Explainer {
                 },
                 n.id,
             )),
+        }
+    }
+
+    /// Whether one more watched call may be predicted or recorded (see [`MAX_PREDICTED`]).
+    fn take_budget(&mut self) -> bool {
+        if self.predicted < MAX_PREDICTED && self.spent < MAX_PREDICTING {
+            self.predicted += 1;
+            true
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+            false
         }
     }
 
@@ -773,6 +795,17 @@ fn resolve(
     Some(canonical(pid, &joined, links))
 }
 
+/// Components [`canonical`] resolves per path, symbolic links' included.
+const MAX_RESOLVE_STEPS: usize = 96;
+
+/// Watched calls a request's explainer predicts landlock for (and records, learning); past it
+/// calls are still answered exactly as the policy says, without the prediction, and counted as
+/// dropped. Bounds what one request's calls cost the shim, which serves other requests too.
+const MAX_PREDICTED: u32 = 50_000;
+
+/// Shim time a request's predictions and records may take in all (see [`MAX_PREDICTED`]).
+const MAX_PREDICTING: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `path` with `.`/`..` and symbolic links resolved inside `pid`'s root, as far as it exists;
 /// the rest appended as given.
 fn canonical(pid: libc::pid_t, path: &Path, links: &RefCell<Vec<PathBuf>>) -> PathBuf {
@@ -788,10 +821,25 @@ fn canonical(pid: libc::pid_t, path: &Path, links: &RefCell<Vec<PathBuf>>) -> Pa
         })
         .collect();
     let mut followed = 0;
+    // Each step is an lstat that walks the prefix again: bounded, so a guest's deep paths and
+    // long link chains cost the shim little (past the bound, the rest is appended as given).
+    let mut steps = 0;
     while let Some(name) = pending.pop() {
         if name == ".." {
             out.pop();
             continue;
+        }
+        steps += 1;
+        if steps > MAX_RESOLVE_STEPS || out.as_os_str().len() > MAX_REPORT_PATH {
+            out.push(name);
+            while let Some(rest) = pending.pop() {
+                if rest == ".." {
+                    out.pop();
+                } else {
+                    out.push(rest);
+                }
+            }
+            break;
         }
         let next = out.join(&name);
         let on_host = root.join(next.strip_prefix("/").unwrap_or(&next));
