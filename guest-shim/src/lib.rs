@@ -16,6 +16,21 @@ pub use call::{Call, Exports};
 
 /// The entry point of the `hatchery-shim` binary (started by the host, speaking the hatchery
 /// protocol on fd 3); returns its exit code. Not an API: only that binary calls it.
+/// Runs a packed classic-BPF seccomp program on one call, as the explaining shim does (for the
+/// differential tests against the kernel's semantics; not an API).
+#[doc(hidden)]
+pub fn evaluate_seccomp(program: &[u64], nr: i32, arch: u32, args: [u64; 6]) -> u32 {
+    shim::explain::evaluate(
+        program,
+        &hatchery_sys::seccomp::SeccompData {
+            nr,
+            arch,
+            instruction_pointer: 0,
+            args,
+        },
+    )
+}
+
 #[doc(hidden)]
 pub fn shim_main() -> i32 {
     shim::start::main()

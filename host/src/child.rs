@@ -333,19 +333,20 @@ impl Child {
     pub(crate) fn with_recording(
         mut self,
         recording: crate::denial::Recording,
-        limits: crate::denial::Limits,
+        limits: impl FnOnce() -> crate::denial::Limits,
     ) -> Child {
         if recording != crate::denial::Recording::Off {
-            self.recording = Some((recording, limits));
+            self.recording = Some((recording, limits()));
         }
         self
     }
 
     /// The denials or use the shim reported, added to `st`.
     fn add_report(&self, st: &mut ExitStatus) {
-        let Some((recording, limits)) = self.recording else {
+        let Some((recording, limits)) = &self.recording else {
             return;
         };
+        let recording = *recording;
         if recording == crate::denial::Recording::Learn {
             st.learned = self
                 .report
@@ -358,7 +359,7 @@ impl Child {
             &st.outcome,
             limits,
             !st.success(),
-            |p| p.exists(),
+            crate::denial::on_host,
         );
     }
 

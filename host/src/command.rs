@@ -477,7 +477,7 @@ impl Command {
             cgroup,
         )
         .with_forward_cancel(c.forwards_cancel().then(|| c.cancel_wait_delay()))
-        .with_recording(c.recording, c.denial_limits());
+        .with_recording(c.recording, || c.denial_limits());
         child.network_log = network_log;
         Ok(child)
     }

@@ -287,6 +287,7 @@ impl Container {
             cpu_secs: soft(Resource::Cpu),
             fsize: soft(Resource::Fsize),
             memory: self.resources.memory,
+            filter: self.seccomp.clone(),
         }
     }
 

@@ -197,26 +197,29 @@ pub(crate) enum Recording {
 }
 
 /// The limits a container had, for suggesting larger ones.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Limits {
     pub(crate) cpu_secs: Option<u64>,
     pub(crate) fsize: Option<u64>,
     pub(crate) memory: Option<u64>,
+    /// The seccomp policy, which says which refused calls may be allowed exactly.
+    pub(crate) filter: Option<crate::seccomp::Filter>,
 }
 
 /// The denials of a request: the shim's report (if it explained) and its outcome.
-/// `on_host(path)` says whether an absent path exists on the host (then it is a missing mount).
+/// `on_host(path)` says whether an absent path exists on the host (then it is a missing mount);
+/// [`on_host`] is the one to use.
 pub(crate) fn explain(
     report: Option<&Report>,
     outcome: &Outcome,
-    limits: Limits,
+    limits: &Limits,
     failed: bool,
     on_host: impl Fn(&Path) -> bool,
 ) -> Vec<Denial> {
     let mut out = Vec::new();
     if let Some(r) = report {
         for d in &r.denials {
-            if let Some(mut denial) = refused(&d.what, failed, &on_host) {
+            if let Some(mut denial) = refused(&d.what, failed, limits.filter.as_ref(), &on_host) {
                 denial.count = d.count;
                 out.push(denial);
             }
@@ -274,23 +277,99 @@ fn larger(kind: &str, now: u64, flag: &str) -> Allow {
     }
 }
 
-fn refused(what: &Refused, failed: bool, on_host: &impl Fn(&Path) -> bool) -> Option<Denial> {
+/// Whether `path` exists on the host, for a missing-mount suggestion: only paths a suggestion
+/// may name ([`suggestable`]), looked at without following a last symbolic link or
+/// triggering an automount (the path is the guest's choice).
+pub(crate) fn on_host(path: &Path) -> bool {
+    suggestable(path) && hatchery_sys::fs::exists_no_automount(path)
+}
+
+/// Host paths a missing-mount suggestion may name: printable, absolute, no dot-files, no
+/// homes or other users' data, no secret.
+fn suggestable(p: &Path) -> bool {
+    const NEVER: &[&str] = &[
+        "/home",
+        "/root",
+        "/run",
+        "/tmp",
+        "/var/tmp",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/var/mail",
+        "/var/spool",
+        "/var/lib/sudo",
+        "/var/log",
+        "/boot",
+        "/lost+found",
+        "/mnt",
+        "/media",
+        "/net",
+        "/afs",
+    ];
+    p.is_absolute()
+        && p.to_str().is_some_and(|s| !s.chars().any(char::is_control))
+        && !p
+            .components()
+            .any(|c| c.as_os_str().as_bytes().first() == Some(&b'.'))
+        && !NEVER.iter().any(|n| p.starts_with(n))
+        && !is_secret(p)
+}
+
+/// Control characters of guest-chosen text, escaped (a denial is printed to a terminal).
+fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+fn refused(
+    what: &Refused,
+    failed: bool,
+    filter: Option<&crate::seccomp::Filter>,
+    on_host: &impl Fn(&Path) -> bool,
+) -> Option<Denial> {
+    let mut d = refused_raw(what, failed, filter, on_host)?;
+    d.operation = printable(&d.operation);
+    d.target = printable(&d.target);
+    Some(d)
+}
+
+fn refused_raw(
+    what: &Refused,
+    failed: bool,
+    filter: Option<&crate::seccomp::Filter>,
+    on_host: &impl Fn(&Path) -> bool,
+) -> Option<Denial> {
+    // Paths with control characters or that are not UTF-8 get no suggestion (a flag or a TOML
+    // string could not carry them faithfully).
+    let plain = |p: &[u8]| std::str::from_utf8(p).is_ok_and(|s| !s.chars().any(char::is_control));
     Some(match what {
         Refused::Syscall { nr, errno, arg0 } => {
             let name = crate::seccomp::syscall_name(i64::from(*nr));
-            let (operation, spec) = match arg0 {
-                Some(a) => (
-                    format!("{name}({})", arg_text(&name, *a)),
-                    format!("{name}:{a}"),
-                ),
-                None => (name.clone(), name.clone()),
+            let operation = match arg0 {
+                Some(a) => format!("{name}({})", arg_text(&name, *a)),
+                None => name.clone(),
             };
+            let spec = filter.and_then(|f| f.allowance(&name, *arg0));
             Denial {
                 layer: Layer::Seccomp,
                 operation,
-                target: format!("errno {}", errno_name(*errno)),
+                target: match spec {
+                    Some(_) => format!("errno {}", errno_name(*errno)),
+                    None => format!(
+                        "errno {} (refused on purpose by the policy: no exact allowance)",
+                        errno_name(*errno)
+                    ),
+                },
                 count: 1,
-                allow: Some(Allow {
+                allow: spec.map(|spec| Allow {
                     flag: format!("--seccomp-allow {spec}"),
                     toml: format!("[seccomp]\nallow = [\"{spec}\"]"),
                 }),
@@ -310,7 +389,7 @@ fn refused(what: &Refused, failed: bool, on_host: &impl Fn(&Path) -> bool) -> Op
                 operation: crate::seccomp::syscall_name(i64::from(*nr)),
                 target: format!("{p} ({})", rights_text(*access)),
                 count: 1,
-                allow: Some(Allow {
+                allow: plain(&path.0).then(|| Allow {
                     flag: format!("{flag} {p}"),
                     toml: format!("[[landlock.fs]]\npath = {p:?}\naccess = \"{mode}\""),
                 }),
@@ -343,6 +422,7 @@ fn refused(what: &Refused, failed: bool, on_host: &impl Fn(&Path) -> bool) -> Op
             count: 1,
             allow: None,
         },
+        // No exact allowance: --host-abstract drops the scope for every abstract socket.
         Refused::Scope {
             signal: false,
             name,
@@ -350,121 +430,95 @@ fn refused(what: &Refused, failed: bool, on_host: &impl Fn(&Path) -> bool) -> Op
             layer: Layer::Scope,
             operation: "connect".into(),
             target: format!(
-                "abstract unix socket @{} (not bound inside the sandbox)",
+                "abstract unix socket @{} (not bound inside the sandbox; --host-abstract would \
+                 open every abstract socket of the host's network namespace)",
                 String::from_utf8_lossy(&name.0)
             ),
             count: 1,
-            allow: Some(Allow {
-                flag: "--host-abstract".into(),
-                toml: "[hakurei]\nhost_abstract = true".into(),
-            }),
+            allow: None,
         },
         Refused::ReadOnly { path } => {
             let text = String::from_utf8_lossy(&path.0).into_owned();
             let p = Path::new(std::ffi::OsStr::from_bytes(&path.0));
-            // A writable place is a writable bind of the host path (when it exists there and
-            // is no secret) or, under the container's own directories, a tmpfs.
-            let system = [
-                "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/boot",
-            ]
-            .iter()
-            .any(|d| p.starts_with(d))
-                || p == Path::new("/");
-            let allow = if is_secret(p) || system {
-                // The host's system is never made writable: write under /tmp instead.
-                None
-            } else if p.exists() && !is_virtual(p) {
-                Some(Allow {
-                    flag: format!("--bindmount-rw {text}"),
-                    toml: format!("[[mounts]]\nsource = {text:?}\nrw = true"),
-                })
-            } else {
-                Some(Allow {
-                    flag: format!("--tmpfs {text}"),
-                    toml: format!("[[mounts]]\nsource = {text:?}\ntype = \"tmpfs\""),
-                })
-            };
+            // A bind of host data is never suggested writable (it would write the host's
+            // files); the container's own scratch places get a tmpfs.
+            let scratch = (p.starts_with("/tmp") || p.starts_with("/run")) && plain(&path.0);
             Denial {
                 layer: Layer::MissingMount,
                 operation: "write".into(),
-                target: if system {
-                    format!("{text} (read-only mount of the host's system; write under /tmp)")
+                target: if scratch {
+                    format!("{text} (read-only)")
                 } else {
-                    format!("{text} (read-only mount)")
+                    format!("{text} (read-only mount of host files: write under /tmp instead)")
                 },
                 count: 1,
-                allow,
+                allow: scratch.then(|| tmpfs_at(p)),
             }
         }
         Refused::Absent { path } => {
             // Probes of paths that do not exist anywhere are normal; a failed command that
             // looked for a host path the container lacks is told.
             let p = Path::new(std::ffi::OsStr::from_bytes(&path.0));
-            if !failed || !p.is_absolute() || !on_host(p) {
+            if !failed || !p.is_absolute() {
                 return None;
             }
             let text = p.display().to_string();
-            if is_virtual(p) {
-                // The container's own file systems: a fresh one where the command wants it.
-                let (flag, toml) = if p.starts_with("/dev") {
-                    return Some(Denial {
-                        layer: Layer::MissingMount,
-                        operation: "lookup".into(),
-                        target: format!("{text} (no such device in the container; --devfs /dev gives the minimal set)"),
-                        count: 1,
-                        allow: None,
-                    });
-                } else if p.starts_with("/tmp") || p.starts_with("/run") {
-                    let top: PathBuf = p.components().take(2).collect();
-                    let t = top.display();
-                    (
-                        format!("--tmpfs {t}"),
-                        format!("[[mounts]]\nsource = \"{t}\"\ntype = \"tmpfs\""),
-                    )
-                } else {
-                    return None;
-                };
-                return Some(Denial {
-                    layer: Layer::MissingMount,
-                    operation: "lookup".into(),
-                    target: format!("{text} (not in the container)"),
-                    count: 1,
-                    allow: Some(Allow { flag, toml }),
-                });
-            }
-            if is_secret(p) {
-                return Some(Denial {
-                    layer: Layer::MissingMount,
-                    operation: "lookup".into(),
-                    target: format!("{text} (a secret of the host: never mounted)"),
-                    count: 1,
-                    allow: None,
-                });
-            }
-            Denial {
+            let lookup = |target: String, allow: Option<Allow>| Denial {
                 layer: Layer::MissingMount,
                 operation: "lookup".into(),
-                target: format!("{text} (exists on the host, not in the container)"),
+                target,
                 count: 1,
-                allow: Some(Allow {
+                allow,
+            };
+            if p.starts_with("/dev") {
+                return Some(lookup(
+                    format!("{text} (no such device in the container; --devfs /dev gives the minimal set)"),
+                    None,
+                ));
+            }
+            if (p.starts_with("/tmp") || p.starts_with("/run")) && plain(&path.0) {
+                // The container's own scratch places: a fresh tmpfs where the command wants it.
+                return Some(lookup(
+                    format!("{text} (not in the container)"),
+                    Some(tmpfs_at(p)),
+                ));
+            }
+            if is_secret(p) {
+                return Some(lookup(
+                    format!("{text} (a secret of the host: never mounted)"),
+                    None,
+                ));
+            }
+            if !on_host(p) {
+                return None;
+            }
+            lookup(
+                format!(
+                    "{text} (exists on the host, not in the container; the sandboxed command chose \
+                     this path: check it before mounting it)"
+                ),
+                Some(Allow {
                     flag: format!("--bindmount-ro {text}"),
                     toml: format!("[[mounts]]\nsource = {text:?}"),
                 }),
-            }
+            )
         }
     })
+}
+
+/// A tmpfs at the top directory of `p` (`/tmp`, `/run`).
+fn tmpfs_at(p: &Path) -> Allow {
+    let top: PathBuf = p.components().take(2).collect();
+    let t = top.display();
+    Allow {
+        flag: format!("--tmpfs {t}"),
+        toml: format!("[[mounts]]\nsource = \"{t}\"\ntype = \"tmpfs\""),
+    }
 }
 
 /// Account secrets and the like, which no suggestion mounts.
 fn is_secret(p: &Path) -> bool {
     p.to_str().is_some_and(crate::pool::etc_is_secret)
-}
-
-/// Paths of the container's own file systems, never host mounts.
-fn is_virtual(p: &Path) -> bool {
-    ["/proc", "/dev", "/sys", "/tmp", "/run"]
-        .iter()
-        .any(|v| p.starts_with(v))
 }
 
 const READ: u64 = 1 << 2 | 1 << 3;
@@ -555,7 +609,7 @@ mod tests {
         let d = explain(
             Some(&r),
             &Outcome::Exited(1),
-            Limits::default(),
+            &Limits::default(),
             true,
             |_| true,
         );
@@ -573,18 +627,15 @@ mod tests {
             errno: libc::EAFNOSUPPORT,
             arg0: Some(libc::AF_PACKET as u64),
         });
-        let d = explain(
-            Some(&r),
-            &Outcome::Exited(0),
-            Limits::default(),
-            false,
-            |_| true,
-        );
+        let podman = Limits {
+            filter: crate::seccomp::Profile::from_name("podman").and_then(|p| p.filter()),
+            ..Limits::default()
+        };
+        let d = explain(Some(&r), &Outcome::Exited(0), &podman, false, |_| true);
         assert_eq!(d[0].operation, "socket(AF_PACKET)");
-        assert_eq!(
-            d[0].allow.as_ref().unwrap().flag,
-            "--seccomp-allow socket:17"
-        );
+        // podman refuses that family by name: on purpose, no allowance.
+        assert!(d[0].allow.is_none(), "{:?}", d[0]);
+        assert!(d[0].target.contains("on purpose"), "{:?}", d[0]);
         let r = report(Refused::Port {
             port: 80,
             connect: true,
@@ -592,7 +643,7 @@ mod tests {
         let d = explain(
             Some(&r),
             &Outcome::Exited(0),
-            Limits::default(),
+            &Limits::default(),
             false,
             |_| true,
         );
@@ -603,6 +654,82 @@ mod tests {
     }
 
     #[test]
+    fn refusals_on_purpose_get_no_allowance() {
+        let f = crate::seccomp::Profile::from_name("podman")
+            .and_then(|p| p.filter())
+            .unwrap();
+        // Refused by the default: exactly that; refused by name: on purpose.
+        assert_eq!(
+            f.allowance("personality", Some(0x40000)).as_deref(),
+            Some("personality:262144")
+        );
+        assert_eq!(f.allowance("socket", Some(17)), None);
+        // clone3 (flags unseen), io_uring, ioctl, netlink's protocols, violations: nothing.
+        for (call, arg) in [
+            ("clone3", None),
+            ("io_uring_setup", None),
+            ("ioctl", Some(0x5412)),
+            ("socket", Some(16)),
+            ("unshare", Some(0x10000000)),
+            ("mount", None),
+        ] {
+            assert_eq!(f.allowance(call, arg), None, "{call}");
+        }
+        // A narrowed (learned) policy: a dropped call and family come back exactly.
+        let n = f
+            .only_allowing(&["read".into(), "socket".into()], Some(&[1]))
+            .unwrap();
+        assert_eq!(n.allowance("write", None).as_deref(), Some("write"));
+        assert_eq!(n.allowance("socket", Some(2)).as_deref(), Some("socket:2"));
+        assert_eq!(n.allowance("socket", Some(16)), None);
+        // Narrowed to AF_UNIX: netlink's allowing rule (it also names the protocol) is gone.
+        assert!(
+            !n.get_rules().iter().any(|r| r.sysname == "socket"
+                && r.action == crate::seccomp::Action::Allow
+                && r.argcmps.iter().any(|c| c.arg == 0 && c.datum_a == 16)),
+            "{:?}",
+            n.rules_text()
+        );
+    }
+
+    #[test]
+    fn guest_chosen_text_is_escaped_and_host_data_never_suggested_writable() {
+        let r = report(Refused::ReadOnly {
+            path: Bytes(b"/etc/passwd".to_vec()),
+        });
+        let d = explain(
+            Some(&r),
+            &Outcome::Exited(1),
+            &Limits::default(),
+            true,
+            |_| true,
+        );
+        assert!(d[0].allow.is_none(), "{d:?}");
+        let r = report(Refused::Scope {
+            signal: false,
+            name: Bytes(b"\x1b]0;title\x07\nhatchery: fake".to_vec()),
+        });
+        let d = explain(
+            Some(&r),
+            &Outcome::Exited(1),
+            &Limits::default(),
+            true,
+            |_| true,
+        );
+        assert!(!d[0].to_string().chars().any(char::is_control), "{}", d[0]);
+        assert!(d[0].allow.is_none());
+        for never in [
+            "/root/.npmrc",
+            "/home/me/x",
+            "/opt/.secret/x",
+            "/etc/shadow",
+        ] {
+            assert!(!suggestable(Path::new(never)), "{never}");
+        }
+        assert!(suggestable(Path::new("/var/lib/dpkg/status")));
+    }
+
+    #[test]
     fn absent_paths_are_missing_mounts_only_when_on_the_host_and_the_command_failed() {
         let r = report(Refused::Absent {
             path: Bytes(b"/opt/tool/data".to_vec()),
@@ -610,7 +737,7 @@ mod tests {
         let d = explain(
             Some(&r),
             &Outcome::Exited(1),
-            Limits::default(),
+            &Limits::default(),
             true,
             |_| true,
         );
@@ -622,7 +749,7 @@ mod tests {
         assert!(explain(
             Some(&r),
             &Outcome::Exited(0),
-            Limits::default(),
+            &Limits::default(),
             false,
             |_| true
         )
@@ -630,7 +757,7 @@ mod tests {
         assert!(explain(
             Some(&r),
             &Outcome::Exited(1),
-            Limits::default(),
+            &Limits::default(),
             true,
             |_| false
         )
@@ -643,7 +770,7 @@ mod tests {
             memory: Some(64 << 20),
             ..Limits::default()
         };
-        let d = explain(None, &Outcome::MemoryExceeded, l, true, |_| false);
+        let d = explain(None, &Outcome::MemoryExceeded, &l, true, |_| false);
         assert_eq!(d[0].layer, Layer::Cgroup);
         assert_eq!(
             d[0].allow.as_ref().unwrap().flag,
@@ -652,7 +779,7 @@ mod tests {
         let d = explain(
             None,
             &Outcome::CpuTimeExceeded,
-            Limits::default(),
+            &Limits::default(),
             true,
             |_| false,
         );

@@ -119,6 +119,18 @@ pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
     rustix::process::pivot_root(new_root, put_old).map_err(errno)
 }
 
+/// Whether `path` exists, without following a last symbolic link or triggering an automount
+/// (`statx` with `AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT`): for paths someone else chose.
+pub fn exists_no_automount(path: &std::path::Path) -> bool {
+    rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW | rustix::fs::AtFlags::NO_AUTOMOUNT,
+        rustix::fs::StatxFlags::TYPE,
+    )
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

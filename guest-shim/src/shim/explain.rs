@@ -58,6 +58,17 @@ const RET_TRACE: u32 = 0x7ff0_0000;
 const RET_LOG: u32 = 0x7ffc_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
 
+/// `AUDIT_ARCH_*` of the native architecture.
+fn native_audit_arch() -> Option<u32> {
+    if cfg!(target_arch = "x86_64") {
+        Some(0xC000_003E)
+    } else if cfg!(target_arch = "aarch64") {
+        Some(0xC000_00B7)
+    } else {
+        None
+    }
+}
+
 /// Runs a classic BPF seccomp program on `data`, as the kernel does; an instruction the kernel's
 /// seccomp checker would refuse, or a jump out of the program, returns `KILL_PROCESS` (so a
 /// mistake here can only refuse more).
@@ -249,16 +260,20 @@ impl Explainer {
         };
         if self.learn {
             // Recording is for trusted samples: no budget (its lists are bounded).
-            self.record(&n);
+            if Some(n.data.arch) == native_audit_arch() {
+                self.record(&n);
+            }
             return answered(sc::notif_continue(listener.as_fd(), n.id));
         }
         let ret = self
             .original
             .as_deref()
             .map_or(RET_ALLOW, |p| evaluate(p, &n.data));
+        // Another architecture's call numbers mean other calls: answered, never explained.
+        let native = Some(n.data.arch) == native_audit_arch();
         match ret & RET_ACTION {
             RET_ALLOW | RET_LOG => {
-                if self.take_budget() {
+                if native && self.take_budget() {
                     let t = std::time::Instant::now();
                     self.predict(&n);
                     self.spent += t.elapsed();
@@ -276,7 +291,9 @@ impl Explainer {
                 let arg0 = [libc::SYS_socket, libc::SYS_clone, libc::SYS_personality]
                     .contains(&i64::from(nr))
                     .then_some(n.data.args[0]);
-                self.deny(Refused::Syscall { nr, errno, arg0 });
+                if native {
+                    self.deny(Refused::Syscall { nr, errno, arg0 });
+                }
                 answered(sc::notif_deny(listener.as_fd(), n.id, errno))
             }
             _ => Some(Handled::Violation(
@@ -424,7 +441,9 @@ impl Explainer {
             }
             Some(Address::Abstract { name, connect }) => {
                 if !connect {
-                    self.bound_abstract.insert(name);
+                    if self.bound_abstract.len() < MAX_REPORT_ENTRIES {
+                        self.bound_abstract.insert(name);
+                    }
                 } else if model.scoped & SCOPE_ABSTRACT != 0 && !self.bound_abstract.contains(&name)
                 {
                     self.deny(Refused::Scope {

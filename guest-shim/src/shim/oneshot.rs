@@ -102,10 +102,6 @@ pub(crate) fn run(
     watch.lap("fork + exec command");
     let cpu_limit = launch_plan.cpu_limit_secs;
     drop(launch_plan); // close our copies of the command's fds
-    let mut explainer = plan
-        .seccomp
-        .as_ref()
-        .and_then(|s| Explainer::new(&s.explain, plan.landlock.as_ref(), features.landlock));
     if chan
         .send(
             &Message::Ready(Ready {

@@ -245,9 +245,9 @@ impl Ticket {
             crate::denial::explain(
                 self.report.as_ref(),
                 &outcome,
-                c.denial_limits(),
+                &c.denial_limits(),
                 outcome != Outcome::Exited(0),
-                |p| p.exists(),
+                crate::denial::on_host,
             )
         } else {
             Vec::new()

@@ -244,6 +244,19 @@ impl ArgCmp {
         }
     }
 
+    /// Whether a first argument of `v` meets this condition (for conditions on it).
+    fn matches_first(&self, v: u64) -> bool {
+        match self.op {
+            ArgCmpOp::Ne => v != self.datum_a,
+            ArgCmpOp::Lt => v < self.datum_a,
+            ArgCmpOp::Le => v <= self.datum_a,
+            ArgCmpOp::Eq => v == self.datum_a,
+            ArgCmpOp::Ge => v >= self.datum_a,
+            ArgCmpOp::Gt => v > self.datum_a,
+            ArgCmpOp::MaskedEq => v & self.datum_a == self.datum_b,
+        }
+    }
+
     fn to_scmp(self) -> ScmpArgCompare {
         let (op, datum) = match self.op {
             ArgCmpOp::Ne => (ScmpCompareOp::NotEqual, self.datum_a),
@@ -642,6 +655,93 @@ impl Filter {
         self.add_rule_conditional(Action::Allow, syscall, &conditions)
     }
 
+    /// The `--seccomp-allow` spec that allows exactly a call this filter failed with an errno
+    /// (`NAME`, or `NAME:ARG0` when its rules look at the first argument), or `None` when no
+    /// such change is safe. Only calls the default action refused qualify: not calls a rule of
+    /// the policy refuses by name (on purpose: podman's socket families, `clone3`), not calls
+    /// with rules that report or kill (violations), not calls whose arguments a filter cannot
+    /// see (`clone3`, io_uring), `ioctl`, `clone` and other calls that reach namespaces or other
+    /// processes, nor calls whose rules look past the first argument (netlink's protocols).
+    pub fn allowance(&self, syscall: &str, arg0: Option<u64>) -> Option<String> {
+        const NEVER: &[&str] = &[
+            "clone3",
+            "io_uring_setup",
+            "io_uring_enter",
+            "io_uring_register",
+            "ioctl",
+            "clone",
+            "unshare",
+            "setns",
+            "seccomp",
+            "prctl",
+            "ptrace",
+            "bpf",
+            "userfaultfd",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+        ];
+        if NEVER.contains(&syscall) {
+            return None;
+        }
+        let rules: Vec<&RuleSpec> = self
+            .rules
+            .iter()
+            .filter(|r| match &r.syscall {
+                Syscall::Name(n) => n == syscall,
+                Syscall::Number(nr) => syscall_name(i64::from(*nr)) == syscall,
+            })
+            .collect();
+        if rules
+            .iter()
+            .any(|r| !matches!(r.action, Action::Allow | Action::Log | Action::Errno(_)))
+        {
+            return None; // violations, kills, traps
+        }
+        let only_arg0 = |r: &RuleSpec| {
+            r.conditions.len() == 1
+                && r.conditions[0].arg == 0
+                && r.conditions[0].op == ArgCmpOp::Eq
+        };
+        let errno_rules: Vec<&&RuleSpec> = rules
+            .iter()
+            .filter(|r| matches!(r.action, Action::Errno(_)))
+            .collect();
+        if errno_rules.is_empty() {
+            // Refused by the default action.
+            return match arg0 {
+                _ if rules.iter().all(|r| r.conditions.is_empty()) => Some(syscall.to_string()),
+                Some(v) if rules.iter().all(|r| only_arg0(r)) => Some(format!("{syscall}:{v}")),
+                _ => None,
+            };
+        }
+        // Which rules apply to this first argument? If one also looks at other arguments
+        // the outcome depends on them: no exact allowance. Otherwise a value no errno rule
+        // refuses was refused by the default, and one socket family's own rule can be lifted.
+        let v = arg0?;
+        let applies = |r: &&RuleSpec| {
+            r.conditions
+                .iter()
+                .filter(|c| c.arg == 0)
+                .all(|c| c.matches_first(v))
+        };
+        let relevant: Vec<&&RuleSpec> = rules.iter().filter(|r| applies(r)).collect();
+        if relevant
+            .iter()
+            .any(|r| r.conditions.is_empty() || r.conditions.iter().any(|c| c.arg != 0))
+        {
+            return None;
+        }
+        let refusing: Vec<&&&RuleSpec> = relevant
+            .iter()
+            .filter(|r| matches!(r.action, Action::Errno(_)))
+            .collect();
+        let socket = matches!(syscall, "socket" | "socketpair");
+        (refusing.is_empty() && !(socket && v == libc::AF_NETLINK as u64))
+            .then(|| format!("{syscall}:{v}"))
+    }
+
     /// This filter allowing only the calls in `syscalls`: every allowing rule (conditional or
     /// not) of another call is dropped, so those calls get the default action; every other rule
     /// is kept. A learned profile's allowlist, strictly within the filter it narrows. A filter
@@ -666,11 +766,16 @@ impl Filter {
             if !matches!(r.action, Action::Allow | Action::Log) {
                 return true;
             }
-            let family_ok = match (families, name.as_str(), r.conditions.as_slice()) {
-                (Some(fams), "socket" | "socketpair", [c])
-                    if c.arg == 0 && c.op == ArgCmpOp::Eq =>
-                {
-                    fams.iter().any(|f| *f as u64 == c.datum_a)
+            // A rule for one family names it as `arg0 ==` among its conditions (netlink's
+            // also names the protocol).
+            let family = r
+                .conditions
+                .iter()
+                .find(|c| c.arg == 0 && c.op == ArgCmpOp::Eq)
+                .map(|c| c.datum_a);
+            let family_ok = match (families, name.as_str(), family) {
+                (Some(fams), "socket" | "socketpair", Some(f)) => {
+                    fams.iter().any(|g| *g as u64 == f)
                 }
                 _ => true,
             };
