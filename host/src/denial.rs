@@ -278,49 +278,47 @@ fn larger(kind: &str, now: u64, flag: &str) -> Allow {
 }
 
 /// Whether `path` exists on the host, for a missing-mount suggestion: only paths a suggestion
-/// may name ([`suggestable`]), looked at without following a last symbolic link or
-/// triggering an automount (the path is the guest's choice).
+/// may name ([`suggestable`]), reached without any symbolic link, mount crossing or
+/// automount (the path is the guest's choice), and neither a socket nor a directory holding
+/// one (a read-only bind does not stop `connect`).
 pub(crate) fn on_host(path: &Path) -> bool {
-    suggestable(path) && hatchery_sys::fs::exists_no_automount(path)
+    suggestable(path) && hatchery_sys::fs::plain_host_entry(path)
 }
 
 /// Host paths a missing-mount suggestion may name: printable, absolute, no dot-files, no
-/// homes or other users' data, no secret.
+/// secret, and under the system's own directories only (never homes, runtime directories,
+/// other services' data).
 fn suggestable(p: &Path) -> bool {
+    const UNDER: &[&str] = &["/usr", "/opt", "/srv", "/etc"];
     const NEVER: &[&str] = &[
-        "/home",
-        "/root",
-        "/run",
-        "/tmp",
-        "/var/tmp",
-        "/proc",
-        "/sys",
-        "/dev",
-        "/var/mail",
-        "/var/spool",
-        "/var/lib/sudo",
-        "/var/log",
-        "/boot",
-        "/lost+found",
-        "/mnt",
-        "/media",
-        "/net",
-        "/afs",
+        "/etc/ssl/private",
+        "/etc/ssh",
+        "/etc/sudoers.d",
+        "/etc/polkit-1",
     ];
     p.is_absolute()
-        && p.to_str().is_some_and(|s| !s.chars().any(char::is_control))
+        && p.to_str().is_some_and(|s| !s.chars().any(invisible))
         && !p
             .components()
             .any(|c| c.as_os_str().as_bytes().first() == Some(&b'.'))
+        && UNDER.iter().any(|n| p.starts_with(n))
         && !NEVER.iter().any(|n| p.starts_with(n))
         && !is_secret(p)
 }
 
-/// Control characters of guest-chosen text, escaped (a denial is printed to a terminal).
+/// Characters that do not show as themselves: controls, and invisible formatting (direction
+/// overrides, zero-width characters, line and paragraph separators).
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}')
+}
+
+/// Invisible characters of guest-chosen text, escaped (a denial is printed to a terminal).
 fn printable(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
-            if c.is_control() {
+            if invisible(c) {
                 c.escape_default().collect::<Vec<_>>()
             } else {
                 vec![c]
@@ -349,7 +347,7 @@ fn refused_raw(
 ) -> Option<Denial> {
     // Paths with control characters or that are not UTF-8 get no suggestion (a flag or a TOML
     // string could not carry them faithfully).
-    let plain = |p: &[u8]| std::str::from_utf8(p).is_ok_and(|s| !s.chars().any(char::is_control));
+    let plain = |p: &[u8]| std::str::from_utf8(p).is_ok_and(|s| !s.chars().any(invisible));
     Some(match what {
         Refused::Syscall { nr, errno, arg0 } => {
             let name = crate::seccomp::syscall_name(i64::from(*nr));
@@ -658,11 +656,10 @@ mod tests {
         let f = crate::seccomp::Profile::from_name("podman")
             .and_then(|p| p.filter())
             .unwrap();
-        // Refused by the default: exactly that; refused by name: on purpose.
-        assert_eq!(
-            f.allowance("personality", Some(0x40000)).as_deref(),
-            Some("personality:262144")
-        );
+        // Outside podman's own policy (a persona, modify_ldt, kcmp): on purpose, nothing.
+        assert_eq!(f.allowance("personality", Some(0x40000)), None);
+        assert_eq!(f.allowance("modify_ldt", None), None);
+        assert_eq!(f.allowance("kcmp", None), None);
         assert_eq!(f.allowance("socket", Some(17)), None);
         // clone3 (flags unseen), io_uring, ioctl, netlink's protocols, violations: nothing.
         for (call, arg) in [
@@ -680,6 +677,12 @@ mod tests {
             .only_allowing(&["read".into(), "socket".into()], Some(&[1]))
             .unwrap();
         assert_eq!(n.allowance("write", None).as_deref(), Some("write"));
+        // A dropped call podman allows for some first arguments only: that argument only.
+        assert_eq!(
+            n.allowance("personality", Some(0)).as_deref(),
+            Some("personality:0")
+        );
+        assert_eq!(n.allowance("personality", Some(0x40000)), None);
         assert_eq!(n.allowance("socket", Some(2)).as_deref(), Some("socket:2"));
         assert_eq!(n.allowance("socket", Some(16)), None);
         // Narrowed to AF_UNIX: netlink's allowing rule (it also names the protocol) is gone.
@@ -726,7 +729,15 @@ mod tests {
         ] {
             assert!(!suggestable(Path::new(never)), "{never}");
         }
-        assert!(suggestable(Path::new("/var/lib/dpkg/status")));
+        assert!(suggestable(Path::new("/etc/debian_version")));
+        for never in [
+            "/var/run/postgresql",
+            "/etc/ssl/private/k.key",
+            "/var/lib/postgresql",
+        ] {
+            assert!(!suggestable(Path::new(never)), "{never}");
+        }
+        assert!(!suggestable(Path::new("/usr/share/\u{202e}txt.exe")));
     }
 
     #[test]

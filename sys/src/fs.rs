@@ -119,16 +119,67 @@ pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
     rustix::process::pivot_root(new_root, put_old).map_err(errno)
 }
 
-/// Whether `path` exists, without following a last symbolic link or triggering an automount
-/// (`statx` with `AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT`): for paths someone else chose.
-pub fn exists_no_automount(path: &std::path::Path) -> bool {
-    rustix::fs::statx(
-        rustix::fs::CWD,
-        path,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW | rustix::fs::AtFlags::NO_AUTOMOUNT,
-        rustix::fs::StatxFlags::TYPE,
-    )
-    .is_ok()
+/// The protocol of a socket, by a path to it (`/proc/PID/fd/N`): sockfs's
+/// `system.sockprotoname` (`TCP`, `TCPv6`, `UDP`, `UNIX`, …). Looks at the socket without
+/// holding it (a held copy could become its last reference, and closing that may linger).
+pub fn socket_protocol(path: &std::path::Path) -> Option<String> {
+    let mut buf = [0u8; 32];
+    let n = rustix::fs::getxattr(path, "system.sockprotoname", &mut buf).ok()?;
+    let name = buf[..n].split(|b| *b == 0).next()?;
+    std::str::from_utf8(name).ok().map(str::to_string)
+}
+
+/// Whether absolute `path` names a regular file or a directory without sockets among its
+/// first 256 entries, reached from `/` without any symbolic link, magic link or mount crossing
+/// (`openat2` with `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV`): for paths
+/// someone else chose, before suggesting to mount them.
+pub fn plain_host_entry(path: &std::path::Path) -> bool {
+    use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+    let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV;
+    let Some(rel) = path
+        .strip_prefix("/")
+        .ok()
+        .and_then(|r| std::ffi::CString::new(r.as_os_str().as_encoded_bytes()).ok())
+    else {
+        return false;
+    };
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let Ok(root) = rustix::fs::open("/", flags, Mode::empty()) else {
+        return false;
+    };
+    let open = |flags: OFlags| {
+        rustix::fs::openat2(
+            &root,
+            rel.as_c_str(),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            resolve,
+        )
+    };
+    let Ok(st) = open(OFlags::PATH).and_then(|fd| rustix::fs::fstat(&fd)) else {
+        return false;
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => true,
+        FileType::Directory => {
+            let Ok(dir) = open(OFlags::RDONLY | OFlags::DIRECTORY) else {
+                return false;
+            };
+            let Ok(entries) = rustix::fs::Dir::read_from(&dir) else {
+                return false;
+            };
+            let mut n = 0;
+            for e in entries {
+                let Ok(e) = e else { return false };
+                n += 1;
+                if n > 258 || matches!(e.file_type(), FileType::Socket | FileType::Unknown) {
+                    return false;
+                }
+            }
+            true
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Installing a classic BPF seccomp filter and answering its user notifications, raw (rustix
 //! does not have seccomp). Filters are compiled before the fork; the child only installs them.
 //!
-//! Everything here is allocation-free and async-signal-safe, but for [`read_c_string`] and
-//! [`socket_type_of`], which a supervisor uses on notifications (never between fork and exec).
+//! Everything here is allocation-free and async-signal-safe, but for [`read_c_string`], which a
+//! supervisor uses on notifications (never between fork and exec).
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -159,33 +159,6 @@ pub fn read_memory(pid: libc::pid_t, addr: u64, buf: &mut [u8]) -> Result<usize,
     // by the kernel, which checks it against the other process's mappings.
     let r = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
     check(r as libc::c_long).map(|n| n as usize)
-}
-
-/// The type (`SOCK_STREAM`, `SOCK_DGRAM`, …) of socket `fd` of process `pid`: the fd is
-/// duplicated with `pidfd_getfd` (ptrace access to `pid` needed), asked, and closed.
-pub fn socket_type_of(pid: libc::pid_t, fd: i32) -> Result<i32, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags; a returned fd is new and ours.
-    let pidfd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
-    // SAFETY: as above; the kernel returns a new fd (or -1).
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: pidfd_getfd takes a pidfd, a target fd number and flags (0); the result is ours.
-    let theirs = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) })?;
-    // SAFETY: a new fd the kernel just installed in our table.
-    let theirs = unsafe { OwnedFd::from_raw_fd(theirs as i32) };
-    let mut ty: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `ty`/`len` are a writable int and its size.
-    let r = unsafe {
-        libc::getsockopt(
-            theirs.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut ty as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    check(r as libc::c_long)?;
-    Ok(ty)
 }
 
 #[cfg(test)]

@@ -520,12 +520,14 @@ const WRITING: u64 = WRITE_FILE
 /// The mount holding `path` (or, for a path not there yet, its nearest existing parent) is
 /// read-only.
 fn read_only(pid: libc::pid_t, path: &Path) -> bool {
-    let mut p = Some(path);
-    while let Some(q) = p {
-        if let Ok(st) = nix::sys::statvfs::statvfs(&in_root(pid, q)) {
-            return st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY);
+    // A few levels up at most, and only past missing entries: anything else (ELOOP from a
+    // link the guest swapped in meanwhile) ends the look.
+    for q in path.ancestors().take(4) {
+        match nix::sys::statvfs::statvfs(&in_root(pid, q)) {
+            Ok(st) => return st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+            Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => continue,
+            Err(_) => return false,
         }
-        p = q.parent();
     }
     false
 }
@@ -568,8 +570,12 @@ fn address(pid: libc::pid_t, d: &SeccompData) -> Option<Address> {
     let family = i32::from(u16::from_ne_bytes([buf[0], buf[1]]));
     match family {
         libc::AF_INET | libc::AF_INET6 => {
-            let tcp = sc::socket_type_of(pid, d.args[0] as i32)
-                .is_ok_and(|t| t & 0xf == libc::SOCK_STREAM);
+            // Landlock's network rights are TCP's (and MPTCP's) only.
+            let tcp = hatchery_sys::fs::socket_protocol(Path::new(&format!(
+                "/proc/{pid}/fd/{}",
+                d.args[0] as i32
+            )))
+            .is_some_and(|p| matches!(p.as_str(), "TCP" | "TCPv6" | "MPTCP" | "MPTCPv6"));
             let port = u16::from_be_bytes([buf[2], buf[3]]);
             Some(if tcp {
                 Address::Inet { port, connect }
@@ -811,7 +817,7 @@ fn resolve(
         };
         base.join(given)
     };
-    Some(canonical(pid, &joined, links))
+    canonical(pid, &joined, links)
 }
 
 /// Components [`canonical`] resolves per path, symbolic links' included.
@@ -827,7 +833,7 @@ const MAX_PREDICTING: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// `path` with `.`/`..` and symbolic links resolved inside `pid`'s root, as far as it exists;
 /// the rest appended as given.
-fn canonical(pid: libc::pid_t, path: &Path, links: &RefCell<Vec<PathBuf>>) -> PathBuf {
+fn canonical(pid: libc::pid_t, path: &Path, links: &RefCell<Vec<PathBuf>>) -> Option<PathBuf> {
     let root = PathBuf::from(format!("/proc/{pid}/root"));
     let mut out = PathBuf::from("/");
     let mut pending: Vec<std::ffi::OsString> = path
@@ -850,20 +856,17 @@ fn canonical(pid: libc::pid_t, path: &Path, links: &RefCell<Vec<PathBuf>>) -> Pa
         }
         steps += 1;
         if steps > MAX_RESOLVE_STEPS || out.as_os_str().len() > MAX_REPORT_PATH {
-            out.push(name);
-            while let Some(rest) = pending.pop() {
-                if rest == ".." {
-                    out.pop();
-                } else {
-                    out.push(rest);
-                }
-            }
-            break;
+            // Past the bound nothing is predicted: the rest, unresolved, would have the kernel
+            // follow whatever links the guest put there on every later lookup.
+            return None;
         }
         let next = out.join(&name);
         let on_host = root.join(next.strip_prefix("/").unwrap_or(&next));
         match std::fs::symlink_metadata(&on_host) {
-            Ok(m) if m.file_type().is_symlink() && followed < 40 => {
+            Ok(m) if m.file_type().is_symlink() => {
+                if followed >= 40 {
+                    return None; // ELOOP for the caller too
+                }
                 followed += 1;
                 links.borrow_mut().push(next.clone());
                 let Ok(target) = std::fs::read_link(&on_host) else {
@@ -895,7 +898,7 @@ fn canonical(pid: libc::pid_t, path: &Path, links: &RefCell<Vec<PathBuf>>) -> Pa
             }
         }
     }
-    out
+    Some(out)
 }
 
 #[cfg(test)]
@@ -949,7 +952,7 @@ mod tests {
         std::fs::create_dir_all(dir.join("real/sub")).unwrap();
         std::os::unix::fs::symlink("real", dir.join("link")).unwrap();
         let links = RefCell::default();
-        let got = canonical(me, &dir.join("link/./sub/../sub/new/x"), &links);
+        let got = canonical(me, &dir.join("link/./sub/../sub/new/x"), &links).unwrap();
         assert_eq!(
             got,
             std::fs::canonicalize(&dir).unwrap().join("real/sub/new/x")

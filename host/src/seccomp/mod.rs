@@ -708,11 +708,16 @@ impl Filter {
             .iter()
             .filter(|r| matches!(r.action, Action::Errno(_)))
             .collect();
+        // Never past podman's own policy: what it leaves out (modify_ldt, kcmp, pidfd_getfd,
+        // personality flags, …) the runtimes leave out on purpose.
+        if !within_podman(syscall, arg0) {
+            return None;
+        }
         if errno_rules.is_empty() {
-            // Refused by the default action.
+            // Refused by the default action; with a known first argument, for that value only.
             return match arg0 {
-                _ if rules.iter().all(|r| r.conditions.is_empty()) => Some(syscall.to_string()),
                 Some(v) if rules.iter().all(|r| only_arg0(r)) => Some(format!("{syscall}:{v}")),
+                None if rules.iter().all(|r| r.conditions.is_empty()) => Some(syscall.to_string()),
                 _ => None,
             };
         }
@@ -740,6 +745,22 @@ impl Filter {
         let socket = matches!(syscall, "socket" | "socketpair");
         (refusing.is_empty() && !(socket && v == libc::AF_NETLINK as u64))
             .then(|| format!("{syscall}:{v}"))
+    }
+
+    /// Whether some allowing rule of this filter allows the call outright, or for this first
+    /// argument (rules on other arguments do not count).
+    fn allows(&self, syscall: &str, arg0: Option<u64>) -> bool {
+        self.rules.iter().any(|r| {
+            let named = match &r.syscall {
+                Syscall::Name(n) => n == syscall,
+                Syscall::Number(nr) => syscall_name(i64::from(*nr)) == syscall,
+            };
+            named
+                && matches!(r.action, Action::Allow | Action::Log)
+                && r.conditions
+                    .iter()
+                    .all(|c| c.arg == 0 && arg0.is_some_and(|v| c.matches_first(v)))
+        })
     }
 
     /// This filter allowing only the calls in `syscalls`: every allowing rule (conditional or
@@ -1188,6 +1209,15 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<u64>, SeccompError> {
         .chunks_exact(8)
         .map(|c| u64::from_ne_bytes(c.try_into().expect("8-byte chunk")))
         .collect())
+}
+
+/// Whether podman's policy allows the call (for this first argument, when given).
+fn within_podman(syscall: &str, arg0: Option<u64>) -> bool {
+    static PODMAN: OnceLock<Option<Filter>> = OnceLock::new();
+    PODMAN
+        .get_or_init(|| Profile::from_name("podman").and_then(|p| p.filter()))
+        .as_ref()
+        .is_some_and(|f| f.allows(syscall, arg0))
 }
 
 /// The name of native system call `nr` (`"#nr"` when libseccomp does not know it).
