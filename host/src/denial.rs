@@ -590,6 +590,16 @@ mod tests {
     use super::*;
     use hatchery_protocol::{Bytes, RawDenial};
 
+    /// What a command that failed (or not) would be told of `r`, every path on the host.
+    fn told(r: &Report, failed: bool) -> Vec<Denial> {
+        let outcome = if failed {
+            Outcome::Exited(1)
+        } else {
+            Outcome::Exited(0)
+        };
+        explain(Some(r), &outcome, &Limits::default(), failed, |_| true)
+    }
+
     fn report(what: Refused) -> Report {
         Report {
             denials: vec![RawDenial { what, count: 3 }],
@@ -604,13 +614,7 @@ mod tests {
             access: 1 << 2,
             nr: libc::SYS_openat as i32,
         });
-        let d = explain(
-            Some(&r),
-            &Outcome::Exited(1),
-            &Limits::default(),
-            true,
-            |_| true,
-        );
+        let d = told(&r, true);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].layer, Layer::LandlockFs);
         assert_eq!(d[0].count, 3);
@@ -638,13 +642,7 @@ mod tests {
             port: 80,
             connect: true,
         });
-        let d = explain(
-            Some(&r),
-            &Outcome::Exited(0),
-            &Limits::default(),
-            false,
-            |_| true,
-        );
+        let d = told(&r, false);
         assert_eq!(
             d[0].allow.as_ref().unwrap().flag,
             "--landlock-tcp-connect 80"
@@ -700,25 +698,13 @@ mod tests {
         let r = report(Refused::ReadOnly {
             path: Bytes(b"/etc/passwd".to_vec()),
         });
-        let d = explain(
-            Some(&r),
-            &Outcome::Exited(1),
-            &Limits::default(),
-            true,
-            |_| true,
-        );
+        let d = told(&r, true);
         assert!(d[0].allow.is_none(), "{d:?}");
         let r = report(Refused::Scope {
             signal: false,
             name: Bytes(b"\x1b]0;title\x07\nhatchery: fake".to_vec()),
         });
-        let d = explain(
-            Some(&r),
-            &Outcome::Exited(1),
-            &Limits::default(),
-            true,
-            |_| true,
-        );
+        let d = told(&r, true);
         assert!(!d[0].to_string().chars().any(char::is_control), "{}", d[0]);
         assert!(d[0].allow.is_none());
         for never in [
@@ -745,26 +731,13 @@ mod tests {
         let r = report(Refused::Absent {
             path: Bytes(b"/opt/tool/data".to_vec()),
         });
-        let d = explain(
-            Some(&r),
-            &Outcome::Exited(1),
-            &Limits::default(),
-            true,
-            |_| true,
-        );
+        let d = told(&r, true);
         assert_eq!(d[0].layer, Layer::MissingMount);
         assert_eq!(
             d[0].allow.as_ref().unwrap().flag,
             "--bindmount-ro /opt/tool/data"
         );
-        assert!(explain(
-            Some(&r),
-            &Outcome::Exited(0),
-            &Limits::default(),
-            false,
-            |_| true
-        )
-        .is_empty());
+        assert!(told(&r, false).is_empty());
         assert!(explain(
             Some(&r),
             &Outcome::Exited(1),

@@ -9,6 +9,17 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::{check, Errno};
 
+/// `AUDIT_ARCH_*` of the native architecture (x86-64 and aarch64; `None` elsewhere).
+pub fn native_audit_arch() -> Option<u32> {
+    if cfg!(target_arch = "x86_64") {
+        Some(0xC000_003E)
+    } else if cfg!(target_arch = "aarch64") {
+        Some(0xC000_00B7)
+    } else {
+        None
+    }
+}
+
 /// `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
 const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_long = 1 << 3;
 

@@ -173,3 +173,17 @@ impl Lifeline {
         }
     }
 }
+
+/// Runs the built `hatchery` binary (with the built shim) and collects its output.
+pub fn hatchery(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin_dir().join("hatchery"))
+        .args(args)
+        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
+        .output()
+        .expect("run the hatchery binary")
+}
+
+/// Bytes as (lossy) text, for assertions and messages.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

@@ -4,13 +4,13 @@
 //! container.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hatchery::pool::default_profile;
 use hatchery::{Layer, Pool, Request, Stdio};
-use hatchery_tests::{bin_dir, require, user_namespaces_work};
+use hatchery_tests::{bin_dir, hatchery, require, text, user_namespaces_work};
 
 fn ready() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
@@ -25,18 +25,6 @@ const PYTHON: &str = "/usr/bin/python3";
 /// A host file that exists on every Debian machine, readable by every user, and that no
 /// profile mounts.
 const HOST_FILE: &str = "/etc/debian_version";
-
-fn hatchery(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("hatchery"))
-        .args(args)
-        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
-        .output()
-        .expect("run the hatchery binary")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("hatchery-explain-{tag}-{}", std::process::id()));

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hatchery::{BindFlags, Container, Error, RemountFlags, SchedPolicy, SetupStep, Stdio};
-use hatchery_tests::{is_root, require, user_namespaces_work};
+use hatchery_tests::{is_root, require, text, user_namespaces_work};
 
 fn ready() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
@@ -32,10 +32,6 @@ fn sh(c: &Container, script: &str) -> hatchery::Output {
         .args(["-c", script])
         .output()
         .unwrap_or_else(|e| panic!("spawn failed: {e}"))
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn stdout(c: &Container, script: &str) -> String {

@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hatchery_tests::{is_root, require, user_namespaces_work};
+use hatchery_tests::{is_root, require, text, user_namespaces_work};
 
 const MAIN: &str = r#"
 use hatchery::shim_binary::{self, ShimOrigin};
@@ -49,10 +49,6 @@ fn main() {
     }
 }
 "#;
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn report(what: &str, out: &Output) -> String {
     format!(

@@ -6,11 +6,11 @@
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
 use hatchery::{Container, Error, Pool, Request, SetupStep};
-use hatchery_tests::{bin_dir, require, user_namespaces_work};
+use hatchery_tests::{bin_dir, hatchery, require, text, user_namespaces_work};
 
 fn ready() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
@@ -18,18 +18,6 @@ fn ready() -> bool {
         *OK.get_or_init(user_namespaces_work),
         "user namespaces unavailable",
     )
-}
-
-fn hatchery(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("hatchery"))
-        .args(args)
-        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
-        .output()
-        .expect("run the hatchery binary")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// A fresh directory under the temp dir, mode `mode`.

@@ -107,30 +107,12 @@ pub(crate) fn spawn_single(
     plan: &LaunchPlan,
     err_pipe: BorrowedFd<'_>,
 ) -> Result<libc::pid_t, i32> {
-    debug_assert_eq!(
-        crate::shim::thread_count(),
-        1,
-        "the shim must stay single-threaded"
-    );
-    let args = CommandArgs { plan, err_pipe };
-    let top = plan.child_stack_top;
-    let flags =
-        libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::SIGCHLD;
-    // SAFETY: `single_main` only reads `args` (alive: this thread is suspended until the child
-    // execs or exits) and runs on the shim's child stack, which nothing else uses meanwhile.
-    let pid = unsafe {
-        libc::clone(
-            single_main,
-            top as *mut libc::c_void,
-            flags,
-            &args as *const CommandArgs<'_> as *mut libc::c_void,
-        )
-    };
-    if pid < 0 {
-        Err(errno())
-    } else {
-        Ok(pid)
-    }
+    clone_on_plan_stack(
+        plan,
+        err_pipe,
+        libc::CLONE_NEWNS | libc::CLONE_NEWIPC,
+        single_main,
+    )
 }
 
 /// Starts the command like `posix_spawn`, in the shim's own namespaces: the child shares the
@@ -138,6 +120,17 @@ pub(crate) fn spawn_single(
 /// on the plan's own stack, and runs [`run`]. The one-shot shim's way: no copy of its page
 /// tables for a child that only execs.
 pub(crate) fn spawn_vfork(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> Result<libc::pid_t, i32> {
+    clone_on_plan_stack(plan, err_pipe, 0, vfork_main)
+}
+
+/// `clone(CLONE_VM | CLONE_VFORK | namespaces)` running `main` on the plan's child stack with
+/// the plan and the report pipe as its argument.
+fn clone_on_plan_stack(
+    plan: &LaunchPlan,
+    err_pipe: BorrowedFd<'_>,
+    namespaces: libc::c_int,
+    main: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+) -> Result<libc::pid_t, i32> {
     debug_assert_eq!(
         crate::shim::thread_count(),
         1,
@@ -145,12 +138,12 @@ pub(crate) fn spawn_vfork(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> Result
     );
     let args = CommandArgs { plan, err_pipe };
     let top = plan.child_stack_top;
-    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
-    // SAFETY: `vfork_main` only reads `args` (alive: this thread is suspended until the child
-    // execs or exits) and runs on the shim's child stack, which nothing else uses meanwhile.
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | namespaces | libc::SIGCHLD;
+    // SAFETY: `main` only reads `args` (alive: this thread is suspended until the child execs
+    // or exits) and runs on the shim's child stack, which nothing else uses meanwhile.
     let pid = unsafe {
         libc::clone(
-            vfork_main,
+            main,
             top as *mut libc::c_void,
             flags,
             &args as *const CommandArgs<'_> as *mut libc::c_void,

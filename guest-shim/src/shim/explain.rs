@@ -58,17 +58,6 @@ const RET_TRACE: u32 = 0x7ff0_0000;
 const RET_LOG: u32 = 0x7ffc_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
 
-/// `AUDIT_ARCH_*` of the native architecture.
-fn native_audit_arch() -> Option<u32> {
-    if cfg!(target_arch = "x86_64") {
-        Some(0xC000_003E)
-    } else if cfg!(target_arch = "aarch64") {
-        Some(0xC000_00B7)
-    } else {
-        None
-    }
-}
-
 /// Runs a classic BPF seccomp program on `data`, as the kernel does; an instruction the kernel's
 /// seccomp checker would refuse, or a jump out of the program, returns `KILL_PROCESS` (so a
 /// mistake here can only refuse more).
@@ -260,7 +249,7 @@ impl Explainer {
         };
         if self.learn {
             // Recording is for trusted samples: no budget (its lists are bounded).
-            if Some(n.data.arch) == native_audit_arch() {
+            if Some(n.data.arch) == hatchery_sys::seccomp::native_audit_arch() {
                 self.record(&n);
             }
             return answered(sc::notif_continue(listener.as_fd(), n.id));
@@ -270,7 +259,7 @@ impl Explainer {
             .as_deref()
             .map_or(RET_ALLOW, |p| evaluate(p, &n.data));
         // Another architecture's call numbers mean other calls: answered, never explained.
-        let native = Some(n.data.arch) == native_audit_arch();
+        let native = Some(n.data.arch) == hatchery_sys::seccomp::native_audit_arch();
         match ret & RET_ACTION {
             RET_ALLOW | RET_LOG => {
                 if native && self.take_budget() {
@@ -473,33 +462,37 @@ impl Explainer {
             }
             return;
         }
-        let (handled, rules) = (model.handled_fs, model.paths.clone());
+        let mut refused = Vec::new();
         for need in path_needs(pid, &n.data, &RefCell::default()) {
             if !need.exists {
-                self.deny(Refused::Absent {
+                refused.push(Refused::Absent {
                     path: bytes_of(&need.path),
                 });
                 break; // the call fails there
             }
             if need.access & WRITING != 0 && read_only(pid, &need.path) {
                 // The mount refuses it before landlock is asked.
-                self.deny(Refused::ReadOnly {
+                refused.push(Refused::ReadOnly {
                     path: bytes_of(&need.path),
                 });
                 break; // the call fails there: its other paths are not reached
             }
-            let granted = rules
+            let granted = model
+                .paths
                 .iter()
                 .filter(|(p, _)| need.path.starts_with(p))
                 .fold(0, |acc, (_, a)| acc | a);
-            let refused = need.access & handled & !granted;
-            if refused != 0 {
-                self.deny(Refused::Path {
+            let access = need.access & model.handled_fs & !granted;
+            if access != 0 {
+                refused.push(Refused::Path {
                     path: bytes_of(&need.path),
-                    access: refused,
+                    access,
                     nr,
                 });
             }
+        }
+        for r in refused {
+            self.deny(r);
         }
     }
 }

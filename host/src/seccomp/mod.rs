@@ -1063,17 +1063,6 @@ impl Filter {
     }
 }
 
-/// `AUDIT_ARCH_*` of the native architecture.
-fn native_audit_arch() -> Option<u32> {
-    if cfg!(target_arch = "x86_64") {
-        Some(0xC000_003E)
-    } else if cfg!(target_arch = "aarch64") {
-        Some(0xC000_00B7)
-    } else {
-        None
-    }
-}
-
 fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> u64 {
     u64::from(code) | u64::from(jt) << 16 | u64::from(jf) << 24 | u64::from(k) << 32
 }
@@ -1124,7 +1113,7 @@ fn prefix(
     const LD_W_ABS: u16 = 0x20;
     const JEQ_K: u16 = 0x15;
     const RET_K: u16 = 0x06;
-    let Some(arch) = native_audit_arch() else {
+    let Some(arch) = hatchery_sys::seccomp::native_audit_arch() else {
         return Err(SeccompError::UnsupportedArch);
     };
     // Layout (`skip` = first instruction after the prefix):
