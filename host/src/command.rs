@@ -424,12 +424,7 @@ impl Command {
         fds.extend(plan.blob.as_ref().map(|b| b.as_fd()));
 
         let c = &self.container;
-        let t_cgroup = Instant::now();
-        let cgroup = match crate::cgroup::Cgroup::create(&c.resources) {
-            Err(_) if c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed) => None,
-            other => other?,
-        };
-        let cgroup_created = t_cgroup.elapsed();
+        let t_start = Instant::now();
         let network = c
             .network
             .as_ref()
@@ -442,7 +437,10 @@ impl Command {
             plan: plan.setup,
             plan_fds: fds,
             title: "hatchery:oneshot",
-            cgroup: cgroup.as_ref(),
+            cgroup: spawn::CgroupSpec {
+                limits: &c.resources,
+                ignore_failure: c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed),
+            },
             existing_cgroup: c.existing_cgroup().map(|fd| fd.as_fd()),
         };
         let mut shim = spawn::start_with(start, |pid| {
@@ -454,12 +452,10 @@ impl Command {
         // The command's ends of the pipes now live in the container only.
         drop(setup.child_fds);
         drop(plan.blob);
+        let cgroup = shim.cgroup.take();
         let ready = shim.await_ready("waiting for the container")?;
         let features = ready.features;
-        let mut steps = vec![
-            ("host: plan + stdio".to_string(), t_cgroup - t_plan),
-            ("host: cgroup create".to_string(), cgroup_created),
-        ];
+        let mut steps = vec![("host: plan + stdio".to_string(), t_start - t_plan)];
         steps.append(&mut shim.host_steps);
         steps.extend(
             ready

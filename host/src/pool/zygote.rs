@@ -79,7 +79,6 @@ impl Zygote {
         slot: SlotId,
     ) -> Result<(Zygote, hatchery_protocol::Features), Error> {
         let fds: Vec<BorrowedFd<'_>> = p.plan.blob.iter().map(|b| b.as_fd()).collect();
-        let cgroup = crate::cgroup::Cgroup::create(&p.container.resources)?;
         // `ps` shows which slot a zygote serves.
         let title = format!("hatchery:zygote:{slot}");
         let mut shim: ShimProcess = spawn::start(StartSpec {
@@ -89,9 +88,13 @@ impl Zygote {
             plan: p.plan.setup.clone(),
             plan_fds: fds,
             title: &title,
-            cgroup: cgroup.as_ref(),
+            cgroup: spawn::CgroupSpec {
+                limits: &p.container.resources,
+                ignore_failure: false,
+            },
             existing_cgroup: None,
         })?;
+        let cgroup = shim.cgroup.take();
         let ready = shim.await_ready("starting a zygote")?;
         let (tx, rx) = shim.chan.split();
         let zygote = Zygote {

@@ -40,10 +40,21 @@ pub(crate) struct StartSpec<'a> {
     pub plan_fds: Vec<BorrowedFd<'a>>,
     /// Process title.
     pub title: &'a str,
-    /// The cgroup the shim joins right after clone, before it starts anything.
-    pub cgroup: Option<&'a crate::cgroup::Cgroup>,
+    /// The cgroup to create for the shim, which joins it right after clone, before it starts
+    /// anything (see [`CgroupSpec`]).
+    pub cgroup: CgroupSpec<'a>,
     /// An existing cgroup's directory (hakurei's cgroup fd), joined the same way.
     pub existing_cgroup: Option<BorrowedFd<'a>>,
+}
+
+/// The container's own cgroup. It is created after the clone, while the shim starts up on the
+/// other core (the shim waits for its plan, so nothing of the container runs before it joined).
+#[derive(Clone, Copy)]
+pub(crate) struct CgroupSpec<'a> {
+    /// Its limits (no cgroup when there are none, or when they are enforced with rlimits).
+    pub limits: &'a crate::cgroup::Limits,
+    /// Go on without a cgroup when it cannot be created (hakoniwa's runctl).
+    pub ignore_failure: bool,
 }
 
 /// A running shim that accepted its plan.
@@ -53,6 +64,8 @@ pub(crate) struct ShimProcess {
     pub chan: Channel,
     /// How long the host's side of the start took, step by step.
     pub host_steps: Vec<(String, Duration)>,
+    /// The cgroup created for it (from [`StartSpec::cgroup`]), which it joined.
+    pub cgroup: Option<crate::cgroup::Cgroup>,
 }
 
 impl ShimProcess {
@@ -178,13 +191,36 @@ pub(crate) fn start_with(
         pid,
         chan: host_end,
         host_steps: Vec::new(),
+        cgroup: None,
     };
     if let Some(errno) = clone_child::read_exec_error(err_r.as_raw_fd()) {
         reap(pid);
         return Err(Error::ShimExec { errno });
     }
+    let mut plan = spec.plan;
     let t = Instant::now();
-    if let Some(cg) = spec.cgroup {
+    match idmap::write_maps(pid.as_raw(), spec.uid_maps, spec.gid_maps) {
+        Ok(allowed) => plan.ids.setgroups_allowed = allowed,
+        Err(e) => {
+            shim_proc.kill_and_reap();
+            return Err(e);
+        }
+    }
+    host_steps.push(("host: id maps".to_string(), t.elapsed()));
+    let t = Instant::now();
+    if spec.cgroup.limits.any() {
+        match crate::cgroup::Cgroup::create(spec.cgroup.limits) {
+            Ok(cg) => shim_proc.cgroup = cg,
+            Err(_) if spec.cgroup.ignore_failure => {}
+            Err(e) => {
+                shim_proc.kill_and_reap();
+                return Err(e.into());
+            }
+        }
+        host_steps.push(("host: cgroup create".to_string(), t.elapsed()));
+    }
+    let t = Instant::now();
+    if let Some(cg) = &shim_proc.cgroup {
         if let Err(e) = cg.attach(pid.as_raw()) {
             shim_proc.kill_and_reap();
             return Err(e.into());
@@ -200,19 +236,9 @@ pub(crate) fn start_with(
             });
         }
     }
-    if spec.cgroup.is_some() || spec.existing_cgroup.is_some() {
+    if shim_proc.cgroup.is_some() || spec.existing_cgroup.is_some() {
         host_steps.push(("host: cgroup attach".to_string(), t.elapsed()));
     }
-    let mut plan = spec.plan;
-    let t = Instant::now();
-    match idmap::write_maps(pid.as_raw(), spec.uid_maps, spec.gid_maps) {
-        Ok(allowed) => plan.ids.setgroups_allowed = allowed,
-        Err(e) => {
-            shim_proc.kill_and_reap();
-            return Err(e);
-        }
-    }
-    host_steps.push(("host: id maps".to_string(), t.elapsed()));
     let t = Instant::now();
     if let Err(e) = before_plan(pid) {
         shim_proc.kill_and_reap();
