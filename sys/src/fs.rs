@@ -10,6 +10,9 @@ pub use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use crate::{check, errno, Errno};
 
+/// `AT_RECURSIVE` of the new mount API: the call covers the whole mount tree at the fd.
+const AT_RECURSIVE: libc::c_long = 0x8000;
+
 /// `openat2(dir, path, {flags | O_CLOEXEC, mode, resolve})`: the new fd, always close-on-exec.
 /// `dir` may be [`rustix::fs::CWD`] (see [`cwd`]).
 pub fn openat2(
@@ -51,7 +54,6 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, recursive: bool) -> Result<()
         propagation: 0,
         userns_fd: 0,
     };
-    const AT_RECURSIVE: libc::c_long = 0x8000;
     let flags = libc::AT_EMPTY_PATH as libc::c_long | if recursive { AT_RECURSIVE } else { 0 };
     // SAFETY: `fd` is an open fd borrowed for the call, the path is an empty NUL-terminated
     // string and `attr` a valid `struct mount_attr` of the size passed.
@@ -73,7 +75,6 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, recursive: bool) -> Result<()
 /// anywhere yet), to set attributes on and [`move_mount`] into place. `ENOSYS` before Linux 5.2.
 pub fn open_tree_clone(fd: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     const OPEN_TREE_CLONE: libc::c_long = 1;
-    const AT_RECURSIVE: libc::c_long = 0x8000;
     let flags = OPEN_TREE_CLONE
         | AT_RECURSIVE
         | libc::AT_EMPTY_PATH as libc::c_long

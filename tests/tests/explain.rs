@@ -22,6 +22,13 @@ fn ready() -> bool {
 
 const PYTHON: &str = "/usr/bin/python3";
 
+/// The default profile with its denials explained.
+fn explaining_profile() -> hatchery::Container {
+    let mut c = default_profile();
+    c.explain(true);
+    c
+}
+
 /// A host file that exists on every Debian machine, readable by every user, and that no
 /// profile mounts.
 const HOST_FILE: &str = "/etc/debian_version";
@@ -54,9 +61,7 @@ fn every_refusal_is_listed_with_its_allowance() {
     if !ready() {
         return;
     }
-    let mut c = default_profile();
-    c.explain(true);
-    let st = c
+    let st = explaining_profile()
         .command(PYTHON)
         .args(["-c", ATTEMPTS])
         .stdout(Stdio::null())
@@ -207,10 +212,8 @@ fn explaining_pools_list_denials_per_request() {
     if !ready() {
         return;
     }
-    let mut profile = default_profile();
-    profile.explain(true);
     let pool = Pool::builder()
-        .profile(profile)
+        .profile(explaining_profile())
         .min_zygotes(1)
         .max_zygotes(1)
         .build()

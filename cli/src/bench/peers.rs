@@ -153,21 +153,20 @@ pub(super) fn add_peers(
     if want("firejail") {
         match which("firejail") {
             Some(f) => {
-                let mut a: Vec<String> = [
-                    "--quiet",
-                    "--noprofile",
-                    "--net=none",
-                    "--ipc-namespace",
-                    "--private-dev",
-                    "--private-tmp",
-                    "--caps.drop=all",
-                    "--nonewprivs",
-                    "--seccomp",
-                    "--",
-                ]
-                .map(String::from)
-                .into();
-                a.extend(argv.iter().cloned());
+                let a = command_line(
+                    &[
+                        "--quiet",
+                        "--noprofile",
+                        "--net=none",
+                        "--ipc-namespace",
+                        "--private-dev",
+                        "--private-tmp",
+                        "--caps.drop=all",
+                        "--nonewprivs",
+                        "--seccomp",
+                    ],
+                    &argv,
+                );
                 let f = f.to_string_lossy().into_owned();
                 if works("firejail", &f, &a) {
                     let line = format!("{f} {}", a.join(" "));
@@ -186,25 +185,24 @@ pub(super) fn add_peers(
     if want("nsjail") {
         match which("nsjail") {
             Some(n) => {
-                let mut a: Vec<String> = [
-                    "-Mo",
-                    "--quiet",
-                    "-R",
-                    "/usr",
-                    "-R",
-                    "/lib",
-                    "-R",
-                    "/lib64",
-                    "-R",
-                    "/bin",
-                    "--proc_rw",
-                    "-T",
-                    "/tmp",
-                    "--",
-                ]
-                .map(String::from)
-                .into();
-                a.extend(argv.iter().cloned());
+                let a = command_line(
+                    &[
+                        "-Mo",
+                        "--quiet",
+                        "-R",
+                        "/usr",
+                        "-R",
+                        "/lib",
+                        "-R",
+                        "/lib64",
+                        "-R",
+                        "/bin",
+                        "--proc_rw",
+                        "-T",
+                        "/tmp",
+                    ],
+                    &argv,
+                );
                 let line = format!("{} {}", n.display(), a.join(" "));
                 let n = n.to_string_lossy().into_owned();
                 add("nsjail", Some(line), Box::new(move || std_status(&n, &a)));
@@ -509,4 +507,12 @@ fn sandlock(argv: &[String], add: &mut dyn FnMut(&str, Option<String>, Runner)) 
             ok
         }),
     );
+}
+
+/// A peer's arguments: its `flags`, then `--` and the measured command.
+fn command_line(flags: &[&str], argv: &[String]) -> Vec<String> {
+    let mut a: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    a.push("--".into());
+    a.extend(argv.iter().cloned());
+    a
 }
