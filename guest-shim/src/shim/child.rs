@@ -322,14 +322,14 @@ fn run(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> ! {
     fail(err_pipe, step, errno)
 }
 
-/// Adds the rule "`access` beneath `path`" to `ruleset`, opening `path` like `open(path,
-/// O_PATH)` (links are followed, as the rule's author wrote the path); a file gets only the
-/// rights that apply to files. Async-signal-safe: also used by the zygote to prebuild a ruleset.
-pub(crate) fn add_path_rule(
-    ruleset: BorrowedFd<'_>,
+/// Opens `path` for the rule "`access` beneath `path`" like `open(path, O_PATH)` (links are
+/// followed, as the rule's author wrote the path): the fd and the rights the rule grants on it
+/// (a file gets only the rights that apply to files; `None` when none is left).
+/// Async-signal-safe: also used by the zygote to pin its rules.
+pub(crate) fn open_rule(
     path: &std::ffi::CStr,
     access: u64,
-) -> Result<(), i32> {
+) -> Result<Option<(std::os::fd::OwnedFd, u64)>, i32> {
     let fd = sys::fs::openat2(
         sys::fs::cwd(),
         path,
@@ -347,7 +347,16 @@ pub(crate) fn add_path_rule(
     } else {
         access & crate::shim::confine::FS_FILE_RIGHTS
     };
-    if access != 0 {
+    Ok((access != 0).then_some((fd, access)))
+}
+
+/// Adds the rule "`access` beneath `path`" to `ruleset` (see [`open_rule`]).
+pub(crate) fn add_path_rule(
+    ruleset: BorrowedFd<'_>,
+    path: &std::ffi::CStr,
+    access: u64,
+) -> Result<(), i32> {
+    if let Some((fd, access)) = open_rule(path, access)? {
         sys::landlock::allow_path(ruleset, fd.as_fd(), access)?;
     }
     Ok(())

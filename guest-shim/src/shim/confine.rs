@@ -6,7 +6,8 @@
 //! domain of its own in the fork boundary (`child`), after its private mounts exist, so rules on
 //! its private `/tmp` name that request's tmpfs and its scopes separate it from every sibling.
 //! A zygote prebuilds the next request's ruleset while it waits ([`prebuild_ruleset`]): every
-//! rule but those in the private mounts, which the child adds.
+//! rule but those in the private mounts, which the child adds, on the paths as they were when it
+//! started serving ([`pin_rules`]).
 //!
 //! The rights below are those of landlock ABI 6 (Linux 6.12, which adds signal and abstract unix
 //! socket scoping), the host's target; newer kernels enforce at least what ABI 6 does.
@@ -141,17 +142,36 @@ pub(crate) fn late_rules(ll: &LandlockLaunch, private: &[String]) -> Vec<usize> 
         .collect()
 }
 
-/// A ruleset with every rule of `ll` but those at `late` (see [`late_rules`]), built by a zygote
-/// while it waits for its next request, for that request alone (its child adds the `late` rules
-/// to it). Rules are on inodes, so those made here hold in the request's copy of the zygote's
-/// mount namespace. An error (a rule's path is missing) leaves the whole ruleset to the child,
-/// which reports it.
-pub(crate) fn prebuild_ruleset(ll: &LandlockLaunch, late: &[usize]) -> Result<OwnedFd, i32> {
-    let ruleset = sys::landlock::create_ruleset(&ll.attr)?;
+/// The rules a zygote prebuilds each request's ruleset from: every rule of its plan but the
+/// late ones (see [`late_rules`]), each path opened once, when the zygote starts serving, before
+/// any guest ran. A guest that replaces a rule's path in a writable bind between requests (with a
+/// link elsewhere, or another directory) cannot move the next request's rule: it stays on the
+/// inode the path named at setup.
+#[derive(Debug)]
+pub(crate) struct PinnedRules {
+    /// Each rule's opened path and the rights it grants there.
+    rules: Vec<(OwnedFd, u64)>,
+}
+
+/// Opens the paths of `ll`'s rules but those at `late`. An error (a rule's path is missing)
+/// leaves the whole ruleset to each request's child, which reports it.
+pub(crate) fn pin_rules(ll: &LandlockLaunch, late: &[usize]) -> Result<PinnedRules, i32> {
+    let mut rules = Vec::with_capacity(ll.paths.len());
     for (i, (path, access)) in ll.paths.iter().enumerate() {
         if late.binary_search(&i).is_err() {
-            crate::shim::child::add_path_rule(ruleset.as_fd(), path, *access)?;
+            rules.extend(crate::shim::child::open_rule(path, *access)?);
         }
+    }
+    Ok(PinnedRules { rules })
+}
+
+/// A ruleset with `pinned`'s rules and `ll`'s ports, built by a zygote while it waits, for its
+/// next request alone (whose child adds the late rules to it). Rules are on inodes, so they hold
+/// in the request's copy of the zygote's mount namespace.
+pub(crate) fn prebuild_ruleset(ll: &LandlockLaunch, pinned: &PinnedRules) -> Result<OwnedFd, i32> {
+    let ruleset = sys::landlock::create_ruleset(&ll.attr)?;
+    for (fd, access) in &pinned.rules {
+        sys::landlock::allow_path(ruleset.as_fd(), fd.as_fd(), *access)?;
     }
     for &(port, access) in ll.ports.iter() {
         sys::landlock::allow_port(ruleset.as_fd(), port, access)?;

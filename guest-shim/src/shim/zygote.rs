@@ -489,7 +489,12 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         }
         None => &[],
     };
-    // The next request's landlock ruleset, built while the zygote is idle.
+    // Every rule but the late ones, their paths opened now, before any request runs.
+    let pinned = z
+        .confinement
+        .landlock
+        .and_then(|ll| confine::pin_rules(ll, late).ok());
+    // The next request's landlock ruleset, built while the zygote waits.
     let mut prebuilt: Option<OwnedFd> = None;
     if z.chan
         .send(
@@ -510,11 +515,14 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         if !accepting && running.is_empty() {
             return 0;
         }
-        if prebuilt.is_none() && accepting && running.is_empty() {
+        // Built as soon as the previous one is used: while the request runs (its command is
+        // another process; the zygote only waits), so the next request does not wait for it.
+        if prebuilt.is_none() && accepting {
             prebuilt = z
                 .confinement
                 .landlock
-                .and_then(|ll| confine::prebuild_ruleset(ll, late).ok());
+                .zip(pinned.as_ref())
+                .and_then(|(ll, pinned)| confine::prebuild_ruleset(ll, pinned).ok());
         }
         let now = Instant::now();
         let timeout = running
