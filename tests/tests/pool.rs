@@ -345,6 +345,25 @@ fn named_fds_and_streamed_output() {
     let _ = Input::Null;
 }
 
+/// A named fd's number may be anything: the child's fd mapping must not close or replace the
+/// landlock ruleset the zygote prebuilt for the request (it once sat at whatever number the
+/// zygote's open fds left free, and a target there made the request fail at its landlock step).
+#[test]
+fn named_fds_at_any_number_keep_the_requests_landlock_ruleset() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    for target in [3, 10, 20, 25, 30, 35, 40, 50, 64] {
+        let (r, w) = std::io::pipe().unwrap();
+        drop(r);
+        let res = p
+            .run(sh(&format!("test -e /proc/self/fd/{target}")).fd("x", w, target))
+            .unwrap();
+        assert!(res.success(), "named fd {target}: {res:?}");
+    }
+}
+
 #[test]
 fn concurrent_requests_share_zygotes() {
     if !ready() {

@@ -99,22 +99,6 @@ pub(crate) fn clone_request(
     }
 }
 
-/// Starts a request as one process in new mount and IPC namespaces, like `posix_spawn`: it
-/// shares the shim's memory while the shim is suspended (`CLONE_VM | CLONE_VFORK`) until the
-/// command execs, on the plan's own stack. The child mounts the private tmpfs instances, then
-/// runs [`run`].
-pub(crate) fn spawn_single(
-    plan: &LaunchPlan,
-    err_pipe: BorrowedFd<'_>,
-) -> Result<libc::pid_t, i32> {
-    clone_on_plan_stack(
-        plan,
-        err_pipe,
-        libc::CLONE_NEWNS | libc::CLONE_NEWIPC,
-        single_main,
-    )
-}
-
 /// Starts the command like `posix_spawn`, in the shim's own namespaces: the child shares the
 /// shim's memory while the shim is suspended (`CLONE_VM | CLONE_VFORK`) until the command execs,
 /// on the plan's own stack, and runs [`run`]. The one-shot shim's way: no copy of its page
@@ -162,18 +146,12 @@ extern "C" fn vfork_main(arg: *mut libc::c_void) -> libc::c_int {
     run(args.plan, args.err_pipe)
 }
 
-extern "C" fn single_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the `CommandArgs` of `spawn_single`, alive while the shim is suspended.
-    let args: &CommandArgs<'_> = unsafe { &*(arg as *const CommandArgs<'_>) };
-    mount_private_tmpfs(args.plan, args.err_pipe);
-    run(args.plan, args.err_pipe)
-}
-
 /// Mounts `fstype` on `target` without following a symbolic link anywhere in its path: the
 /// target is opened with `RESOLVE_NO_SYMLINKS` and the mount lands on that very directory
 /// (through the working directory), so a guest that replaced a mount point in a writable bind
 /// with a link between requests gets `ELOOP`, never a mount elsewhere. Raw syscalls only.
-fn mount_exactly(
+/// Leaves the working directory at `/`.
+pub(crate) fn mount_exactly(
     target: &std::ffi::CStr,
     fstype: &std::ffi::CStr,
     flags: libc::c_ulong,
@@ -202,16 +180,36 @@ fn mount_exactly(
     Ok(())
 }
 
+/// Detaches the mount whose root is `target`, reached without following a symbolic link (see
+/// [`mount_exactly`]). Leaves the working directory at `/`.
+pub(crate) fn umount_exactly(target: &std::ffi::CStr) -> Result<(), i32> {
+    let dir = sys::fs::openat2(
+        sys::fs::cwd(),
+        target,
+        OFlags::PATH | OFlags::DIRECTORY,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    // SAFETY: `dir` is open for the call.
+    if unsafe { libc::fchdir(dir.as_raw_fd()) } < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a constant NUL-terminated path (the mount at the working directory).
+    let r = unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) };
+    let e = errno();
+    // SAFETY: a constant NUL-terminated path.
+    unsafe { libc::chdir(c"/".as_ptr()) };
+    if r < 0 {
+        return Err(e);
+    }
+    Ok(())
+}
+
 fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) {
     for (target, opts) in plan.private_tmpfs.iter() {
         let data = opts.as_ptr().cast();
         if let Err(e) = mount_exactly(target, c"tmpfs", libc::MS_NOSUID | libc::MS_NODEV, data) {
             fail(err_pipe, SetupStep::MountTmpfs, e);
-        }
-    }
-    for (path, source) in plan.placed.iter() {
-        if let Err(e) = place_copy(path, source.as_fd()) {
-            fail(err_pipe, SetupStep::MapFds, e);
         }
     }
 }
@@ -318,6 +316,12 @@ fn raw(ret: libc::c_long) -> Result<(), i32> {
 
 /// The request child. See the module header for the rules.
 fn run(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) -> ! {
+    // Placed files first, with the shim's own ids, in the request's fresh tmpfs mounts.
+    for (path, source) in plan.placed.iter() {
+        if let Err(e) = place_copy(path, source.as_fd()) {
+            fail(err_pipe, SetupStep::MapFds, e);
+        }
+    }
     let (step, errno) = setup_and_exec(plan, err_pipe);
     fail(err_pipe, step, errno)
 }

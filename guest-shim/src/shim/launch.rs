@@ -55,21 +55,30 @@ impl LaunchPlan {
         Ok(self)
     }
 
-    /// Places read-only copies of `placed` sources at their paths once the private tmpfs
-    /// mounts exist (paths checked by the caller to lie inside one).
     /// Uses `ruleset` (built by [`confine::prebuild_ruleset`](crate::shim::confine::prebuild_ruleset)
     /// with every rule but those at `late`) for the command's landlock domain; the child adds the
-    /// `late` rules. `ruleset` must stay open until the launch returns, and serve one launch only
-    /// (the child adds to it).
+    /// `late` rules, so it serves this one launch only. The plan owns it, above every fd target
+    /// (the child's fd mapping must neither close nor replace it before the domain is entered).
     pub(crate) fn with_prebuilt_ruleset(
         mut self,
-        ruleset: Option<BorrowedFd<'_>>,
+        ruleset: Option<OwnedFd>,
         late: &'static [usize],
-    ) -> LaunchPlan {
-        self.landlock_prebuilt = ruleset.map(|fd| (fd.as_raw_fd(), late));
-        self
+    ) -> Result<LaunchPlan, SetupFailure> {
+        if let Some(fd) = ruleset {
+            let fd = if fd.as_raw_fd() > self.max_target {
+                fd
+            } else {
+                sys::fd::dup_above(fd.as_fd(), self.max_target + 1)
+                    .map_err(|e| fail(SetupStep::Landlock, e, "dup"))?
+            };
+            self.landlock_prebuilt = Some((fd.as_raw_fd(), late));
+            self._ruleset = Some(fd);
+        }
+        Ok(self)
     }
 
+    /// Places read-only copies of `placed` sources at their paths once the private tmpfs
+    /// mounts exist (paths checked by the caller to lie inside one).
     pub(crate) fn with_placed(
         mut self,
         placed: Vec<(String, OwnedFd)>,
@@ -298,6 +307,7 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         new_session: true,
         keep_caps: 0,
         landlock_prebuilt: None,
+        _ruleset: None,
     })
 }
 
@@ -446,14 +456,6 @@ fn start(
             Err(fail(step, errno, failure_detail(plan, step)))
         }
     }
-}
-
-/// Starts a request as a single process in new mount and IPC namespaces (with the private
-/// tmpfs mounts, no private /proc), `posix_spawn`-style: the shim is suspended until the command
-/// execs. For zygotes that run one request at a time, which kill every leftover process of the
-/// request themselves afterwards. Returns once the command exec'd.
-pub(crate) fn launch_single(plan: &LaunchPlan) -> Result<Launched, SetupFailure> {
-    start(plan, "clone", |w| child::spawn_single(plan, w))
 }
 
 /// Starts a request in new pid, mount and IPC namespaces; returns once the command exec'd.

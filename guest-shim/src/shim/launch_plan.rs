@@ -70,9 +70,11 @@ pub(crate) struct LaunchPlan {
     /// Capabilities the command keeps (ambient, so they survive exec): 0, or `CAP_SYS_ADMIN`
     /// for hakurei's `Privileged`.
     pub(crate) keep_caps: u64,
-    /// A landlock ruleset the zygote built while idle (its fd, open while the plan is used), and
+    /// A landlock ruleset the zygote prebuilt (its fd, above every target, owned by `_ruleset`), and
     /// which rules of the landlock plan it lacks: the indices of the paths that lie in the
     /// request's private mounts, opened by the child once they are mounted. `None`: the child
     /// builds the whole ruleset.
     pub(crate) landlock_prebuilt: Option<(RawFd, &'static [usize])>,
+    /// The prebuilt ruleset's fd, owned here (never read: `landlock_prebuilt` has its number).
+    pub(crate) _ruleset: Option<OwnedFd>,
 }

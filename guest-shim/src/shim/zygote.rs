@@ -13,6 +13,7 @@
 //! A wall-time limit, a Cancel, or the host closing the reply socket SIGKILLs the request root,
 //! which takes the whole request tree with it.
 
+use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use hatchery_protocol::{
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 
+use crate::shim::child;
 use crate::shim::confine::{self, Confinement};
 use crate::shim::explain::{Explainer, Handled};
 use crate::shim::launch::{self, LaunchRequest};
@@ -38,7 +40,7 @@ struct Running {
     started: Instant,
     spawn_us: u64,
     /// The request root's report of the command's status; `None` when the command runs as a
-    /// single process (one request per zygote), reaped directly.
+    /// single process in the zygote's own (renewed) namespaces, reaped directly.
     status: Option<OwnedFd>,
     cpu_limit: Option<u64>,
     /// Its deadline, and why the zygote killed it, if it did.
@@ -232,8 +234,9 @@ impl Zygote<'_> {
         req: Request,
         mut fds: Vec<Option<OwnedFd>>,
         mounts: &PrivateMounts,
-        prebuilt: Option<OwnedFd>,
+        prebuilt: Result<Option<OwnedFd>, i32>,
         late: &'static [usize],
+        renewed: bool,
     ) -> Result<Running, (Channel, SetupFailure)> {
         let received = Instant::now();
         let Some(reply) = fds.get_mut(req.reply as usize).and_then(Option::take) else {
@@ -244,6 +247,22 @@ impl Zygote<'_> {
             ));
         };
         let reply = Channel::new(reply);
+        // A rule's path that could not be opened when the zygote started serving fails every
+        // request, as the child would: it is never resolved again, so nothing a request creates
+        // there later becomes a rule.
+        let prebuilt = match prebuilt {
+            Ok(p) => p,
+            Err(e) => {
+                return Err((
+                    reply,
+                    failure(
+                        SetupStep::Landlock,
+                        e,
+                        "entering the landlock domain (a rule's path may be missing)",
+                    ),
+                ))
+            }
+        };
         let Work::Exec(exec) = &req.work else {
             return Err((
                 reply,
@@ -264,6 +283,18 @@ impl Zygote<'_> {
                         format!("fd index {index} not passed"),
                     )
                 })
+        };
+        // A single-process request runs in the zygote's own namespaces, renewed for it (see
+        // `renew`); it suspends the zygote until the command execs, so a filter that notifies
+        // that exec would wait for the suspended zygote forever: such a request, and every
+        // request of a zygote that runs several at once or could not renew, gets a request
+        // root of its own with fresh mounts.
+        let notify_exec = self.confinement.seccomp.is_some_and(|s| s.notify_exec);
+        let single = self.max_concurrent == 1 && !notify_exec && renewed;
+        let (private_tmpfs, private_proc) = if single {
+            (Vec::new(), &[][..])
+        } else {
+            (mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc[..])
         };
         let mut moves = Vec::new();
         let mut exec = exec.clone();
@@ -339,14 +370,11 @@ impl Zygote<'_> {
                 confinement: self.confinement,
                 no_new_privs: self.plan.no_new_privs,
             })?
-            .with_private_mounts(&mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc)?
+            .with_private_mounts(&private_tmpfs, private_proc)?
             .with_placed(placed)?
-            .with_prebuilt_ruleset(prebuilt.as_ref().map(|fd| fd.as_fd()), late);
-            // A single-process request suspends the zygote until the command execs; a filter
-            // that notifies that exec would wait for the suspended zygote forever.
-            let notify_exec = self.confinement.seccomp.is_some_and(|s| s.notify_exec);
-            let launched = if self.max_concurrent == 1 && !notify_exec {
-                let l = launch::launch_single(&plan)?;
+            .with_prebuilt_ruleset(prebuilt, late)?;
+            let launched = if single {
+                let l = launch::launch_vfork(&plan)?;
                 (l.pid, l.started, None, l.listener)
             } else {
                 let l = launch::launch_request(&plan)?;
@@ -377,6 +405,40 @@ impl Zygote<'_> {
             Err(f) => Err((reply, f)),
         }
     }
+}
+
+/// Renews the files a single-process request may leave behind in the zygote's own mount
+/// namespace, once no request runs (whatever is left of the previous one is killed and reaped
+/// first): a fresh instance of each private tmpfs (`/tmp`, `/dev/shm`), of `size_override` where
+/// resizable. Mount points are reached without following links. An error leaves the zygote to
+/// give each request namespaces of its own.
+fn renew(mounts: &PrivateMounts, size_override: Option<u64>) -> Result<(), SetupFailure> {
+    // Called only when no request runs: nothing of the previous one may outlive this.
+    kill_everything_else();
+    reap_everything_else();
+    for (target, options) in mounts.tmpfs_options(size_override) {
+        let cstr =
+            |s: &str| CString::new(s).map_err(|_| failure(SetupStep::MountTmpfs, libc::EINVAL, s));
+        let (t, o) = (cstr(&target)?, cstr(&options)?);
+        child::umount_exactly(&t)
+            .map_err(|e| failure(SetupStep::MountTmpfs, e, format!("umount {target}")))?;
+        child::mount_exactly(
+            &t,
+            c"tmpfs",
+            libc::MS_NOSUID | libc::MS_NODEV,
+            o.as_ptr().cast(),
+        )
+        .map_err(|e| failure(SetupStep::MountTmpfs, e, target.clone()))?;
+    }
+    Ok(())
+}
+
+/// Moves the zygote to a fresh IPC namespace, right after it started a single-process request
+/// (which keeps the old one, and its SysV objects and POSIX message queues, until its last process
+/// dies): the next request inherits one that no request used.
+fn renew_ipc() -> Result<(), SetupFailure> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
+        .map_err(|e| failure(SetupStep::Fork, e as i32, "unshare(CLONE_NEWIPC)"))
 }
 
 fn kill_pid(pid: libc::pid_t) {
@@ -493,7 +555,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     let pinned = z
         .confinement
         .landlock
-        .and_then(|ll| confine::pin_rules(ll, late).ok());
+        .map(|ll| confine::pin_rules(ll, late));
     // The next request's landlock ruleset, built while the zygote waits.
     let mut prebuilt: Option<OwnedFd> = None;
     if z.chan
@@ -509,11 +571,29 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     {
         return 1;
     }
+    // Single-process requests run in the zygote's own mount and IPC namespaces, renewed
+    // between requests; `dirty` after one ran, `renewed_size` the tmpfs size override of the
+    // renewal. Without renewal (a failure, or several requests at once), each request gets a
+    // request root with namespaces of its own.
+    let notify_exec = z.confinement.seccomp.is_some_and(|s| s.notify_exec);
+    let mut renewable = z.max_concurrent == 1
+        && !notify_exec
+        && renew_ipc().is_ok()
+        && renew(&mounts, None).is_ok();
+    let mut renewed_size: Option<u64> = None;
+    let mut dirty = false;
     let mut running: Vec<Running> = Vec::new();
     let mut accepting = true;
     loop {
         if !accepting && running.is_empty() {
             return 0;
+        }
+        // Right after a request ended (its every process is dead and reaped), while the host
+        // reads the response.
+        if dirty && renewable && running.is_empty() && accepting {
+            renewable = renew(&mounts, None).is_ok();
+            renewed_size = None;
+            dirty = false;
         }
         // Built as soon as the previous one is used: while the request runs (its command is
         // another process; the zygote only waits), so the next request does not wait for it.
@@ -521,7 +601,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
             prebuilt = z
                 .confinement
                 .landlock
-                .zip(pinned.as_ref())
+                .zip(pinned.as_ref().and_then(|p| p.as_ref().ok()))
                 .and_then(|(ll, pinned)| confine::prebuild_ruleset(ll, pinned).ok());
         }
         let now = Instant::now();
@@ -673,8 +753,31 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                             continue;
                         }
                         let id = req.id;
-                        match z.start(*req, fds, &mounts, prebuilt.take(), late) {
-                            Ok(r) => running.push(r),
+                        // A single-process request needs the zygote's namespaces renewed after the
+                        // previous one, with its own tmpfs size.
+                        if renewable && (dirty || req.limits.tmp_bytes != renewed_size) {
+                            renewable = renew(&mounts, req.limits.tmp_bytes).is_ok();
+                            renewed_size = req.limits.tmp_bytes;
+                        }
+                        dirty = true;
+                        // The prebuilt ruleset, or one built now from the pinned rules.
+                        let ruleset = match (z.confinement.landlock, &pinned) {
+                            (Some(ll), Some(Ok(p))) => match prebuilt.take() {
+                                Some(fd) => Ok(Some(fd)),
+                                None => confine::prebuild_ruleset(ll, p).map(Some),
+                            },
+                            (_, Some(Err(e))) => Err(*e),
+                            _ => Ok(None),
+                        };
+                        match z.start(*req, fds, &mounts, ruleset, late, renewable) {
+                            Ok(r) => {
+                                // The command runs in the zygote's IPC namespace: the next
+                                // request gets another one, made while this one runs.
+                                if renewable && r.status.is_none() {
+                                    renewable = renew_ipc().is_ok();
+                                }
+                                running.push(r);
+                            }
                             Err((mut reply, f)) => respond(
                                 &mut reply,
                                 Response {

@@ -528,6 +528,102 @@ fn main() {
                 Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
             })
         }
+        "sysv-msg-create" => {
+            // SAFETY: plain msgget with an integer key.
+            let id = unsafe { libc::msgget(0x4854_4349, libc::IPC_CREAT | 0o600) };
+            exit(if id >= 0 { 0 } else { 1 })
+        }
+        "sysv-msg-find" => {
+            // SAFETY: plain msgget with an integer key.
+            let id = unsafe { libc::msgget(0x4854_4349, 0) };
+            refused(if id >= 0 {
+                Ok(0)
+            } else {
+                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+            })
+        }
+        "sysv-sem-create" => {
+            // SAFETY: plain semget with an integer key.
+            let id = unsafe { libc::semget(0x4854_434a, 1, libc::IPC_CREAT | 0o600) };
+            exit(if id >= 0 { 0 } else { 1 })
+        }
+        "sysv-sem-find" => {
+            // SAFETY: plain semget with an integer key.
+            let id = unsafe { libc::semget(0x4854_434a, 0, 0) };
+            refused(if id >= 0 {
+                Ok(0)
+            } else {
+                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+            })
+        }
+        "mqueue-create" => {
+            let name = c("/hatchery-attack");
+            // SAFETY: NUL-terminated name; default attributes.
+            let q = unsafe {
+                libc::mq_open(
+                    name.as_ptr(),
+                    libc::O_CREAT | libc::O_RDWR,
+                    0o600,
+                    std::ptr::null_mut::<libc::mq_attr>(),
+                )
+            };
+            exit(if q >= 0 {
+                0
+            } else {
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(1)
+            })
+        }
+        "mqueue-find" => {
+            let name = c("/hatchery-attack");
+            // SAFETY: NUL-terminated name.
+            let q = unsafe { libc::mq_open(name.as_ptr(), libc::O_RDONLY) };
+            refused(if q >= 0 {
+                Ok(0)
+            } else {
+                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+            })
+        }
+        "tmp-chmod" => {
+            use std::os::unix::fs::PermissionsExt;
+            let ok = ["/tmp", "/dev/shm"].iter().all(|d| {
+                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).is_ok()
+            });
+            exit(if ok { 0 } else { 1 })
+        }
+        // ENOENT when both are still world-writable with the sticky bit, as fresh ones are.
+        "tmp-mode-find" => {
+            use std::os::unix::fs::PermissionsExt;
+            let fresh = ["/tmp", "/dev/shm"].iter().all(|d| {
+                std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o7777 == 0o1777)
+            });
+            exit(if fresh { libc::ENOENT } else { ESCAPED })
+        }
+        "process-plant" => {
+            // A detached child that outlives this request, unless the sandbox kills it.
+            match fork_now() {
+                0 => {
+                    // SAFETY: setsid takes no arguments.
+                    unsafe { libc::setsid() };
+                    std::thread::sleep(std::time::Duration::from_secs(30));
+                    exit(0)
+                }
+                _ => exit(0),
+            }
+        }
+        // ENOENT when no process but this one and PID 1 is visible.
+        "process-find" => {
+            let me = std::process::id().to_string();
+            let others = std::fs::read_dir("/proc")
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().into_string().ok())
+                        .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                        .filter(|n| n != "1" && *n != me)
+                        .count()
+                })
+                .unwrap_or(usize::MAX);
+            exit(if others == 0 { libc::ENOENT } else { ESCAPED })
+        }
         "posix-shm-create" => {
             let ok = std::fs::write("/dev/shm/hatchery-attack", b"secret").is_ok();
             exit(if ok { 0 } else { 1 })
