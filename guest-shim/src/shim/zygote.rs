@@ -412,7 +412,7 @@ impl Zygote<'_> {
 /// first): a fresh instance of each private tmpfs (`/tmp`, `/dev/shm`), of `size_override` where
 /// resizable. Mount points are reached without following links. An error leaves the zygote to
 /// give each request namespaces of its own.
-fn renew(mounts: &PrivateMounts, size_override: Option<u64>) -> Result<(), SetupFailure> {
+fn renew(mounts: &PrivateMounts, size_override: Option<u64>) -> Result<Roots, SetupFailure> {
     // Called only when no request runs: nothing of the previous one may outlive this.
     kill_everything_else();
     reap_everything_else();
@@ -430,7 +430,42 @@ fn renew(mounts: &PrivateMounts, size_override: Option<u64>) -> Result<(), Setup
         )
         .map_err(|e| failure(SetupStep::MountTmpfs, e, target.clone()))?;
     }
-    Ok(())
+    // Each must resolve to its new instance now (a mount point removed meanwhile by another
+    // party sharing a writable bind took the mount with it).
+    let roots = private_roots(mounts);
+    if roots.iter().any(Option::is_none) {
+        return Err(failure(
+            SetupStep::MountTmpfs,
+            libc::ENOENT,
+            "a private tmpfs mount point went away",
+        ));
+    }
+    Ok(roots)
+}
+
+/// The device and inode of each private tmpfs's root as its mount point now resolves (without
+/// following links; `None` where it does not resolve to a directory).
+type Roots = Vec<Option<(u64, u64)>>;
+
+fn private_roots(mounts: &PrivateMounts) -> Roots {
+    mounts
+        .tmpfs
+        .iter()
+        .map(|(target, ..)| {
+            let t = CString::new(target.as_str()).ok()?;
+            let fd = hatchery_sys::fs::openat2(
+                hatchery_sys::fs::cwd(),
+                &t,
+                hatchery_sys::fs::OFlags::PATH | hatchery_sys::fs::OFlags::DIRECTORY,
+                hatchery_sys::fs::Mode::empty(),
+                hatchery_sys::fs::ResolveFlags::NO_SYMLINKS
+                    | hatchery_sys::fs::ResolveFlags::NO_MAGICLINKS,
+            )
+            .ok()?;
+            let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+            Some((st.st_dev, st.st_ino))
+        })
+        .collect()
 }
 
 /// Moves the zygote to a fresh IPC namespace, right after it started a single-process request
@@ -576,12 +611,15 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     // renewal. Without renewal (a failure, or several requests at once), each request gets a
     // request root with namespaces of its own.
     let notify_exec = z.confinement.seccomp.is_some_and(|s| s.notify_exec);
-    let mut renewable = z.max_concurrent == 1
-        && !notify_exec
-        && renew_ipc().is_ok()
-        && renew(&mounts, None).is_ok();
+    // The namespaces the setup made are fresh (no guest ran yet), unless the plan itself put
+    // files in a private tmpfs, which requests never see.
+    let mut renewable = z.max_concurrent == 1 && !notify_exec;
     let mut renewed_size: Option<u64> = None;
-    let mut dirty = false;
+    let mut roots = private_roots(&mounts);
+    let mut dirty = roots.iter().any(Option::is_none)
+        || mounts.tmpfs.iter().any(|(target, ..)| {
+            std::fs::read_dir(target).map_or(true, |mut entries| entries.next().is_some())
+        });
     let mut running: Vec<Running> = Vec::new();
     let mut accepting = true;
     loop {
@@ -591,7 +629,10 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         // Right after a request ended (its every process is dead and reaped), while the host
         // reads the response.
         if dirty && renewable && running.is_empty() && accepting {
-            renewable = renew(&mounts, None).is_ok();
+            match renew(&mounts, None) {
+                Ok(r) => roots = r,
+                Err(_) => renewable = false,
+            }
             renewed_size = None;
             dirty = false;
         }
@@ -755,8 +796,17 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                         let id = req.id;
                         // A single-process request needs the zygote's namespaces renewed after the
                         // previous one, with its own tmpfs size.
-                        if renewable && (dirty || req.limits.tmp_bytes != renewed_size) {
-                            renewable = renew(&mounts, req.limits.tmp_bytes).is_ok();
+                        // The mounts must still be the renewed ones: a mount point in a writable
+                        // bind that another party removed on its side took the mount with it.
+                        if renewable
+                            && (dirty
+                                || req.limits.tmp_bytes != renewed_size
+                                || private_roots(&mounts) != roots)
+                        {
+                            match renew(&mounts, req.limits.tmp_bytes) {
+                                Ok(r) => roots = r,
+                                Err(_) => renewable = false,
+                            }
                             renewed_size = req.limits.tmp_bytes;
                         }
                         dirty = true;
