@@ -320,6 +320,45 @@ fn nothing_is_left_for_the_next_request() {
     }
 }
 
+/// A profile that shares the host's IPC namespace still gives pool requests one of their own,
+/// the very first request of a zygote included: it never finds the host's SysV objects.
+#[test]
+fn a_pool_request_never_sees_the_hosts_ipc_objects() {
+    if !ready() {
+        return;
+    }
+    // The key the attack's sysv-shm-find looks for, made on the host by the attack itself (a
+    // request that shares this namespace finds it: EACCES or success, never ENOENT).
+    let made = std::process::Command::new(bin_dir().join("attack"))
+        .arg("sysv-shm-create")
+        .status()
+        .expect("attack on the host");
+    assert!(made.success(), "sysv-shm-create on the host");
+    let mut c = profile();
+    c.share(hatchery::Namespace::Ipc);
+    for _ in 0..2 {
+        // A new pool: its zygote's first request.
+        let p = Pool::builder()
+            .profile(c.clone())
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .build()
+            .expect("pool");
+        let r = p
+            .run(Request::exec(ATTACK).args(["sysv-shm-find", ""]))
+            .expect("request");
+        check(
+            "pool",
+            "sysv-shm-find",
+            &r.outcome,
+            &Expect::Errno(libc::ENOENT),
+        );
+    }
+    let _ = std::process::Command::new("ipcrm")
+        .args(["-M", "0x48544348"])
+        .status();
+}
+
 #[test]
 fn concurrent_requests_cannot_reach_each_others_abstract_sockets() {
     if !ready() {

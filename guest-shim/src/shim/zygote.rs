@@ -1,17 +1,25 @@
 //! Zygote mode: serve requests in the finished container, one fresh process tree per request.
 //!
 //! ```text
-//!  zygote (PID 1, single-threaded)            per request
-//!  poll: control socket, signalfd,  ──clone(NEWPID|NEWNS|NEWIPC)──▶ request root (PID 1 of its own
-//!        every reply socket, deadlines                               pid ns): fresh tmpfs mounts,
-//!                                                                    fresh /proc, fork ─▶ command
+//!  zygote (PID 1, single-threaded)
+//!  poll: control socket, signalfd,   one at a time: vfork ─▶ command, in the zygote's own mount
+//!        every reply socket,           and IPC namespaces, renewed per request (below)
+//!        deadlines                   several at once: clone(NEWPID|NEWNS|NEWIPC) ─▶ request root
+//!                                      (PID 1 of its own pid ns): fresh tmpfs, fresh /proc,
+//!                                      vfork ─▶ command
 //!  reap ─▶ Response on the request's reply socket (exactly one per request)
 //! ```
 //!
-//! The zygote never runs guest code and stays pristine: every request gets its own pid, mount and
-//! IPC namespaces, so files in its tmpfs, its processes and its SysV/POSIX IPC objects die with it.
-//! A wall-time limit, a Cancel, or the host closing the reply socket SIGKILLs the request root,
-//! which takes the whole request tree with it.
+//! The zygote never runs guest code and stays pristine. A zygote serving one request at a time
+//! runs it in its own namespaces and renews them: right after the start it moves itself to a
+//! fresh IPC namespace (the request keeps the old one, which dies with its last process), and
+//! after the command exits it kills and reaps every other process (`kill(-1)` from PID 1), then
+//! mounts fresh instances of the private tmpfs mounts over the detached ones (`renew`), so files
+//! in its tmpfs, its processes and its SysV/POSIX IPC objects are gone before the next request.
+//! When a renewal cannot be done, and for zygotes that run several requests at once, every request
+//! gets its own pid, mount and IPC namespaces under a request root. A wall-time limit, a Cancel,
+//! or the host closing the reply socket SIGKILLs the request (the request root, which takes its
+//! pid namespace with it, or every process but the zygote).
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -410,12 +418,26 @@ impl Zygote<'_> {
 /// Renews the files a single-process request may leave behind in the zygote's own mount
 /// namespace, once no request runs (whatever is left of the previous one is killed and reaped
 /// first): a fresh instance of each private tmpfs (`/tmp`, `/dev/shm`), of `size_override` where
-/// resizable. Mount points are reached without following links. An error leaves the zygote to
-/// give each request namespaces of its own.
-fn renew(mounts: &PrivateMounts, size_override: Option<u64>) -> Result<Roots, SetupFailure> {
+/// resizable, each only where its path still leads to the instance in `current`. Mount points are
+/// reached without following links. An error leaves the zygote to give each request namespaces
+/// of its own.
+fn renew(
+    mounts: &PrivateMounts,
+    size_override: Option<u64>,
+    current: &Roots,
+) -> Result<Roots, SetupFailure> {
     // Called only when no request runs: nothing of the previous one may outlive this.
     kill_everything_else();
     reap_everything_else();
+    // Only the instances the zygote mounted are detached: a path that now leads elsewhere (a
+    // directory renamed in a writable bind) fails the renewal instead.
+    if private_roots(mounts) != *current || current.iter().any(Option::is_none) {
+        return Err(failure(
+            SetupStep::MountTmpfs,
+            libc::ENOENT,
+            "a private tmpfs mount point no longer leads to its instance",
+        ));
+    }
     for (target, options) in mounts.tmpfs_options(size_override) {
         let cstr =
             |s: &str| CString::new(s).map_err(|_| failure(SetupStep::MountTmpfs, libc::EINVAL, s));
@@ -611,9 +633,10 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     // renewal. Without renewal (a failure, or several requests at once), each request gets a
     // request root with namespaces of its own.
     let notify_exec = z.confinement.seccomp.is_some_and(|s| s.notify_exec);
-    // The namespaces the setup made are fresh (no guest ran yet), unless the plan itself put
-    // files in a private tmpfs, which requests never see.
-    let mut renewable = z.max_concurrent == 1 && !notify_exec;
+    // The IPC namespace is renewed now: the profile may not have unshared one, and the zygote's
+    // would then be the host's. The setup's tmpfs instances are fresh (no guest ran yet), unless
+    // the plan itself put files in one, which requests never see.
+    let mut renewable = z.max_concurrent == 1 && !notify_exec && renew_ipc().is_ok();
     let mut renewed_size: Option<u64> = None;
     let mut roots = private_roots(&mounts);
     let mut dirty = roots.iter().any(Option::is_none)
@@ -629,7 +652,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         // Right after a request ended (its every process is dead and reaped), while the host
         // reads the response.
         if dirty && renewable && running.is_empty() && accepting {
-            match renew(&mounts, None) {
+            match renew(&mounts, None, &roots) {
                 Ok(r) => roots = r,
                 Err(_) => renewable = false,
             }
@@ -803,7 +826,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 || req.limits.tmp_bytes != renewed_size
                                 || private_roots(&mounts) != roots)
                         {
-                            match renew(&mounts, req.limits.tmp_bytes) {
+                            match renew(&mounts, req.limits.tmp_bytes, &roots) {
                                 Ok(r) => roots = r,
                                 Err(_) => renewable = false,
                             }
