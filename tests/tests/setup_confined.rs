@@ -622,3 +622,42 @@ fn a_per_request_mount_point_swapped_for_a_link_is_refused() {
     }
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn a_request_that_moves_its_tmpfs_away_leaves_nothing_for_the_next() {
+    if !ready() {
+        return;
+    }
+    // A private tmpfs beneath a writable bind: a request renames the parent, taking its tmpfs
+    // instance (and its files) along, and puts a plain directory where it was.
+    let data = tempdir("move", 0o777);
+    std::fs::create_dir_all(data.join("a/tmp")).unwrap();
+    let mut profile = hatchery::pool::default_profile();
+    profile
+        .bindmount_rw(&s(&data), "/work")
+        .tmpfsmount("/work/a/tmp");
+    let p = Pool::builder()
+        .profile(profile)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("pool");
+    let plant = "echo secret > /work/a/tmp/secret && mv /work/a /work/b && mkdir -p /work/a/tmp";
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", plant]))
+        .expect("request");
+    assert!(r.success(), "{r:?} {}", text(&r.stderr));
+    for _ in 0..2 {
+        let r = p
+            .run(Request::exec("/bin/sh").args([
+                "-c",
+                "cat /work/b/tmp/secret /work/a/tmp/secret 2>/dev/null; true",
+            ]))
+            .expect("request");
+        assert!(
+            !text(&r.stdout).contains("secret"),
+            "the next request read the previous one's tmpfs: {r:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -465,6 +465,55 @@ fn renew(
     Ok(roots)
 }
 
+/// Whether nobody can move or replace the private tmpfs mount points for as long as the zygote
+/// serves, so renewing them in place is sound: every ancestor of each lies on the container's own
+/// read-only root or `/dev` (file systems its setup made, which no other party shares and no
+/// request can write to), and no `/dev` has an mqueue instance (which belongs to the setup's IPC
+/// namespace). Otherwise (a private tmpfs beneath a bind or a writable directory, where a request
+/// or another container could rename a parent and take the mount along) every request gets a
+/// request root with mounts of its own.
+fn mount_points_fixed(plan: &SetupPlan, mounts: &PrivateMounts) -> bool {
+    use hatchery_sys::fs::{cwd, openat2, Mode, OFlags, ResolveFlags};
+    let mut own = Vec::new();
+    for op in &plan.mounts {
+        if let MountOp::Devfs { target, mqueue, .. } = op {
+            if *mqueue {
+                return false;
+            }
+            own.push(String::from_utf8_lossy(&target.0).into_owned());
+        }
+    }
+    own.push("/".to_string());
+    let identity = |path: &str| -> Option<(u64, bool)> {
+        let fd = openat2(
+            cwd(),
+            &CString::new(path).ok()?,
+            OFlags::PATH | OFlags::DIRECTORY,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .ok()?;
+        let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+        let vfs = nix::sys::statvfs::fstatvfs(&fd).ok()?;
+        Some((
+            st.st_dev,
+            vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
+        ))
+    };
+    let Some(own_devs) = own
+        .iter()
+        .map(|p| identity(p).filter(|(_, ro)| *ro).map(|(dev, _)| dev))
+        .collect::<Option<Vec<u64>>>()
+    else {
+        return false;
+    };
+    mounts.tmpfs.iter().all(|(target, ..)| {
+        std::path::Path::new(target).ancestors().skip(1).all(|a| {
+            identity(&a.to_string_lossy()).is_some_and(|(dev, ro)| ro && own_devs.contains(&dev))
+        })
+    })
+}
+
 /// The device and inode of each private tmpfs's root as its mount point now resolves (without
 /// following links; `None` where it does not resolve to a directory).
 type Roots = Vec<Option<(u64, u64)>>;
@@ -636,7 +685,10 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     // The IPC namespace is renewed now: the profile may not have unshared one, and the zygote's
     // would then be the host's. The setup's tmpfs instances are fresh (no guest ran yet), unless
     // the plan itself put files in one, which requests never see.
-    let mut renewable = z.max_concurrent == 1 && !notify_exec && renew_ipc().is_ok();
+    let mut renewable = z.max_concurrent == 1
+        && !notify_exec
+        && mount_points_fixed(z.plan, &mounts)
+        && renew_ipc().is_ok();
     let mut renewed_size: Option<u64> = None;
     let mut roots = private_roots(&mounts);
     let mut dirty = roots.iter().any(Option::is_none)
