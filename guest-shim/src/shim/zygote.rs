@@ -474,16 +474,46 @@ fn renew(
 /// request root with mounts of its own.
 fn mount_points_fixed(plan: &SetupPlan, mounts: &PrivateMounts) -> bool {
     use hatchery_sys::fs::{cwd, openat2, Mode, OFlags, ResolveFlags};
+    // The root is the setup's tmpfs (a read-only host root is a tmpfs of read-only entry binds);
+    // a writable host root is a host directory others may change.
+    if matches!(
+        plan.root,
+        hatchery_protocol::RootPlan::HostDir { writable: true, .. }
+    ) {
+        return false;
+    }
+    let trimmed = |p: &[u8]| {
+        let p = String::from_utf8_lossy(p).into_owned();
+        let t = p.trim_end_matches('/');
+        if t.is_empty() {
+            "/".to_string()
+        } else {
+            t.to_string()
+        }
+    };
     let mut own = Vec::new();
     for op in &plan.mounts {
         if let MountOp::Devfs { target, mqueue, .. } = op {
             if *mqueue {
                 return false;
             }
-            own.push(String::from_utf8_lossy(&target.0).into_owned());
+            own.push(trimmed(&target.0));
         }
     }
     own.push("/".to_string());
+    // Nothing else is mounted over the root or a /dev: their file systems stay the setup's own.
+    for op in &plan.mounts {
+        let target = match op {
+            MountOp::Bind { target, .. }
+            | MountOp::Overlay { target, .. }
+            | MountOp::Tmpfs { target, .. }
+            | MountOp::Proc { target } => target,
+            _ => continue,
+        };
+        if own.contains(&trimmed(&target.0)) {
+            return false;
+        }
+    }
     let identity = |path: &str| -> Option<(u64, bool)> {
         let fd = openat2(
             cwd(),
@@ -495,6 +525,12 @@ fn mount_points_fixed(plan: &SetupPlan, mounts: &PrivateMounts) -> bool {
         .ok()?;
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
         let vfs = nix::sys::statvfs::fstatvfs(&fd).ok()?;
+        if own.iter().any(|o| o == path)
+            && nix::sys::statfs::fstatfs(&fd).ok()?.filesystem_type()
+                != nix::sys::statfs::TMPFS_MAGIC
+        {
+            return None;
+        }
         Some((
             st.st_dev,
             vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY),
