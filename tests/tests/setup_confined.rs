@@ -661,3 +661,53 @@ fn a_request_that_moves_its_tmpfs_away_leaves_nothing_for_the_next() {
     }
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn a_tmpfs_under_a_read_only_host_root_is_not_renewed_in_place() {
+    if !ready() {
+        return;
+    }
+    // The host's root, read-only, as the container's: a private tmpfs on it is not on a file
+    // system of the container's own, as the same directory is also bound writable elsewhere.
+    let data = std::path::PathBuf::from(format!(
+        "/var/tmp/hatchery-confined-alias-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(data.join("a/tmp")).unwrap();
+    std::fs::set_permissions(&data, PermissionsExt::from_mode(0o777)).unwrap();
+    let inside = s(&data);
+    // The writable alias's mount point, an empty directory of the (read-only) root.
+    let rw = format!("{inside}-rw");
+    std::fs::create_dir_all(&rw).unwrap();
+    let mut profile = hatchery::Container::new();
+    profile
+        .unshare(hatchery::Namespace::Ipc)
+        .bindmount_ro("/", "/")
+        .bindmount_rw(&inside, &rw)
+        .tmpfsmount(&format!("{inside}/a/tmp"));
+    let p = Pool::builder()
+        .profile(profile)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("pool");
+    let plant =
+        format!("echo secret > {inside}/a/tmp/secret && mv {rw}/a {rw}/b && mkdir -p {rw}/a/tmp");
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", &plant]))
+        .expect("request");
+    assert!(r.success(), "{r:?} {}", text(&r.stderr));
+    for _ in 0..2 {
+        // (No /dev in this container: errors go to stderr.)
+        let look = format!("cat {inside}/b/tmp/secret {inside}/a/tmp/secret; true");
+        let r = p
+            .run(Request::exec("/bin/sh").args(["-c", &look]))
+            .expect("request");
+        assert!(
+            !text(&r.stdout).contains("secret"),
+            "the next request read the previous one's tmpfs: {r:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(&rw);
+}
