@@ -21,6 +21,16 @@ fn ready() -> bool {
 }
 
 /// A fresh directory under the temp dir, mode `mode`.
+/// A pool of exactly one zygote of `profile`.
+fn one_zygote(profile: hatchery::Container) -> Pool {
+    Pool::builder()
+        .profile(profile)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .expect("pool")
+}
+
 fn tempdir(tag: &str, mode: u32) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "hatchery-confined-{tag}-{}-{}",
@@ -403,12 +413,7 @@ fn dev_shm_is_capped_in_pool_requests() {
     }
     let mut profile = hatchery::pool::default_profile();
     profile.bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");
-    let p = Pool::builder()
-        .profile(profile)
-        .min_zygotes(1)
-        .max_zygotes(1)
-        .build()
-        .expect("pool");
+    let p = one_zygote(profile);
     let r = p
         .run(Request::exec("/bin/sh").args(["-c", FILL]))
         .expect("request");
@@ -565,12 +570,7 @@ fn tmpfs_mounts_bound_their_inodes() {
     check("hatchery run", &text(&out.stdout));
     let mut profile = hatchery::pool::default_profile();
     profile.bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");
-    let p = Pool::builder()
-        .profile(profile)
-        .min_zygotes(1)
-        .max_zygotes(1)
-        .build()
-        .expect("pool");
+    let p = one_zygote(profile);
     let r = p
         .run(Request::exec("/bin/sh").args(["-c", "stat -f -c %c /tmp /dev/shm"]))
         .expect("request");
@@ -591,12 +591,7 @@ fn a_per_request_mount_point_swapped_for_a_link_is_refused() {
     profile
         .bindmount_rw(&s(&data), "/data")
         .tmpfsmount("/data/scratch");
-    let p = Pool::builder()
-        .profile(profile)
-        .min_zygotes(1)
-        .max_zygotes(1)
-        .build()
-        .expect("pool");
+    let p = one_zygote(profile);
     let probe = "grep -c ' /data/scratch tmpfs' /proc/self/mounts";
     let r = p
         .run(Request::exec("/bin/sh").args(["-c", probe]))
@@ -636,12 +631,7 @@ fn a_request_that_moves_its_tmpfs_away_leaves_nothing_for_the_next() {
     profile
         .bindmount_rw(&s(&data), "/work")
         .tmpfsmount("/work/a/tmp");
-    let p = Pool::builder()
-        .profile(profile)
-        .min_zygotes(1)
-        .max_zygotes(1)
-        .build()
-        .expect("pool");
+    let p = one_zygote(profile);
     let plant = "echo secret > /work/a/tmp/secret && mv /work/a /work/b && mkdir -p /work/a/tmp";
     let r = p
         .run(Request::exec("/bin/sh").args(["-c", plant]))
@@ -685,12 +675,7 @@ fn a_tmpfs_under_a_read_only_host_root_is_not_renewed_in_place() {
         .bindmount_ro("/", "/")
         .bindmount_rw(&inside, &rw)
         .tmpfsmount(&format!("{inside}/a/tmp"));
-    let p = Pool::builder()
-        .profile(profile)
-        .min_zygotes(1)
-        .max_zygotes(1)
-        .build()
-        .expect("pool");
+    let p = one_zygote(profile);
     let plant =
         format!("echo secret > {inside}/a/tmp/secret && mv {rw}/a {rw}/b && mkdir -p {rw}/a/tmp");
     let r = p

@@ -146,6 +146,36 @@ extern "C" fn vfork_main(arg: *mut libc::c_void) -> libc::c_int {
     run(args.plan, args.err_pipe)
 }
 
+/// Opens the directory `target` (`O_PATH`) without following a symbolic link anywhere in its
+/// path. Raw syscalls only.
+pub(crate) fn open_dir_exactly(target: &std::ffi::CStr) -> Result<std::os::fd::OwnedFd, i32> {
+    sys::fs::openat2(
+        sys::fs::cwd(),
+        target,
+        OFlags::PATH | OFlags::DIRECTORY,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+}
+
+/// Runs `op` (a system call on `.`, returning its raw result) with the working directory at
+/// `target` (see [`open_dir_exactly`]), then goes back to `/`.
+fn in_dir_exactly(target: &std::ffi::CStr, op: impl FnOnce() -> libc::c_int) -> Result<(), i32> {
+    let dir = open_dir_exactly(target)?;
+    // SAFETY: `dir` is open for the call.
+    if unsafe { libc::fchdir(dir.as_raw_fd()) } < 0 {
+        return Err(errno());
+    }
+    let r = op();
+    let e = errno();
+    // SAFETY: a constant NUL-terminated path.
+    unsafe { libc::chdir(c"/".as_ptr()) };
+    if r < 0 {
+        return Err(e);
+    }
+    Ok(())
+}
+
 /// Mounts `fstype` on `target` without following a symbolic link anywhere in its path: the
 /// target is opened with `RESOLVE_NO_SYMLINKS` and the mount lands on that very directory
 /// (through the working directory), so a guest that replaced a mount point in a writable bind
@@ -157,52 +187,20 @@ pub(crate) fn mount_exactly(
     flags: libc::c_ulong,
     data: *const libc::c_void,
 ) -> Result<(), i32> {
-    let dir = sys::fs::openat2(
-        sys::fs::cwd(),
-        target,
-        OFlags::PATH | OFlags::DIRECTORY,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )?;
-    // SAFETY: `dir` is open for the call.
-    if unsafe { libc::fchdir(dir.as_raw_fd()) } < 0 {
-        return Err(errno());
-    }
     // SAFETY: NUL-terminated strings; `data` is null or a NUL-terminated option string, all
     // built before the fork.
-    let r = unsafe { libc::mount(fstype.as_ptr(), c".".as_ptr(), fstype.as_ptr(), flags, data) };
-    let e = errno();
-    // SAFETY: a constant NUL-terminated path.
-    unsafe { libc::chdir(c"/".as_ptr()) };
-    if r < 0 {
-        return Err(e);
-    }
-    Ok(())
+    in_dir_exactly(target, || unsafe {
+        libc::mount(fstype.as_ptr(), c".".as_ptr(), fstype.as_ptr(), flags, data)
+    })
 }
 
 /// Detaches the mount whose root is `target`, reached without following a symbolic link (see
 /// [`mount_exactly`]). Leaves the working directory at `/`.
 pub(crate) fn umount_exactly(target: &std::ffi::CStr) -> Result<(), i32> {
-    let dir = sys::fs::openat2(
-        sys::fs::cwd(),
-        target,
-        OFlags::PATH | OFlags::DIRECTORY,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )?;
-    // SAFETY: `dir` is open for the call.
-    if unsafe { libc::fchdir(dir.as_raw_fd()) } < 0 {
-        return Err(errno());
-    }
     // SAFETY: a constant NUL-terminated path (the mount at the working directory).
-    let r = unsafe { libc::umount2(c".".as_ptr(), libc::MNT_DETACH) };
-    let e = errno();
-    // SAFETY: a constant NUL-terminated path.
-    unsafe { libc::chdir(c"/".as_ptr()) };
-    if r < 0 {
-        return Err(e);
-    }
-    Ok(())
+    in_dir_exactly(target, || unsafe {
+        libc::umount2(c".".as_ptr(), libc::MNT_DETACH)
+    })
 }
 
 fn mount_private_tmpfs(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>) {

@@ -473,7 +473,6 @@ fn renew(
 /// or another container could rename a parent and take the mount along) every request gets a
 /// request root with mounts of its own.
 fn mount_points_fixed(plan: &SetupPlan, mounts: &PrivateMounts) -> bool {
-    use hatchery_sys::fs::{cwd, openat2, Mode, OFlags, ResolveFlags};
     // The root is the setup's tmpfs (a read-only host root is a tmpfs of read-only entry binds);
     // a writable host root is a host directory others may change.
     if matches!(
@@ -515,14 +514,7 @@ fn mount_points_fixed(plan: &SetupPlan, mounts: &PrivateMounts) -> bool {
         }
     }
     let identity = |path: &str| -> Option<(u64, bool)> {
-        let fd = openat2(
-            cwd(),
-            &CString::new(path).ok()?,
-            OFlags::PATH | OFlags::DIRECTORY,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
-        .ok()?;
+        let fd = child::open_dir_exactly(&CString::new(path).ok()?).ok()?;
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
         let vfs = nix::sys::statvfs::fstatvfs(&fd).ok()?;
         if own.iter().any(|o| o == path)
@@ -559,16 +551,7 @@ fn private_roots(mounts: &PrivateMounts) -> Roots {
         .tmpfs
         .iter()
         .map(|(target, ..)| {
-            let t = CString::new(target.as_str()).ok()?;
-            let fd = hatchery_sys::fs::openat2(
-                hatchery_sys::fs::cwd(),
-                &t,
-                hatchery_sys::fs::OFlags::PATH | hatchery_sys::fs::OFlags::DIRECTORY,
-                hatchery_sys::fs::Mode::empty(),
-                hatchery_sys::fs::ResolveFlags::NO_SYMLINKS
-                    | hatchery_sys::fs::ResolveFlags::NO_MAGICLINKS,
-            )
-            .ok()?;
+            let fd = child::open_dir_exactly(&CString::new(target.as_str()).ok()?).ok()?;
             let st = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
             Some((st.st_dev, st.st_ino))
         })

@@ -528,34 +528,22 @@ fn main() {
                 Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
             })
         }
-        "sysv-msg-create" => {
-            // SAFETY: plain msgget with an integer key.
-            let id = unsafe { libc::msgget(0x4854_4349, libc::IPC_CREAT | 0o600) };
-            exit(if id >= 0 { 0 } else { 1 })
-        }
-        "sysv-msg-find" => {
-            // SAFETY: plain msgget with an integer key.
-            let id = unsafe { libc::msgget(0x4854_4349, 0) };
-            refused(if id >= 0 {
-                Ok(0)
-            } else {
-                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
-            })
-        }
-        "sysv-sem-create" => {
-            // SAFETY: plain semget with an integer key.
-            let id = unsafe { libc::semget(0x4854_434a, 1, libc::IPC_CREAT | 0o600) };
-            exit(if id >= 0 { 0 } else { 1 })
-        }
-        "sysv-sem-find" => {
-            // SAFETY: plain semget with an integer key.
-            let id = unsafe { libc::semget(0x4854_434a, 0, 0) };
-            refused(if id >= 0 {
-                Ok(0)
-            } else {
-                Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
-            })
-        }
+        "sysv-msg-create" => exit(
+            sys(
+                libc::SYS_msgget,
+                [0x4854_4349, (libc::IPC_CREAT | 0o600) as u64, 0, 0, 0, 0],
+            )
+            .map_or(1, |_| 0),
+        ),
+        "sysv-msg-find" => refused(sys(libc::SYS_msgget, [0x4854_4349, 0, 0, 0, 0, 0])),
+        "sysv-sem-create" => exit(
+            sys(
+                libc::SYS_semget,
+                [0x4854_434a, 1, (libc::IPC_CREAT | 0o600) as u64, 0, 0, 0],
+            )
+            .map_or(1, |_| 0),
+        ),
+        "sysv-sem-find" => refused(sys(libc::SYS_semget, [0x4854_434a, 0, 0, 0, 0, 0])),
         "mqueue-create" => {
             let name = c("/hatchery-attack");
             // SAFETY: NUL-terminated name; default attributes.
