@@ -20,7 +20,7 @@ pub use call::{Call, Exports};
 /// differential tests against the kernel's semantics; not an API).
 #[doc(hidden)]
 pub fn evaluate_seccomp(program: &[u64], nr: i32, arch: u32, args: [u64; 6]) -> u32 {
-    shim::explain::evaluate(
+    hatchery_sys::seccomp::evaluate(
         program,
         &hatchery_sys::seccomp::SeccompData {
             nr,

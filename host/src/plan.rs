@@ -167,6 +167,7 @@ fn seccomp(c: &Container) -> Result<Option<SeccompPlan>> {
             filter: p.words.to_vec(),
             notify: true,
             notify_exec: true,
+            handover: p.handover,
             explain: hatchery_protocol::Explain::Learn,
         }));
     }
@@ -190,6 +191,7 @@ fn seccomp(c: &Container) -> Result<Option<SeccompPlan>> {
             filter: installed.words.to_vec(),
             notify: true,
             notify_exec: true,
+            handover: installed.handover,
             explain: hatchery_protocol::Explain::Explain {
                 original: original.words.to_vec(),
             },
@@ -200,6 +202,7 @@ fn seccomp(c: &Container) -> Result<Option<SeccompPlan>> {
         filter: p.words.to_vec(),
         notify: p.notify,
         notify_exec: p.notify_exec,
+        handover: p.handover,
         explain: hatchery_protocol::Explain::Off,
     }))
 }

@@ -468,10 +468,11 @@ pub struct SetupPlan {
 /// The `sendmsg` flags with which a command hands its seccomp listener to the shim, between
 /// installing its filter and exec (`MSG_NOSIGNAL | MSG_DONTWAIT | MSG_EOR`, plus the TCP-only
 /// `MSG_SYN | MSG_RST`, which unix sockets ignore and no program passes to `sendmsg`). Filters
-/// that notify allow `sendmsg` with exactly these flags before any other rule, so the hand-over
-/// can never wait on a notification that nobody is yet listening to; right after it the
-/// command installs a second filter that fails this form with `EPERM`, so the allowance is
-/// one-shot and never reaches the command's own code.
+/// that notify and do not allow `sendmsg` outright allow it with exactly these flags before any
+/// other rule, so the hand-over can never wait on a notification that nobody is yet listening
+/// to; right after it the command installs a second filter that fails this form with `EPERM`, so
+/// the allowance is one-shot and never reaches the command's own code
+/// ([`SeccompPlan::handover`]).
 pub const LISTENER_SEND_FLAGS: i32 = 0x4000 | 0x40 | 0x80 | 0x400 | 0x1000;
 
 /// A seccomp filter compiled by the host (with libseccomp) for the shim to install raw.
@@ -488,6 +489,11 @@ pub struct SeccompPlan {
     /// The filter may notify `execve`/`execveat` themselves: the shim must not be suspended
     /// (vfork-style) until the command execs, since that exec waits for the shim.
     pub notify_exec: bool,
+    /// The filter allows the listener hand-over form of `sendmsg` in front of its rules
+    /// ([`LISTENER_SEND_FLAGS`]): the command revokes it with a second filter right after the
+    /// hand-over. False where the policy allows `sendmsg` outright, so there is nothing to
+    /// revoke.
+    pub handover: bool,
     /// Whether the shim explains denials or records what the command uses.
     pub explain: Explain,
 }

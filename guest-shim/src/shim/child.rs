@@ -508,10 +508,10 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
             Err(e) => return (SetupStep::Seccomp, e),
             // Between here and execve only the hand-over runs: `sendmsg` with
             // LISTENER_SEND_FLAGS and `seccomp(SET_MODE_FILTER, 0)`, which every notifying
-            // filter allows first; the second installs the filter that revokes the first, so
-            // the command never has that allowance. The listener is close-on-exec: the command
-            // never holds it, and this process never closes it (a `close` would already run
-            // under the filter).
+            // filter allows, first or by its own rules; where it allows them first, the second
+            // installs the filter that revokes the first, so the command never has that
+            // allowance. The listener is close-on-exec: the command never holds it, and this
+            // process never closes it (a `close` would already run under the filter).
             Ok(Some(listener)) => {
                 let listener = ManuallyDrop::new(listener);
                 if let Err(e) = sys::fd::send_fd(
@@ -522,8 +522,10 @@ fn setup_and_exec(plan: &LaunchPlan, report: BorrowedFd<'_>) -> (SetupStep, i32)
                 ) {
                     return (SetupStep::Seccomp, e);
                 }
-                if let Err(e) = sys::seccomp::install(&sc.revoke, false) {
-                    return (SetupStep::Seccomp, e);
+                if !sc.revoke.is_empty() {
+                    if let Err(e) = sys::seccomp::install(&sc.revoke, false) {
+                        return (SetupStep::Seccomp, e);
+                    }
                 }
             }
             Ok(None) => {}

@@ -61,7 +61,8 @@ pub(crate) struct SeccompLaunch {
     pub(crate) notify: bool,
     /// The filter may notify the command's own `execve`: never wait for that exec suspended.
     pub(crate) notify_exec: bool,
-    /// Installed right after the listener hand-over (when `notify`): see [`revoke_filter`].
+    /// Installed right after the listener hand-over (when the filter allows it in front of its
+    /// rules): see [`revoke_filter`]; empty otherwise.
     pub(crate) revoke: Vec<libc::sock_filter>,
 }
 
@@ -201,7 +202,7 @@ fn seccomp(plan: &SeccompPlan) -> SeccompLaunch {
             .collect(),
         notify: plan.notify,
         notify_exec: plan.notify_exec,
-        revoke: if plan.notify {
+        revoke: if plan.notify && plan.handover {
             revoke_filter()
         } else {
             Vec::new()

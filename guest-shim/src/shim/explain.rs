@@ -51,105 +51,11 @@ const SCOPE_ABSTRACT: u64 = 1;
 const SCOPE_SIGNAL: u64 = 2;
 
 // SECCOMP_RET_*.
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_ACTION: u32 = 0xffff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
 const RET_TRACE: u32 = 0x7ff0_0000;
 const RET_LOG: u32 = 0x7ffc_0000;
 const RET_ALLOW: u32 = 0x7fff_0000;
-
-/// Runs a classic BPF seccomp program on `data`, as the kernel does; an instruction the kernel's
-/// seccomp checker would refuse, or a jump out of the program, returns `KILL_PROCESS` (so a
-/// mistake here can only refuse more).
-pub(crate) fn evaluate(program: &[u64], data: &SeccompData) -> u32 {
-    let mut bytes = [0u8; 64];
-    bytes[0..4].copy_from_slice(&data.nr.to_ne_bytes());
-    bytes[4..8].copy_from_slice(&data.arch.to_ne_bytes());
-    bytes[8..16].copy_from_slice(&data.instruction_pointer.to_ne_bytes());
-    for (i, a) in data.args.iter().enumerate() {
-        bytes[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
-    }
-    let word = |k: u32| -> Option<u32> {
-        let k = k as usize;
-        (k % 4 == 0 && k + 4 <= 64)
-            .then(|| u32::from_ne_bytes([bytes[k], bytes[k + 1], bytes[k + 2], bytes[k + 3]]))
-    };
-    let (mut a, mut x) = (0u32, 0u32);
-    let mut mem = [0u32; 16];
-    let mut pc = 0usize;
-    while let Some(&w) = program.get(pc) {
-        let code = (w & 0xffff) as u16;
-        let jt = ((w >> 16) & 0xff) as usize;
-        let jf = ((w >> 24) & 0xff) as usize;
-        let k = (w >> 32) as u32;
-        pc += 1;
-        let src = if code & 0x08 != 0 { x } else { k };
-        match code & 0x07 {
-            0x00 => match code {
-                0x20 => match word(k) {
-                    Some(v) => a = v,
-                    None => return RET_KILL_PROCESS,
-                },
-                0x00 => a = k,
-                0x60 if k < 16 => a = mem[k as usize],
-                0x80 => a = 64,
-                _ => return RET_KILL_PROCESS,
-            },
-            0x01 => match code {
-                0x01 => x = k,
-                0x61 if k < 16 => x = mem[k as usize],
-                0x81 => x = 64,
-                _ => return RET_KILL_PROCESS,
-            },
-            0x02 if k < 16 => mem[k as usize] = a,
-            0x03 if k < 16 => mem[k as usize] = x,
-            0x04 => {
-                a = match code & 0xf0 {
-                    0x00 => a.wrapping_add(src),
-                    0x10 => a.wrapping_sub(src),
-                    0x20 => a.wrapping_mul(src),
-                    0x30 if src != 0 => a / src,
-                    0x40 => a | src,
-                    0x50 => a & src,
-                    0x60 => a.checked_shl(src).unwrap_or(0),
-                    0x70 => a.checked_shr(src).unwrap_or(0),
-                    0x80 => a.wrapping_neg(),
-                    0x90 if src != 0 => a % src,
-                    0xa0 => a ^ src,
-                    _ => return RET_KILL_PROCESS,
-                }
-            }
-            0x05 => {
-                let taken = match code & 0xf0 {
-                    0x00 => {
-                        pc += k as usize;
-                        continue;
-                    }
-                    0x10 => a == src,
-                    0x20 => a > src,
-                    0x30 => a >= src,
-                    0x40 => a & src != 0,
-                    _ => return RET_KILL_PROCESS,
-                };
-                pc += if taken { jt } else { jf };
-            }
-            0x06 => {
-                return match code {
-                    0x06 => k,
-                    0x16 => a,
-                    _ => RET_KILL_PROCESS,
-                }
-            }
-            0x07 => match code {
-                0x07 => x = a,
-                0x87 => a = x,
-                _ => return RET_KILL_PROCESS,
-            },
-            _ => return RET_KILL_PROCESS,
-        }
-    }
-    RET_KILL_PROCESS
-}
 
 /// What a handled notification asks of the caller.
 pub(crate) enum Handled {
@@ -257,7 +163,7 @@ impl Explainer {
         let ret = self
             .original
             .as_deref()
-            .map_or(RET_ALLOW, |p| evaluate(p, &n.data));
+            .map_or(RET_ALLOW, |p| sc::evaluate(p, &n.data));
         // Another architecture's call numbers mean other calls: answered, never explained.
         let native = Some(n.data.arch) == hatchery_sys::seccomp::native_audit_arch();
         match ret & RET_ACTION {
@@ -897,45 +803,6 @@ fn canonical(pid: libc::pid_t, path: &Path, links: &RefCell<Vec<PathBuf>>) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> u64 {
-        u64::from(code) | u64::from(jt) << 16 | u64::from(jf) << 24 | u64::from(k) << 32
-    }
-
-    #[test]
-    fn evaluates_like_the_kernel() {
-        // ld nr; jeq 39 ? errno(1) : allow
-        let p = [
-            bpf(0x20, 0, 0, 0),
-            bpf(0x15, 0, 1, 39),
-            bpf(0x06, 0, 0, RET_ERRNO | 1),
-            bpf(0x06, 0, 0, RET_ALLOW),
-        ];
-        let mut d = SeccompData {
-            nr: 39,
-            ..SeccompData::default()
-        };
-        assert_eq!(evaluate(&p, &d), RET_ERRNO | 1);
-        d.nr = 40;
-        assert_eq!(evaluate(&p, &d), RET_ALLOW);
-        // Falling off the end, a bad load, an unknown opcode: kill.
-        assert_eq!(evaluate(&p[..2], &d), RET_KILL_PROCESS);
-        assert_eq!(evaluate(&[bpf(0x20, 0, 0, 62)], &d), RET_KILL_PROCESS);
-        assert_eq!(evaluate(&[bpf(0xc7, 0, 0, 0)], &d), RET_KILL_PROCESS);
-        // jset on an argument's low word, scratch memory, ret A.
-        let p = [
-            bpf(0x20, 0, 0, 16),
-            bpf(0x02, 0, 0, 3),
-            bpf(0x60, 0, 0, 3),
-            bpf(0x45, 0, 1, 0x10),
-            bpf(0x16, 0, 0, 0),
-            bpf(0x06, 0, 0, RET_ALLOW),
-        ];
-        d.args[0] = 0x10;
-        assert_eq!(evaluate(&p, &d), 0x10);
-        d.args[0] = 0x20;
-        assert_eq!(evaluate(&p, &d), RET_ALLOW);
-    }
 
     #[test]
     fn canonical_resolves_links_and_dots_in_the_callers_root() {

@@ -6,7 +6,7 @@
 //! ```text
 //!  <dir>/                       created 0700; used only if owned by this euid, not group/world
 //!                               writable, and reached without following a symlink
-//!    <hash>.bpf                 "HTCHBPF1", the full key, notify flags, the BPF words
+//!    <hash>.bpf                 "HTCHBPF2", the full key, notify flags, the BPF words
 //! ```
 //!
 //! The key is everything the program depends on: this crate's version, libseccomp's version and
@@ -31,7 +31,7 @@ use hatchery_sys::fs::{openat2, Mode, OFlags, ResolveFlags};
 
 use super::Program;
 
-const MAGIC: &[u8; 8] = b"HTCHBPF1";
+const MAGIC: &[u8; 8] = b"HTCHBPF2";
 /// The kernel's limit on a filter's length (`BPF_MAXINSNS`).
 const MAX_WORDS: u64 = 4096;
 /// An entry's key is the filter as text: bounded, to bound what a read allocates.
@@ -152,9 +152,10 @@ fn load_from(dir: &OwnedFd, key: &str) -> Option<Program> {
     }
     let mut meta = [0u8; 10];
     f.read_exact(&mut meta).ok()?;
-    let (notify, notify_exec) = (meta[0] == 1, meta[1] == 1);
+    // meta[0]: notify (bit 0), handover (bit 1); meta[1]: notify_exec.
+    let (notify, handover, notify_exec) = (meta[0] & 1 == 1, meta[0] & 2 == 2, meta[1] == 1);
     let count = u64::from_le_bytes(meta[2..10].try_into().ok()?);
-    if count == 0 || count > MAX_WORDS || meta[0] > 1 || meta[1] > 1 {
+    if count == 0 || count > MAX_WORDS || meta[0] > 3 || meta[1] > 1 {
         return None;
     }
     let mut body = vec![0u8; count as usize * 8];
@@ -170,6 +171,7 @@ fn load_from(dir: &OwnedFd, key: &str) -> Option<Program> {
         words: Arc::from(words),
         notify,
         notify_exec,
+        handover,
     })
 }
 
@@ -204,7 +206,7 @@ fn store_in(dir: &OwnedFd, key: &str, program: &Program) {
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
     bytes.extend_from_slice(key.as_bytes());
-    bytes.push(u8::from(program.notify));
+    bytes.push(u8::from(program.notify) | u8::from(program.handover) << 1);
     bytes.push(u8::from(program.notify_exec));
     bytes.extend_from_slice(&(program.words.len() as u64).to_le_bytes());
     for w in program.words.iter() {
@@ -245,6 +247,7 @@ mod tests {
             words: Arc::from(vec![1u64, 2, 0x7fff_0000_0000_0006]),
             notify: true,
             notify_exec: false,
+            handover: true,
         }
     }
 
@@ -256,7 +259,7 @@ mod tests {
         store_in(&dir, "k1", &program());
         let got = load_from(&dir, "k1").expect("hit");
         assert_eq!(&*got.words, &*program().words);
-        assert!(got.notify && !got.notify_exec);
+        assert!(got.notify && !got.notify_exec && got.handover);
         assert!(load_from(&dir, "k2").is_none());
         // A truncated or extended entry is a miss.
         let path = d.join(file_name("k1").to_str().unwrap());
