@@ -2,9 +2,9 @@
 //! `seccomp::Filter`), compiled once with libseccomp in the host into raw BPF, installed raw by
 //! the shim after the fork (no libseccomp in a forked child: SECURITY and STYLE rule 2). The
 //! program is a dispatch on the call number in front of libseccomp's program of the rules that
-//! look at arguments ([`dispatch`]: podman's policy in 181 instructions instead of 523, which
-//! halves what installing it costs each command), checked against libseccomp's program of the
-//! whole policy before it is used.
+//! look at arguments (the `dispatch` module: podman's policy in 181 instructions instead of 523,
+//! which halves what installing it costs each command), checked against libseccomp's program of
+//! the whole policy before it is used.
 //!
 //! ```text
 //!  Filter (data) ──compile() once, cached──▶ Program { BPF words, notify }
