@@ -6,7 +6,8 @@
 //! ```text
 //!  <dir>/                       created 0700; used only if owned by this euid, not group/world
 //!                               writable, and reached without following a symlink
-//!    <hash>.bpf                 "HTCHBPF2", the full key, notify flags, the BPF words
+//!    <hash>.bpf                 "HTCHBPF2", the full key, notify flags, the BPF words (whether the
+//!                               program needs the hand-over revoked is read off the words)
 //! ```
 //!
 //! The key is everything the program depends on: this crate's version, libseccomp's version and
@@ -152,10 +153,9 @@ fn load_from(dir: &OwnedFd, key: &str) -> Option<Program> {
     }
     let mut meta = [0u8; 10];
     f.read_exact(&mut meta).ok()?;
-    // meta[0]: notify (bit 0), handover (bit 1); meta[1]: notify_exec.
-    let (notify, handover, notify_exec) = (meta[0] & 1 == 1, meta[0] & 2 == 2, meta[1] == 1);
+    let (notify, notify_exec) = (meta[0] == 1, meta[1] == 1);
     let count = u64::from_le_bytes(meta[2..10].try_into().ok()?);
-    if count == 0 || count > MAX_WORDS || meta[0] > 3 || meta[1] > 1 {
+    if count == 0 || count > MAX_WORDS || meta[0] > 1 || meta[1] > 1 {
         return None;
     }
     let mut body = vec![0u8; count as usize * 8];
@@ -167,6 +167,9 @@ fn load_from(dir: &OwnedFd, key: &str) -> Option<Program> {
         .chunks_exact(8)
         .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
         .collect();
+    // Read off the program itself, not trusted from the file: a wrong bit would leave the
+    // hand-over allowance unrevoked.
+    let handover = super::needs_handover(&words, notify);
     Some(Program {
         words: Arc::from(words),
         notify,
@@ -206,7 +209,7 @@ fn store_in(dir: &OwnedFd, key: &str, program: &Program) {
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
     bytes.extend_from_slice(key.as_bytes());
-    bytes.push(u8::from(program.notify) | u8::from(program.handover) << 1);
+    bytes.push(u8::from(program.notify));
     bytes.push(u8::from(program.notify_exec));
     bytes.extend_from_slice(&(program.words.len() as u64).to_le_bytes());
     for w in program.words.iter() {
@@ -247,7 +250,7 @@ mod tests {
             words: Arc::from(vec![1u64, 2, 0x7fff_0000_0000_0006]),
             notify: true,
             notify_exec: false,
-            handover: true,
+            handover: false,
         }
     }
 
@@ -259,8 +262,17 @@ mod tests {
         store_in(&dir, "k1", &program());
         let got = load_from(&dir, "k1").expect("hit");
         assert_eq!(&*got.words, &*program().words);
-        assert!(got.notify && !got.notify_exec && got.handover);
+        assert!(got.notify && !got.notify_exec && !got.handover);
         assert!(load_from(&dir, "k2").is_none());
+        // Whether the hand-over must be revoked comes from the words, whatever was stored: a
+        // notifying program that fails sendmsg (here: everything) needs it.
+        let denying = Program {
+            words: Arc::from(vec![0x0005_0001_0000_0006u64]),
+            handover: false,
+            ..program()
+        };
+        store_in(&dir, "k3", &denying);
+        assert!(load_from(&dir, "k3").expect("hit").handover);
         // A truncated or extended entry is a miss.
         let path = d.join(file_name("k1").to_str().unwrap());
         let mut bytes = std::fs::read(&path).unwrap();

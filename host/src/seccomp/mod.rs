@@ -1013,28 +1013,26 @@ impl Filter {
         let native = hatchery_sys::seccomp::native_audit_arch();
         // The hand-over needs its allowance only where the policy does not allow `sendmsg`
         // outright anyway (podman's does): then no revoking filter either.
-        let handover = notify
-            && native.map_or(true, |arch| {
-                dispatch::fixed(&whole, arch, libc::SYS_sendmsg as u32)
-                    != Some(ret_value(Action::Allow, false))
-            });
+        let handover = needs_handover(&whole, notify);
         let mut words = if handover || !ioctls.is_empty() {
             prefix(&ioctls, handover, notify_as_kill)?
         } else {
             Vec::new()
         };
         let reference: Vec<u64> = words.iter().chain(&whole).copied().collect();
-        words.extend(
-            self.dispatched(default, &full.added, &whole, native)?
-                .unwrap_or(whole),
-        );
-        if !native.is_some_and(|arch| dispatch::same_verdicts(&words, &reference, arch)) {
-            words.clone_from(&reference);
+        match self.dispatched(default, &full.added, &whole, native) {
+            Some(dispatched) => {
+                words.extend(dispatched);
+                if !native.is_some_and(|arch| dispatch::same_verdicts(&words, &reference, arch)) {
+                    words.clone_from(&reference);
+                }
+            }
+            None => words.clone_from(&reference),
         }
-        if words.len() > u16::MAX as usize {
+        if words.len() > MAX_INSTRUCTIONS {
             return Err(SeccompError::TooLong {
                 instructions: words.len(),
-                max: u16::MAX as usize,
+                max: MAX_INSTRUCTIONS,
             });
         }
         let program = Program {
@@ -1154,12 +1152,10 @@ impl Filter {
         rules: &[ScmpRule],
         whole: &[u64],
         native: Option<u32>,
-    ) -> Result<Option<Vec<u64>>, SeccompError> {
-        let Some(arch) = native else {
-            return Ok(None);
-        };
+    ) -> Option<Vec<u64>> {
+        let arch = native?;
         if self.archs.iter().any(|a| *a != Arch::Native) {
-            return Ok(None);
+            return None;
         }
         let leaves = dispatch::leaves(whole, arch);
         let dependent = dispatch::argument_dependent(&leaves);
@@ -1167,16 +1163,14 @@ impl Filter {
             let nr = r.syscall.as_raw_syscall();
             !(0..dispatch::LIMIT as i32).contains(&nr) || dependent.binary_search(&nr).is_ok()
         };
-        let Ok(body) = self.context(default, rules, in_body) else {
-            return Ok(None);
-        };
+        let body = self.context(default, rules, in_body).ok()?;
         if body.added.len() != rules.iter().filter(|r| in_body(r)).count() {
-            return Ok(None);
+            return None;
         }
-        let body = export(&body.ctx)?;
+        let body = export(&body.ctx).ok()?;
         let mut words = dispatch::front(&leaves, arch);
         words.extend(body);
-        Ok((words.len() < whole.len()).then_some(words))
+        (words.len() < whole.len()).then_some(words)
     }
 
     /// Whether `execve` may notify (conservative: conditions are not evaluated).
@@ -1193,6 +1187,20 @@ impl Filter {
         rules.iter().any(|r| notifies(r.action))
             || (notifies(self.default) && !rules.iter().any(|r| r.conditions.is_empty()))
     }
+}
+
+/// The longest program the kernel installs (`BPF_MAXINSNS`).
+const MAX_INSTRUCTIONS: usize = 4096;
+
+/// Whether a notifying program needs the listener hand-over allowance (and so the revoking filter
+/// after it): unless it allows `sendmsg` outright, whatever the arguments. Exact on a program with
+/// the allowance in front too, which looks at `sendmsg`'s flags (so it is never "outright").
+pub(crate) fn needs_handover(words: &[u64], notify: bool) -> bool {
+    notify
+        && hatchery_sys::seccomp::native_audit_arch().map_or(true, |arch| {
+            dispatch::fixed(words, arch, libc::SYS_sendmsg as u32)
+                != Some(ret_value(Action::Allow, false))
+        })
 }
 
 fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> u64 {
@@ -1406,6 +1414,23 @@ mod tests {
         assert!(podman.notify && !podman.handover, "podman allows sendmsg");
         let strict = Profile::Strict.filter().unwrap().compile(false).unwrap();
         assert!(strict.notify && strict.handover, "strict notifies sendmsg");
+    }
+
+    /// A policy longer than the kernel installs (4096 instructions) is a typed error when it
+    /// compiles, not a failure of every command at install time.
+    #[test]
+    fn a_policy_longer_than_the_kernel_takes_is_refused_when_compiled() {
+        let mut f = Filter::new(Action::Errno(libc::EPERM));
+        for i in 0..4500u64 {
+            f.add_rule_conditional(Action::Allow, "personality", &[scmp_argcmp!(arg0 == i)]);
+        }
+        match f.compile(false) {
+            Err(SeccompError::TooLong { instructions, max }) => {
+                assert!(instructions > 4096 && max == 4096, "{instructions} {max}")
+            }
+            Ok(p) => panic!("compiled to {} instructions", p.words.len()),
+            Err(e) => panic!("{e}"),
+        }
     }
 
     #[test]
