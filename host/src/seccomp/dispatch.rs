@@ -25,6 +25,8 @@
 
 use hatchery_sys::seccomp::{evaluate_traced, SeccompData};
 
+use super::bpf;
+
 /// Native calls numbered below this go through the dispatch (every system call of the
 /// supported architectures is); the rest, x32's included, go to the body.
 pub(super) const LIMIT: u32 = 1024;
@@ -34,10 +36,6 @@ const JA: u16 = 0x05;
 const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
 const RET_K: u16 = 0x06;
-
-fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> u64 {
-    u64::from(code) | u64::from(jt) << 16 | u64::from(jf) << 24 | u64::from(k) << 32
-}
 
 fn data(arch: u32, nr: u32, args: [u64; 6]) -> SeccompData {
     SeccompData {
@@ -385,11 +383,8 @@ mod tests {
     /// A hand-written whole program: arch check, 3 → EPERM, 5 → allow if arg0 == 7 else EPERM,
     /// 10..20 → allow, the rest EPERM.
     fn whole() -> Vec<u64> {
-        vec![
-            bpf(LD_W_ABS, 0, 0, 4),
-            bpf(JEQ_K, 1, 0, ARCH),
-            bpf(RET_K, 0, 0, KILL),
-            bpf(LD_W_ABS, 0, 0, 0),
+        let mut p = native_only();
+        p.extend([
             bpf(JEQ_K, 0, 1, 3),
             bpf(RET_K, 0, 0, EPERM),
             bpf(JEQ_K, 0, 3, 5),
@@ -402,21 +397,30 @@ mod tests {
             bpf(RET_K, 0, 0, EPERM),
             bpf(RET_K, 0, 0, ALLOW),
             bpf(RET_K, 0, 0, EPERM),
-        ]
+        ]);
+        p
     }
 
     /// The body: only the rule on call 5.
     fn body() -> Vec<u64> {
-        vec![
-            bpf(LD_W_ABS, 0, 0, 4),
-            bpf(JEQ_K, 1, 0, ARCH),
-            bpf(RET_K, 0, 0, KILL),
-            bpf(LD_W_ABS, 0, 0, 0),
+        let mut p = native_only();
+        p.extend([
             bpf(JEQ_K, 0, 3, 5),
             bpf(LD_W_ABS, 0, 0, 16),
             bpf(JEQ_K, 0, 1, 7),
             bpf(RET_K, 0, 0, ALLOW),
             bpf(RET_K, 0, 0, EPERM),
+        ]);
+        p
+    }
+
+    /// Kill other architectures, then load the call number.
+    fn native_only() -> Vec<u64> {
+        vec![
+            bpf(LD_W_ABS, 0, 0, 4),
+            bpf(JEQ_K, 1, 0, ARCH),
+            bpf(RET_K, 0, 0, KILL),
+            bpf(LD_W_ABS, 0, 0, 0),
         ]
     }
 
