@@ -31,6 +31,32 @@ fn one_zygote(profile: hatchery::Container) -> Pool {
         .expect("pool")
 }
 
+/// A one-zygote pool of the default profile with `data` bound writable at `bind` and a private
+/// tmpfs at `tmpfs` beneath it.
+fn tmpfs_under_writable_bind(data: &Path, bind: &str, tmpfs: &str) -> Pool {
+    let mut profile = hatchery::pool::default_profile();
+    profile.bindmount_rw(&s(data), bind).tmpfsmount(tmpfs);
+    one_zygote(profile)
+}
+
+/// Runs `plant` (which must succeed), then `look` twice: neither later request may print
+/// "secret".
+fn plant_then_look(p: &Pool, plant: &str, look: &str) {
+    let r = p
+        .run(Request::exec("/bin/sh").args(["-c", plant]))
+        .expect("request");
+    assert!(r.success(), "{r:?} {}", text(&r.stderr));
+    for _ in 0..2 {
+        let r = p
+            .run(Request::exec("/bin/sh").args(["-c", look]))
+            .expect("request");
+        assert!(
+            !text(&r.stdout).contains("secret"),
+            "the next request read the previous one's tmpfs: {r:?}"
+        );
+    }
+}
+
 fn tempdir(tag: &str, mode: u32) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
         "hatchery-confined-{tag}-{}-{}",
@@ -587,11 +613,7 @@ fn a_per_request_mount_point_swapped_for_a_link_is_refused() {
     let data = tempdir("swap", 0o777);
     std::fs::create_dir(data.join("scratch")).unwrap();
     std::fs::create_dir(data.join("other")).unwrap();
-    let mut profile = hatchery::pool::default_profile();
-    profile
-        .bindmount_rw(&s(&data), "/data")
-        .tmpfsmount("/data/scratch");
-    let p = one_zygote(profile);
+    let p = tmpfs_under_writable_bind(&data, "/data", "/data/scratch");
     let probe = "grep -c ' /data/scratch tmpfs' /proc/self/mounts";
     let r = p
         .run(Request::exec("/bin/sh").args(["-c", probe]))
@@ -627,28 +649,12 @@ fn a_request_that_moves_its_tmpfs_away_leaves_nothing_for_the_next() {
     // instance (and its files) along, and puts a plain directory where it was.
     let data = tempdir("move", 0o777);
     std::fs::create_dir_all(data.join("a/tmp")).unwrap();
-    let mut profile = hatchery::pool::default_profile();
-    profile
-        .bindmount_rw(&s(&data), "/work")
-        .tmpfsmount("/work/a/tmp");
-    let p = one_zygote(profile);
-    let plant = "echo secret > /work/a/tmp/secret && mv /work/a /work/b && mkdir -p /work/a/tmp";
-    let r = p
-        .run(Request::exec("/bin/sh").args(["-c", plant]))
-        .expect("request");
-    assert!(r.success(), "{r:?} {}", text(&r.stderr));
-    for _ in 0..2 {
-        let r = p
-            .run(Request::exec("/bin/sh").args([
-                "-c",
-                "cat /work/b/tmp/secret /work/a/tmp/secret 2>/dev/null; true",
-            ]))
-            .expect("request");
-        assert!(
-            !text(&r.stdout).contains("secret"),
-            "the next request read the previous one's tmpfs: {r:?}"
-        );
-    }
+    let p = tmpfs_under_writable_bind(&data, "/work", "/work/a/tmp");
+    plant_then_look(
+        &p,
+        "echo secret > /work/a/tmp/secret && mv /work/a /work/b && mkdir -p /work/a/tmp",
+        "cat /work/b/tmp/secret /work/a/tmp/secret 2>/dev/null; true",
+    );
     let _ = std::fs::remove_dir_all(&data);
 }
 
@@ -676,23 +682,12 @@ fn a_tmpfs_under_a_read_only_host_root_is_not_renewed_in_place() {
         .bindmount_rw(&inside, &rw)
         .tmpfsmount(&format!("{inside}/a/tmp"));
     let p = one_zygote(profile);
-    let plant =
-        format!("echo secret > {inside}/a/tmp/secret && mv {rw}/a {rw}/b && mkdir -p {rw}/a/tmp");
-    let r = p
-        .run(Request::exec("/bin/sh").args(["-c", &plant]))
-        .expect("request");
-    assert!(r.success(), "{r:?} {}", text(&r.stderr));
-    for _ in 0..2 {
-        // (No /dev in this container: errors go to stderr.)
-        let look = format!("cat {inside}/b/tmp/secret {inside}/a/tmp/secret; true");
-        let r = p
-            .run(Request::exec("/bin/sh").args(["-c", &look]))
-            .expect("request");
-        assert!(
-            !text(&r.stdout).contains("secret"),
-            "the next request read the previous one's tmpfs: {r:?}"
-        );
-    }
+    // (No /dev in this container: errors go to stderr.)
+    plant_then_look(
+        &p,
+        &format!("echo secret > {inside}/a/tmp/secret && mv {rw}/a {rw}/b && mkdir -p {rw}/a/tmp"),
+        &format!("cat {inside}/b/tmp/secret {inside}/a/tmp/secret; true"),
+    );
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(&rw);
 }
