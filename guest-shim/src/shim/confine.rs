@@ -78,8 +78,9 @@ const NATIVE_AUDIT_ARCH: u32 = if cfg!(target_arch = "x86_64") {
 /// The filter that ends the listener hand-over: `sendmsg` with exactly
 /// [`LISTENER_SEND_FLAGS`](hatchery_protocol::LISTENER_SEND_FLAGS), which a notifying policy
 /// that does not allow `sendmsg` outright allows before its own rules so the command can send its
-/// listener to the shim, fails with `EPERM` from then on; everything else is left to the policy. The command installs it
-/// after the hand-over and before exec, so its own code never has the allowance.
+/// listener to the shim, fails with `EPERM` from then on; everything else is left to the policy.
+/// The command installs it after the hand-over and before exec, so its own code never has the
+/// allowance.
 pub(crate) fn revoke_filter() -> Vec<libc::sock_filter> {
     let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     const LD_W_ABS: u16 = 0x20;
