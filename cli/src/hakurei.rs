@@ -93,6 +93,10 @@ pub struct HakureiArgs {
     /// namespaces (seccomp policies that deny them still apply)
     #[arg(long)]
     pub privileged: bool,
+    /// Forbid the container's processes to create user namespaces (bubblewrap's
+    /// --disable-userns: max_user_namespaces is 0 inside)
+    #[arg(long)]
+    pub disable_userns: bool,
     /// Run the container in the existing cgroup v2 directory CGROUP_DIR
     #[arg(long, value_name = "CGROUP_DIR")]
     pub cgroup: Option<String>,
@@ -348,6 +352,9 @@ pub fn apply(
     }
     if a.privileged {
         c.privileged(true);
+    }
+    if a.disable_userns {
+        c.disable_userns(true);
     }
     if let Some(dir) = &a.cgroup {
         let fd = std::fs::OpenOptions::new()

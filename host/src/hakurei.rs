@@ -521,6 +521,17 @@ impl Container {
         self
     }
 
+    /// Forbids every process of the container to create a user namespace (bubblewrap's
+    /// `--disable-userns`), whatever its seccomp policy allows: the shim sets the container's
+    /// own `/proc/sys/user/max_user_namespaces` to 0, which the kernel enforces for the
+    /// container and everything beneath it. Without a user namespace of its own, a command
+    /// without capabilities cannot mount or make mount namespaces either. On in
+    /// [`pool::default_profile`](crate::pool::default_profile); off by default.
+    pub fn disable_userns(&mut self, disable: bool) -> &mut Self {
+        self.params.disable_userns = disable;
+        self
+    }
+
     /// Installs hakurei's preset seccomp filter ([`Filter::from_presets`](crate::seccomp::Filter::from_presets)):
     /// the calls the named parts deny fail with `EPERM` (or `ENOSYS`), everything else is
     /// allowed. Replaces any other filter.
@@ -762,6 +773,7 @@ impl Container {
             retain_session: p.retain_session,
             scheduler: p.scheduler,
             privileged: p.privileged,
+            disable_userns: p.disable_userns,
         }
     }
 
@@ -876,6 +888,9 @@ impl Container {
         }
         if p.privileged {
             out.push("privileged: CAP_SYS_ADMIN kept in the container (dangerous)".into());
+        }
+        if p.disable_userns {
+            out.push("user namespaces: none can be created in the container".into());
         }
         if p.cgroup_fd.is_some() {
             out.push("cgroup: an existing one, given as a fd".into());

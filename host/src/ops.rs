@@ -230,6 +230,7 @@ pub(crate) struct Params {
     pub scheduler: Option<(SchedPolicy, u32)>,
     pub host_abstract: bool,
     pub privileged: bool,
+    pub disable_userns: bool,
     pub cgroup_fd: Option<Arc<OwnedFd>>,
     pub daemon_timeout: Option<Duration>,
     /// `TARGET/mqueue` of each dev op with an mqueue (for landlock rules).

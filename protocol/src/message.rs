@@ -349,6 +349,9 @@ pub struct ProcessParams {
     pub scheduler: Option<(SchedPolicy, u32)>,
     /// Keep `CAP_SYS_ADMIN` in the container's processes (hakurei's `Privileged`).
     pub privileged: bool,
+    /// No process of the container may create a user namespace (bubblewrap's
+    /// `--disable-userns`): the shim sets the container's `max_user_namespaces` to 0.
+    pub disable_userns: bool,
 }
 
 /// A command to execute.

@@ -1287,3 +1287,32 @@ cmdline = ["/bin/sh", "-c", "echo x > /ovl/a && cat /ovl/a && test -e /tmp/ready
         text(&out.stderr)
     );
 }
+
+#[test]
+fn disable_userns_refuses_every_new_user_namespace_whatever_seccomp_allows() {
+    if !ready() {
+        return;
+    }
+    // No seccomp policy here: only the container's max_user_namespaces stands in the way.
+    let bin = hatchery_tests::bin_dir().to_string_lossy().into_owned();
+    let code = |c: &Container, how: &str| {
+        let mut c = c.clone();
+        c.bindmount_ro(&bin, "/hatchery-bin");
+        c.command("/hatchery-bin/attack")
+            .arg(how)
+            .status()
+            .unwrap_or_else(|e| panic!("spawn failed: {e}"))
+            .code()
+    };
+    // 100: the attack's own code for a namespace it made.
+    assert_eq!(
+        code(&base(), "unshare-user"),
+        100,
+        "nested user namespaces work"
+    );
+    let mut c = base();
+    c.disable_userns(true);
+    for how in ["unshare-user", "clone-newuser"] {
+        assert_eq!(code(&c, how), libc::ENOSPC, "{how}");
+    }
+}

@@ -144,6 +144,20 @@ pub(crate) fn main() -> i32 {
             );
         }
     }
+    // The limit is the container's user namespace's own (whichever /proc shows it: the
+    // host's, before the root is built); it holds for every process in it and beneath.
+    if plan.params.disable_userns {
+        if let Err(e) = std::fs::write("/proc/sys/user/max_user_namespaces", "0") {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::DropCapabilities,
+                    errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    detail: "/proc/sys/user/max_user_namespaces".into(),
+                },
+            );
+        }
+    }
     if let Err(f) = setup::build_root(&plan, &fds, &mut watch) {
         return setup_failed(&mut chan, f);
     }

@@ -155,6 +155,7 @@ pub fn default_profile() -> Container {
         .file("/etc/hosts", HOSTS)
         .devfsmount("/dev")
         .tmpfsmount_sized("/tmp", DEFAULT_TMP_BYTES);
+    c.disable_userns(true);
     c.cgroup_memory(DEFAULT_MEMORY_BYTES)
         .cgroup_pids_limit(DEFAULT_PIDS)
         .setrlimit(crate::Rlimit::Nofile, DEFAULT_NOFILE, DEFAULT_NOFILE);

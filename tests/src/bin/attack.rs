@@ -232,6 +232,10 @@ fn main() {
             libc::SYS_clone,
             [(libc::CLONE_NEWNS | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0],
         )),
+        "clone-newuser" => refused(sys(
+            libc::SYS_clone,
+            [(libc::CLONE_NEWUSER | libc::SIGCHLD) as u64, 0, 0, 0, 0, 0],
+        )),
         "clone3" => {
             let args = [0u64; 11];
             refused(sys(libc::SYS_clone3, [ptr(args.as_ptr()), 88, 0, 0, 0, 0]))
@@ -514,6 +518,72 @@ fn main() {
             Ok(_) => exit(ESCAPED),
             Err(e) => exit(e.raw_os_error().unwrap_or(-1)),
         },
+        // An unnamed file in the directory ARG, never linked, closed at exit: 0 once made.
+        "tmpfile-in" => exit(match open(&arg, libc::O_TMPFILE | libc::O_RDWR) {
+            Ok(_) => 0,
+            Err(e) => e,
+        }),
+        // The directory ARG, opened, sent over the unix socket on fd 3 (SCM_RIGHTS): 0 once
+        // sent. `send-watch` sends an inotify instance watching ARG for new entries instead.
+        "send-dir-fd" | "send-watch" => {
+            let dir = if name == "send-dir-fd" {
+                match open(&arg, libc::O_RDONLY | libc::O_DIRECTORY) {
+                    Ok(fd) => fd as i32,
+                    Err(e) => exit(e),
+                }
+            } else {
+                let fd = match sys(
+                    libc::SYS_inotify_init1,
+                    [libc::IN_NONBLOCK as u64, 0, 0, 0, 0, 0],
+                ) {
+                    Ok(fd) => fd,
+                    Err(e) => exit(e),
+                };
+                let path = c(&arg);
+                if let Err(e) = sys(
+                    libc::SYS_inotify_add_watch,
+                    [
+                        fd as u64,
+                        ptr(path.as_ptr()),
+                        libc::IN_CREATE as u64,
+                        0,
+                        0,
+                        0,
+                    ],
+                ) {
+                    exit(e)
+                }
+                fd as i32
+            };
+            // One byte with one SCM_RIGHTS fd; the control message built by hand (x86_64:
+            // an 8-byte length, level, type, then the fd; CMSG_SPACE(4) = 24).
+            let mut byte = [b'd'];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            let mut control = [0u64; 3];
+            control[0] = 20; // CMSG_LEN(4)
+            control[1] =
+                (libc::SOL_SOCKET as u32 as u64) | ((libc::SCM_RIGHTS as u32 as u64) << 32);
+            control[2] = dir as u32 as u64;
+            // SAFETY: an all-zero msghdr (no name, no data, no control) is valid.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = 24;
+            exit(
+                match sys(
+                    libc::SYS_sendmsg,
+                    [3, ptr(&msg), libc::MSG_NOSIGNAL as u64, 0, 0, 0],
+                ) {
+                    Ok(1) => 0,
+                    Ok(_) => libc::EIO,
+                    Err(e) => e,
+                },
+            )
+        }
         "sysv-shm-create" => {
             // SAFETY: plain shmget with an integer key.
             let id = unsafe { libc::shmget(0x4854_4348, 4096, libc::IPC_CREAT | 0o600) };
