@@ -314,6 +314,146 @@ fn nothing_crosses_from_one_request_to_the_next() {
     assert!(procs <= 5, "foreign processes visible: {out}");
 }
 
+/// The inode number of the first file a request makes in `/tmp` and in `/dev/shm`.
+fn first_inodes(p: &Pool) -> String {
+    let r = p
+        .run(sh(
+            "touch /tmp/f /dev/shm/f && stat -c %i /tmp/f /dev/shm/f",
+        ))
+        .unwrap();
+    assert!(r.success(), "{r:?}");
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+/// A tmpfs numbers its inodes from a counter of its own, which anything made in it moves, even
+/// what is removed again or never linked: every request must start from a fresh counter, or a
+/// request could signal to the next through it.
+#[test]
+fn every_request_numbers_its_tmp_files_afresh() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    let fresh = first_inodes(&p);
+    let attack = "/hatchery-bin/attack";
+    for (what, request) in [
+        ("nothing", Request::exec("/bin/true")),
+        (
+            "files made and removed",
+            sh("for i in 1 2 3; do touch /tmp/x$i /dev/shm/x$i; done; rm /tmp/x* /dev/shm/x*"),
+        ),
+        (
+            "unnamed O_TMPFILEs, never linked",
+            sh(&format!(
+                "{attack} tmpfile-in /tmp && {attack} tmpfile-in /dev/shm"
+            )),
+        ),
+    ] {
+        let r = p.run(request).unwrap();
+        assert!(r.success(), "{what}: {r:?}");
+        assert_eq!(first_inodes(&p), fresh, "after {what}");
+    }
+}
+
+/// Runs the attack `how` on `/tmp`, which sends an fd over a socket, and returns the fd
+/// received.
+fn passed_out(p: &Pool, how: &str) -> std::os::fd::OwnedFd {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let r = p
+        .run(
+            Request::exec("/hatchery-bin/attack")
+                .args([how, "/tmp"])
+                .fd("out", theirs, 3),
+        )
+        .unwrap();
+    assert!(r.success(), "{how}: {r:?}");
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(&ours),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let dir = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("the fd the request sent");
+    // SAFETY: received just now, owned by nobody else.
+    #[allow(unsafe_code)]
+    unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir)
+    }
+}
+
+#[test]
+fn a_tmp_whose_fd_a_request_passed_out_never_serves_another_request() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    // The request is gone and left its /tmp untouched; whoever holds the fd it sent may write
+    // through it at any time.
+    let dir = passed_out(&p, "send-dir-fd");
+    // Written as the owner of the instance's root (the container's root user on the host),
+    // from a thread of its own (file-system ids are per thread).
+    let owner = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&dir)).unwrap();
+    let planted = std::thread::spawn(move || {
+        // SAFETY: plain calls on this thread's own credentials.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::setfsgid(owner.st_gid)
+        };
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::setfsuid(owner.st_uid)
+        };
+        nix::fcntl::openat(
+            Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+            "planted",
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+    })
+    .join()
+    .unwrap();
+    assert!(planted.is_ok(), "writing through the fd: {planted:?}");
+    let look = p.run(sh("ls -A /tmp")).unwrap();
+    assert!(look.success(), "{look:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&look.stdout),
+        "",
+        "a file planted through a passed-out fd reached the next request"
+    );
+}
+
+#[test]
+fn a_watch_a_request_passed_out_sees_nothing_of_the_next_request() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    // An inotify instance watching the request's /tmp, which it left untouched, in the hands
+    // of someone outside.
+    let watch = std::fs::File::from(passed_out(&p, "send-watch"));
+    let r = p.run(sh("touch /tmp/secret-name")).unwrap();
+    assert!(r.success(), "{r:?}");
+    let mut events = vec![0u8; 4096];
+    let n = std::io::Read::read(&mut &watch, &mut events).unwrap_or(0);
+    let seen = &events[..n];
+    assert!(
+        !seen.windows(11).any(|w| w == b"secret-name"),
+        "the next request's file name reached a watch on an earlier request's /tmp"
+    );
+}
+
 #[test]
 fn named_fds_and_streamed_output() {
     if !ready() {
