@@ -207,6 +207,10 @@ fn setup_hint(step: SetupStep, errno: i32) -> &'static str {
             " (the daemon did not create its ready path in time: raise the daemon timeout or \
              check the daemon)"
         }
+        (SetupStep::DisableUserns, libc::EROFS) => {
+            " (this host's /proc/sys is read-only, as inside a container that mounts it so; the \
+             kernel then refuses a container its own /proc too)"
+        }
         (SetupStep::Scheduler, libc::EPERM) => {
             " (real-time policies need CAP_SYS_NICE on the host; batch, idle and other do not)"
         }

@@ -582,6 +582,8 @@ pub enum SetupStep {
     FindProgram,
     Exec,
     MountOverlay,
+    /// Setting the container's `max_user_namespaces` to 0 (`disable_userns`).
+    DisableUserns,
 }
 
 /// Building the container (or preparing a request) failed.

@@ -1316,3 +1316,73 @@ fn disable_userns_refuses_every_new_user_namespace_whatever_seccomp_allows() {
         assert_eq!(code(&c, how), libc::ENOSPC, "{how}");
     }
 }
+
+#[test]
+fn a_toml_profile_can_disable_user_namespaces() {
+    if !ready() {
+        return;
+    }
+    let dir = tempdir("toml-userns");
+    let profile = dir.join("p.toml");
+    let limit = |extra: &str| {
+        std::fs::write(
+            &profile,
+            format!(
+                r#"
+[[mounts]]
+source = "/usr"
+[[mounts]]
+source = "/bin"
+[[mounts]]
+source = "/lib"
+[[mounts]]
+source = "/lib64"
+
+[hakurei]
+{extra}
+
+[command]
+cmdline = ["/bin/cat", "/proc/sys/user/max_user_namespaces"]
+"#
+            ),
+        )
+        .unwrap();
+        let out = hatchery(&["run", "-c", &profile.to_string_lossy()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert_ne!(limit(""), "0\n");
+    assert_eq!(limit("disable_userns = true"), "0\n");
+}
+
+#[test]
+fn disable_userns_on_a_read_only_proc_sys_fails_with_its_own_step() {
+    if !ready() {
+        return;
+    }
+    // A host whose /proc/sys is read-only (as inside many containers): the limit cannot be
+    // set, so the container is refused, by name, rather than started without it. Only root can
+    // make one here: a user would have to be root of a user namespace to mount, and there
+    // `hatchery` has no id to map but that namespace's root, which it refuses.
+    if !is_root() {
+        return;
+    }
+    let script = format!(
+        "mount --bind -o ro /proc/sys /proc/sys && exec {} run --disable-userns -- /bin/true",
+        hatchery_tests::bin_dir().join("hatchery").display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "/bin/sh", "-c", &script])
+        .env(
+            "HATCHERY_SHIM",
+            hatchery_tests::bin_dir().join("hatchery-shim"),
+        )
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("DisableUserns") && err.contains("/proc/sys is read-only"),
+        "{err}"
+    );
+}

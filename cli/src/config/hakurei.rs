@@ -114,6 +114,9 @@ pub struct CfgHakurei {
     pub host_abstract: bool,
     #[serde(default)]
     pub privileged: bool,
+    /// No process of the container may create a user namespace (`--disable-userns`).
+    #[serde(default)]
+    pub disable_userns: bool,
     /// A cgroup v2 directory.
     pub cgroup: Option<String>,
     #[serde(default)]
@@ -299,6 +302,7 @@ pub fn set_params(a: &mut SandboxArgs, p: &CfgHakurei) {
     h.host_net = p.host_net;
     h.host_abstract = p.host_abstract;
     h.privileged = p.privileged;
+    h.disable_userns = p.disable_userns;
     h.cgroup = p.cgroup.clone();
     if !p.seccomp_presets.is_empty() {
         h.seccomp_preset = Some(p.seccomp_presets.join(","));

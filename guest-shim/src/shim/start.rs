@@ -151,7 +151,7 @@ pub(crate) fn main() -> i32 {
             return setup_failed(
                 &mut chan,
                 SetupFailure {
-                    step: SetupStep::DropCapabilities,
+                    step: SetupStep::DisableUserns,
                     errno: e.raw_os_error().unwrap_or(libc::EIO),
                     detail: "/proc/sys/user/max_user_namespaces".into(),
                 },
