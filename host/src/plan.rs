@@ -118,6 +118,7 @@ fn assemble(
         },
         blob: (!blob.is_empty()).then_some(blob_index),
         loopback: c.namespaces.contains(&Namespace::Network) && c.loopback,
+        own_network: c.namespaces.contains(&Namespace::Network) && c.network.is_none(),
         seccomp: seccomp(c)?,
         landlock: c.landlock_plan(),
         no_new_privs: !c.runctl.contains(&crate::Runctl::AllowNewPrivs),

@@ -453,6 +453,10 @@ pub struct SetupPlan {
     pub blob: Option<u8>,
     /// Bring the loopback interface up (the container has its own network namespace).
     pub loopback: bool,
+    /// The container has a network namespace of its own that nothing outside configures (no
+    /// user-mode network): a zygote gives every request a fresh one, so no socket, port or
+    /// counter of one request reaches another.
+    pub own_network: bool,
     /// A compiled seccomp filter, installed raw, last, before exec.
     pub seccomp: Option<SeccompPlan>,
     /// A landlock policy; every command gets a domain of its own built from it.

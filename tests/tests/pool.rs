@@ -314,11 +314,13 @@ fn nothing_crosses_from_one_request_to_the_next() {
     assert!(procs <= 5, "foreign processes visible: {out}");
 }
 
-/// The inode number of the first file a request makes in `/tmp` and in `/dev/shm`.
+/// The inode number of the first file a request makes in `/tmp` and in `/dev/shm` (which it
+/// must find empty: a file left there would be reused by `touch`, its number proving nothing).
 fn first_inodes(p: &Pool) -> String {
     let r = p
         .run(sh(
-            "touch /tmp/f /dev/shm/f && stat -c %i /tmp/f /dev/shm/f",
+            "test -z \"$(ls -A /tmp)$(ls -A /dev/shm)\" && touch /tmp/f /dev/shm/f && \
+             stat -c %i /tmp/f /dev/shm/f",
         ))
         .unwrap();
     assert!(r.success(), "{r:?}");
@@ -358,15 +360,14 @@ fn every_request_numbers_its_tmp_files_afresh() {
 /// Runs the attack `how` on `/tmp`, which sends an fd over a socket, and returns the fd
 /// received.
 fn passed_out(p: &Pool, how: &str) -> std::os::fd::OwnedFd {
+    pass_out(p, Request::exec("/hatchery-bin/attack").args([how, "/tmp"]))
+}
+
+/// Runs `request` with a unix socket at fd 3, over which it sends one fd, and returns that fd.
+fn pass_out(p: &Pool, request: Request) -> std::os::fd::OwnedFd {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-    let r = p
-        .run(
-            Request::exec("/hatchery-bin/attack")
-                .args([how, "/tmp"])
-                .fd("out", theirs, 3),
-        )
-        .unwrap();
-    assert!(r.success(), "{how}: {r:?}");
+    let r = p.run(request.fd("out", theirs, 3)).unwrap();
+    assert!(r.success(), "{r:?}");
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut buf = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
@@ -390,6 +391,151 @@ fn passed_out(p: &Pool, how: &str) -> std::os::fd::OwnedFd {
     unsafe {
         <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dir)
     }
+}
+
+/// What a request sees of its pid and network namespaces: its own pid, the packets the loopback
+/// received, and, after binding UDP port 7777 on it (which fails if another request's socket
+/// still holds the port), its network namespace.
+const LOOK: &str = "import os, socket\n\
+rx = [l.split()[2] for l in open('/proc/net/dev') if l.split()[0] == 'lo:'][0]\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.bind(('127.0.0.1', 7777))\n\
+s.sendto(b'meant for this request', ('127.0.0.1', 7777))\n\
+print(os.getpid(), rx, os.readlink('/proc/self/ns/net'))\n";
+
+fn look(p: &Pool) -> Vec<String> {
+    let r = p
+        .run(Request::exec("/usr/bin/python3").args(["-c", LOOK]))
+        .unwrap();
+    assert!(r.success(), "{r:?}");
+    String::from_utf8_lossy(&r.stdout)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Pids, ports, sockets and interface counters are channels too: a request that forks, sends
+/// packets over the loopback and passes its bound UDP socket out leaves the next request the
+/// same first pid, an untouched loopback, a free port, and nothing it sends reaches that socket.
+#[test]
+fn every_request_gets_fresh_pid_numbers_and_a_fresh_network() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    let first = look(&p);
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert_eq!(first[1], "0", "the first request's loopback saw packets");
+    let noisy = "import os, socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.bind(('127.0.0.1', 7777))\n\
+for i in range(100):\n    s.sendto(b'x', ('127.0.0.1', 7777))\n\
+for i in range(100):\n    s.recv(1)\n\
+for i in range(20):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n\
+socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n";
+    let held = pass_out(&p, Request::exec("/usr/bin/python3").args(["-c", noisy]));
+    let held = std::net::UdpSocket::from(held);
+    held.set_nonblocking(true).unwrap();
+    for _ in 0..2 {
+        let next = look(&p);
+        assert_eq!(next[..2], first[..2], "pid and loopback packets: {next:?}");
+        let mut buf = [0u8; 64];
+        let got = held.recv(&mut buf);
+        assert!(
+            got.as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+            "the passed-out socket received {got:?}"
+        );
+    }
+}
+
+/// Requests that run at once in one zygote (each in a request root) have networks of their own:
+/// both bind the same port.
+#[test]
+fn concurrent_requests_in_one_zygote_have_networks_of_their_own() {
+    if !ready() {
+        return;
+    }
+    let p = Pool::builder()
+        .profile(profile())
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .max_concurrent_per_zygote(2)
+        .build()
+        .unwrap();
+    let script = "import socket, time\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.bind(('127.0.0.1', 7777))\n\
+time.sleep(0.5)\n\
+print('bound')\n";
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                p.run(Request::exec("/usr/bin/python3").args(["-c", script]))
+                    .unwrap()
+            })
+        })
+        .collect();
+    for t in threads {
+        let r = t.join().unwrap();
+        assert!(r.success(), "{r:?}");
+        assert_eq!(String::from_utf8_lossy(&r.stdout), "bound\n");
+    }
+}
+
+/// A `/proc` fd a request sent out lists the zygote's pid namespace, where the next request
+/// runs, and a process's `cmdline` is world-readable: another sandbox or another user holding
+/// the fd must see none of the next request's processes.
+#[test]
+fn a_proc_fd_a_request_passed_out_shows_another_sandbox_nothing_of_the_next_request() {
+    if !ready() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let p = single();
+    let held = pass_out(
+        &p,
+        Request::exec("/hatchery-bin/attack").args(["send-dir-fd", "/proc"]),
+    );
+    let next = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            p.run(Request::exec("/bin/sh").args(["-c", "sleep 1", "secret-of-the-next-request"]))
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    // This process may ptrace the request (it owns the container's user namespace): it sees it,
+    // so the fd does list the next request's processes.
+    let ours = std::fs::read_dir(format!("/proc/self/fd/{}", held.as_raw_fd()))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains("secret-of-the-next-request"));
+    assert!(ours, "the next request is not running");
+    nix::fcntl::fcntl(
+        held.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    // Another sandbox, and (only root can be) another user.
+    let others: &[&str] = if hatchery_tests::is_root() {
+        &["landlock", "nobody"]
+    } else {
+        &["landlock"]
+    };
+    for who in others {
+        let other = std::process::Command::new(bin_dir().join("attack"))
+            .args(["cmdlines-as", &format!("{}:{who}", held.as_raw_fd())])
+            .output()
+            .unwrap();
+        let seen = String::from_utf8_lossy(&other.stdout).into_owned();
+        assert!(other.status.success(), "{who}: {other:?}");
+        assert!(!seen.contains("secret"), "{who} sees: {seen}");
+    }
+    drop(held);
+    assert!(next.join().unwrap().success());
 }
 
 #[test]

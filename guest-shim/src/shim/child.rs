@@ -18,7 +18,7 @@ use sys::fs::{Mode, OFlags, ResolveFlags};
 use crate::shim::launch_plan::LaunchPlan;
 
 /// The steps the child can fail at, indexed by the number it reports.
-pub(super) const CHILD_STEPS: [SetupStep; 14] = [
+pub(super) const CHILD_STEPS: [SetupStep; 15] = [
     SetupStep::Fork,
     SetupStep::MountTmpfs,
     SetupStep::MountProc,
@@ -33,6 +33,7 @@ pub(super) const CHILD_STEPS: [SetupStep; 14] = [
     SetupStep::Landlock,
     SetupStep::Seccomp,
     SetupStep::Exec,
+    SetupStep::Loopback,
 ];
 
 /// The report message that carries the seccomp listener (a step index no failure uses).
@@ -88,7 +89,13 @@ pub(crate) fn clone_request(
         1,
         "the shim must stay single-threaded"
     );
-    let flags = libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::SIGCHLD;
+    let network = if plan.private_network.is_some() {
+        libc::CLONE_NEWNET
+    } else {
+        0
+    };
+    let flags =
+        libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | network | libc::SIGCHLD;
     // SAFETY: a fork-like clone (no CLONE_VM) of a single-threaded process; the child only runs
     // `request_root`, which is async-signal-safe and ends in _exit.
     let pid = unsafe { libc::syscall(libc::SYS_clone, flags as libc::c_long, 0, 0, 0, 0) };
@@ -243,6 +250,11 @@ fn place_copy(path: &std::ffi::CStr, source: BorrowedFd<'_>) -> Result<(), i32> 
 fn request_root(plan: &LaunchPlan, err_pipe: BorrowedFd<'_>, status_pipe: BorrowedFd<'_>) -> ! {
     if let Err(e) = sys::process::kill_with_parent() {
         fail(err_pipe, SetupStep::Fork, e);
+    }
+    if plan.private_network == Some(true) {
+        if let Err(e) = sys::net::loopback_up() {
+            fail(err_pipe, SetupStep::Loopback, e);
+        }
     }
     mount_private_tmpfs(plan, err_pipe);
     for target in plan.private_proc.iter() {

@@ -36,12 +36,15 @@ fn fail(step: SetupStep, errno: i32, detail: impl Into<String>) -> SetupFailure 
 }
 
 impl LaunchPlan {
-    /// Gives the request its own tmpfs at each `(path, options)` and a fresh proc at each path.
+    /// Gives the request its own tmpfs at each `(path, options)`, a fresh proc at each path and,
+    /// with `network`, its own network namespace (its loopback up if `network` is `Some(true)`).
     pub(crate) fn with_private_mounts(
         mut self,
         tmpfs: &[(String, String)],
         proc: &[String],
+        network: Option<bool>,
     ) -> Result<LaunchPlan, SetupFailure> {
+        self.private_network = network;
         for (t, o) in tmpfs {
             self.private_tmpfs.push((
                 cstring(SetupStep::MountTmpfs, t.as_bytes())?,
@@ -301,6 +304,7 @@ pub(crate) fn prepare(req: LaunchRequest<'_>) -> Result<LaunchPlan, SetupFailure
         private_tmpfs: Vec::new(),
         placed: Vec::new(),
         private_proc: Vec::new(),
+        private_network: None,
         reset_signals: non_default_signals(),
         child_stack_top: child_stack_top(),
         die_with_parent: true,

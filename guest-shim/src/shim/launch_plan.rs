@@ -57,6 +57,9 @@ pub(crate) struct LaunchPlan {
     pub(crate) placed: Vec<(CString, OwnedFd)>,
     /// Proc instances of the request's own pid namespace.
     pub(crate) private_proc: Vec<CString>,
+    /// A request root gets a network namespace of its own (`Some`), with its loopback up
+    /// (`Some(true)`).
+    pub(crate) private_network: Option<bool>,
     /// Signals to reset to their default before exec (the ones the shim ignores or handles).
     pub(crate) reset_signals: &'static [i32],
     /// Top of the stack for the command's `CLONE_VM | CLONE_VFORK` start (one stack for the

@@ -695,12 +695,20 @@ pub(crate) fn build_root(
                 let step = SetupStep::MountProc;
                 let detail = Path::new(OsStr::from_bytes(&target.0));
                 let dst = root.mount_point_dir(step, &target.0, 0o555)?;
+                // A zygote's or supervisor's pid namespace outlives its requests: a `/proc` fd
+                // one sent out would list the next one's processes, and their `cmdline` is
+                // world-readable. `hidepid=invisible` shows a process only to those who may
+                // ptrace it (its own request, the owner of the container's user namespace),
+                // never to another user; a sandbox's landlock file rules already keep it from
+                // reading through such an fd.
+                let options =
+                    (!matches!(plan.mode, ShimMode::OneShot { .. })).then_some("hidepid=invisible");
                 mount(
                     Some("proc"),
                     &fd_path(&dst),
                     Some("proc"),
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                    None::<&str>,
+                    options,
                 )
                 .map_err(|e| nix_fail(step, e, detail))?;
                 root.refresh(step, &components(step, &target.0)?)?;

@@ -33,6 +33,8 @@ use hatchery_protocol::{
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signalfd::SignalFd;
 
+use hatchery_sys as sys;
+
 use crate::shim::child;
 use crate::shim::confine::{self, Confinement};
 use crate::shim::explain::{Explainer, Handled};
@@ -299,10 +301,14 @@ impl Zygote<'_> {
         // root of its own with fresh mounts.
         let notify_exec = self.confinement.seccomp.is_some_and(|s| s.notify_exec);
         let single = self.max_concurrent == 1 && !notify_exec && renewed;
-        let (private_tmpfs, private_proc) = if single {
-            (Vec::new(), &[][..])
+        let (private_tmpfs, private_proc, network) = if single {
+            (Vec::new(), &[][..], None)
         } else {
-            (mounts.tmpfs_options(req.limits.tmp_bytes), &mounts.proc[..])
+            (
+                mounts.tmpfs_options(req.limits.tmp_bytes),
+                &mounts.proc[..],
+                self.plan.own_network.then_some(self.plan.loopback),
+            )
         };
         let mut moves = Vec::new();
         let mut exec = exec.clone();
@@ -378,7 +384,7 @@ impl Zygote<'_> {
                 confinement: self.confinement,
                 no_new_privs: self.plan.no_new_privs,
             })?
-            .with_private_mounts(&private_tmpfs, private_proc)?
+            .with_private_mounts(&private_tmpfs, private_proc, network)?
             .with_placed(placed)?
             .with_prebuilt_ruleset(prebuilt, late)?;
             let launched = if single {
@@ -558,12 +564,23 @@ fn private_roots(mounts: &PrivateMounts) -> Roots {
         .collect()
 }
 
-/// Moves the zygote to a fresh IPC namespace, right after it started a single-process request
-/// (which keeps the old one, and its SysV objects and POSIX message queues, until its last process
-/// dies): the next request inherits one that no request used.
-fn renew_ipc() -> Result<(), SetupFailure> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
-        .map_err(|e| failure(SetupStep::Fork, e as i32, "unshare(CLONE_NEWIPC)"))
+/// Moves the zygote to a fresh IPC namespace and, when the container's network namespace is its
+/// own, a fresh network namespace (its loopback up if the plan asks), right after it started a
+/// single-process request (which keeps the old ones, with its SysV objects, POSIX message queues,
+/// sockets, bound ports and interface counters, until its last process dies): the next request
+/// inherits ones that no request used.
+fn renew_namespaces(plan: &SetupPlan) -> Result<(), SetupFailure> {
+    use nix::sched::CloneFlags;
+    let flags = if plan.own_network {
+        CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNET
+    } else {
+        CloneFlags::CLONE_NEWIPC
+    };
+    nix::sched::unshare(flags).map_err(|e| failure(SetupStep::Fork, e as i32, "unshare"))?;
+    if plan.own_network && plan.loopback {
+        sys::net::loopback_up().map_err(|e| failure(SetupStep::Loopback, e, "lo"))?;
+    }
+    Ok(())
 }
 
 fn kill_pid(pid: libc::pid_t) {
@@ -615,7 +632,17 @@ fn read_status(fd: Option<&OwnedFd>) -> Option<i32> {
     }
 }
 
-fn finish(mut r: Running, root: reap::Reaped) {
+/// Numbers the next process of the zygote's pid namespace 2 again, once only the zygote is
+/// left: otherwise a request's first pid would tell the next how many processes it made.
+/// `last_pid` is the pid namespace's `ns_last_pid`, opened when the zygote started serving
+/// (none without a `/proc`: pids then go on counting).
+fn renumber_pids(last_pid: Option<&std::fs::File>) {
+    if let Some(f) = last_pid {
+        let _ = std::os::unix::fs::FileExt::write_at(f, b"1", 0);
+    }
+}
+
+fn finish(mut r: Running, root: reap::Reaped, last_pid: Option<&std::fs::File>) {
     let wall_us = r.started.elapsed().as_micros() as u64;
     let usage = Usage {
         wall_us,
@@ -626,6 +653,7 @@ fn finish(mut r: Running, root: reap::Reaped) {
         // The command itself was reaped: its leftovers die now, before the next request.
         kill_everything_else();
         reap_everything_else();
+        renumber_pids(last_pid);
     }
     let status = if single {
         Some(root.status)
@@ -707,13 +735,18 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     let mut renewable = z.max_concurrent == 1
         && !notify_exec
         && mount_points_fixed(z.plan, &mounts)
-        && renew_ipc().is_ok();
+        && renew_namespaces(z.plan).is_ok();
     let mut renewed_size: Option<u64> = None;
     let mut roots = private_roots(&mounts);
     let mut dirty = roots.iter().any(Option::is_none)
         || mounts.tmpfs.iter().any(|(target, ..)| {
             std::fs::read_dir(target).map_or(true, |mut entries| entries.next().is_some())
         });
+    let last_pid = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/sys/kernel/ns_last_pid")
+        .ok();
+    renumber_pids(last_pid.as_ref());
     let mut running: Vec<Running> = Vec::new();
     let mut accepting = true;
     loop {
@@ -832,7 +865,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
             }
             reap::reap_each(|pid, root| {
                 if let Some(pos) = running.iter().position(|r| r.pid == pid) {
-                    finish(running.swap_remove(pos), root);
+                    finish(running.swap_remove(pos), root, last_pid.as_ref());
                 }
             });
         }
@@ -859,7 +892,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                             while let Some(pos) = running.iter().position(|r| r.watch.is_killed()) {
                                 let r = running.swap_remove(pos);
                                 match reap::wait_for(r.pid) {
-                                    Some(root) => finish(r, root),
+                                    Some(root) => finish(r, root, last_pid.as_ref()),
                                     None => drop(r),
                                 }
                             }
@@ -918,7 +951,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 // The command runs in the zygote's IPC namespace: the next
                                 // request gets another one, made while this one runs.
                                 if renewable && r.status.is_none() {
-                                    renewable = renew_ipc().is_ok();
+                                    renewable = renew_namespaces(z.plan).is_ok();
                                 }
                                 running.push(r);
                             }

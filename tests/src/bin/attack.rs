@@ -518,6 +518,40 @@ fn main() {
             Ok(_) => exit(ESCAPED),
             Err(e) => exit(e.raw_os_error().unwrap_or(-1)),
         },
+        // Another party holding a `/proc` fd (ARG = `FD:landlock` or `FD:nobody`) that a request
+        // sent out: a sandbox (a landlock domain of its own that handles reading files and
+        // directories, with no rule) or another user (uid and gid 65534, root only). It prints
+        // the command line of every process the fd shows it, and nothing when it cannot list.
+        "cmdlines-as" => {
+            let (fd, who) = arg.split_once(':').unwrap_or((&arg, ""));
+            let entered = if who == "nobody" {
+                sys(libc::SYS_setgid, [65534, 0, 0, 0, 0, 0])
+                    .and_then(|_| sys(libc::SYS_setuid, [65534, 0, 0, 0, 0, 0]))
+            } else {
+                // LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR
+                let attr: u64 = (1 << 2) | (1 << 3);
+                sys(
+                    libc::SYS_prctl,
+                    [libc::PR_SET_NO_NEW_PRIVS as u64, 1, 0, 0, 0, 0],
+                )
+                .and_then(|_| sys(444, [ptr(&attr), 8, 0, 0, 0, 0]))
+                .and_then(|rs| sys(446, [rs as u64, 0, 0, 0, 0, 0]))
+            };
+            if let Err(e) = entered {
+                exit(e)
+            }
+            let dir = format!("/proc/self/fd/{fd}");
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Ok(line) = std::fs::read(format!("{dir}/{name}/cmdline")) {
+                    println!(
+                        "{name}: {}",
+                        String::from_utf8_lossy(&line).replace('\0', " ")
+                    );
+                }
+            }
+            exit(0)
+        }
         // An unnamed file in the directory ARG, never linked, closed at exit: 0 once made.
         "tmpfile-in" => exit(match open(&arg, libc::O_TMPFILE | libc::O_RDWR) {
             Ok(_) => 0,
