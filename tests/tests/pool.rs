@@ -449,6 +449,59 @@ socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n";
     }
 }
 
+fn net_ns_of_request(p: &Pool) -> String {
+    let r = p.run(sh("readlink /proc/self/ns/net")).unwrap();
+    assert!(r.success(), "{r:?}");
+    String::from_utf8_lossy(&r.stdout).trim().to_owned()
+}
+
+/// The network namespace is renewed only after a request that touched it, and a socket alone
+/// touches it: one a request made and sent out, never bound, sending nothing, must not belong
+/// to the namespace of the next request (its holder could bind the next request's ports).
+#[test]
+fn an_unbound_socket_a_request_passed_out_keeps_its_namespace_from_the_next_request() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    let quiet = net_ns_of_request(&p);
+    assert_eq!(
+        net_ns_of_request(&p),
+        quiet,
+        "a request that never touched the network leaves its namespace to the next"
+    );
+    let held = pass_out(
+        &p,
+        Request::exec("/usr/bin/python3").args([
+            "-c",
+            "import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n",
+        ]),
+    );
+    let next = net_ns_of_request(&p);
+    // SIOCGSKNS: the socket's network namespace (its owner, this process, may ask).
+    #[allow(unsafe_code)]
+    // SAFETY: an ioctl without an argument on an open socket; it returns a new fd or -1.
+    let ns = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&held), 0x894C) };
+    assert!(ns >= 0, "SIOCGSKNS: {}", std::io::Error::last_os_error());
+    #[allow(unsafe_code)]
+    // SAFETY: the fd was just returned to us and is owned by nobody else.
+    let ns = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ns) };
+    let inode = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&ns))
+        .unwrap()
+        .st_ino;
+    assert_eq!(
+        quiet,
+        format!("net:[{inode}]"),
+        "the socket is of the quiet namespace"
+    );
+    assert_ne!(
+        next, quiet,
+        "the next request got the namespace a socket was sent out of"
+    );
+}
+
 /// Requests that run at once in one zygote (each in a request root) have networks of their own:
 /// both bind the same port.
 #[test]

@@ -428,6 +428,7 @@ impl Zygote<'_> {
 /// reached without following links. An error leaves the zygote to give each request namespaces
 /// of its own.
 fn renew(
+    plan: &SetupPlan,
     mounts: &PrivateMounts,
     size_override: Option<u64>,
     current: &Roots,
@@ -435,6 +436,7 @@ fn renew(
     // Called only when no request runs: nothing of the previous one may outlive this.
     kill_everything_else();
     reap_everything_else();
+    renew_network(plan)?;
     // Only the instances the zygote mounted are detached: a path that now leads elsewhere (a
     // directory renamed in a writable bind) fails the renewal instead.
     if private_roots(mounts) != *current || current.iter().any(Option::is_none) {
@@ -564,23 +566,73 @@ fn private_roots(mounts: &PrivateMounts) -> Roots {
         .collect()
 }
 
-/// Moves the zygote to a fresh IPC namespace and, when the container's network namespace is its
-/// own, a fresh network namespace (its loopback up if the plan asks), right after it started a
-/// single-process request (which keeps the old ones, with its SysV objects, POSIX message queues,
-/// sockets, bound ports and interface counters, until its last process dies): the next request
-/// inherits ones that no request used.
-fn renew_namespaces(plan: &SetupPlan) -> Result<(), SetupFailure> {
+/// Moves the zygote to a fresh IPC namespace (and, with `network`, a fresh network namespace, its
+/// loopback up if the plan asks), right after it started a single-process request (which keeps
+/// the old one, with its SysV objects and POSIX message queues, until its last process dies): the
+/// next request inherits one that no request used.
+fn renew_namespaces(plan: &SetupPlan, network: bool) -> Result<(), SetupFailure> {
     use nix::sched::CloneFlags;
-    let flags = if plan.own_network {
+    let flags = if network {
         CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNET
     } else {
         CloneFlags::CLONE_NEWIPC
     };
     nix::sched::unshare(flags).map_err(|e| failure(SetupStep::Fork, e as i32, "unshare"))?;
-    if plan.own_network && plan.loopback {
+    if network && plan.loopback {
         sys::net::loopback_up().map_err(|e| failure(SetupStep::Loopback, e, "lo"))?;
     }
     Ok(())
+}
+
+/// Renews the zygote's network namespace once a single-process request ended (every process of
+/// it dead), unless the request left it as it was made: no socket of it alive anywhere (a socket
+/// it sent out keeps the namespace, its ports and what arrives there), none in `TIME_WAIT`, no
+/// IP fragment queued, and no packet counted on any interface. Making a network
+/// namespace costs hundreds of microseconds (and as much again to tear it down), which the many
+/// requests that never touch the network do not pay. Without a `/proc` to tell, it is renewed.
+fn renew_network(plan: &SetupPlan) -> Result<(), SetupFailure> {
+    if !plan.own_network || network_untouched() {
+        return Ok(());
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| failure(SetupStep::Fork, e as i32, "unshare(CLONE_NEWNET)"))?;
+    if plan.loopback {
+        sys::net::loopback_up().map_err(|e| failure(SetupStep::Loopback, e, "lo"))?;
+    }
+    Ok(())
+}
+
+/// Whether the zygote's network namespace is as it was made: every count of
+/// `/proc/self/net/sockstat` and `sockstat6` zero (sockets alive, orphaned ones included, sockets
+/// bound per protocol, `TIME_WAIT` entries, IP fragments), the whole system's figures aside
+/// (memory, orphans, TCP sockets allocated), and every counter of every interface in
+/// `/proc/self/net/dev` zero.
+fn network_untouched() -> bool {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let (Some(v4), Some(v6), Some(dev)) = (
+        read("/proc/self/net/sockstat"),
+        read("/proc/self/net/sockstat6"),
+        read("/proc/self/net/dev"),
+    ) else {
+        return false;
+    };
+    let counts_zero = |text: &str| {
+        text.lines().all(|line| {
+            let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+            words.chunks(2).all(|kv| match kv {
+                // The whole system's figures, not the namespace's.
+                [name, _] if name.starts_with("mem") || ["orphan", "alloc"].contains(name) => true,
+                [_, value] => *value == "0",
+                _ => false,
+            })
+        })
+    };
+    // Two header lines, then `name: counter…` per interface.
+    let devices_quiet = dev.lines().skip(2).all(|line| {
+        line.split_once(':')
+            .is_some_and(|(_, counters)| counters.split_whitespace().all(|c| c == "0"))
+    });
+    counts_zero(&v4) && counts_zero(&v6) && devices_quiet
 }
 
 fn kill_pid(pid: libc::pid_t) {
@@ -735,7 +787,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     let mut renewable = z.max_concurrent == 1
         && !notify_exec
         && mount_points_fixed(z.plan, &mounts)
-        && renew_namespaces(z.plan).is_ok();
+        && renew_namespaces(z.plan, z.plan.own_network).is_ok();
     let mut renewed_size: Option<u64> = None;
     let mut roots = private_roots(&mounts);
     let mut dirty = roots.iter().any(Option::is_none)
@@ -756,7 +808,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         // Right after a request ended (its every process is dead and reaped), while the host
         // reads the response.
         if dirty && renewable && running.is_empty() && accepting {
-            match renew(&mounts, None, &roots) {
+            match renew(z.plan, &mounts, None, &roots) {
                 Ok(r) => roots = r,
                 Err(_) => renewable = false,
             }
@@ -930,7 +982,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 || req.limits.tmp_bytes != renewed_size
                                 || private_roots(&mounts) != roots)
                         {
-                            match renew(&mounts, req.limits.tmp_bytes, &roots) {
+                            match renew(z.plan, &mounts, req.limits.tmp_bytes, &roots) {
                                 Ok(r) => roots = r,
                                 Err(_) => renewable = false,
                             }
@@ -951,7 +1003,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 // The command runs in the zygote's IPC namespace: the next
                                 // request gets another one, made while this one runs.
                                 if renewable && r.status.is_none() {
-                                    renewable = renew_namespaces(z.plan).is_ok();
+                                    renewable = renew_namespaces(z.plan, false).is_ok();
                                 }
                                 running.push(r);
                             }
