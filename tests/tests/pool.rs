@@ -502,6 +502,50 @@ socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n",
     );
 }
 
+/// A `/proc/self/net` file holds its network namespace without a socket in it: one a request
+/// opened and sent out must not show the next request's sockets.
+#[test]
+fn a_proc_net_file_a_request_passed_out_shows_nothing_of_the_next_request() {
+    if !ready() {
+        return;
+    }
+    use std::io::{Read, Seek};
+    let p = single();
+    let mut held = std::fs::File::from(pass_out(
+        &p,
+        Request::exec("/usr/bin/python3").args([
+            "-c",
+            "import os, socket\n\
+fd = os.open('/proc/self/net/unix', os.O_RDONLY)\n\
+socket.send_fds(socket.socket(fileno=3), [b's'], [fd])\n",
+        ]),
+    ));
+    let next = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            p.run(Request::exec("/usr/bin/python3").args([
+                "-c",
+                "import socket, time\n\
+u = socket.socket(socket.AF_UNIX)\n\
+u.bind('\\0secret-of-the-next-request')\n\
+print('bound', flush=True)\n\
+time.sleep(1)\n",
+            ]))
+            .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen = String::new();
+    held.rewind().unwrap();
+    held.read_to_string(&mut seen).unwrap();
+    let next = next.join().unwrap();
+    assert_eq!(String::from_utf8_lossy(&next.stdout), "bound\n", "{next:?}");
+    assert!(
+        !seen.contains("secret"),
+        "the passed-out file shows: {seen}"
+    );
+}
+
 /// Requests that run at once in one zygote (each in a request root) have networks of their own:
 /// both bind the same port.
 #[test]

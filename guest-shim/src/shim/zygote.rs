@@ -61,6 +61,9 @@ struct Running {
     explainer: Option<Explainer>,
     /// The output cap and the regular files it writes to, with their sizes at the start.
     outputs: Option<OutputWatch>,
+    /// It was given a socket, over which it could send fds out of the container (a `/proc` file
+    /// of its network namespace, say, which holds the namespace without a socket in it).
+    given_socket: bool,
 }
 
 /// Detects that a request reached its output cap, whatever it did about it. `RLIMIT_FSIZE` is
@@ -375,6 +378,10 @@ impl Zygote<'_> {
                 });
                 outputs = Some(OutputWatch::new(cap, &moves));
             }
+            let given_socket = moves.iter().any(|(fd, _)| {
+                nix::sys::stat::fstat(fd.as_raw_fd())
+                    .map_or(true, |st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+            });
             let plan = launch::prepare(LaunchRequest {
                 exec: &exec,
                 fds: std::mem::take(&mut moves),
@@ -394,28 +401,31 @@ impl Zygote<'_> {
                 let l = launch::launch_request(&plan)?;
                 (l.pid, l.started, Some(l.status), l.listener)
             };
-            Ok((launched, plan.cpu_limit_secs, outputs))
+            Ok((launched, plan.cpu_limit_secs, outputs, given_socket))
         })();
         match prepared {
-            Ok(((pid, started, status, listener), cpu_limit, outputs)) => Ok(Running {
-                id: req.id,
-                pid,
-                reply,
-                watch: Watch::new(started, req.limits.wall_time_us),
-                started,
-                spawn_us: received.elapsed().as_micros() as u64,
-                status,
-                cpu_limit,
-                listener,
-                explainer: self.plan.seccomp.as_ref().and_then(|s| {
-                    Explainer::new(
-                        &s.explain,
-                        self.plan.landlock.as_ref(),
-                        self.features.landlock,
-                    )
-                }),
-                outputs,
-            }),
+            Ok(((pid, started, status, listener), cpu_limit, outputs, given_socket)) => {
+                Ok(Running {
+                    id: req.id,
+                    pid,
+                    reply,
+                    watch: Watch::new(started, req.limits.wall_time_us),
+                    started,
+                    spawn_us: received.elapsed().as_micros() as u64,
+                    status,
+                    cpu_limit,
+                    listener,
+                    explainer: self.plan.seccomp.as_ref().and_then(|s| {
+                        Explainer::new(
+                            &s.explain,
+                            self.plan.landlock.as_ref(),
+                            self.features.landlock,
+                        )
+                    }),
+                    outputs,
+                    given_socket,
+                })
+            }
             Err(f) => Err((reply, f)),
         }
     }
@@ -429,6 +439,7 @@ impl Zygote<'_> {
 /// of its own.
 fn renew(
     plan: &SetupPlan,
+    network_exposed: bool,
     mounts: &PrivateMounts,
     size_override: Option<u64>,
     current: &Roots,
@@ -436,7 +447,7 @@ fn renew(
     // Called only when no request runs: nothing of the previous one may outlive this.
     kill_everything_else();
     reap_everything_else();
-    renew_network(plan)?;
+    renew_network(plan, network_exposed)?;
     // Only the instances the zygote mounted are detached: a path that now leads elsewhere (a
     // directory renamed in a writable bind) fails the renewal instead.
     if private_roots(mounts) != *current || current.iter().any(Option::is_none) {
@@ -585,13 +596,16 @@ fn renew_namespaces(plan: &SetupPlan, network: bool) -> Result<(), SetupFailure>
 }
 
 /// Renews the zygote's network namespace once a single-process request ended (every process of
-/// it dead), unless the request left it as it was made: no socket of it alive anywhere (a socket
-/// it sent out keeps the namespace, its ports and what arrives there), none in `TIME_WAIT`, no
-/// IP fragment queued, and no packet counted on any interface. Making a network
+/// it dead), unless the request left it as it was made and could not have sent a hold on it out:
+/// it was given no socket (`exposed`: over one it could send out an fd of a `/proc/self/net`
+/// file or of the namespace itself, which keep the namespace and show what the next request does
+/// in it), no socket of it is alive anywhere (one it sent out would keep the namespace, its ports
+/// and what arrives there), none in `TIME_WAIT`, no IP fragment queued, and no packet counted on
+/// any interface. Making a network
 /// namespace costs hundreds of microseconds (and as much again to tear it down), which the many
 /// requests that never touch the network do not pay. Without a `/proc` to tell, it is renewed.
-fn renew_network(plan: &SetupPlan) -> Result<(), SetupFailure> {
-    if !plan.own_network || network_untouched() {
+fn renew_network(plan: &SetupPlan, exposed: bool) -> Result<(), SetupFailure> {
+    if !plan.own_network || (!exposed && network_untouched()) {
         return Ok(());
     }
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
@@ -799,6 +813,9 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         .open("/proc/sys/kernel/ns_last_pid")
         .ok();
     renumber_pids(last_pid.as_ref());
+    // A request since the last renewal was given a socket: the network namespace is renewed
+    // whatever it looks like.
+    let mut network_exposed = false;
     let mut running: Vec<Running> = Vec::new();
     let mut accepting = true;
     loop {
@@ -808,12 +825,13 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         // Right after a request ended (its every process is dead and reaped), while the host
         // reads the response.
         if dirty && renewable && running.is_empty() && accepting {
-            match renew(z.plan, &mounts, None, &roots) {
+            match renew(z.plan, network_exposed, &mounts, None, &roots) {
                 Ok(r) => roots = r,
                 Err(_) => renewable = false,
             }
             renewed_size = None;
             dirty = false;
+            network_exposed = false;
         }
         // Built as soon as the previous one is used: while the request runs (its command is
         // another process; the zygote only waits), so the next request does not wait for it.
@@ -982,11 +1000,18 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 || req.limits.tmp_bytes != renewed_size
                                 || private_roots(&mounts) != roots)
                         {
-                            match renew(z.plan, &mounts, req.limits.tmp_bytes, &roots) {
+                            match renew(
+                                z.plan,
+                                network_exposed,
+                                &mounts,
+                                req.limits.tmp_bytes,
+                                &roots,
+                            ) {
                                 Ok(r) => roots = r,
                                 Err(_) => renewable = false,
                             }
                             renewed_size = req.limits.tmp_bytes;
+                            network_exposed = false;
                         }
                         dirty = true;
                         // The prebuilt ruleset, or one built now from the pinned rules.
@@ -1005,6 +1030,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 if renewable && r.status.is_none() {
                                     renewable = renew_namespaces(z.plan, false).is_ok();
                                 }
+                                network_exposed |= r.given_socket;
                                 running.push(r);
                             }
                             Err((mut reply, f)) => respond(
