@@ -111,15 +111,43 @@ fn sealed(copy: impl FnOnce(&std::fs::File) -> std::io::Result<()>) -> std::io::
         .allow_sealing(true)
         .create(SHIM_NAME)
         .map_err(std::io::Error::other)?;
-    copy(mfd.as_file())?;
-    mfd.add_seals(&[
-        memfd::FileSeal::SealShrink,
-        memfd::FileSeal::SealGrow,
-        memfd::FileSeal::SealWrite,
-        memfd::FileSeal::SealSeal,
-    ])
-    .map_err(std::io::Error::other)?;
+    on_one_cpu(|| {
+        copy(mfd.as_file())?;
+        let seals = [
+            memfd::FileSeal::SealShrink,
+            memfd::FileSeal::SealGrow,
+            memfd::FileSeal::SealWrite,
+            memfd::FileSeal::SealSeal,
+        ];
+        // Once more if refused: a page can still be held for a moment by the kernel.
+        mfd.add_seals(&seals)
+            .or_else(|_| mfd.add_seals(&seals))
+            .map_err(std::io::Error::other)
+    })?;
     Ok(OwnedFd::from(mfd.into_file()))
+}
+
+/// Runs `f` with the calling thread kept on the CPU it is on now (as far as it may choose).
+/// `F_SEAL_WRITE` is refused (`EBUSY`) while a page of the memfd has a reference beyond its
+/// mappings, and a page just written sits in the writing CPU's LRU batch, holding one, until
+/// that CPU drains it; the kernel drains only the sealing CPU's batch before it looks. A thread
+/// moved to another CPU between the write and the seal failed about once in 400 `hatchery run`s
+/// under load (`hatchery bench --cases run-cli,oneshot`).
+fn on_one_cpu<T>(f: impl FnOnce() -> T) -> T {
+    use nix::sched::{sched_getaffinity, sched_getcpu, sched_setaffinity, CpuSet};
+    let me = nix::unistd::Pid::from_raw(0);
+    let pinned = (|| {
+        let allowed = sched_getaffinity(me).ok()?;
+        let mut here = CpuSet::new();
+        here.set(sched_getcpu().ok()?).ok()?;
+        sched_setaffinity(me, &here).ok()?;
+        Some(allowed)
+    })();
+    let out = f();
+    if let Some(allowed) = pinned {
+        let _ = sched_setaffinity(me, &allowed);
+    }
+    out
 }
 
 fn load_file(path: &Path) -> Result<ShimBinary> {
