@@ -546,6 +546,40 @@ time.sleep(1)\n",
     );
 }
 
+/// The mount namespace a request runs in; it checks that `/tmp` is empty and leaves a file there.
+fn mount_ns_of_request(p: &Pool) -> String {
+    let r = p
+        .run(sh(
+            "readlink /proc/self/ns/mnt; ls -A /tmp /dev/shm; touch /tmp/left /dev/shm/left",
+        ))
+        .unwrap();
+    assert!(r.success(), "{r:?}");
+    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    let mut lines = out.lines();
+    let ns = lines.next().unwrap_or_default().to_owned();
+    let listed: Vec<&str> = lines
+        .filter(|l| !l.is_empty() && !l.ends_with(':'))
+        .collect();
+    assert!(listed.is_empty(), "a request found files: {out}");
+    ns
+}
+
+/// A one-at-a-time zygote keeps a second mount namespace whose instances it renews while a
+/// request runs in the first: back-to-back requests alternate between the two, each finding a
+/// fresh `/tmp` and `/dev/shm` (every request leaves a file in both).
+#[test]
+fn back_to_back_requests_alternate_between_two_mount_namespaces() {
+    if !ready() {
+        return;
+    }
+    let p = single();
+    let ns: Vec<String> = (0..5).map(|_| mount_ns_of_request(&p)).collect();
+    assert_ne!(ns[0], ns[1], "{ns:?}");
+    assert_eq!(ns[0], ns[2], "{ns:?}");
+    assert_eq!(ns[1], ns[3], "{ns:?}");
+    assert_eq!(ns[0], ns[4], "{ns:?}");
+}
+
 /// Requests that run at once in one zygote (each in a request root) have networks of their own:
 /// both bind the same port.
 #[test]

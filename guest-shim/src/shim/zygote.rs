@@ -437,17 +437,41 @@ impl Zygote<'_> {
 /// resizable, each only where its path still leads to the instance in `current`. Mount points are
 /// reached without following links. An error leaves the zygote to give each request namespaces
 /// of its own.
-fn renew(
+///
+/// Where the spare namespace has fresh instances of that size, the zygote moves into it instead
+/// (the namespace left becomes the spare, renewed while the next request runs). Returns the
+/// roots of the instances the zygote is in afterwards.
+fn fresh_mounts(
     plan: &SetupPlan,
     network_exposed: bool,
     mounts: &PrivateMounts,
     size_override: Option<u64>,
     current: &Roots,
+    spare: &mut Option<Spare>,
 ) -> Result<Roots, SetupFailure> {
     // Called only when no request runs: nothing of the previous one may outlive this.
+    end_request(plan, network_exposed)?;
+    match spare.as_mut().and_then(|s| s.swap(current, size_override)) {
+        Some(roots) => Ok(roots),
+        None => renew_mounts(mounts, size_override, current),
+    }
+}
+
+/// What every renewal does first, once no request runs: kills and reaps whatever is left of the
+/// previous request and renews the network namespace if it may have been reached.
+fn end_request(plan: &SetupPlan, network_exposed: bool) -> Result<(), SetupFailure> {
     kill_everything_else();
     reap_everything_else();
-    renew_network(plan, network_exposed)?;
+    renew_network(plan, network_exposed)
+}
+
+/// A fresh instance of each private tmpfs in the zygote's current mount namespace (see
+/// [`fresh_mounts`]), where each mount point must still lead to its instance in `current`.
+fn renew_mounts(
+    mounts: &PrivateMounts,
+    size_override: Option<u64>,
+    current: &Roots,
+) -> Result<Roots, SetupFailure> {
     // Only the instances the zygote mounted are detached: a path that now leads elsewhere (a
     // directory renamed in a writable bind) fails the renewal instead.
     if private_roots(mounts) != *current || current.iter().any(Option::is_none) {
@@ -482,6 +506,93 @@ fn renew(
         ));
     }
     Ok(roots)
+}
+
+/// A second mount namespace of the zygote, a copy of its own that differs only in the private
+/// tmpfs instances: a request runs in one while the zygote renews the other's instances, so the
+/// next request of a back-to-back client starts in fresh ones without waiting for a renewal
+/// (whose detach waits for an expedited RCU grace period). The two swap at every request's end.
+struct Spare {
+    /// The other namespace (`/proc/self/ns/mnt` opened in it).
+    ns: OwnedFd,
+    /// The namespace the zygote is in now, to come back to from the other.
+    current: OwnedFd,
+    /// The other namespace's instances.
+    roots: Roots,
+    /// Whether they are fresh (no request ran since their renewal), and of which size.
+    fresh: Option<Option<u64>>,
+}
+
+fn open_mount_ns() -> Result<OwnedFd, SetupFailure> {
+    std::fs::File::open("/proc/self/ns/mnt")
+        .map(OwnedFd::from)
+        .map_err(|e| {
+            failure(
+                SetupStep::MountTmpfs,
+                e.raw_os_error().unwrap_or(libc::EIO),
+                "/proc/self/ns/mnt",
+            )
+        })
+}
+
+fn enter(ns: &OwnedFd) -> Result<(), SetupFailure> {
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| failure(SetupStep::MountTmpfs, e as i32, "setns(CLONE_NEWNS)"))
+}
+
+impl Spare {
+    /// Makes the second namespace (with fresh instances) and comes back to the current one.
+    /// `None` where it cannot be made (no `/proc`, say): renewals then stay between requests.
+    fn make(mounts: &PrivateMounts, current_roots: &Roots) -> Option<Spare> {
+        let current = open_mount_ns().ok()?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).ok()?;
+        // The copy's instances are the current namespace's (same file systems): replaced here,
+        // they are fresh. A failure leaves the zygote in the copy, which is as good as the
+        // original until the first request: go back, or give up renewing.
+        let made = open_mount_ns().and_then(|ns| {
+            let roots = renew_mounts(mounts, None, current_roots)?;
+            Ok((ns, roots))
+        });
+        enter(&current).ok()?;
+        let (ns, roots) = made.ok()?;
+        // The current instances must be untouched by the copy's renewal.
+        if private_roots(mounts) != *current_roots {
+            return None;
+        }
+        Some(Spare {
+            ns,
+            current,
+            roots,
+            fresh: Some(None),
+        })
+    }
+
+    /// Renews the other namespace's instances (while a request runs in the current one) and
+    /// comes back. An error that left the zygote elsewhere is fatal to renewing at all.
+    fn renew(&mut self, mounts: &PrivateMounts) -> Result<(), SetupFailure> {
+        if self.fresh.is_some() {
+            return Ok(());
+        }
+        enter(&self.ns)?;
+        let renewed = renew_mounts(mounts, None, &self.roots);
+        enter(&self.current)?;
+        self.roots = renewed?;
+        self.fresh = Some(None);
+        Ok(())
+    }
+
+    /// Moves the zygote into the other namespace if its instances are fresh and of `size`,
+    /// returning their roots; the namespace left becomes the other one, to be renewed.
+    fn swap(&mut self, current_roots: &Roots, size: Option<u64>) -> Option<Roots> {
+        if self.fresh != Some(size) {
+            return None;
+        }
+        enter(&self.ns).ok()?;
+        std::mem::swap(&mut self.ns, &mut self.current);
+        let roots = std::mem::replace(&mut self.roots, current_roots.clone());
+        self.fresh = None;
+        Some(roots)
+    }
 }
 
 /// Whether nobody can move or replace the private tmpfs mount points for as long as the zygote
@@ -816,6 +927,11 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     // A request since the last renewal was given a socket: the network namespace is renewed
     // whatever it looks like.
     let mut network_exposed = false;
+    let mut spare = if renewable {
+        Spare::make(&mounts, &roots)
+    } else {
+        None
+    };
     let mut running: Vec<Running> = Vec::new();
     let mut accepting = true;
     loop {
@@ -825,7 +941,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         // Right after a request ended (its every process is dead and reaped), while the host
         // reads the response.
         if dirty && renewable && running.is_empty() && accepting {
-            match renew(z.plan, network_exposed, &mounts, None, &roots) {
+            match fresh_mounts(z.plan, network_exposed, &mounts, None, &roots, &mut spare) {
                 Ok(r) => roots = r,
                 Err(_) => renewable = false,
             }
@@ -1000,12 +1116,16 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 || req.limits.tmp_bytes != renewed_size
                                 || private_roots(&mounts) != roots)
                         {
-                            match renew(
+                            // Only used instances are left for the spare's.
+                            let mut none = None;
+                            let spare = if dirty { &mut spare } else { &mut none };
+                            match fresh_mounts(
                                 z.plan,
                                 network_exposed,
                                 &mounts,
                                 req.limits.tmp_bytes,
                                 &roots,
+                                spare,
                             ) {
                                 Ok(r) => roots = r,
                                 Err(_) => renewable = false,
@@ -1029,6 +1149,11 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 // request gets another one, made while this one runs.
                                 if renewable && r.status.is_none() {
                                     renewable = renew_namespaces(z.plan, false).is_ok();
+                                    // The other mount namespace gets fresh instances while
+                                    // this request runs.
+                                    if spare.as_mut().is_some_and(|s| s.renew(&mounts).is_err()) {
+                                        spare = None;
+                                    }
                                 }
                                 network_exposed |= r.given_socket;
                                 running.push(r);
