@@ -580,6 +580,76 @@ fn back_to_back_requests_alternate_between_two_mount_namespaces() {
     assert_eq!(ns[0], ns[4], "{ns:?}");
 }
 
+/// Plants a file, as the owner of `/tmp`, in whatever `/tmp` a walk from the passed-out root
+/// directory `root` reaches now; the error if none can be planted.
+fn plant_through(root: &std::os::fd::OwnedFd) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let root = root.as_raw_fd();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let tmp = nix::fcntl::openat(
+                Some(root),
+                "tmp",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+                nix::sys::stat::Mode::empty(),
+            )?;
+            let owner = nix::sys::stat::fstat(tmp)?;
+            // Only this thread takes the owner's ids for file access.
+            nix::unistd::setfsgid(nix::unistd::Gid::from_raw(owner.st_gid));
+            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(owner.st_uid));
+            let made = nix::fcntl::openat(
+                Some(tmp),
+                "planted",
+                nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY,
+                nix::sys::stat::Mode::from_bits_truncate(0o644),
+            );
+            let _ = nix::unistd::close(tmp);
+            made.map(|fd| {
+                let _ = nix::unistd::close(fd);
+            })
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// A walk from a directory above the mount points (here `/`) that a request sent out follows
+/// whatever its namespace mounts at `/tmp` later: that namespace must never serve a request again,
+/// whether the zygote swaps to its second namespace or renews in place (a request with a `/tmp`
+/// size of its own).
+#[test]
+fn a_root_fd_a_request_passed_out_reaches_no_later_requests_tmp() {
+    if !ready() {
+        return;
+    }
+    for sized in [false, true] {
+        let p = single();
+        let with_size = |r: Request| if sized { r.tmp_size(1 << 20) } else { r };
+        let root = pass_out(
+            &p,
+            with_size(Request::exec("/hatchery-bin/attack").args(["send-dir-fd", "/"])),
+        );
+        // While the next request runs (the zygote renews meanwhile), and after it.
+        let next = {
+            let p = p.clone();
+            let r = with_size(sh("sleep 1"));
+            std::thread::spawn(move || p.run(r).unwrap())
+        };
+        std::thread::sleep(Duration::from_millis(500));
+        let during = plant_through(&root);
+        assert!(next.join().unwrap().success());
+        let after = plant_through(&root);
+        for _ in 0..3 {
+            let r = p.run(with_size(sh("ls -A /tmp"))).unwrap();
+            let listed = String::from_utf8_lossy(&r.stdout).into_owned();
+            assert!(
+                !listed.contains("planted"),
+                "sized {sized}: planted ({during:?}, {after:?}) into a later request's /tmp"
+            );
+        }
+    }
+}
+
 /// Requests that run at once in one zygote (each in a request root) have networks of their own:
 /// both bind the same port.
 #[test]

@@ -441,28 +441,63 @@ impl Zygote<'_> {
 /// Where the spare namespace has fresh instances of that size, the zygote moves into it instead
 /// (the namespace left becomes the spare, renewed while the next request runs). Returns the
 /// roots of the instances the zygote is in afterwards.
+///
+/// `exposed`: a request since the last renewal was given a socket, over which it could have sent
+/// out an fd of a directory above the mount points (`/`, `/dev`); a walk from such an fd follows
+/// whatever that namespace mounts there later, so the namespace is never used again: the zygote
+/// moves to a fresh copy instead (the namespace left goes with its last user, its mounts with it).
 fn fresh_mounts(
     plan: &SetupPlan,
-    network_exposed: bool,
+    exposed: bool,
     mounts: &PrivateMounts,
     size_override: Option<u64>,
     current: &Roots,
     spare: &mut Option<Spare>,
 ) -> Result<Roots, SetupFailure> {
     // Called only when no request runs: nothing of the previous one may outlive this.
-    end_request(plan, network_exposed)?;
-    match spare.as_mut().and_then(|s| s.swap(current, size_override)) {
-        Some(roots) => Ok(roots),
-        None => renew_mounts(mounts, size_override, current),
+    end_request(plan, exposed)?;
+    if let Some(roots) = spare
+        .as_mut()
+        .and_then(|s| s.swap(current, size_override, exposed))
+    {
+        return Ok(roots);
     }
+    if exposed {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| failure(SetupStep::MountTmpfs, e as i32, "unshare(CLONE_NEWNS)"))?;
+        // The spare's way back is the copy now.
+        if let Some(s) = spare.as_mut() {
+            match open_mount_ns() {
+                Ok(fd) => s.current = fd,
+                Err(_) => *spare = None,
+            }
+        }
+    }
+    renew_mounts(mounts, size_override, current)
+}
+
+/// A copy of the zygote's current mount namespace (`current`, its fd) with fresh instances, and
+/// their roots; the zygote is back in `current` afterwards, or the error says it may not be.
+fn fresh_copy(
+    mounts: &PrivateMounts,
+    current_roots: &Roots,
+    current: &OwnedFd,
+) -> Result<(OwnedFd, Roots), SetupFailure> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| failure(SetupStep::MountTmpfs, e as i32, "unshare(CLONE_NEWNS)"))?;
+    // The copy's instances are the current namespace's (same file systems): replaced here,
+    // they are fresh.
+    let made = open_mount_ns().and_then(|ns| Ok((ns, renew_mounts(mounts, None, current_roots)?)));
+    enter(current)?;
+    made
 }
 
 /// What every renewal does first, once no request runs: kills and reaps whatever is left of the
 /// previous request and renews the network namespace if it may have been reached.
-fn end_request(plan: &SetupPlan, network_exposed: bool) -> Result<(), SetupFailure> {
+fn end_request(plan: &SetupPlan, exposed: bool) -> Result<(), SetupFailure> {
     kill_everything_else();
     reap_everything_else();
-    renew_network(plan, network_exposed)
+    renew_network(plan, exposed)
 }
 
 /// A fresh instance of each private tmpfs in the zygote's current mount namespace (see
@@ -521,6 +556,9 @@ struct Spare {
     roots: Roots,
     /// Whether they are fresh (no request ran since their renewal), and of which size.
     fresh: Option<Option<u64>>,
+    /// The other namespace may be reached from outside (see [`fresh_mounts`]): it is replaced by
+    /// a fresh copy instead of renewed.
+    replace: bool,
 }
 
 fn open_mount_ns() -> Result<OwnedFd, SetupFailure> {
@@ -545,16 +583,9 @@ impl Spare {
     /// `None` where it cannot be made (no `/proc`, say): renewals then stay between requests.
     fn make(mounts: &PrivateMounts, current_roots: &Roots) -> Option<Spare> {
         let current = open_mount_ns().ok()?;
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).ok()?;
-        // The copy's instances are the current namespace's (same file systems): replaced here,
-        // they are fresh. A failure leaves the zygote in the copy, which is as good as the
-        // original until the first request: go back, or give up renewing.
-        let made = open_mount_ns().and_then(|ns| {
-            let roots = renew_mounts(mounts, None, current_roots)?;
-            Ok((ns, roots))
-        });
-        enter(&current).ok()?;
-        let (ns, roots) = made.ok()?;
+        // A failure that left the zygote in the copy is caught by the next request's check of
+        // its roots (the copy's are not `current_roots`), which renews in place.
+        let (ns, roots) = fresh_copy(mounts, current_roots, &current).ok()?;
         // The current instances must be untouched by the copy's renewal.
         if private_roots(mounts) != *current_roots {
             return None;
@@ -564,26 +595,35 @@ impl Spare {
             current,
             roots,
             fresh: Some(None),
+            replace: false,
         })
     }
 
-    /// Renews the other namespace's instances (while a request runs in the current one) and
-    /// comes back. An error that left the zygote elsewhere is fatal to renewing at all.
-    fn renew(&mut self, mounts: &PrivateMounts) -> Result<(), SetupFailure> {
+    /// Renews the other namespace's instances, or replaces it by a fresh copy of the current one
+    /// (`current_roots`, its instances), while a request runs in the current one, and comes back.
+    /// After an error the spare is dropped; should the zygote be left elsewhere, the next
+    /// request's check of its roots renews in place.
+    fn renew(&mut self, mounts: &PrivateMounts, current_roots: &Roots) -> Result<(), SetupFailure> {
         if self.fresh.is_some() {
             return Ok(());
         }
-        enter(&self.ns)?;
-        let renewed = renew_mounts(mounts, None, &self.roots);
-        enter(&self.current)?;
-        self.roots = renewed?;
+        if self.replace {
+            (self.ns, self.roots) = fresh_copy(mounts, current_roots, &self.current)?;
+        } else {
+            enter(&self.ns)?;
+            let renewed = renew_mounts(mounts, None, &self.roots);
+            enter(&self.current)?;
+            self.roots = renewed?;
+        }
         self.fresh = Some(None);
+        self.replace = false;
         Ok(())
     }
 
     /// Moves the zygote into the other namespace if its instances are fresh and of `size`,
-    /// returning their roots; the namespace left becomes the other one, to be renewed.
-    fn swap(&mut self, current_roots: &Roots, size: Option<u64>) -> Option<Roots> {
+    /// returning their roots; the namespace left becomes the other one, to be renewed (or, if
+    /// `exposed`, replaced).
+    fn swap(&mut self, current_roots: &Roots, size: Option<u64>, exposed: bool) -> Option<Roots> {
         if self.fresh != Some(size) {
             return None;
         }
@@ -591,6 +631,7 @@ impl Spare {
         std::mem::swap(&mut self.ns, &mut self.current);
         let roots = std::mem::replace(&mut self.roots, current_roots.clone());
         self.fresh = None;
+        self.replace = exposed;
         Some(roots)
     }
 }
@@ -924,9 +965,10 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         .open("/proc/sys/kernel/ns_last_pid")
         .ok();
     renumber_pids(last_pid.as_ref());
-    // A request since the last renewal was given a socket: the network namespace is renewed
-    // whatever it looks like.
-    let mut network_exposed = false;
+    // A request since the last renewal was given a socket, over which it could send fds out:
+    // the network namespace is renewed whatever it looks like, and the mount namespace is left
+    // for a fresh copy (see `fresh_mounts`).
+    let mut exposed = false;
     let mut spare = if renewable {
         Spare::make(&mounts, &roots)
     } else {
@@ -941,13 +983,13 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         // Right after a request ended (its every process is dead and reaped), while the host
         // reads the response.
         if dirty && renewable && running.is_empty() && accepting {
-            match fresh_mounts(z.plan, network_exposed, &mounts, None, &roots, &mut spare) {
+            match fresh_mounts(z.plan, exposed, &mounts, None, &roots, &mut spare) {
                 Ok(r) => roots = r,
                 Err(_) => renewable = false,
             }
             renewed_size = None;
             dirty = false;
-            network_exposed = false;
+            exposed = false;
         }
         // Built as soon as the previous one is used: while the request runs (its command is
         // another process; the zygote only waits), so the next request does not wait for it.
@@ -1121,7 +1163,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                             let spare = if dirty { &mut spare } else { &mut none };
                             match fresh_mounts(
                                 z.plan,
-                                network_exposed,
+                                exposed,
                                 &mounts,
                                 req.limits.tmp_bytes,
                                 &roots,
@@ -1131,7 +1173,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                 Err(_) => renewable = false,
                             }
                             renewed_size = req.limits.tmp_bytes;
-                            network_exposed = false;
+                            exposed = false;
                         }
                         dirty = true;
                         // The prebuilt ruleset, or one built now from the pinned rules.
@@ -1151,11 +1193,14 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                     renewable = renew_namespaces(z.plan, false).is_ok();
                                     // The other mount namespace gets fresh instances while
                                     // this request runs.
-                                    if spare.as_mut().is_some_and(|s| s.renew(&mounts).is_err()) {
+                                    if spare
+                                        .as_mut()
+                                        .is_some_and(|s| s.renew(&mounts, &roots).is_err())
+                                    {
                                         spare = None;
                                     }
                                 }
-                                network_exposed |= r.given_socket;
+                                exposed |= r.given_socket;
                                 running.push(r);
                             }
                             Err((mut reply, f)) => respond(
