@@ -1203,6 +1203,17 @@ fn landlock_lets_the_command_use_its_mqueue() {
     assert_eq!(text(&out.stdout), "['q']\n", "{}", text(&out.stderr));
 }
 
+/// The system directories of a TOML profile, bound read-only.
+const SYSTEM_MOUNTS: &str = r#"[[mounts]]
+source = "/usr"
+[[mounts]]
+source = "/bin"
+[[mounts]]
+source = "/lib"
+[[mounts]]
+source = "/lib64"
+"#;
+
 #[test]
 fn a_toml_profile_carries_ops_and_parameters() {
     if !ready() {
@@ -1216,15 +1227,7 @@ fn a_toml_profile_carries_ops_and_parameters() {
         &profile,
         format!(
             r#"
-[[mounts]]
-source = "/usr"
-[[mounts]]
-source = "/bin"
-[[mounts]]
-source = "/lib"
-[[mounts]]
-source = "/lib64"
-[[mounts]]
+{SYSTEM_MOUNTS}[[mounts]]
 source = "/tmp"
 destination = "/tmp"
 type = "tmpfs"
@@ -1329,15 +1332,7 @@ fn a_toml_profile_can_disable_user_namespaces() {
             &profile,
             format!(
                 r#"
-[[mounts]]
-source = "/usr"
-[[mounts]]
-source = "/bin"
-[[mounts]]
-source = "/lib"
-[[mounts]]
-source = "/lib64"
-
+{SYSTEM_MOUNTS}
 [hakurei]
 {extra}
 

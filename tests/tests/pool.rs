@@ -59,6 +59,17 @@ fn sh(script: &str) -> Request {
     Request::exec("/bin/sh").args(["-c", script])
 }
 
+fn py(script: &str) -> Request {
+    Request::exec("/usr/bin/python3").args(["-c", script])
+}
+
+/// Runs `request`, which must succeed, and returns its stdout.
+fn stdout_of(p: &Pool, request: Request) -> String {
+    let r = p.run(request).unwrap();
+    assert!(r.success(), "{r:?}");
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
 #[test]
 fn runs_commands_with_captured_output() {
     if !ready() {
@@ -317,14 +328,13 @@ fn nothing_crosses_from_one_request_to_the_next() {
 /// The inode number of the first file a request makes in `/tmp` and in `/dev/shm` (which it
 /// must find empty: a file left there would be reused by `touch`, its number proving nothing).
 fn first_inodes(p: &Pool) -> String {
-    let r = p
-        .run(sh(
+    stdout_of(
+        p,
+        sh(
             "test -z \"$(ls -A /tmp)$(ls -A /dev/shm)\" && touch /tmp/f /dev/shm/f && \
-             stat -c %i /tmp/f /dev/shm/f",
-        ))
-        .unwrap();
-    assert!(r.success(), "{r:?}");
-    String::from_utf8_lossy(&r.stdout).into_owned()
+            stat -c %i /tmp/f /dev/shm/f",
+        ),
+    )
 }
 
 /// A tmpfs numbers its inodes from a counter of its own, which anything made in it moves, even
@@ -404,11 +414,7 @@ s.sendto(b'meant for this request', ('127.0.0.1', 7777))\n\
 print(os.getpid(), rx, os.readlink('/proc/self/ns/net'))\n";
 
 fn look(p: &Pool) -> Vec<String> {
-    let r = p
-        .run(Request::exec("/usr/bin/python3").args(["-c", LOOK]))
-        .unwrap();
-    assert!(r.success(), "{r:?}");
-    String::from_utf8_lossy(&r.stdout)
+    stdout_of(p, py(LOOK))
         .split_whitespace()
         .map(str::to_owned)
         .collect()
@@ -433,7 +439,7 @@ for i in range(100):\n    s.sendto(b'x', ('127.0.0.1', 7777))\n\
 for i in range(100):\n    s.recv(1)\n\
 for i in range(20):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(0)\n    os.waitpid(pid, 0)\n\
 socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n";
-    let held = pass_out(&p, Request::exec("/usr/bin/python3").args(["-c", noisy]));
+    let held = pass_out(&p, py(noisy));
     let held = std::net::UdpSocket::from(held);
     held.set_nonblocking(true).unwrap();
     for _ in 0..2 {
@@ -450,9 +456,9 @@ socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n";
 }
 
 fn net_ns_of_request(p: &Pool) -> String {
-    let r = p.run(sh("readlink /proc/self/ns/net")).unwrap();
-    assert!(r.success(), "{r:?}");
-    String::from_utf8_lossy(&r.stdout).trim().to_owned()
+    stdout_of(p, sh("readlink /proc/self/ns/net"))
+        .trim()
+        .to_owned()
 }
 
 /// The network namespace is renewed only after a request that touched it, and a socket alone
@@ -472,12 +478,9 @@ fn an_unbound_socket_a_request_passed_out_keeps_its_namespace_from_the_next_requ
     );
     let held = pass_out(
         &p,
-        Request::exec("/usr/bin/python3").args([
-            "-c",
-            "import socket\n\
+        py("import socket\n\
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
-socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n",
-        ]),
+socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n"),
     );
     let next = net_ns_of_request(&p);
     // SIOCGSKNS: the socket's network namespace (its owner, this process, may ask).
@@ -513,25 +516,19 @@ fn a_proc_net_file_a_request_passed_out_shows_nothing_of_the_next_request() {
     let p = single();
     let mut held = std::fs::File::from(pass_out(
         &p,
-        Request::exec("/usr/bin/python3").args([
-            "-c",
-            "import os, socket\n\
+        py("import os, socket\n\
 fd = os.open('/proc/self/net/unix', os.O_RDONLY)\n\
-socket.send_fds(socket.socket(fileno=3), [b's'], [fd])\n",
-        ]),
+socket.send_fds(socket.socket(fileno=3), [b's'], [fd])\n"),
     ));
     let next = {
         let p = p.clone();
         std::thread::spawn(move || {
-            p.run(Request::exec("/usr/bin/python3").args([
-                "-c",
-                "import socket, time\n\
+            p.run(py("import socket, time\n\
 u = socket.socket(socket.AF_UNIX)\n\
 u.bind('\\0secret-of-the-next-request')\n\
 print('bound', flush=True)\n\
-time.sleep(1)\n",
-            ]))
-            .unwrap()
+time.sleep(1)\n"))
+                .unwrap()
         })
     };
     std::thread::sleep(Duration::from_millis(500));
@@ -548,13 +545,10 @@ time.sleep(1)\n",
 
 /// The mount namespace a request runs in; it checks that `/tmp` is empty and leaves a file there.
 fn mount_ns_of_request(p: &Pool) -> String {
-    let r = p
-        .run(sh(
-            "readlink /proc/self/ns/mnt; ls -A /tmp /dev/shm; touch /tmp/left /dev/shm/left",
-        ))
-        .unwrap();
-    assert!(r.success(), "{r:?}");
-    let out = String::from_utf8_lossy(&r.stdout).into_owned();
+    let out = stdout_of(
+        p,
+        sh("readlink /proc/self/ns/mnt; ls -A /tmp /dev/shm; touch /tmp/left /dev/shm/left"),
+    );
     let mut lines = out.lines();
     let ns = lines.next().unwrap_or_default().to_owned();
     let listed: Vec<&str> = lines
@@ -672,10 +666,7 @@ print('bound')\n";
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let p = p.clone();
-            std::thread::spawn(move || {
-                p.run(Request::exec("/usr/bin/python3").args(["-c", script]))
-                    .unwrap()
-            })
+            std::thread::spawn(move || p.run(py(script)).unwrap())
         })
         .collect();
     for t in threads {

@@ -463,8 +463,7 @@ fn fresh_mounts(
         return Ok(roots);
     }
     if exposed {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .map_err(|e| failure(SetupStep::MountTmpfs, e as i32, "unshare(CLONE_NEWNS)"))?;
+        copy_mount_ns()?;
         // The spare's way back is the copy now.
         if let Some(s) = spare.as_mut() {
             match open_mount_ns() {
@@ -483,8 +482,7 @@ fn fresh_copy(
     current_roots: &Roots,
     current: &OwnedFd,
 ) -> Result<(OwnedFd, Roots), SetupFailure> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| failure(SetupStep::MountTmpfs, e as i32, "unshare(CLONE_NEWNS)"))?;
+    copy_mount_ns()?;
     // The copy's instances are the current namespace's (same file systems): replaced here,
     // they are fresh.
     let made = open_mount_ns().and_then(|ns| Ok((ns, renew_mounts(mounts, None, current_roots)?)));
@@ -571,6 +569,13 @@ fn open_mount_ns() -> Result<OwnedFd, SetupFailure> {
                 "/proc/self/ns/mnt",
             )
         })
+}
+
+/// Moves the zygote to a copy of its mount namespace (whose tmpfs instances are still the
+/// original's).
+fn copy_mount_ns() -> Result<(), SetupFailure> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| failure(SetupStep::MountTmpfs, e as i32, "unshare(CLONE_NEWNS)"))
 }
 
 fn enter(ns: &OwnedFd) -> Result<(), SetupFailure> {
@@ -734,14 +739,19 @@ fn private_roots(mounts: &PrivateMounts) -> Roots {
 /// the old one, with its SysV objects and POSIX message queues, until its last process dies): the
 /// next request inherits one that no request used.
 fn renew_namespaces(plan: &SetupPlan, network: bool) -> Result<(), SetupFailure> {
-    use nix::sched::CloneFlags;
-    let flags = if network {
-        CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWNET
-    } else {
-        CloneFlags::CLONE_NEWIPC
-    };
-    nix::sched::unshare(flags).map_err(|e| failure(SetupStep::Fork, e as i32, "unshare"))?;
-    if network && plan.loopback {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)
+        .map_err(|e| failure(SetupStep::Fork, e as i32, "unshare(CLONE_NEWIPC)"))?;
+    if network {
+        new_network(plan)?;
+    }
+    Ok(())
+}
+
+/// Moves the zygote to a fresh network namespace, its loopback up if the plan asks.
+fn new_network(plan: &SetupPlan) -> Result<(), SetupFailure> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| failure(SetupStep::Fork, e as i32, "unshare(CLONE_NEWNET)"))?;
+    if plan.loopback {
         sys::net::loopback_up().map_err(|e| failure(SetupStep::Loopback, e, "lo"))?;
     }
     Ok(())
@@ -760,12 +770,7 @@ fn renew_network(plan: &SetupPlan, exposed: bool) -> Result<(), SetupFailure> {
     if !plan.own_network || (!exposed && network_untouched()) {
         return Ok(());
     }
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| failure(SetupStep::Fork, e as i32, "unshare(CLONE_NEWNET)"))?;
-    if plan.loopback {
-        sys::net::loopback_up().map_err(|e| failure(SetupStep::Loopback, e, "lo"))?;
-    }
-    Ok(())
+    new_network(plan)
 }
 
 /// Whether the zygote's network namespace is as it was made: every count of
