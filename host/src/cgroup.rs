@@ -303,6 +303,30 @@ impl Cgroup {
         Ok(())
     }
 
+    /// v1: every hierarchy's `tasks` file, opened for writing, for the shim to write `0` into
+    /// (it moves itself in: one thread moving itself does not take the kernel's global
+    /// threadgroup lock, whose write side waits for an RCU grace period whenever no migration
+    /// happened in the last few milliseconds; writing a pid into `cgroup.procs` takes it).
+    /// `None` on v2, where `cgroup.procs` takes the lock whoever writes it and a thread can
+    /// move alone only within a threaded subtree: the host attaches the shim instead.
+    pub fn self_join_files(&self) -> Result<Option<Vec<std::os::fd::OwnedFd>>, CgroupError> {
+        if self.v2 {
+            return Ok(None);
+        }
+        self.dirs
+            .iter()
+            .map(|(_, dir)| {
+                let path = dir.join("tasks");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map(std::os::fd::OwnedFd::from)
+                    .map_err(io(&path))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     /// OOM kills in this cgroup so far.
     pub fn oom_kills(&self) -> u64 {
         let (file, key) = if self.v2 {

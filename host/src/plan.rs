@@ -117,6 +117,7 @@ fn assemble(
             user: c.user.clone(),
         },
         blob: (!blob.is_empty()).then_some(blob_index),
+        join_cgroups: 0,
         loopback: c.namespaces.contains(&Namespace::Network) && c.loopback,
         own_network: c.namespaces.contains(&Namespace::Network) && c.network.is_none(),
         seccomp: seccomp(c)?,

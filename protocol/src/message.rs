@@ -451,6 +451,13 @@ pub struct SetupPlan {
     pub ids: IdPlan,
     /// Index of the memfd holding [`MountOp::File`] contents, if any file is placed.
     pub blob: Option<u8>,
+    /// How many of the plan's fds, the last ones, are cgroup v1 `tasks` files (opened for
+    /// writing by the host) that the shim writes `0` into, then closes, before it does anything
+    /// else: it moves itself into the container's cgroups. A single thread moving itself does
+    /// not take the kernel's global threadgroup lock, whose write side waits for an RCU grace
+    /// period (milliseconds) whenever no other migration happened lately; the host writing the
+    /// shim's pid into `cgroup.procs` does.
+    pub join_cgroups: u8,
     /// Bring the loopback interface up (the container has its own network namespace).
     pub loopback: bool,
     /// The container has a network namespace of its own that nothing outside configures (no
@@ -588,6 +595,8 @@ pub enum SetupStep {
     MountOverlay,
     /// Setting the container's `max_user_namespaces` to 0 (`disable_userns`).
     DisableUserns,
+    /// Moving the shim into the container's cgroup (a v1 `tasks` file).
+    JoinCgroup,
 }
 
 /// Building the container (or preparing a request) failed.

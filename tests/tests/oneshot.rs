@@ -734,3 +734,49 @@ fn rootdir_as_root() {
     );
     assert_eq!(out, "yes\nro\n");
 }
+
+/// The shim joins the container's cgroups itself on cgroup v1 (a `tasks` write of `0`, which
+/// skips the kernel's global threadgroup lock): the shim (pid 1) and the command must both be
+/// in them, in every hierarchy that holds a limit (the limits themselves are the adversarial
+/// tests' memory hog and fork bomb).
+#[test]
+fn the_shim_and_the_command_are_in_the_containers_cgroups() {
+    if !ready() {
+        return;
+    }
+    let mechanism = hatchery::cgroup::mechanism();
+    if matches!(mechanism, hatchery::cgroup::Mechanism::Rlimits) {
+        eprintln!("limits are rlimits here: no cgroups");
+        return;
+    }
+    let mut c = base();
+    c.cgroup_memory(256 << 20).cgroup_pids_limit(64);
+    let out = stdout(&c, "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup");
+    let mut parts = out.split("--\n");
+    let (cmd, shim) = (parts.next().unwrap(), parts.next().unwrap());
+    let own = |text: &str, controller: &str| -> Option<String> {
+        text.lines().find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            let hit = match controller {
+                "" => ctl.is_empty(),
+                c => ctl.split(',').any(|x| x == c),
+            };
+            hit.then(|| path.to_string())
+        })
+    };
+    let controllers: &[&str] = match mechanism {
+        hatchery::cgroup::Mechanism::CgroupV1 => &["memory", "pids"],
+        _ => &[""],
+    };
+    for ctl in controllers {
+        for (who, text) in [("command", cmd), ("shim", shim)] {
+            let path = own(text, ctl).unwrap_or_default();
+            assert!(
+                path.contains("hatchery-"),
+                "{who} is not in the container's {ctl:?} cgroup: {path:?}\n{out}"
+            );
+        }
+        assert_eq!(own(cmd, ctl), own(shim, ctl), "{ctl}: {out}");
+    }
+}

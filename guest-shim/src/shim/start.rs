@@ -62,6 +62,30 @@ fn setup_failed(chan: &mut Channel, failure: SetupFailure) -> i32 {
     125
 }
 
+/// Moves the shim (one thread, nothing started yet) into the container's cgroups by writing
+/// `0` into each v1 `tasks` file the host sent as the plan's last `n` fds, and closes them: the
+/// kernel moves a thread that moves itself without its global threadgroup lock, whose write
+/// side would wait for an RCU grace period (see `SetupPlan::join_cgroups`).
+fn join_cgroups(fds: &mut Vec<OwnedFd>, n: u8) -> Result<(), SetupFailure> {
+    let fail = |errno: i32| SetupFailure {
+        step: SetupStep::JoinCgroup,
+        errno,
+        detail: "tasks".into(),
+    };
+    let first = fds
+        .len()
+        .checked_sub(n as usize)
+        .ok_or_else(|| fail(libc::EBADF))?;
+    for fd in fds.drain(first..) {
+        match nix::unistd::write(&fd, b"0") {
+            Ok(1) => {}
+            Ok(_) => return Err(fail(libc::EIO)),
+            Err(e) => return Err(fail(e as i32)),
+        }
+    }
+    Ok(())
+}
+
 /// The shim's entry point; returns the process exit code.
 pub(crate) fn main() -> i32 {
     let mut watch = Stopwatch::new();
@@ -106,8 +130,14 @@ pub(crate) fn main() -> i32 {
     let Message::SetupPlan(plan) = received.message else {
         return 125;
     };
-    let fds = received.fds;
+    let mut fds = received.fds;
     watch.lap("shim start + receive plan");
+    if plan.join_cgroups > 0 {
+        if let Err(f) = join_cgroups(&mut fds, plan.join_cgroups) {
+            return setup_failed(&mut chan, f);
+        }
+        watch.lap("join cgroup");
+    }
 
     if let Err(f) = setup::set_ids(&plan.ids) {
         return setup_failed(&mut chan, f);

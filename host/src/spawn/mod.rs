@@ -17,6 +17,7 @@ pub(crate) mod clone_child;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use hatchery_protocol::frame::KERNEL_MAX_FDS;
 use hatchery_protocol::{Channel, Kind, Message, SetupPlan, Usage};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -220,12 +221,27 @@ pub(crate) fn start_with(
         host_steps.push(("host: cgroup create".to_string(), t.elapsed()));
     }
     let t = Instant::now();
-    if let Some(cg) = &shim_proc.cgroup {
-        if let Err(e) = cg.attach(pid.as_raw()) {
+    let mut plan_fds = spec.plan_fds;
+    // v1: the shim moves itself in, first thing (see `Cgroup::self_join_files`), unless the
+    // plan's fds leave no room for the files in one message.
+    let join = match shim_proc.cgroup.as_ref().map(|cg| cg.self_join_files()) {
+        Some(Ok(Some(files))) if plan_fds.len() + files.len() <= KERNEL_MAX_FDS => files,
+        Some(Err(e)) => {
             shim_proc.kill_and_reap();
             return Err(e.into());
         }
+        _ => Vec::new(),
+    };
+    if join.is_empty() {
+        if let Some(cg) = &shim_proc.cgroup {
+            if let Err(e) = cg.attach(pid.as_raw()) {
+                shim_proc.kill_and_reap();
+                return Err(e.into());
+            }
+        }
     }
+    plan.join_cgroups = join.len() as u8;
+    plan_fds.extend(join.iter().map(|f| f.as_fd()));
     if let Some(dir) = spec.existing_cgroup {
         let procs = format!("/proc/self/fd/{}/cgroup.procs", dir.as_raw_fd());
         if let Err(e) = std::fs::write(&procs, pid.as_raw().to_string()) {
@@ -236,7 +252,12 @@ pub(crate) fn start_with(
             });
         }
     }
-    if shim_proc.cgroup.is_some() || spec.existing_cgroup.is_some() {
+    if !join.is_empty() {
+        host_steps.push((
+            "host: cgroup tasks files (the shim joins)".to_string(),
+            t.elapsed(),
+        ));
+    } else if shim_proc.cgroup.is_some() || spec.existing_cgroup.is_some() {
         host_steps.push(("host: cgroup attach".to_string(), t.elapsed()));
     }
     let t = Instant::now();
@@ -245,11 +266,9 @@ pub(crate) fn start_with(
         return Err(e);
     }
     let deadline = Some(Instant::now() + START_TIMEOUT);
-    let sent = shim_proc.chan.send(
-        &Message::SetupPlan(Box::new(plan)),
-        &spec.plan_fds,
-        deadline,
-    );
+    let sent = shim_proc
+        .chan
+        .send(&Message::SetupPlan(Box::new(plan)), &plan_fds, deadline);
     let hello = sent.and_then(|()| shim_proc.chan.recv_expect(Kind::Hello, deadline));
     match hello {
         Ok(_) => {
