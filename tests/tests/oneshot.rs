@@ -780,3 +780,40 @@ fn the_shim_and_the_command_are_in_the_containers_cgroups() {
         assert_eq!(own(cmd, ctl), own(shim, ctl), "{ctl}: {out}");
     }
 }
+
+/// Consecutive binds reuse the directory the previous mount point was made in; a mount over
+/// that directory in between (a tmpfs, or a bind of a directory onto it) must be seen: the next
+/// bind lands on the new mount, and what the covered directory held is hidden.
+#[test]
+fn a_bind_after_a_mount_over_its_directory_lands_on_that_mount() {
+    if !ready() {
+        return;
+    }
+    let dir = std::path::PathBuf::from(tempdir());
+    let one = dir.join("one");
+    let two = dir.join("two");
+    std::fs::write(&one, "first\n").unwrap();
+    std::fs::write(&two, "second\n").unwrap();
+    let cover = dir.join("cover");
+    std::fs::create_dir(&cover).unwrap();
+    // The mount point of /data/b is made in it, by a guest that is nobody to a root host.
+    std::fs::set_permissions(&cover, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::write(cover.join("held"), "held\n").unwrap();
+    let (one, two) = (one.to_str().unwrap(), two.to_str().unwrap());
+    let script = "ls /data; cat /data/b";
+
+    // hakurei's ops run in the order given (the hakoniwa-style mounts go by path).
+    use hatchery::BindFlags;
+    let mut c = base();
+    c.bind_with(one, "/data/a", BindFlags::NONE)
+        .mount_tmpfs("/data", 1 << 20, 0o755)
+        .bind_with(two, "/data/b", BindFlags::NONE);
+    assert_eq!(stdout(&c, script), "b\nsecond\n");
+
+    let mut c = base();
+    c.bind_with(one, "/data/a", BindFlags::NONE)
+        .bind_with(&cover, "/data", BindFlags::WRITABLE)
+        .bind_with(two, "/data/b", BindFlags::NONE);
+    assert_eq!(stdout(&c, script), "b\nheld\nsecond\n");
+    std::fs::remove_dir_all(&dir).ok();
+}

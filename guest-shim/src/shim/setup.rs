@@ -175,23 +175,7 @@ impl Root {
     ) -> Result<OwnedFd, SetupFailure> {
         let mut cur = self.fd.try_clone().map_err(|e| io_fail(step, e, detail))?;
         for name in parts {
-            let flags = OFlags::PATH | OFlags::DIRECTORY;
-            let next = match open_child(&cur, name, flags, 0) {
-                Ok(fd) => fd,
-                Err(libc::ENOENT) => {
-                    match nix::sys::stat::mkdirat(
-                        Some(cur.as_raw_fd()),
-                        *name,
-                        Mode::from_bits_truncate(mode & 0o7777),
-                    ) {
-                        Ok(()) | Err(nix::Error::EEXIST) => {}
-                        Err(e) => return Err(nix_fail(step, e, detail)),
-                    }
-                    open_child(&cur, name, flags, 0).map_err(|e| fail(step, e, detail))?
-                }
-                Err(e) => return Err(fail(step, e, detail)),
-            };
-            cur = next;
+            cur = subdir(step, &cur, name, mode, detail)?;
         }
         Ok(cur)
     }
@@ -229,6 +213,90 @@ impl Root {
     }
 }
 
+/// An `O_PATH` fd of the directory `name` in `dir` (made with `mode` if missing). A link (or a
+/// non-directory) there fails with `ELOOP` (`ENOTDIR`).
+fn subdir(
+    step: SetupStep,
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+    detail: &Path,
+) -> Result<OwnedFd, SetupFailure> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY;
+    match open_child(dir, name, flags, 0) {
+        Ok(fd) => return Ok(fd),
+        Err(libc::ENOENT) => {}
+        Err(e) => return Err(fail(step, e, detail)),
+    }
+    match nix::sys::stat::mkdirat(
+        Some(dir.as_raw_fd()),
+        name,
+        Mode::from_bits_truncate(mode & 0o7777),
+    ) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(nix_fail(step, e, detail)),
+    }
+    open_child(dir, name, flags, 0).map_err(|e| fail(step, e, detail))
+}
+
+/// The mount points of consecutive binds, made in the directory the previous one was made in
+/// without walking to it again from the root (the minimal `/etc` is ~20 binds in one
+/// directory). Only binds use it and anything else forgets it: a bind never covers its own
+/// parent (its target is one component longer), so the directory an fd here names is still the
+/// one its path resolves to; any other operation may mount anywhere.
+#[derive(Default)]
+struct BindParent {
+    /// The parent's components and an `O_PATH` fd of it.
+    last: Option<(Vec<Vec<u8>>, OwnedFd)>,
+}
+
+impl BindParent {
+    /// A mount point for a bind at `path` (a directory when `dir`, else an empty file), made
+    /// where missing, as an `O_PATH` fd. `None` for the root itself.
+    fn mount_point(
+        &mut self,
+        root: &Root,
+        step: SetupStep,
+        path: &[u8],
+        dir: bool,
+    ) -> Result<Option<OwnedFd>, SetupFailure> {
+        let parts = components(step, path)?;
+        let detail = Path::new(OsStr::from_bytes(path));
+        let Some((name, dirs)) = parts.split_last() else {
+            // A bind onto the root replaces the tree the remembered fd is in.
+            self.forget();
+            return Ok(None);
+        };
+        let key: Vec<Vec<u8>> = dirs.iter().map(|d| d.as_bytes().to_vec()).collect();
+        let parent = match self.last.take() {
+            Some((k, fd)) if k == key => fd,
+            _ => root.mkdir_p(step, dirs, 0o755, detail)?,
+        };
+        // Mount points are usually new: make first, open what exists after `EEXIST`.
+        let point = if dir {
+            match nix::sys::stat::mkdirat(
+                Some(parent.as_raw_fd()),
+                *name,
+                Mode::from_bits_truncate(0o755),
+            ) {
+                Ok(()) | Err(nix::Error::EEXIST) => {
+                    open_child(&parent, name, OFlags::PATH | OFlags::DIRECTORY, 0)
+                        .map_err(|e| fail(step, e, detail))
+                }
+                Err(e) => Err(nix_fail(step, e, detail)),
+            }
+        } else {
+            file_stub(step, &parent, name, 0o644, detail)
+        };
+        self.last = Some((key, parent));
+        point.map(Some)
+    }
+
+    fn forget(&mut self) {
+        self.last = None;
+    }
+}
+
 /// An `O_PATH` fd of the file `name` in `dir`, made empty with `mode` if missing.
 fn file_stub(
     step: SetupStep,
@@ -237,11 +305,8 @@ fn file_stub(
     mode: u32,
     detail: &Path,
 ) -> Result<OwnedFd, SetupFailure> {
-    match open_child(dir, name, OFlags::PATH, 0) {
-        Ok(fd) => return Ok(fd),
-        Err(libc::ENOENT) => {}
-        Err(e) => return Err(fail(step, e, detail)),
-    }
+    // Usually new: make first, open what exists after `EEXIST` (which the kernel reports before
+    // a read-only file system's `EROFS`).
     match nix::sys::stat::mknodat(
         Some(dir.as_raw_fd()),
         name,
@@ -631,7 +696,11 @@ pub(crate) fn build_root(
     let mut overlays = overlays.into_iter();
     let mut staged = 0u32;
     let mut ephemeral = 0u32;
+    let mut bind_parent = BindParent::default();
     for op in &plan.mounts {
+        if !matches!(op, MountOp::Bind { .. }) {
+            bind_parent.forget();
+        }
         match op {
             MountOp::Bind {
                 target,
@@ -645,10 +714,11 @@ pub(crate) fn build_root(
                     continue;
                 };
                 let detail = Path::new(OsStr::from_bytes(&target.0));
-                let dst = if is_dir(step, &src, detail)? {
-                    root.mount_point_dir(step, &target.0, 0o755)?
-                } else {
-                    root.mount_point_file(step, &target.0)?
+                let is_dir = is_dir(step, &src, detail)?;
+                let dst = match bind_parent.mount_point(&root, step, &target.0, is_dir)? {
+                    Some(point) => point,
+                    None if is_dir => root.mount_point_dir(step, &target.0, 0o755)?,
+                    None => root.mount_point_file(step, &target.0)?,
                 };
                 let attrs = MOUNT_ATTR_NOSUID
                     | if *device { 0 } else { MOUNT_ATTR_NODEV }
