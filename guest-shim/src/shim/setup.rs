@@ -620,19 +620,8 @@ pub(crate) fn build_root(
         None::<&str>,
     )
     .map_err(|e| nix_fail(step, e, SCRATCH))?;
-    for dir in [STAGING, STAGED_FILES] {
-        nix::unistd::mkdir(dir, Mode::from_bits_truncate(0o700))
-            .map_err(|e| nix_fail(step, e, dir))?;
-    }
-    // Staged files are bound from here: a mount of its own (bindable).
-    mount(
-        Some("tmpfs"),
-        STAGED_FILES,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=0700"),
-    )
-    .map_err(|e| nix_fail(step, e, STAGED_FILES))?;
+    nix::unistd::mkdir(STAGING, Mode::from_bits_truncate(0o700))
+        .map_err(|e| nix_fail(step, e, STAGING))?;
     match &root_src {
         Some((src, true)) => {
             mount(
@@ -695,6 +684,7 @@ pub(crate) fn build_root(
     let mut sources = sources.into_iter();
     let mut overlays = overlays.into_iter();
     let mut staged = 0u32;
+    let mut staged_files = false;
     let mut ephemeral = 0u32;
     let mut bind_parent = BindParent::default();
     for op in &plan.mounts {
@@ -829,7 +819,15 @@ pub(crate) fn build_root(
                 len,
             } => {
                 staged += 1;
-                write_file(&root, &path.0, *mode, blob, *offset, *len, staged)?;
+                write_file(
+                    &root,
+                    &path.0,
+                    *mode,
+                    blob,
+                    (*offset, *len),
+                    staged,
+                    &mut staged_files,
+                )?;
             }
             MountOp::Symlink { original, link } => {
                 let step = SetupStep::Symlink;
@@ -1047,14 +1045,37 @@ fn set_mode(step: SetupStep, dir: &OwnedFd, mode: u32, detail: &Path) -> Result<
         .map_err(|e| nix_fail(step, e, detail))
 }
 
+/// Makes the directory staged files are bound from, the first time one is staged: a tmpfs of
+/// its own in the scratch (bindable, unlike the scratch), which most containers never need.
+fn staged_files_dir(ready: &mut bool) -> Result<(), SetupFailure> {
+    if *ready {
+        return Ok(());
+    }
+    let step = SetupStep::WriteFile;
+    nix::unistd::mkdir(STAGED_FILES, Mode::from_bits_truncate(0o700))
+        .map_err(|e| nix_fail(step, e, STAGED_FILES))?;
+    mount(
+        Some("tmpfs"),
+        STAGED_FILES,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700"),
+    )
+    .map_err(|e| nix_fail(step, e, STAGED_FILES))?;
+    *ready = true;
+    Ok(())
+}
+
+/// Writes a placed file (`len` bytes at `offset` in the blob) at `path`; inside a read-only
+/// mount it is staged (`serial` names it) and bound over the target instead.
 fn write_file(
     root: &Root,
     path: &[u8],
     mode: u32,
     blob: Option<&OwnedFd>,
-    offset: u64,
-    len: u64,
+    (offset, len): (u64, u64),
     serial: u32,
+    staged_files: &mut bool,
 ) -> Result<(), SetupFailure> {
     let step = SetupStep::WriteFile;
     let dst = Path::new(OsStr::from_bytes(path));
@@ -1086,6 +1107,7 @@ fn write_file(
             if is_dir(step, &target, dst)? {
                 return Err(fail(step, libc::EISDIR, dst));
             }
+            staged_files_dir(staged_files)?;
             let staged_path = Path::new(STAGED_FILES).join(serial.to_string());
             let staged: OwnedFd = std::fs::OpenOptions::new()
                 .write(true)
