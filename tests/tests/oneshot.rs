@@ -817,3 +817,33 @@ fn a_bind_after_a_mount_over_its_directory_lands_on_that_mount() {
     assert_eq!(stdout(&c, script), "b\nheld\nsecond\n");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A plan that already carries the most fds a plan may (stdio and 61 passed fds) leaves no room
+/// for the cgroup v1 `tasks` files the shim joins with: the host attaches the shim itself, and
+/// the command still starts in its cgroup.
+#[test]
+fn a_command_with_the_most_passed_fds_still_starts_in_its_cgroup() {
+    if !ready() {
+        return;
+    }
+    let mut c = base();
+    c.cgroup_memory(256 << 20).cgroup_pids_limit(64);
+    let mut cmd = c.command("/bin/sh");
+    cmd.args(["-c", "cat /proc/self/cgroup; ls /proc/self/fd | wc -l"]);
+    for target in 3..64 {
+        let (r, _w) = nix::unistd::pipe().unwrap();
+        cmd.fd(r, target);
+    }
+    let out = cmd.output().expect("spawn with 64 fds");
+    assert!(out.status.success(), "{:?}", out.status);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !matches!(
+        hatchery::cgroup::mechanism(),
+        hatchery::cgroup::Mechanism::Rlimits
+    ) {
+        assert!(text.contains("hatchery-"), "not in its cgroup:\n{text}");
+    }
+    let fds: usize = text.lines().last().unwrap().trim().parse().unwrap();
+    // 64 passed (0-63) plus the one ls opens to list them.
+    assert_eq!(fds, 65, "{text}");
+}

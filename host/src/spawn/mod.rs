@@ -17,7 +17,7 @@ pub(crate) mod clone_child;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use hatchery_protocol::frame::KERNEL_MAX_FDS;
+use hatchery_protocol::frame::MAX_PLAN_FDS;
 use hatchery_protocol::{Channel, Kind, Message, SetupPlan, Usage};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -223,9 +223,9 @@ pub(crate) fn start_with(
     let t = Instant::now();
     let mut plan_fds = spec.plan_fds;
     // v1: the shim moves itself in, first thing (see `Cgroup::self_join_files`), unless the
-    // plan's fds leave no room for the files in one message.
+    // plan's fds leave no room for the files (a plan carries at most `MAX_PLAN_FDS`).
     let join = match shim_proc.cgroup.as_ref().map(|cg| cg.self_join_files()) {
-        Some(Ok(Some(files))) if plan_fds.len() + files.len() <= KERNEL_MAX_FDS => files,
+        Some(Ok(Some(files))) if plan_fds.len() + files.len() <= MAX_PLAN_FDS => files,
         Some(Err(e)) => {
             shim_proc.kill_and_reap();
             return Err(e.into());
