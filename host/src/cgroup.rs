@@ -327,6 +327,17 @@ impl Cgroup {
             .map(Some)
     }
 
+    /// v2: the cgroup's directory, opened for `clone3`'s `CLONE_INTO_CGROUP`; `None` on v1 (or
+    /// when it cannot be opened).
+    pub fn open_v2_dir(&self) -> Option<std::os::fd::OwnedFd> {
+        if !self.v2 {
+            return None;
+        }
+        std::fs::File::open(&self.dirs[0].1)
+            .ok()
+            .map(std::os::fd::OwnedFd::from)
+    }
+
     /// OOM kills in this cgroup so far.
     pub fn oom_kills(&self) -> u64 {
         let (file, key) = if self.v2 {

@@ -66,9 +66,23 @@ impl<'a> Prepared<'a> {
 
 const STACK_SIZE: usize = 64 * 1024;
 
+/// Whether [`spawn`] can clone straight into a cgroup v2 directory (`clone3` with
+/// `CLONE_INTO_CGROUP`, written for this architecture).
+pub const CAN_CLONE_INTO_CGROUP: bool = cfg!(target_arch = "x86_64");
+
 /// Clones a child into new namespaces (`flags` holds the `CLONE_NEW*` bits) that execs the shim.
 /// Returns its pid once the exec happened (or the child failed: then the errno is in the pipe).
-pub fn spawn(flags: libc::c_int, prepared: &Prepared<'_>) -> Result<libc::pid_t, i32> {
+///
+/// With `cgroup` (a cgroup v2 directory, opened for reading), the child is born in it (`clone3`
+/// with `CLONE_INTO_CGROUP`, Linux 5.7): no migration afterwards, so no wait for the kernel's
+/// threadgroup lock, whose write side waits for an RCU grace period after a pause. An error
+/// (an older kernel, an architecture without [`CAN_CLONE_INTO_CGROUP`], a cgroup the kernel
+/// refuses) means no child was made: the caller clones without it and attaches the child.
+pub fn spawn(
+    flags: libc::c_int,
+    prepared: &Prepared<'_>,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> Result<libc::pid_t, i32> {
     // Every fd the child dups from must not collide with 0..=3.
     for fd in [
         prepared.devnull,
@@ -80,7 +94,8 @@ pub fn spawn(flags: libc::c_int, prepared: &Prepared<'_>) -> Result<libc::pid_t,
     }
     let mut stack = vec![0u8; STACK_SIZE];
     // The stack grows down on every architecture we support; keep 16-byte alignment.
-    let top = (stack.as_mut_ptr() as usize + STACK_SIZE) & !15;
+    let base = stack.as_mut_ptr() as usize;
+    let top = (base + STACK_SIZE) & !15;
 
     // SAFETY: sigfillset initialises `all`; `old` is written by pthread_sigmask.
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -90,30 +105,126 @@ pub fn spawn(flags: libc::c_int, prepared: &Prepared<'_>) -> Result<libc::pid_t,
     unsafe { libc::sigfillset(&mut all) };
     // SAFETY: both sets are valid local sigset_t values.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
-    // SAFETY: `child_main` only reads `prepared` (alive: this thread is suspended until the child
-    // execs or exits, CLONE_VFORK) and runs on `stack`, which outlives the call for the same
-    // reason. CLONE_VM without CLONE_SIGHAND gives the child its own signal dispositions.
-    let pid = unsafe {
-        libc::clone(
-            child_main,
-            top as *mut libc::c_void,
-            flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            prepared as *const Prepared<'_> as *mut libc::c_void,
-        )
+    let result = match cgroup {
+        Some(dir) => clone3_into_cgroup(flags, prepared, base, top - base, dir),
+        None => {
+            // SAFETY: `child_main` only reads `prepared` (alive: this thread is suspended until
+            // the child execs or exits, CLONE_VFORK) and runs on `stack`, which outlives the call
+            // for the same reason. CLONE_VM without CLONE_SIGHAND gives the child its own signal
+            // dispositions.
+            let pid = unsafe {
+                libc::clone(
+                    child_main,
+                    top as *mut libc::c_void,
+                    flags | libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    prepared as *const Prepared<'_> as *mut libc::c_void,
+                )
+            };
+            if pid < 0 {
+                Err(std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO))
+            } else {
+                Ok(pid)
+            }
+        }
     };
-    let err = std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO);
     // SAFETY: restoring the mask saved above.
     unsafe {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
     drop(stack);
-    if pid < 0 {
-        Err(err)
-    } else {
-        Ok(pid)
+    result
+}
+
+/// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `clone3(CLONE_VM | CLONE_VFORK | CLONE_INTO_CGROUP | flags)` with the child on the stack
+/// `[stack, stack + size)`, running [`child_main`]`(prepared)` and exiting with what it returns
+/// (it never returns: it execs or `_exit`s). The child starts on its own stack at the system
+/// call's return, so this part is written in assembly, as libc's `clone` is: nothing of the
+/// parent's frame is touched by the child. Signals are blocked by the caller.
+#[cfg(target_arch = "x86_64")]
+fn clone3_into_cgroup(
+    flags: libc::c_int,
+    prepared: &Prepared<'_>,
+    stack: usize,
+    size: usize,
+    cgroup: BorrowedFd<'_>,
+) -> Result<libc::pid_t, i32> {
+    let args = CloneArgs {
+        flags: u64::from(flags as u32)
+            | (libc::CLONE_VM | libc::CLONE_VFORK) as u64
+            | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack as u64,
+        stack_size: size as u64,
+        cgroup: cgroup.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    let entry: extern "C" fn(*mut libc::c_void) -> libc::c_int = child_main;
+    let ret: i64;
+    // SAFETY: the parent returns from the system call with only rax, rcx and r11 changed
+    // (declared). The child (rax == 0) runs on the new stack the kernel switched it to (its top
+    // 16-byte aligned by the caller, as the ABI wants at a call), calls `child_main(prepared)`
+    // (r12, r13 keep their values across the system call) and exits with its return value; it
+    // never comes back into this function. `args` and `prepared` outlive the call: the parent is
+    // suspended until the child execs or exits (CLONE_VFORK).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, 60",
+            "syscall",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") prepared as *const Prepared<'_>,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
     }
+    if ret < 0 {
+        Err((-ret) as i32)
+    } else {
+        Ok(ret as libc::pid_t)
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn clone3_into_cgroup(
+    _flags: libc::c_int,
+    _prepared: &Prepared<'_>,
+    _stack: usize,
+    _size: usize,
+    _cgroup: BorrowedFd<'_>,
+) -> Result<libc::pid_t, i32> {
+    Err(libc::ENOSYS)
 }
 
 /// The child. See the module header for the rules.
@@ -166,4 +277,86 @@ pub fn read_exec_error(pipe: RawFd) -> Option<i32> {
     // SAFETY: reading into a local buffer; the pipe's write ends are closed, so this never blocks.
     let n = unsafe { libc::read(pipe, buf.as_mut_ptr().cast(), buf.len()) };
     (n == 4).then(|| i32::from_le_bytes(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+    use std::path::PathBuf;
+
+    fn high(fd: impl AsFd) -> OwnedFd {
+        let raw = nix::fcntl::fcntl(
+            fd.as_fd().as_raw_fd(),
+            nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10),
+        )
+        .unwrap();
+        // SAFETY: F_DUPFD_CLOEXEC just created `raw`; nothing else owns it.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    }
+
+    /// This process's cgroup v2 directory, where a cgroup2 file system is mounted.
+    fn own_cgroup2_dir() -> Option<PathBuf> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = mountinfo.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split_whitespace().next() == Some("cgroup2"))
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+                .flatten()
+        })?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        Some(mount.join(path.trim_start_matches('/')))
+    }
+
+    /// `clone3` with `CLONE_INTO_CGROUP`: the child runs `child_main` on its own stack, execs,
+    /// and is in the given cgroup from its first instruction (a cgroup v2 directory needs no
+    /// controller for that). Root only: it makes a cgroup, and the child keeps its capabilities.
+    #[test]
+    fn a_child_cloned_into_a_cgroup_v2_is_born_in_it() {
+        if !CAN_CLONE_INTO_CGROUP || !nix::unistd::geteuid().is_root() {
+            eprintln!("needs root on x86_64");
+            return;
+        }
+        let Some(parent) = own_cgroup2_dir() else {
+            eprintln!("no cgroup2 file system mounted");
+            return;
+        };
+        let dir = parent.join(format!("hatchery-clone3-{}", std::process::id()));
+        if let Err(e) = std::fs::create_dir(&dir) {
+            eprintln!("cannot make a cgroup in {}: {e}", parent.display());
+            return;
+        }
+        // `cat` reads the pipe as stdin, so it lives until the write end is closed.
+        let (stdin_r, stdin_w) = nix::unistd::pipe().unwrap();
+        let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let (control, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let program = high(std::fs::File::open("/bin/cat").unwrap());
+        let (stdin_r, err_w, control) = (high(stdin_r), high(err_w), high(control));
+        let prepared = Prepared::new(
+            program.as_fd(),
+            stdin_r.as_fd(),
+            control.as_fd(),
+            err_w.as_fd(),
+            "cat",
+        );
+        let cgroup = std::fs::File::open(&dir).unwrap();
+        // A user namespace of its own, as every shim has: the child raises all its capabilities.
+        let pid = spawn(libc::CLONE_NEWUSER, &prepared, Some(cgroup.as_fd()))
+            .expect("clone3 into the cgroup");
+        drop(err_w);
+        assert_eq!(read_exec_error(err_r.as_raw_fd()), None, "exec failed");
+        let seen = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        drop(stdin_w);
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        let _ = std::fs::remove_dir(&dir);
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(seen.contains(&name), "child's cgroup: {seen:?}");
+        assert_eq!(procs.trim(), pid.to_string(), "members: {procs:?}");
+        assert!(matches!(
+            status,
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+        ));
+    }
 }

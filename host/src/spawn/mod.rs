@@ -48,8 +48,9 @@ pub(crate) struct StartSpec<'a> {
     pub existing_cgroup: Option<BorrowedFd<'a>>,
 }
 
-/// The container's own cgroup. It is created after the clone, while the shim starts up on the
-/// other core (the shim waits for its plan, so nothing of the container runs before it joined).
+/// The container's own cgroup. On v1 it is created after the clone, while the shim starts up on
+/// the other core (the shim waits for its plan, so nothing of the container runs before it
+/// joined); on v2 before it, and the shim is cloned into it (`CLONE_INTO_CGROUP`).
 #[derive(Clone, Copy)]
 pub(crate) struct CgroupSpec<'a> {
     /// Its limits (no cgroup when there are none, or when they are enforced with rlimits).
@@ -177,12 +178,28 @@ pub(crate) fn start_with(
         spec.title,
     );
     let flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    let mut host_steps = vec![("host: shim memfd (first use only)".to_string(), shim_copy)];
+    // cgroup v2: the cgroup is made first and the shim is cloned straight into it, so nothing
+    // migrates it (a write into `cgroup.procs` waits for an RCU grace period after a pause).
     let t = Instant::now();
-    let pid = clone_child::spawn(flags, &prepared).map_err(|errno| Error::Clone { errno })?;
-    let mut host_steps = vec![
-        ("host: shim memfd (first use only)".to_string(), shim_copy),
-        ("host: clone + exec shim".to_string(), t.elapsed()),
-    ];
+    let early = born_in_cgroup(spec.cgroup)?;
+    if early.is_some() {
+        host_steps.push((
+            "host: cgroup create (v2, before the clone)".to_string(),
+            t.elapsed(),
+        ));
+    }
+    let t = Instant::now();
+    let into = early
+        .as_ref()
+        .and_then(|(_, dir)| clone_child::spawn(flags, &prepared, Some(dir.as_fd())).ok());
+    let pid = match into {
+        Some(pid) => pid,
+        None => {
+            clone_child::spawn(flags, &prepared, None).map_err(|errno| Error::Clone { errno })?
+        }
+    };
+    host_steps.push(("host: clone + exec shim".to_string(), t.elapsed()));
     drop(prepared);
     drop(guest);
     drop(err_w);
@@ -209,7 +226,10 @@ pub(crate) fn start_with(
     }
     host_steps.push(("host: id maps".to_string(), t.elapsed()));
     let t = Instant::now();
-    if spec.cgroup.limits.any() {
+    let born_in = into.is_some();
+    if let Some((cg, _)) = early {
+        shim_proc.cgroup = Some(cg);
+    } else if spec.cgroup.limits.any() {
         match crate::cgroup::Cgroup::create(spec.cgroup.limits) {
             Ok(cg) => shim_proc.cgroup = cg,
             Err(_) if spec.cgroup.ignore_failure => {}
@@ -232,7 +252,7 @@ pub(crate) fn start_with(
         }
         _ => Vec::new(),
     };
-    if join.is_empty() {
+    if join.is_empty() && !born_in {
         if let Some(cg) = &shim_proc.cgroup {
             if let Err(e) = cg.attach(pid.as_raw()) {
                 shim_proc.kill_and_reap();
@@ -257,7 +277,7 @@ pub(crate) fn start_with(
             "host: cgroup tasks files (the shim joins)".to_string(),
             t.elapsed(),
         ));
-    } else if shim_proc.cgroup.is_some() || spec.existing_cgroup.is_some() {
+    } else if (shim_proc.cgroup.is_some() && !born_in) || spec.existing_cgroup.is_some() {
         host_steps.push(("host: cgroup attach".to_string(), t.elapsed()));
     }
     let t = Instant::now();
@@ -278,6 +298,31 @@ pub(crate) fn start_with(
         }
         Err(e) => Err(shim_proc.lost("starting the shim", e)),
     }
+}
+
+/// The container's cgroup made before the clone, with its directory opened for
+/// `CLONE_INTO_CGROUP`: on cgroup v2 where this architecture can clone into one; `None` otherwise
+/// (the cgroup is made after the clone, while the shim starts). A cgroup that cannot be made
+/// fails the start, unless `ignore_failure` (hakoniwa's runctl), as it would after the clone.
+fn born_in_cgroup(spec: CgroupSpec<'_>) -> Result<Option<(crate::cgroup::Cgroup, OwnedFd)>> {
+    if !clone_child::CAN_CLONE_INTO_CGROUP
+        || !spec.limits.any()
+        || !matches!(
+            crate::cgroup::mechanism(),
+            crate::cgroup::Mechanism::CgroupV2(_)
+        )
+    {
+        return Ok(None);
+    }
+    let cg = match crate::cgroup::Cgroup::create(spec.limits) {
+        Ok(Some(cg)) => cg,
+        Ok(None) => return Ok(None),
+        Err(_) if spec.ignore_failure => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // A directory that cannot be opened: the cgroup is dropped (removed) and made again after
+    // the clone, the usual way.
+    Ok(cg.open_v2_dir().map(|dir| (cg, dir)))
 }
 
 /// SIGKILLs `pid` and reaps it with `wait4`, returning the raw wait status and its rusage (which
