@@ -23,7 +23,8 @@ pub type Rlimit = Resource;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Namespace {
-    /// Cgroup namespace: `/proc/self/cgroup` shows the container's cgroup as its root.
+    /// Cgroup namespace: `/proc/self/cgroup` shows the container's cgroup as its root (`/`; the
+    /// host's cgroup when the container has none of its own).
     Cgroup,
     /// IPC namespace: private SysV IPC and POSIX message queues.
     Ipc,

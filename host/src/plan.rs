@@ -118,6 +118,7 @@ fn assemble(
         },
         blob: (!blob.is_empty()).then_some(blob_index),
         join_cgroups: 0,
+        cgroup_namespace: c.namespaces.contains(&Namespace::Cgroup),
         loopback: c.namespaces.contains(&Namespace::Network) && c.loopback,
         own_network: c.namespaces.contains(&Namespace::Network) && c.network.is_none(),
         seccomp: seccomp(c)?,

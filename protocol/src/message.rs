@@ -458,6 +458,10 @@ pub struct SetupPlan {
     /// period (milliseconds) whenever no other migration happened lately; the host writing the
     /// shim's pid into `cgroup.procs` does.
     pub join_cgroups: u8,
+    /// The container has a cgroup namespace of its own: the shim makes it anew once it is in
+    /// its cgroups (joined, born in or attached by the host before the plan), so its root is the
+    /// container's cgroup and no path of the host's shows in `/proc/self/cgroup`.
+    pub cgroup_namespace: bool,
     /// Bring the loopback interface up (the container has its own network namespace).
     pub loopback: bool,
     /// The container has a network namespace of its own that nothing outside configures (no

@@ -736,9 +736,10 @@ fn rootdir_as_root() {
 }
 
 /// The shim joins the container's cgroups itself on cgroup v1 (a `tasks` write of `0`, which
-/// skips the kernel's global threadgroup lock): the shim (pid 1) and the command must both be
-/// in them, in every hierarchy that holds a limit (the limits themselves are the adversarial
-/// tests' memory hog and fork bomb).
+/// skips the kernel's global threadgroup lock) and is cloned into it on v2: the shim (pid 1) and
+/// the command must both be in them, in every hierarchy that holds a limit (the limits
+/// themselves are the adversarial tests' memory hog and fork bomb). With a cgroup namespace,
+/// that cgroup is the namespace's root (`/`), and no host path shows.
 #[test]
 fn the_shim_and_the_command_are_in_the_containers_cgroups() {
     if !ready() {
@@ -749,11 +750,10 @@ fn the_shim_and_the_command_are_in_the_containers_cgroups() {
         eprintln!("limits are rlimits here: no cgroups");
         return;
     }
-    let mut c = base();
-    c.cgroup_memory(256 << 20).cgroup_pids_limit(64);
-    let out = stdout(&c, "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup");
-    let mut parts = out.split("--\n");
-    let (cmd, shim) = (parts.next().unwrap(), parts.next().unwrap());
+    let controllers: &[&str] = match mechanism {
+        hatchery::cgroup::Mechanism::CgroupV1 => &["memory", "pids"],
+        _ => &[""],
+    };
     let own = |text: &str, controller: &str| -> Option<String> {
         text.lines().find_map(|l| {
             let mut f = l.splitn(3, ':');
@@ -765,19 +765,32 @@ fn the_shim_and_the_command_are_in_the_containers_cgroups() {
             hit.then(|| path.to_string())
         })
     };
-    let controllers: &[&str] = match mechanism {
-        hatchery::cgroup::Mechanism::CgroupV1 => &["memory", "pids"],
-        _ => &[""],
-    };
-    for ctl in controllers {
-        for (who, text) in [("command", cmd), ("shim", shim)] {
-            let path = own(text, ctl).unwrap_or_default();
-            assert!(
-                path.contains("hatchery-"),
-                "{who} is not in the container's {ctl:?} cgroup: {path:?}\n{out}"
-            );
+    for cgroup_ns in [false, true] {
+        let mut c = base();
+        c.cgroup_memory(256 << 20).cgroup_pids_limit(64);
+        if cgroup_ns {
+            c.unshare(Namespace::Cgroup);
         }
-        assert_eq!(own(cmd, ctl), own(shim, ctl), "{ctl}: {out}");
+        let out = stdout(&c, "cat /proc/self/cgroup; echo --; cat /proc/1/cgroup");
+        let mut parts = out.split("--\n");
+        let (cmd, shim) = (parts.next().unwrap(), parts.next().unwrap());
+        for ctl in controllers {
+            for (who, text) in [("command", cmd), ("shim", shim)] {
+                let path = own(text, ctl).unwrap_or_default();
+                if cgroup_ns {
+                    assert_eq!(
+                        path, "/",
+                        "{who}'s {ctl:?} cgroup is not its namespace's root:\n{out}"
+                    );
+                } else {
+                    assert!(
+                        path.contains("hatchery-"),
+                        "{who} is not in the container's {ctl:?} cgroup: {path:?}\n{out}"
+                    );
+                }
+            }
+            assert_eq!(own(cmd, ctl), own(shim, ctl), "{ctl}: {out}");
+        }
     }
 }
 

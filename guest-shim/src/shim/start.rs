@@ -138,6 +138,19 @@ pub(crate) fn main() -> i32 {
         }
         watch.lap("join cgroup");
     }
+    // Rooted where the shim is now: its own cgroup when it has one.
+    if plan.cgroup_namespace {
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP) {
+            return setup_failed(
+                &mut chan,
+                SetupFailure {
+                    step: SetupStep::JoinCgroup,
+                    errno: e as i32,
+                    detail: "cgroup namespace".into(),
+                },
+            );
+        }
+    }
 
     if let Err(f) = setup::set_ids(&plan.ids) {
         return setup_failed(&mut chan, f);

@@ -183,16 +183,30 @@ pub(crate) fn start_with(
     // migrates it (a write into `cgroup.procs` waits for an RCU grace period after a pause).
     let t = Instant::now();
     let early = born_in_cgroup(spec.cgroup)?;
-    if early.is_some() {
+    if !matches!(early, Early::NotTried) {
         host_steps.push((
             "host: cgroup create (v2, before the clone)".to_string(),
             t.elapsed(),
         ));
     }
     let t = Instant::now();
-    let into = early
-        .as_ref()
-        .and_then(|(_, dir)| clone_child::spawn(flags, &prepared, Some(dir.as_fd())).ok());
+    let into = match &early {
+        Early::Made(_, dir) => match clone_child::spawn(flags, &prepared, Some(dir.as_fd())) {
+            Ok(pid) => Some(pid),
+            Err(errno) => {
+                // No clone3, no CLONE_INTO_CGROUP (before 5.7) or a seccomp filter refusing
+                // clone3 (containers): not worth trying again in this process.
+                if matches!(
+                    errno,
+                    libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM
+                ) {
+                    CLONE3_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                None
+            }
+        },
+        _ => None,
+    };
     let pid = match into {
         Some(pid) => pid,
         None => {
@@ -227,9 +241,9 @@ pub(crate) fn start_with(
     host_steps.push(("host: id maps".to_string(), t.elapsed()));
     let t = Instant::now();
     let born_in = into.is_some();
-    if let Some((cg, _)) = early {
+    if let Early::Made(cg, _) = early {
         shim_proc.cgroup = Some(cg);
-    } else if spec.cgroup.limits.any() {
+    } else if spec.cgroup.limits.any() && !matches!(early, Early::Failed) {
         match crate::cgroup::Cgroup::create(spec.cgroup.limits) {
             Ok(cg) => shim_proc.cgroup = cg,
             Err(_) if spec.cgroup.ignore_failure => {}
@@ -300,29 +314,49 @@ pub(crate) fn start_with(
     }
 }
 
-/// The container's cgroup made before the clone, with its directory opened for
-/// `CLONE_INTO_CGROUP`: on cgroup v2 where this architecture can clone into one; `None` otherwise
-/// (the cgroup is made after the clone, while the shim starts). A cgroup that cannot be made
-/// fails the start, unless `ignore_failure` (hakoniwa's runctl), as it would after the clone.
-fn born_in_cgroup(spec: CgroupSpec<'_>) -> Result<Option<(crate::cgroup::Cgroup, OwnedFd)>> {
+/// What [`born_in_cgroup`] did.
+enum Early {
+    /// Nothing: the cgroup (if any) is made after the clone.
+    NotTried,
+    /// The cgroup could not be made and the spec ignores that (hakoniwa's runctl): no cgroup.
+    Failed,
+    /// The cgroup, and its directory opened for `CLONE_INTO_CGROUP`.
+    Made(crate::cgroup::Cgroup, OwnedFd),
+}
+
+/// `clone3` into a cgroup failed in a way that will not change in this process.
+static CLONE3_REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the container's cgroup before the clone, to clone the shim into it: on cgroup v2 where
+/// this architecture can, unless the limits hold a CPU bandwidth (the child runs in the cgroup
+/// from its first instruction, while the host's thread waits for its exec: a small `cpu.max`
+/// would throttle the host's thread too) or `clone3` was refused before. Otherwise the cgroup
+/// is made after the clone, while the shim starts. A cgroup that cannot be made fails the
+/// start, unless `ignore_failure`, as it would after the clone.
+fn born_in_cgroup(spec: CgroupSpec<'_>) -> Result<Early> {
     if !clone_child::CAN_CLONE_INTO_CGROUP
         || !spec.limits.any()
+        || spec.limits.cpus.is_some()
+        || CLONE3_REFUSED.load(std::sync::atomic::Ordering::Relaxed)
         || !matches!(
             crate::cgroup::mechanism(),
             crate::cgroup::Mechanism::CgroupV2(_)
         )
     {
-        return Ok(None);
+        return Ok(Early::NotTried);
     }
     let cg = match crate::cgroup::Cgroup::create(spec.limits) {
         Ok(Some(cg)) => cg,
-        Ok(None) => return Ok(None),
-        Err(_) if spec.ignore_failure => return Ok(None),
+        Ok(None) => return Ok(Early::NotTried),
+        Err(_) if spec.ignore_failure => return Ok(Early::Failed),
         Err(e) => return Err(e.into()),
     };
     // A directory that cannot be opened: the cgroup is dropped (removed) and made again after
     // the clone, the usual way.
-    Ok(cg.open_v2_dir().map(|dir| (cg, dir)))
+    Ok(match cg.open_v2_dir() {
+        Some(dir) => Early::Made(cg, dir),
+        None => Early::NotTried,
+    })
 }
 
 /// SIGKILLs `pid` and reaps it with `wait4`, returning the raw wait status and its rusage (which
