@@ -860,3 +860,24 @@ fn a_command_with_the_most_passed_fds_still_starts_in_its_cgroup() {
     // 64 passed (0-63) plus the one ls opens to list them.
     assert_eq!(fds, 65, "{text}");
 }
+
+/// A tree that fails to build in a container with a cgroup (the shim joined it first) is
+/// reported as the failed step, not as a lost shim.
+#[test]
+fn a_setup_failure_while_the_cgroup_is_made_is_reported_as_its_step() {
+    if !ready() {
+        return;
+    }
+    let mut c = base();
+    c.cgroup_memory(256 << 20)
+        .cgroup_pids_limit(64)
+        .bindmount_ro("/nonexistent-hatchery-source", "/x");
+    match c.command("/bin/true").status() {
+        Err(Error::Setup {
+            step: SetupStep::BindMount,
+            errno,
+            ..
+        }) => assert_eq!(errno, libc::ENOENT),
+        other => panic!("expected a setup error at BindMount, got {other:?}"),
+    }
+}
