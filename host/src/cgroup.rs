@@ -208,6 +208,93 @@ fn unique_name() -> String {
     )
 }
 
+/// When the process now holding `pid` started, as a time (`None`: no such process).
+fn process_start(pid: u32) -> Option<std::time::SystemTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces and parentheses).
+    let after = stat.rsplit_once(") ")?.1;
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let boot: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)? as u64;
+    Some(
+        std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(boot)
+            + std::time::Duration::from_millis(ticks * 1000 / hz),
+    )
+}
+
+/// How old an empty cgroup must be before a sweep removes it: a container's cgroup is populated
+/// milliseconds after it is made, until its owner removes it.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `name` (`hatchery-<pid>-<token>-<n>`, made at `made`) was left by a process that is
+/// gone: made more than [`STALE_AFTER`] ago, and none holds `<pid>` now or the one that does
+/// started after the directory was made (a second of margin for the clocks' granularity). The
+/// age alone keeps a cgroup another process (in another pid namespace, whose pids this one
+/// cannot look up) is just setting up.
+fn left_by_a_gone_process(name: &str, made: std::time::SystemTime) -> bool {
+    let old = std::time::SystemTime::now()
+        .duration_since(made)
+        .is_ok_and(|age| age > STALE_AFTER);
+    if !old {
+        return false;
+    }
+    let Some(pid) = name
+        .strip_prefix("hatchery-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    match process_start(pid) {
+        None => true,
+        Some(started) => made + std::time::Duration::from_secs(1) < started,
+    }
+}
+
+/// Removes the empty cgroups that processes killed before they could clean up left in `parent`
+/// (a host killed with SIGKILL cannot remove its cgroups). Only `hatchery-<pid>-…` directories
+/// of gone processes are tried, and `rmdir` refuses a cgroup with processes or children, so no
+/// live container is touched.
+fn sweep_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let made = entry.metadata().and_then(|m| m.modified());
+        if let Ok(made) = made {
+            if left_by_a_gone_process(name, made) {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+}
+
+/// [`sweep_stale`] over every directory this process makes its cgroups in, once per process
+/// (before its first cgroup).
+fn sweep_stale_once() {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| match mechanism() {
+        Mechanism::CgroupV2(parent) => sweep_stale(parent),
+        Mechanism::CgroupV1 => {
+            for controller in ["memory", "pids", "cpu"] {
+                if let Some(base) = v1_base(controller) {
+                    sweep_stale(&base);
+                }
+            }
+        }
+        Mechanism::Rlimits => {}
+    });
+}
+
 impl Cgroup {
     /// A new cgroup with `limits`, or `None` when limits are enforced with rlimits (or there
     /// are none).
@@ -216,6 +303,7 @@ impl Cgroup {
             return Ok(None);
         }
         let name = unique_name();
+        sweep_stale_once();
         match mechanism() {
             Mechanism::Rlimits => {
                 if limits.cpus.is_some() {
