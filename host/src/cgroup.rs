@@ -208,12 +208,18 @@ fn unique_name() -> String {
     )
 }
 
-/// When the process now holding `pid` started, as a time (`None`: no such process).
-fn process_start(pid: u32) -> Option<std::time::SystemTime> {
+/// When the process now holding `pid` started, as a time (`None`: no such process), from its
+/// start in clock ticks after boot; `boot` is the boot time and the tick rate.
+fn process_start(pid: u32, boot: (std::time::SystemTime, u64)) -> Option<std::time::SystemTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name (which may hold spaces and parentheses).
     let after = stat.rsplit_once(") ")?.1;
     let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    Some(boot.0 + std::time::Duration::from_millis(ticks * 1000 / boot.1))
+}
+
+/// The boot time (`btime` in `/proc/stat`) and the clock tick rate.
+fn boot_clock() -> Option<(std::time::SystemTime, u64)> {
     let boot: u64 = std::fs::read_to_string("/proc/stat")
         .ok()?
         .lines()
@@ -222,11 +228,10 @@ fn process_start(pid: u32) -> Option<std::time::SystemTime> {
         .ok()
         .flatten()
         .filter(|&h| h > 0)? as u64;
-    Some(
-        std::time::UNIX_EPOCH
-            + std::time::Duration::from_secs(boot)
-            + std::time::Duration::from_millis(ticks * 1000 / hz),
-    )
+    Some((
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(boot),
+        hz,
+    ))
 }
 
 /// How old an empty cgroup must be before a sweep removes it: a container's cgroup is populated
@@ -238,7 +243,11 @@ const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 /// started after the directory was made (a second of margin for the clocks' granularity). The
 /// age alone keeps a cgroup another process (in another pid namespace, whose pids this one
 /// cannot look up) is just setting up.
-fn left_by_a_gone_process(name: &str, made: std::time::SystemTime) -> bool {
+fn left_by_a_gone_process(
+    name: &str,
+    made: std::time::SystemTime,
+    boot: (std::time::SystemTime, u64),
+) -> bool {
     let old = std::time::SystemTime::now()
         .duration_since(made)
         .is_ok_and(|age| age > STALE_AFTER);
@@ -252,7 +261,7 @@ fn left_by_a_gone_process(name: &str, made: std::time::SystemTime) -> bool {
     else {
         return false;
     };
-    match process_start(pid) {
+    match process_start(pid, boot) {
         None => true,
         Some(started) => made + std::time::Duration::from_secs(1) < started,
     }
@@ -263,15 +272,17 @@ fn left_by_a_gone_process(name: &str, made: std::time::SystemTime) -> bool {
 /// of gone processes are tried, and `rmdir` refuses a cgroup with processes or children, so no
 /// live container is touched.
 fn sweep_stale(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
+    let (Ok(entries), Some(boot)) = (std::fs::read_dir(parent), boot_clock()) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
+        let Some(name) = name.to_str().filter(|n| n.starts_with("hatchery-")) else {
+            continue;
+        };
         let made = entry.metadata().and_then(|m| m.modified());
         if let Ok(made) = made {
-            if left_by_a_gone_process(name, made) {
+            if left_by_a_gone_process(name, made, boot) {
                 let _ = std::fs::remove_dir(entry.path());
             }
         }

@@ -20,7 +20,7 @@ pub const MAGIC: [u8; 4] = *b"HTCH";
 
 /// The protocol version this build speaks. Peers with another version are refused at the first
 /// frame with [`ProtocolError::Version`], before any body is decoded.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// Size of the fixed frame header.
 pub const HEADER_LEN: usize = 16;
@@ -129,7 +129,7 @@ mod tests {
         };
         assert_eq!(
             h.to_bytes(),
-            [b'H', b'T', b'C', b'H', 7, 0, 5, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0]
+            [b'H', b'T', b'C', b'H', 8, 0, 5, 0, 0x02, 0x01, 0, 0, 0, 0, 0, 0]
         );
         assert_eq!(Header::parse(&h.to_bytes()).unwrap(), h);
     }
@@ -151,7 +151,7 @@ mod tests {
         b[4] = 9;
         assert!(matches!(
             Header::parse(&b),
-            Err(ProtocolError::Version { ours: 7, theirs: 9 })
+            Err(ProtocolError::Version { ours: 8, theirs: 9 })
         ));
         let mut b = good;
         b[6] = 0xee;

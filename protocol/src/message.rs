@@ -601,6 +601,8 @@ pub enum SetupStep {
     DisableUserns,
     /// Moving the shim into the container's cgroup (a v1 `tasks` file).
     JoinCgroup,
+    /// Making the container's cgroup namespace, rooted at its cgroup.
+    CgroupNamespace,
 }
 
 /// Building the container (or preparing a request) failed.

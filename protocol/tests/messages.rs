@@ -40,10 +40,10 @@ fn sample_request() -> Request {
 #[test]
 fn golden_ping() {
     let bytes = Message::Ping(Ping { nonce: 7 }).encode().unwrap();
-    // header: "HTCH", version 7, kind 8, body length 2, reserved 0; body: fixarray(1) [7]
+    // header: "HTCH", version 8, kind 8, body length 2, reserved 0; body: fixarray(1) [7]
     assert_eq!(
         bytes,
-        [b'H', b'T', b'C', b'H', 7, 0, 8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x91, 0x07]
+        [b'H', b'T', b'C', b'H', 8, 0, 8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x91, 0x07]
     );
 }
 
@@ -55,7 +55,7 @@ fn golden_request() {
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         hex,
-        "4854434807000500ac00000000000000972a0081a44578656394c4102f7573722f62696e2f636f6e7665727493c407\
+        "4854434808000500ac00000000000000972a0081a44578656394c4102f7573722f62696e2f636f6e7665727493c407\
          636f6e76657274c4012dc405706e673a2d92c41250415448\
          3d2f7573722f62696e3a2f62696ec40c4c414e473d432e5554462d38c4042f746d7094ce001e8480ce01000000ce04\
          0000009193a6 4e6f66696c6540409381a650617373656400 81a650617373656401 81a650617373656402\
@@ -82,7 +82,7 @@ fn golden_response() {
         call: None,
     }));
     let bytes = msg.encode().unwrap();
-    assert_eq!(&bytes[..8], b"HTCH\x07\x00\x06\x00");
+    assert_eq!(&bytes[..8], b"HTCH\x08\x00\x06\x00");
     assert_eq!(Message::decode(&bytes).unwrap(), msg);
 }
 
@@ -96,7 +96,7 @@ fn version_mismatch_is_detected_before_the_body() {
     bytes[4] = 6;
     // The body is still valid; the header alone decides.
     match Message::decode(&bytes) {
-        Err(ProtocolError::Version { ours: 7, theirs: 6 }) => {}
+        Err(ProtocolError::Version { ours: 8, theirs: 6 }) => {}
         other => panic!("expected a version error, got {other:?}"),
     }
 }
@@ -208,10 +208,10 @@ fn golden_report() {
     }));
     let bytes = msg.encode().unwrap();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    // header: version 7, kind 16, 15 bytes; body: [[[{"Port": [80, true]}, 2]], nil, 0]
+    // header: version 8, kind 16, 15 bytes; body: [[[{"Port": [80, true]}, 2]], nil, 0]
     assert_eq!(
         hex,
-        "48544348070010000f000000000000009391 92 81a4506f7274 9250c3 02 c0 00".replace(' ', "")
+        "48544348080010000f000000000000009391 92 81a4506f7274 9250c3 02 c0 00".replace(' ', "")
     );
     assert_eq!(Message::decode(&bytes).unwrap(), msg);
 }

@@ -187,3 +187,44 @@ pub fn hatchery(args: &[&str]) -> std::process::Output {
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// The cgroup `text` (a `/proc/<pid>/cgroup`) names for `controller` (`""`: the v2 line).
+pub fn cgroup_of(text: &str, controller: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+        let hit = match controller {
+            "" => ctl.is_empty(),
+            c => ctl.split(',').any(|x| x == c),
+        };
+        hit.then(|| path.to_string())
+    })
+}
+
+/// Where this process's containers get their cgroups, one directory per hierarchy; empty when
+/// limits are rlimits. Rlimits are expected of an unprivileged user without a delegated cgroup
+/// (nothing to test then); as root they mean no usable cgroup, a skip ([`require`]).
+pub fn cgroup_parents() -> Vec<PathBuf> {
+    use hatchery::cgroup::Mechanism;
+    match hatchery::cgroup::mechanism() {
+        Mechanism::CgroupV2(p) => vec![p.clone()],
+        Mechanism::CgroupV1 => {
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+            ["memory", "pids"]
+                .iter()
+                .filter_map(|c| {
+                    let path = cgroup_of(&own, c)?;
+                    Some(
+                        PathBuf::from("/sys/fs/cgroup")
+                            .join(c)
+                            .join(path.trim_start_matches('/')),
+                    )
+                })
+                .collect()
+        }
+        _ => {
+            require(!is_root(), "no usable cgroup as root");
+            Vec::new()
+        }
+    }
+}

@@ -3,44 +3,15 @@
 //! not stop a pool from starting. One test per binary: it plants directories named after this
 //! process.
 
-use std::path::PathBuf;
-
-use hatchery::cgroup::Mechanism;
 use hatchery::Pool;
-use hatchery_tests::{require, user_namespaces_work};
-
-/// Where this process's cgroups go, per hierarchy.
-fn parents() -> Vec<PathBuf> {
-    match hatchery::cgroup::mechanism() {
-        Mechanism::CgroupV2(p) => vec![p.clone()],
-        Mechanism::CgroupV1 => ["memory", "pids"]
-            .iter()
-            .filter_map(|c| {
-                let own = std::fs::read_to_string("/proc/self/cgroup")
-                    .ok()?
-                    .lines()
-                    .find_map(|l| {
-                        let mut f = l.splitn(3, ':');
-                        let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
-                        ctl.split(',').any(|x| x == *c).then(|| path.to_string())
-                    })?;
-                Some(
-                    PathBuf::from("/sys/fs/cgroup")
-                        .join(c)
-                        .join(own.trim_start_matches('/')),
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
+use hatchery_tests::{cgroup_parents, require, user_namespaces_work};
 
 #[test]
 fn stale_cgroups_of_an_earlier_process_with_this_pid_do_not_stop_a_pool() {
     if !require(user_namespaces_work(), "user namespaces unavailable") {
         return;
     }
-    let parents = parents();
+    let parents = cgroup_parents();
     if parents.is_empty() {
         eprintln!("limits are rlimits here: no cgroups");
         return;

@@ -2,47 +2,19 @@
 //! removed by the next process's first cgroup: only empty `hatchery-<pid>-…` directories older
 //! than a minute whose process is gone. One test per binary: the sweep runs once per process.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use hatchery::cgroup::Mechanism;
 use hatchery::Container;
-use hatchery_tests::{require, user_namespaces_work};
-
-/// Where this process's cgroups go, per hierarchy.
-fn parents() -> Vec<PathBuf> {
-    match hatchery::cgroup::mechanism() {
-        Mechanism::CgroupV2(p) => vec![p.clone()],
-        Mechanism::CgroupV1 => ["memory", "pids"]
-            .iter()
-            .filter_map(|c| {
-                let own = std::fs::read_to_string("/proc/self/cgroup")
-                    .ok()?
-                    .lines()
-                    .find_map(|l| {
-                        let mut f = l.splitn(3, ':');
-                        let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
-                        ctl.split(',').any(|x| x == *c).then(|| path.to_string())
-                    })?;
-                Some(
-                    PathBuf::from("/sys/fs/cgroup")
-                        .join(c)
-                        .join(own.trim_start_matches('/')),
-                )
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
-}
+use hatchery_tests::{cgroup_parents, require, user_namespaces_work};
 
 #[test]
 fn the_first_cgroup_of_a_process_removes_the_empty_ones_gone_processes_left() {
     if !require(user_namespaces_work(), "user namespaces unavailable") {
         return;
     }
-    let parents = parents();
+    let parents = cgroup_parents();
     if parents.is_empty() {
-        eprintln!("limits are rlimits here: no cgroups");
+        eprintln!("limits are rlimits for this unprivileged user: no cgroups to sweep");
         return;
     }
     // A pid no process holds now.
@@ -50,19 +22,28 @@ fn the_first_cgroup_of_a_process_removes_the_empty_ones_gone_processes_left() {
     let gone = child.id();
     child.wait().unwrap();
     let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+    let a_minute_ago = SystemTime::now() - Duration::from_secs(61);
     let mut stale = Vec::new();
     let mut fresh = Vec::new();
     for p in &parents {
         let old = p.join(format!("hatchery-{gone}-5afe5afe-0"));
+        // Made a moment ago: a process (in another pid namespace, say) is setting it up.
         let new = p.join(format!("hatchery-{gone}-5afe5afe-1"));
-        std::fs::create_dir(&old).unwrap();
-        std::fs::create_dir(&new).unwrap();
-        std::fs::File::open(&old)
-            .unwrap()
-            .set_modified(two_hours_ago)
-            .unwrap();
+        // Old, but pid 1 is alive and started before it was made: its owner's.
+        let alive = p.join("hatchery-1-5afe5afe-2");
+        for (dir, made) in [
+            (&old, Some(two_hours_ago)),
+            (&new, None),
+            (&alive, Some(a_minute_ago)),
+        ] {
+            std::fs::create_dir(dir).unwrap();
+            if let Some(t) = made {
+                std::fs::File::open(dir).unwrap().set_modified(t).unwrap();
+            }
+        }
         stale.push(old);
         fresh.push(new);
+        fresh.push(alive);
     }
     let mut c = Container::new();
     c.rootfs("/")

@@ -882,14 +882,13 @@ fn dedicated_isolation_uses_each_zygote_once() {
         .max_zygotes(2)
         .build()
         .unwrap();
-    let mut seen = std::collections::HashSet::new();
     for _ in 0..4 {
-        let before = p.zygote_pids();
         let r = p.run(Request::exec("/bin/true")).unwrap();
         assert!(r.success());
-        seen.extend(before);
     }
-    // Each request had a zygote of its own; retiring them happens in the background.
+    // Each request had a zygote of its own (a reused one would leave fewer started: one serves
+    // every request otherwise); retiring them happens in the background. The live zygotes seen
+    // before each request are no proof either way: a refill still starting is not listed.
     assert!(p.metrics().zygotes_started >= 4, "{:?}", p.metrics());
     let deadline = Instant::now() + Duration::from_secs(10);
     while p.metrics().retired < 4 {
@@ -900,7 +899,6 @@ fn dedicated_isolation_uses_each_zygote_once() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(seen.len() >= 3, "zygotes were reused: {seen:?}");
 }
 
 #[test]

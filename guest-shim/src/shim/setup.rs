@@ -239,6 +239,26 @@ fn subdir(
     open_child(dir, name, flags, 0).map_err(|e| fail(step, e, detail))
 }
 
+/// [`subdir`] for a directory that is usually new: made first, then opened (`EEXIST`: whatever
+/// is there is opened the same way, so a link still fails with `ELOOP`).
+fn new_subdir(
+    step: SetupStep,
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+    detail: &Path,
+) -> Result<OwnedFd, SetupFailure> {
+    match nix::sys::stat::mkdirat(
+        Some(dir.as_raw_fd()),
+        name,
+        Mode::from_bits_truncate(mode & 0o7777),
+    ) {
+        Ok(()) | Err(nix::Error::EEXIST) => {}
+        Err(e) => return Err(nix_fail(step, e, detail)),
+    }
+    open_child(dir, name, OFlags::PATH | OFlags::DIRECTORY, 0).map_err(|e| fail(step, e, detail))
+}
+
 /// The mount points of consecutive binds, made in the directory the previous one was made in
 /// without walking to it again from the root (the minimal `/etc` is ~20 binds in one
 /// directory). Only binds use it and anything else forgets it: a bind never covers its own
@@ -272,19 +292,9 @@ impl BindParent {
             Some((k, fd)) if k == key => fd,
             _ => root.mkdir_p(step, dirs, 0o755, detail)?,
         };
-        // Mount points are usually new: make first, open what exists after `EEXIST`.
+        // Mount points are usually new: made first, opened after.
         let point = if dir {
-            match nix::sys::stat::mkdirat(
-                Some(parent.as_raw_fd()),
-                *name,
-                Mode::from_bits_truncate(0o755),
-            ) {
-                Ok(()) | Err(nix::Error::EEXIST) => {
-                    open_child(&parent, name, OFlags::PATH | OFlags::DIRECTORY, 0)
-                        .map_err(|e| fail(step, e, detail))
-                }
-                Err(e) => Err(nix_fail(step, e, detail)),
-            }
+            new_subdir(step, &parent, name, 0o755, detail)
         } else {
             file_stub(step, &parent, name, 0o644, detail)
         };

@@ -144,9 +144,9 @@ pub(crate) fn main() -> i32 {
             return setup_failed(
                 &mut chan,
                 SetupFailure {
-                    step: SetupStep::JoinCgroup,
+                    step: SetupStep::CgroupNamespace,
                     errno: e as i32,
-                    detail: "cgroup namespace".into(),
+                    detail: "unshare(CLONE_NEWCGROUP)".into(),
                 },
             );
         }

@@ -194,12 +194,10 @@ pub(crate) fn start_with(
         Early::Made(_, dir) => match clone_child::spawn(flags, &prepared, Some(dir.as_fd())) {
             Ok(pid) => Some(pid),
             Err(errno) => {
-                // No clone3, no CLONE_INTO_CGROUP (before 5.7) or a seccomp filter refusing
-                // clone3 (containers): not worth trying again in this process.
-                if matches!(
-                    errno,
-                    libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM
-                ) {
+                // No clone3 (before 5.3, or a container's seccomp profile answering ENOSYS) or no
+                // CLONE_INTO_CGROUP (before 5.7): not worth trying again in this process. Other
+                // errors may be this clone's own (a refused user namespace): tried again.
+                if matches!(errno, libc::ENOSYS | libc::E2BIG) {
                     CLONE3_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
                 None
@@ -275,6 +273,8 @@ pub(crate) fn start_with(
         }
     }
     plan.join_cgroups = join.len() as u8;
+    // Without a cgroup of its own the shim is where the namespace made at clone time is rooted.
+    plan.cgroup_namespace &= shim_proc.cgroup.is_some() || spec.existing_cgroup.is_some();
     plan_fds.extend(join.iter().map(|f| f.as_fd()));
     if let Some(dir) = spec.existing_cgroup {
         let procs = format!("/proc/self/fd/{}/cgroup.procs", dir.as_raw_fd());
