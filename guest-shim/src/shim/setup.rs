@@ -222,25 +222,16 @@ fn subdir(
     mode: u32,
     detail: &Path,
 ) -> Result<OwnedFd, SetupFailure> {
-    let flags = OFlags::PATH | OFlags::DIRECTORY;
-    match open_child(dir, name, flags, 0) {
-        Ok(fd) => return Ok(fd),
-        Err(libc::ENOENT) => {}
-        Err(e) => return Err(fail(step, e, detail)),
+    match open_child(dir, name, OFlags::PATH | OFlags::DIRECTORY, 0) {
+        Ok(fd) => Ok(fd),
+        Err(libc::ENOENT) => new_subdir(step, dir, name, mode, detail),
+        Err(e) => Err(fail(step, e, detail)),
     }
-    match nix::sys::stat::mkdirat(
-        Some(dir.as_raw_fd()),
-        name,
-        Mode::from_bits_truncate(mode & 0o7777),
-    ) {
-        Ok(()) | Err(nix::Error::EEXIST) => {}
-        Err(e) => return Err(nix_fail(step, e, detail)),
-    }
-    open_child(dir, name, flags, 0).map_err(|e| fail(step, e, detail))
 }
 
 /// [`subdir`] for a directory that is usually new: made first, then opened (`EEXIST`: whatever
-/// is there is opened the same way, so a link still fails with `ELOOP`).
+/// is there is opened the same way, so a link still fails with `ELOOP`). [`subdir`] ends here
+/// when its first look finds nothing.
 fn new_subdir(
     step: SetupStep,
     dir: &OwnedFd,
