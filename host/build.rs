@@ -58,6 +58,16 @@ fn main() {
         "cargo::rustc-env=HATCHERY_SHIM_NOT_EMBEDDED={}",
         skipped.unwrap_or_default()
     );
+    // Names the shim's copy in a disk cache (`shim_binary::enable_disk_cache`): a digest of its
+    // bytes, so that every build has its own entry.
+    let bytes = std::fs::read(&embedded).expect("read the embedded shim");
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    println!(
+        "cargo::rustc-env=HATCHERY_EMBEDDED_SHIM_DIGEST={:016x}{:08x}",
+        hasher.finish(),
+        bytes.len()
+    );
 }
 
 fn env(name: &str) -> OsString {

@@ -41,6 +41,7 @@ mod child;
 mod command;
 mod container;
 pub mod denial;
+mod disk_cache;
 mod error;
 mod hakurei;
 pub mod idmap;

@@ -17,8 +17,11 @@
 //! short run (the shim's exit, the namespaces' teardown, removing the cgroup). Containers are
 //! reaped in the order they were handed off; a handed-off shim is a zombie of this process until
 //! then. [`settle`] waits until every container handed off so far is gone (a process that exits
-//! right after its last command calls it, so no cgroup directory outlives it).
+//! right after its last command calls it, so no cgroup directory outlives it). A program that runs
+//! one container and exits (the `hatchery` CLI) calls [`tear_down_on_caller`] instead: there, the
+//! thread's start and wake-ups cost more than the teardown it moves.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Condvar, Mutex, OnceLock};
 
@@ -62,10 +65,26 @@ fn tear_down(remains: Remains) {
     drop(remains.cgroup);
 }
 
+static ON_CALLER: AtomicBool = AtomicBool::new(false);
+
+/// From now on, [`Child::wait`](crate::Child::wait) and `status()` tear their container down on
+/// the calling thread before they return (the shim's exit, the namespaces' teardown, the cgroup's
+/// removal), instead of handing it to the `hatchery-reaper` thread. For a program that runs one
+/// container at a time and exits after it, like the `hatchery` CLI: no thread is started, and
+/// the exit does not wait for one to wake up and die (a fraction of a millisecond on a busy or
+/// virtual machine). [`settle`] then has nothing to wait for.
+pub fn tear_down_on_caller() {
+    ON_CALLER.store(true, Ordering::Relaxed);
+}
+
 /// Hands a shim that has sent its command's `Response` (and its cgroup, whose OOM count was
 /// already read) to the reaper thread. Falls back to tearing it down here when the thread
-/// cannot be started.
+/// cannot be started, or after [`tear_down_on_caller`].
 pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>) {
+    if ON_CALLER.load(Ordering::Relaxed) {
+        tear_down(Remains { pid, cgroup });
+        return;
+    }
     let r = reaper();
     *r.pending.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     let remains = Remains { pid, cgroup };

@@ -18,10 +18,26 @@
 //!    test binaries in `target/*/deps` and examples in `target/*/examples`), then on `$PATH`.
 //!
 //! The memfd is created on first use (a copy of about 2 MB) and kept for the process's lifetime.
+//!
+//! A short-lived process (the `hatchery` CLI) pays that copy on every run (1.2–1.4 ms on a slow
+//! VM, the allocation of ~600 shared-memory pages). With [`enable_disk_cache`] it executes the
+//! embedded shim from a file of the per-user cache instead (`<cache>/shim-<digest>`, written
+//! once, mode 0500), with the same guarantee: the cloned child, already in the container's new
+//! user and mount namespaces, resolves the file's path there, checks that it is the inode the
+//! host checked, clones it as a detached mount (`open_tree(OPEN_TREE_CLONE)`), makes that mount
+//! read-only (`mount_setattr`) and executes it from there. The shim's `/proc/<pid>/exe` then
+//! names a file on a read-only mount that is attached nowhere: opening it for writing fails with
+//! `EROFS` whoever asks, as runc 1.2 does it with its own binary. The cache is as trusted as the
+//! user's own files (`disk_cache`); a copy on a `noexec` mount, or one whose exec fails, falls
+//! back to the sealed memfd for the rest of the process.
 
+use std::ffi::CString;
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
@@ -34,6 +50,9 @@ static EMBEDDED: &[u8] = include_bytes!(env!("HATCHERY_EMBEDDED_SHIM"));
 
 /// Why nothing is embedded (empty when the shim is embedded), set by the build script.
 const NOT_EMBEDDED: &str = env!("HATCHERY_SHIM_NOT_EMBEDDED");
+
+/// A digest of [`EMBEDDED`] and its length, set by the build script: names its cached copy.
+const DIGEST: &str = env!("HATCHERY_EMBEDDED_SHIM_DIGEST");
 
 /// The `hatchery-shim` embedded in this build of the library, or `None` when it was built without
 /// one (without the `embed-shim` feature, for docs.rs, or by clippy).
@@ -242,6 +261,150 @@ pub fn get() -> Result<&'static ShimBinary> {
     match SHIM.get_or_init(|| load().map_err(Failure::of)) {
         Ok(s) => Ok(s),
         Err(f) => Err(f.error()),
+    }
+}
+
+static CACHE_ENABLED: AtomicBool = AtomicBool::new(false);
+/// An exec of the cached copy failed in this process: the sealed memfd from then on.
+static CACHE_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// Executes the embedded shim from a copy in `dir` (created mode 0700 if missing), or in
+/// `$XDG_CACHE_HOME/hatchery` (else `$HOME/.cache/hatchery`) when `dir` is `None`, instead of
+/// copying it into a sealed memfd in every process (see the module header: the copy is executed
+/// from a read-only detached mount, so it cannot be opened for writing from a container either).
+/// The directory is shared with
+/// [`seccomp::enable_disk_cache`](crate::seccomp::enable_disk_cache): the first call of either
+/// sets it. For short-lived processes that start one or a few containers; has no effect with
+/// `$HATCHERY_SHIM` set or without an embedded shim, and `HATCHERY_SHIM_CACHE=0` turns it off.
+pub fn enable_disk_cache(dir: Option<PathBuf>) {
+    crate::disk_cache::set_dir(dir);
+    CACHE_ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// The cached copy of the embedded shim: where the child finds it and what it must be.
+#[derive(Debug)]
+pub(crate) struct CachedShim {
+    /// Its absolute path, resolved again by the child in the container's mount namespace.
+    pub(crate) path: CString,
+    /// The file the host checked: device (major, minor) and inode, as `statx` reports them.
+    pub(crate) id: hatchery_sys::fs::FileId,
+}
+
+/// What a container's child executes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ShimExec {
+    /// The cached copy, from a read-only detached mount the child makes of it.
+    Cached(&'static CachedShim),
+    /// The process's sealed memfd.
+    Sealed(&'static ShimBinary),
+}
+
+/// The shim to execute: the cached copy when [`enable_disk_cache`] was called and it is usable,
+/// else the process-wide sealed memfd ([`get`]).
+pub(crate) fn for_exec() -> Result<ShimExec> {
+    if CACHE_ENABLED.load(Ordering::Relaxed)
+        && !CACHE_FAILED.load(Ordering::Relaxed)
+        && std::env::var_os("HATCHERY_SHIM").is_none()
+        && std::env::var_os("HATCHERY_SHIM_CACHE").as_deref() != Some("0".as_ref())
+    {
+        static CACHED: OnceLock<Option<CachedShim>> = OnceLock::new();
+        if let Some(c) = CACHED.get_or_init(load_cached) {
+            return Ok(ShimExec::Cached(c));
+        }
+    }
+    get().map(ShimExec::Sealed)
+}
+
+/// Records that executing the cached copy failed: the sealed memfd for the rest of the process.
+pub(crate) fn cached_exec_failed() {
+    CACHE_FAILED.store(true, Ordering::Relaxed);
+}
+
+/// The cached copy of the embedded shim, written first if missing or not whole; `None` when
+/// there is no embedded shim, no usable cache directory, or the copy cannot be executed from
+/// where it is (a `noexec` mount).
+fn load_cached() -> Option<CachedShim> {
+    let bytes = embedded()?;
+    let dir = crate::disk_cache::open_dir()?;
+    let vfs = nix::sys::statvfs::fstatvfs(&dir).ok()?;
+    if vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC) {
+        return None;
+    }
+    let name = CString::new(format!("shim-{DIGEST}")).ok()?;
+    let fd = match crate::disk_cache::open_entry(dir.as_fd(), &name) {
+        Some(fd) if holds(&fd, bytes) => fd,
+        _ => {
+            remove_other_copies(dir.as_fd(), &name);
+            crate::disk_cache::store_entry(dir.as_fd(), &name, bytes, 0o500)
+                .then(|| crate::disk_cache::open_entry(dir.as_fd(), &name))
+                .flatten()
+                .filter(|fd| holds(fd, bytes))?
+        }
+    };
+    let id = hatchery_sys::fs::file_id(fd.as_fd()).ok()?;
+    // The directory's path as the kernel knows it (absolute, in this mount namespace), which
+    // the child's copy of the namespace resolves the same way.
+    let dir_path = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+    if !dir_path.is_absolute() {
+        return None;
+    }
+    let path = CString::new(dir_path.join(name.to_str().ok()?).as_os_str().as_bytes()).ok()?;
+    Some(CachedShim { path, id })
+}
+
+/// Whether `fd` holds `bytes`: the same length, and the same first and last pages (the name is
+/// a digest of the bytes; this catches a copy damaged after it was written).
+fn holds(fd: &OwnedFd, bytes: &[u8]) -> bool {
+    let file = std::fs::File::from(match fd.try_clone() {
+        Ok(f) => f,
+        Err(_) => return false,
+    });
+    if file.metadata().map(|m| m.len()).ok() != Some(bytes.len() as u64) {
+        return false;
+    }
+    let page = 4096.min(bytes.len());
+    let tail = bytes.len() - page;
+    let mut buf = vec![0u8; page];
+    file.read_exact_at(&mut buf, 0).is_ok()
+        && buf == bytes[..page]
+        && file.read_exact_at(&mut buf, tail as u64).is_ok()
+        && buf == bytes[tail..]
+}
+
+/// Removes the copies other builds left in the cache directory (`shim-*` but `keep`), and
+/// temporary files of copies whose writer is gone (older than a minute).
+fn remove_other_copies(dir: BorrowedFd<'_>, keep: &std::ffi::CStr) {
+    let Ok(listing) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return;
+    };
+    let names: Vec<CString> = listing
+        .filter_map(|e| e.ok())
+        .filter_map(|e| CString::new(e.file_name().as_bytes()).ok())
+        .filter(|n| n.to_bytes().starts_with(b"shim-") && n.as_c_str() != keep)
+        .collect();
+    let now = std::time::SystemTime::now();
+    for n in names {
+        if n.to_bytes().ends_with(b".tmp") {
+            let fresh = nix::sys::stat::fstatat(
+                Some(dir.as_raw_fd()),
+                n.as_c_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok_and(|st| {
+                let mtime = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(st.st_mtime.max(0) as u64);
+                now.duration_since(mtime)
+                    .is_ok_and(|age| age.as_secs() < 60)
+            });
+            if fresh {
+                continue;
+            }
+        }
+        let _ = nix::unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            n.as_c_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        );
     }
 }
 

@@ -94,6 +94,62 @@ pub fn open_tree_clone(fd: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
+/// `open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)`: a detached copy of the
+/// mount of what `path` names, rooted there and not recursive (a bind of one file, say),
+/// resolved in the caller's mount namespace (which must be one the caller may mount in).
+/// `ENOSYS` before Linux 5.2.
+pub fn open_tree_clone_path(path: &CStr) -> Result<OwnedFd, Errno> {
+    const OPEN_TREE_CLONE: libc::c_long = 1;
+    // SAFETY: `path` is NUL-terminated and alive for the call; the kernel returns a new fd
+    // that nothing else owns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD as libc::c_long,
+            path.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_long,
+        )
+    };
+    let raw = check(ret)? as i32;
+    // SAFETY: `raw` was just returned by open_tree and is owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// A file's identity: its device and inode, as `statx` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    /// Major number of the device the file system is on.
+    pub dev_major: u32,
+    /// Minor number of that device.
+    pub dev_minor: u32,
+    /// Inode number.
+    pub ino: u64,
+}
+
+/// `statx(fd, "", AT_EMPTY_PATH, STATX_INO)`: the identity of the file `fd` refers to.
+pub fn file_id(fd: BorrowedFd<'_>) -> Result<FileId, Errno> {
+    // SAFETY: an all-zero `struct statx` is a valid value of it.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open for the call, the path is an empty NUL-terminated string and `st` a
+    // valid, writable `struct statx`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_statx,
+            fd.as_raw_fd() as libc::c_long,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH as libc::c_long,
+            libc::STATX_INO as libc::c_long,
+            &mut st as *mut libc::statx,
+        )
+    };
+    check(ret)?;
+    Ok(FileId {
+        dev_major: st.stx_dev_major,
+        dev_minor: st.stx_dev_minor,
+        ino: st.stx_ino,
+    })
+}
+
 /// `move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)`:
 /// attaches the detached tree `tree` (from [`open_tree_clone`]) on top of what `target` (an
 /// `O_PATH` fd) is. `ENOSYS` before Linux 5.2.

@@ -4,8 +4,7 @@
 //! long-lived process compiles each filter once in memory anyway.
 //!
 //! ```text
-//!  <dir>/                       created 0700; used only if owned by this euid, not group/world
-//!                               writable, and reached without following a symlink
+//!  <dir>/                       the cache directory (see `disk_cache`: private to this euid)
 //!    <hash>.bpf                 "HTCHBPF2", the full key, notify flags, the BPF words (whether the
 //!                               program needs the hand-over revoked is read off the words)
 //! ```
@@ -13,22 +12,16 @@
 //! The key is everything the program depends on: this crate's version, libseccomp's version and
 //! API level, the filter as data (default, architectures, rules, ioctls, leniency) and whether
 //! notifications compile as kills. A hit compares the whole key, not just its hash, so a
-//! collision is a miss. Entries are written to a temporary name and renamed into place, so a
-//! reader sees a whole file or none. Anything unexpected (ownership, mode, size, format) is a
-//! miss and the filter is compiled as without a cache.
-//!
-//! Trust: the cache is as trusted as the user's own files. Whoever can write to the directory
-//! can already change what this user runs; other users cannot (0700, checked on every open).
+//! collision is a miss. Anything unexpected (ownership, mode, size, format) is a miss and the
+//! filter is compiled as without a cache. Trust: as the user's own files (see `disk_cache`).
 
 use std::ffi::CString;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
-
-use hatchery_sys::fs::{openat2, Mode, OFlags, ResolveFlags};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use super::Program;
 
@@ -38,66 +31,27 @@ const MAX_WORDS: u64 = 4096;
 /// An entry's key is the filter as text: bounded, to bound what a read allocates.
 const MAX_KEY: u64 = 1 << 20;
 
-static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Keeps compiled filters in `dir` (created mode 0700 if missing, its parents as usual), or in
-/// `$XDG_CACHE_HOME/hatchery` (else `$HOME/.cache/hatchery`) when `dir` is `None`. Only the first
-/// call counts. Costs nothing until a filter is compiled; then one small file read per filter,
-/// instead of libseccomp's compile (milliseconds for the default profile's policy).
+/// `$XDG_CACHE_HOME/hatchery` (else `$HOME/.cache/hatchery`) when `dir` is `None`. The directory
+/// is shared with [`shim_binary::enable_disk_cache`](crate::shim_binary::enable_disk_cache): the
+/// first call of either sets it. Costs nothing until a filter is compiled; then one small file
+/// read per filter, instead of libseccomp's compile (milliseconds for the default profile's
+/// policy).
 pub fn enable_disk_cache(dir: Option<PathBuf>) {
-    let dir = dir.or_else(|| {
-        std::env::var_os("XDG_CACHE_HOME")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .map(|d| d.join("hatchery"))
-    });
-    let _ = DIR.set(dir);
+    crate::disk_cache::set_dir(dir);
+    ENABLED.store(true, Ordering::Relaxed);
 }
 
 /// Whether [`enable_disk_cache`] was called (with a directory to use).
 pub(super) fn enabled() -> bool {
-    DIR.get().is_some_and(Option::is_some)
+    ENABLED.load(Ordering::Relaxed) && crate::disk_cache::dir_path().is_some()
 }
 
 /// The enabled cache directory, opened and checked, or `None` (no cache, or not a safe one).
 fn open_dir() -> Option<OwnedFd> {
-    open_dir_at(DIR.get()?.as_ref()?)
-}
-
-/// `dir` (created if missing), opened and checked.
-fn open_dir_at(dir: &std::path::Path) -> Option<OwnedFd> {
-    let parent = dir.parent()?;
-    let name = CString::new(dir.file_name()?.as_bytes()).ok()?;
-    // The parent is the user's choice (it may be reached through a link, like a linked home,
-    // and is created like any other cache's); the cache directory itself is never a link.
-    if !parent.exists() {
-        let _ = std::fs::create_dir_all(parent);
-    }
-    let parent: OwnedFd = std::fs::File::open(parent).ok()?.into();
-    let _ = nix::sys::stat::mkdirat(
-        Some(std::os::fd::AsRawFd::as_raw_fd(&parent)),
-        name.as_c_str(),
-        nix::sys::stat::Mode::from_bits_truncate(0o700),
-    );
-    let fd = openat2(
-        parent.as_fd(),
-        &name,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
-    private(fd.as_fd(), libc::S_IFDIR).then_some(fd)
-}
-
-/// Whether `fd` is of type `kind`, owned by this process's euid and writable by it alone.
-fn private(fd: BorrowedFd<'_>, kind: libc::mode_t) -> bool {
-    nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd)).is_ok_and(|st| {
-        st.st_mode & libc::S_IFMT == kind
-            && st.st_uid == nix::unistd::geteuid().as_raw()
-            && st.st_mode & 0o022 == 0
-    })
+    crate::disk_cache::open_dir()
 }
 
 /// The cache key of a compile: everything the program depends on.
@@ -125,17 +79,7 @@ pub(super) fn load(key: &str) -> Option<Program> {
 }
 
 fn load_from(dir: &OwnedFd, key: &str) -> Option<Program> {
-    let fd = openat2(
-        dir.as_fd(),
-        &file_name(key),
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ok()?;
-    if !private(fd.as_fd(), libc::S_IFREG) {
-        return None;
-    }
+    let fd = crate::disk_cache::open_entry(dir.as_fd(), &file_name(key))?;
     let mut f = std::fs::File::from(fd);
     let mut head = [0u8; 16];
     f.read_exact(&mut head).ok()?;
@@ -189,22 +133,6 @@ fn store_in(dir: &OwnedFd, key: &str, program: &Program) {
     if program.words.len() as u64 > MAX_WORDS || key.len() as u64 > MAX_KEY {
         return;
     }
-    let name = file_name(key);
-    let tmp = CString::new(format!(
-        "{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ))
-    .expect("no NUL in the name");
-    let Ok(fd) = openat2(
-        dir.as_fd(),
-        &tmp,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::from_bits_truncate(0o600),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) else {
-        return;
-    };
     let mut bytes = Vec::with_capacity(16 + key.len() + 10 + program.words.len() * 8);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
@@ -215,16 +143,7 @@ fn store_in(dir: &OwnedFd, key: &str, program: &Program) {
     for w in program.words.iter() {
         bytes.extend_from_slice(&w.to_le_bytes());
     }
-    let written = std::fs::File::from(fd).write_all(&bytes).is_ok();
-    let dir_raw = Some(std::os::fd::AsRawFd::as_raw_fd(dir));
-    if !written || nix::fcntl::renameat(dir_raw, tmp.as_c_str(), dir_raw, name.as_c_str()).is_err()
-    {
-        let _ = nix::unistd::unlinkat(
-            dir_raw,
-            tmp.as_c_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        );
-    }
+    crate::disk_cache::store_entry(dir.as_fd(), &file_name(key), &bytes, 0o600);
 }
 
 #[cfg(test)]
@@ -257,7 +176,7 @@ mod tests {
     #[test]
     fn an_entry_round_trips_and_a_changed_key_misses() {
         let d = temp_dir("round-trip");
-        let dir = open_dir_at(&d).expect("cache dir");
+        let dir = crate::disk_cache::open_dir_at(&d).expect("cache dir");
         assert!(load_from(&dir, "k1").is_none());
         store_in(&dir, "k1", &program());
         let got = load_from(&dir, "k1").expect("hit");
@@ -286,24 +205,12 @@ mod tests {
     }
 
     #[test]
-    fn a_directory_others_can_write_or_a_link_is_not_used() {
+    fn a_group_writable_entry_is_a_miss() {
         use std::os::unix::fs::PermissionsExt;
         let d = temp_dir("mode");
-        std::fs::create_dir(&d).unwrap();
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
-        assert!(
-            open_dir_at(&d).is_none(),
-            "a world-writable cache dir was used"
-        );
-        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert!(open_dir_at(&d).is_some());
-        let link = temp_dir("link");
-        std::os::unix::fs::symlink(&d, &link).unwrap();
-        assert!(open_dir_at(&link).is_none(), "a linked cache dir was used");
-        std::fs::remove_file(&link).unwrap();
-        // A group-writable entry is a miss.
-        let dir = open_dir_at(&d).unwrap();
+        let dir = crate::disk_cache::open_dir_at(&d).unwrap();
         store_in(&dir, "k", &program());
+        assert!(load_from(&dir, "k").is_some());
         let path = d.join(file_name("k").to_str().unwrap());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)).unwrap();
         assert!(load_from(&dir, "k").is_none());

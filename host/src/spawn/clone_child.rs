@@ -14,16 +14,31 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use hatchery_sys as sys;
 use sys::exec::CStringArray;
 use sys::fd::CloseRange;
 
+/// The shim the child executes.
+#[derive(Clone, Copy)]
+pub enum Shim<'a> {
+    /// A sealed memfd.
+    Sealed(BorrowedFd<'a>),
+    /// A file the child resolves in its new mount namespace, checks to be the file `id`, clones
+    /// as a detached mount, makes that read-only and executes from there.
+    Cached {
+        /// Absolute path of the file.
+        path: &'a std::ffi::CStr,
+        /// The file the host checked.
+        id: sys::fs::FileId,
+    },
+}
+
 /// Everything the child needs, built before the clone.
 pub struct Prepared<'a> {
-    /// The sealed shim memfd.
-    pub shim: BorrowedFd<'a>,
+    /// The shim to execute.
+    pub shim: Shim<'a>,
     /// `/dev/null`, opened read-write; becomes fds 0, 1 and 2 of the shim.
     pub devnull: BorrowedFd<'a>,
     /// The guest end of the control socket; becomes fd 3.
@@ -41,7 +56,7 @@ pub struct Prepared<'a> {
 impl<'a> Prepared<'a> {
     /// Builds the plan. `argv0` becomes the shim's process title.
     pub fn new(
-        shim: BorrowedFd<'a>,
+        shim: Shim<'a>,
         devnull: BorrowedFd<'a>,
         control: BorrowedFd<'a>,
         err_pipe: BorrowedFd<'a>,
@@ -84,12 +99,10 @@ pub fn spawn(
     cgroup: Option<BorrowedFd<'_>>,
 ) -> Result<libc::pid_t, i32> {
     // Every fd the child dups from must not collide with 0..=3.
-    for fd in [
-        prepared.devnull,
-        prepared.control,
-        prepared.err_pipe,
-        prepared.shim,
-    ] {
+    for fd in [prepared.devnull, prepared.control, prepared.err_pipe] {
+        debug_assert!(fd.as_raw_fd() > 3, "fork-boundary fds must be above 3");
+    }
+    if let Shim::Sealed(fd) = prepared.shim {
         debug_assert!(fd.as_raw_fd() > 3, "fork-boundary fds must be above 3");
     }
     let mut stack = vec![0u8; STACK_SIZE];
@@ -267,8 +280,33 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     if let Err(e) = sys::caps::raise_ambient(p.last_cap) {
         fail(e);
     }
-    let e = sys::exec::fexecve(p.shim, &p.argv, &p.envp);
+    let e = match p.shim {
+        Shim::Sealed(fd) => sys::exec::fexecve(fd, &p.argv, &p.envp),
+        Shim::Cached { path, id } => exec_read_only(path, id, p),
+    };
     fail(e)
+}
+
+/// Executes the file at `path` if it is the file `id`, from a read-only detached mount of it
+/// made in the child's own (new) mount namespace: the shim's `/proc/<pid>/exe` then names a file
+/// nobody can open for writing (`EROFS`). Returns the errno of what failed (`ESTALE`: `path`
+/// names another file now). Part of the child: no allocation, async-signal-safe calls only.
+fn exec_read_only(path: &std::ffi::CStr, id: sys::fs::FileId, p: &Prepared<'_>) -> i32 {
+    let tree = match sys::fs::open_tree_clone_path(path) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    match sys::fs::file_id(tree.as_fd()) {
+        Ok(seen) if seen == id => {}
+        Ok(_) => return libc::ESTALE,
+        Err(e) => return e,
+    }
+    let read_only =
+        sys::fs::MOUNT_ATTR_RDONLY | sys::fs::MOUNT_ATTR_NOSUID | sys::fs::MOUNT_ATTR_NODEV;
+    if let Err(e) = sys::fs::mount_setattr(tree.as_fd(), read_only, false) {
+        return e;
+    }
+    sys::exec::fexecve(tree.as_fd(), &p.argv, &p.envp)
 }
 
 /// Reads the 4-byte errno the child left if its exec failed (`None`: the exec succeeded).
@@ -346,7 +384,7 @@ mod tests {
         let program = high(std::fs::File::open("/bin/cat").unwrap());
         let (stdin_r, err_w, control) = (high(stdin_r), high(err_w), high(control));
         let prepared = Prepared::new(
-            program.as_fd(),
+            Shim::Sealed(program.as_fd()),
             stdin_r.as_fd(),
             control.as_fd(),
             err_w.as_fd(),
@@ -369,5 +407,92 @@ mod tests {
             status,
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
         ));
+    }
+
+    /// A cached shim: the child resolves its path in its own new mount namespace, refuses
+    /// another file than the one the host checked, and executes it from a read-only detached
+    /// mount, so that the running program's `/proc/<pid>/exe` cannot be reopened for writing
+    /// (the CVE-2019-5736 pattern: an `O_PATH` fd kept until the program is gone, then reopened
+    /// through `/proc/self/fd`), not even by the host's root.
+    #[test]
+    fn a_cached_shim_runs_from_a_read_only_mount_and_only_as_the_checked_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("hatchery-cached-shim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let file = dir.join("cat");
+        std::fs::copy("/bin/cat", &file).unwrap();
+        // Writable by its owner: only the mount may refuse the write.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+        let id = sys::fs::file_id(std::fs::File::open(&file).unwrap().as_fd()).unwrap();
+        let must_run = std::env::var("HATCHERY_TESTS_MUST_RUN").is_ok_and(|v| v == "1");
+        let start = |id: sys::fs::FileId| {
+            let (stdin_r, stdin_w) = nix::unistd::pipe().unwrap();
+            let (err_r, err_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+            let (control, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (stdin_r, err_w, control) = (high(stdin_r), high(err_w), high(control));
+            let prepared = Prepared::new(
+                Shim::Cached { path: &path, id },
+                stdin_r.as_fd(),
+                control.as_fd(),
+                err_w.as_fd(),
+                "cat",
+            );
+            let pid = spawn(libc::CLONE_NEWUSER | libc::CLONE_NEWNS, &prepared, None);
+            drop(err_w);
+            pid.map(|pid| (pid, read_exec_error(err_r.as_raw_fd()), stdin_w))
+        };
+        let reap =
+            |pid: libc::pid_t| nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+        let other = sys::fs::FileId {
+            ino: id.ino + 1,
+            ..id
+        };
+        let (pid, error, _stdin) = match start(other) {
+            Ok(x) => x,
+            Err(errno) => {
+                assert!(
+                    !must_run,
+                    "SKIP not allowed: no user namespace (errno {errno})"
+                );
+                eprintln!("SKIP no user and mount namespace (errno {errno})");
+                return;
+            }
+        };
+        assert_eq!(
+            error,
+            Some(libc::ESTALE),
+            "ran a file other than the checked one"
+        );
+        let _ = reap(pid);
+
+        let (pid, error, stdin) = start(id).expect("clone");
+        assert_eq!(error, None, "exec of the cached file failed");
+        let exe = nix::fcntl::open(
+            format!("/proc/{pid}/exe").as_str(),
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .expect("the child's exe");
+        drop(stdin);
+        assert!(matches!(
+            reap(pid),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+        ));
+        let reopened = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/proc/self/fd/{exe}"));
+        assert_eq!(
+            reopened.map(drop).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EROFS)),
+            "the exited program's file was reopened for writing"
+        );
+        let _ = nix::unistd::close(exe);
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            std::fs::read("/bin/cat").unwrap()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -151,34 +151,8 @@ pub(crate) fn start_with(
     spec: StartSpec<'_>,
     before_plan: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<ShimProcess> {
-    let t = Instant::now();
-    let shim = shim_binary::get()?;
-    let shim_copy = t.elapsed();
-    let (host_end, guest_end) = Channel::pair().map_err(Error::protocol("creating the socket"))?;
-    let devnull: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-        .map_err(Error::io("open /dev/null"))?
-        .into();
-    let (err_r, err_w) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| Error::io("pipe2")(e.into()))?;
-    // Lift every fd the child handles above 3, so its dup2s onto 0-3 cannot clobber them.
-    let devnull = high_cloexec(devnull.as_fd())?;
-    let guest = high_cloexec(guest_end.as_fd())?;
-    drop(guest_end);
-    let err_w = high_cloexec(err_w.as_fd())?;
-    let shim_fd = high_cloexec(shim.fd())?;
-    let prepared = clone_child::Prepared::new(
-        shim_fd.as_fd(),
-        devnull.as_fd(),
-        guest.as_fd(),
-        err_w.as_fd(),
-        spec.title,
-    );
     let flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
-    let mut host_steps = vec![("host: shim memfd (first use only)".to_string(), shim_copy)];
+    let mut host_steps = Vec::new();
     // cgroup v2: the cgroup is made first and the shim is cloned straight into it, so nothing
     // migrates it (a write into `cgroup.procs` waits for an RCU grace period after a pause).
     let t = Instant::now();
@@ -189,44 +163,32 @@ pub(crate) fn start_with(
             t.elapsed(),
         ));
     }
-    let t = Instant::now();
-    let into = match &early {
-        Early::Made(_, dir) => match clone_child::spawn(flags, &prepared, Some(dir.as_fd())) {
-            Ok(pid) => Some(pid),
-            Err(errno) => {
-                // No clone3 (before 5.3, or a container's seccomp profile answering ENOSYS) or no
-                // CLONE_INTO_CGROUP (before 5.7): not worth trying again in this process. Other
-                // errors may be this clone's own (a refused user namespace): tried again.
-                if matches!(errno, libc::ENOSYS | libc::E2BIG) {
-                    CLONE3_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (pid, host_end, born_in) = loop {
+        let t = Instant::now();
+        let shim = shim_binary::for_exec()?;
+        host_steps.push(("host: shim memfd (first use only)".to_string(), t.elapsed()));
+        let t = Instant::now();
+        let (pid, host_end, born_in, exec_error) = clone_shim(flags, shim, spec.title, &early)?;
+        host_steps.push(("host: clone + exec shim".to_string(), t.elapsed()));
+        match exec_error {
+            None => break (pid, host_end, born_in),
+            Some(errno) => {
+                reap(pid);
+                if !matches!(shim, shim_binary::ShimExec::Cached(_)) {
+                    return Err(Error::ShimExec { errno });
                 }
-                None
+                // The cached copy could not be executed from where it is (a mount the
+                // container's namespace cannot clone, say): the sealed memfd from now on.
+                shim_binary::cached_exec_failed();
             }
-        },
-        _ => None,
-    };
-    let pid = match into {
-        Some(pid) => pid,
-        None => {
-            clone_child::spawn(flags, &prepared, None).map_err(|errno| Error::Clone { errno })?
         }
     };
-    host_steps.push(("host: clone + exec shim".to_string(), t.elapsed()));
-    drop(prepared);
-    drop(guest);
-    drop(err_w);
-    drop(shim_fd);
-    let pid = Pid::from_raw(pid);
     let mut shim_proc = ShimProcess {
         pid,
         chan: host_end,
         host_steps: Vec::new(),
         cgroup: None,
     };
-    if let Some(errno) = clone_child::read_exec_error(err_r.as_raw_fd()) {
-        reap(pid);
-        return Err(Error::ShimExec { errno });
-    }
     let mut plan = spec.plan;
     let t = Instant::now();
     match idmap::write_maps(pid.as_raw(), spec.uid_maps, spec.gid_maps) {
@@ -238,7 +200,6 @@ pub(crate) fn start_with(
     }
     host_steps.push(("host: id maps".to_string(), t.elapsed()));
     let t = Instant::now();
-    let born_in = into.is_some();
     if let Early::Made(cg, _) = early {
         shim_proc.cgroup = Some(cg);
     } else if spec.cgroup.limits.any() && !matches!(early, Early::Failed) {
@@ -312,6 +273,74 @@ pub(crate) fn start_with(
         }
         Err(e) => Err(shim_proc.lost("starting the shim", e)),
     }
+}
+
+/// Clones the shim's child into `flags`' new namespaces (into the cgroup of `early` when there
+/// is one to be born in) and waits for its exec. Returns its pid, the host end of its control
+/// socket, whether it was born in the cgroup, and the errno of a failed exec (the child is then
+/// a zombie to reap).
+fn clone_shim(
+    flags: libc::c_int,
+    shim: shim_binary::ShimExec,
+    title: &str,
+    early: &Early,
+) -> Result<(Pid, Channel, bool, Option<i32>)> {
+    let (host_end, guest_end) = Channel::pair().map_err(Error::protocol("creating the socket"))?;
+    let devnull: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(Error::io("open /dev/null"))?
+        .into();
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| Error::io("pipe2")(e.into()))?;
+    // Lift every fd the child handles above 3, so its dup2s onto 0-3 cannot clobber them.
+    let devnull = high_cloexec(devnull.as_fd())?;
+    let guest = high_cloexec(guest_end.as_fd())?;
+    drop(guest_end);
+    let err_w = high_cloexec(err_w.as_fd())?;
+    let shim_fd = match shim {
+        shim_binary::ShimExec::Sealed(s) => Some(high_cloexec(s.fd())?),
+        shim_binary::ShimExec::Cached(_) => None,
+    };
+    let source = match (shim, &shim_fd) {
+        (shim_binary::ShimExec::Cached(c), _) => clone_child::Shim::Cached {
+            path: &c.path,
+            id: c.id,
+        },
+        (_, Some(fd)) => clone_child::Shim::Sealed(fd.as_fd()),
+        (shim_binary::ShimExec::Sealed(_), None) => unreachable!("a sealed shim has its fd"),
+    };
+    let prepared =
+        clone_child::Prepared::new(source, devnull.as_fd(), guest.as_fd(), err_w.as_fd(), title);
+    let into = match early {
+        Early::Made(_, dir) => match clone_child::spawn(flags, &prepared, Some(dir.as_fd())) {
+            Ok(pid) => Some(pid),
+            Err(errno) => {
+                // No clone3 (before 5.3, or a container's seccomp profile answering ENOSYS) or no
+                // CLONE_INTO_CGROUP (before 5.7): not worth trying again in this process. Other
+                // errors may be this clone's own (a refused user namespace): tried again.
+                if matches!(errno, libc::ENOSYS | libc::E2BIG) {
+                    CLONE3_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                None
+            }
+        },
+        _ => None,
+    };
+    let pid = match into {
+        Some(pid) => pid,
+        None => {
+            clone_child::spawn(flags, &prepared, None).map_err(|errno| Error::Clone { errno })?
+        }
+    };
+    drop(prepared);
+    drop(guest);
+    drop(err_w);
+    drop(shim_fd);
+    let exec_error = clone_child::read_exec_error(err_r.as_raw_fd());
+    Ok((Pid::from_raw(pid), host_end, into.is_some(), exec_error))
 }
 
 /// What [`born_in_cgroup`] did.

@@ -1,0 +1,248 @@
+//! `hatchery run` executes the embedded shim from a copy in the per-user cache
+//! (`$XDG_CACHE_HOME/hatchery/shim-<digest>`), read-only, instead of a sealed memfd per run: the
+//! copy is written once, repaired when damaged, never used from an unsafe place, and the running
+//! shim's file cannot be reopened for writing (the CVE-2019-5736 pattern), not even by the host.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use hatchery_tests::{bin_dir, is_root, process_tree, require, text, user_namespaces_work};
+
+fn ready() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    require(
+        *OK.get_or_init(user_namespaces_work),
+        "user namespaces unavailable",
+    )
+}
+
+/// A fresh cache home for one test (removed first).
+fn cache_home(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hatchery-shim-cache-{tag}-{}", std::process::id()));
+    if d.exists() {
+        make_writable(&d);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Gives the owner write access to everything below `d` (the cached copy is 0500), so the
+/// directory can be removed.
+fn make_writable(d: &Path) {
+    for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+        let p = e.path();
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700));
+        if p.is_dir() {
+            make_writable(&p);
+        }
+    }
+}
+
+fn run_in(home: &Path, extra_env: &[(&str, &str)], argv: &[&str]) -> Output {
+    let mut cmd = Command::new(bin_dir().join("hatchery"));
+    cmd.arg("run")
+        .arg("--profile")
+        .arg("default")
+        .arg("--")
+        .args(argv)
+        .env_remove("HATCHERY_SHIM")
+        .env("XDG_CACHE_HOME", home);
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run the hatchery binary")
+}
+
+/// The cached copies (`shim-*`) in `home`'s cache directory.
+fn copies(home: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(home.join("hatchery"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("shim-"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn embedded() -> &'static [u8] {
+    hatchery::shim_binary::embedded().expect("the test build embeds the shim")
+}
+
+#[test]
+fn a_run_writes_one_private_copy_and_executes_it_read_only() {
+    if !ready() {
+        return;
+    }
+    let home = cache_home("write");
+    let out = run_in(&home, &[], &["/bin/sh", "-c", "echo ran"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\n");
+    let found = copies(&home);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let meta = std::fs::metadata(&found[0]).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o500);
+    assert_eq!(std::fs::read(&found[0]).unwrap(), embedded());
+
+    // While a run is going on, its shim (the `hatchery` process's child) runs from that copy
+    // through a read-only mount: an fd to its exe, kept until the shim is gone, reopens for
+    // writing nowhere, not even for the host's root. (The copy made writable by its owner
+    // first, so that only the mount can refuse.)
+    std::fs::set_permissions(&found[0], std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut child = Command::new(bin_dir().join("hatchery"))
+        .args(["run", "--profile", "default", "--", "/bin/sleep", "30"])
+        .env_remove("HATCHERY_SHIM")
+        .env("XDG_CACHE_HOME", &home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let me = child.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let shim = loop {
+        // The shim is the `hatchery` process's child whose exe is the cached copy.
+        let found = process_tree(me).into_iter().skip(1).find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"hatchery:oneshot"))
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no shim appeared");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let exe = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{shim}/exe"));
+    let _ = child.kill();
+    let _ = child.wait();
+    // The shim dies with its control socket: wait until it is gone (a running file cannot be
+    // opened for writing anyway, ETXTBSY).
+    while std::fs::read_to_string(format!("/proc/{shim}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z'))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shim outlived its host"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    if let Ok(exe) = exe {
+        // (Unprivileged, the shim is not this process's to look into: the open fails, fine.)
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&exe));
+        let reopened = std::fs::OpenOptions::new().write(true).open(&path);
+        assert_eq!(
+            reopened.map(drop).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EROFS)),
+            "the shim's file was reopened for writing"
+        );
+    } else {
+        assert!(!is_root(), "root could not open the shim's exe: {exe:?}");
+    }
+    assert_eq!(copies(&home), found, "the writable copy was not used");
+    assert_eq!(std::fs::read(&found[0]).unwrap(), embedded());
+    make_writable(&home);
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+#[test]
+fn a_damaged_copy_is_replaced_and_other_builds_copies_removed() {
+    if !ready() {
+        return;
+    }
+    let home = cache_home("damaged");
+    let out = run_in(&home, &[], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let copy = copies(&home).pop().expect("a cached copy");
+    // Same length, other bytes (an `exit 0` script would run as well as the shim: the check
+    // must not be "it executes").
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&copy, &bytes).unwrap();
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let stale = home.join("hatchery").join("shim-0000000000000000000000ff");
+    std::fs::write(&stale, b"an older build's copy").unwrap();
+    let out = run_in(&home, &[], &["/bin/sh", "-c", "echo again"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "again\n");
+    assert_eq!(
+        copies(&home),
+        vec![copy.clone()],
+        "the other build's copy stayed"
+    );
+    assert_eq!(std::fs::read(&copy).unwrap(), embedded(), "not repaired");
+    make_writable(&home);
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn an_unsafe_or_disabled_cache_is_not_used_and_runs_still_work() {
+    if !ready() {
+        return;
+    }
+    // Turned off: nothing written.
+    let home = cache_home("off");
+    let out = run_in(&home, &[("HATCHERY_SHIM_CACHE", "0")], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(copies(&home).is_empty(), "{:?}", copies(&home));
+    // A cache directory others may write: not used (the memfd instead). (The first run made
+    // it, for its seccomp filters.)
+    let _ = std::fs::create_dir(home.join("hatchery"));
+    std::fs::set_permissions(
+        home.join("hatchery"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let out = run_in(&home, &[], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(copies(&home).is_empty(), "{:?}", copies(&home));
+    // A cache directory that is a link: not used.
+    std::fs::remove_dir_all(home.join("hatchery")).unwrap();
+    let elsewhere = cache_home("off-target");
+    std::os::unix::fs::symlink(&elsewhere, home.join("hatchery")).unwrap();
+    let out = run_in(&home, &[], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "wrote through a linked cache directory"
+    );
+    std::fs::remove_dir_all(&home).unwrap();
+    std::fs::remove_dir_all(&elsewhere).unwrap();
+}
+
+#[test]
+fn a_copy_on_a_noexec_mount_falls_back_to_the_sealed_memfd() {
+    if !ready() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("root only (mounts a noexec tmpfs); the unprivileged pass skips it");
+        return;
+    }
+    let home = cache_home("noexec");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "noexec,mode=0755", "tmpfs"])
+        .arg(&home)
+        .status()
+        .expect("mount");
+    assert!(mounted.success(), "mount a noexec tmpfs");
+    let out = run_in(&home, &[], &["/bin/sh", "-c", "echo fine"]);
+    let cached = copies(&home);
+    let _ = Command::new("umount").arg(&home).status();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "fine\n");
+    assert!(cached.is_empty(), "cached where it cannot run: {cached:?}");
+    std::fs::remove_dir_all(&home).unwrap();
+}
