@@ -59,7 +59,7 @@ pub struct RunArgs {
     profile: Option<String>,
     /// The command and its arguments (default: /bin/sh)
     #[arg(last = true, value_name = "COMMAND")]
-    argv: Vec<String>,
+    pub(crate) argv: Vec<String>,
 }
 
 /// The program as hakoniwa runs it: a name without `/` is looked up on the host's `PATH`
