@@ -12,8 +12,15 @@
 //!                writable
 //! ```
 //!
-//! Trust: the cache is as trusted as the user's own files. Whoever can write to the directory
-//! can already change what this user runs; other users cannot (0700, checked on every open).
+//! Only a root host keeps a cache. The cache must be out of reach of every container: a copy of
+//! the shim changed by a container would run, on a later run, outside any sandbox, and a changed
+//! filter would weaken later containers. A container's ids never map to host root (a map that
+//! includes host id 0 is refused, `Error::HostRootMapped`), so no container can write root's
+//! 0700 directory or its 0500/0600 entries, whatever is bound into it. An unprivileged host's
+//! containers run as that user (the container's root maps to the user's own id), so a container
+//! given the cache directory, or a parent of it such as `~/.cache`, could rewrite its entries:
+//! there the cache is off (each process compiles its filters and copies the shim into a sealed
+//! memfd). Other users cannot reach a root cache (0700, checked on every open).
 
 use std::ffi::{CStr, CString};
 use std::io::Write;
@@ -44,8 +51,12 @@ pub(crate) fn dir_path() -> Option<&'static Path> {
     DIR.get()?.as_deref()
 }
 
-/// The cache directory, opened and checked, or `None` (none set, or not a safe one).
+/// The cache directory, opened and checked, or `None`: none set, not a safe one, or not a root
+/// host (see the module header: only root's cache is out of every container's reach).
 pub(crate) fn open_dir() -> Option<OwnedFd> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
     open_dir_at(dir_path()?)
 }
 
@@ -58,7 +69,16 @@ pub(crate) fn open_dir_at(dir: &Path) -> Option<OwnedFd> {
     if !parent.exists() {
         let _ = std::fs::create_dir_all(parent);
     }
-    let parent: OwnedFd = std::fs::File::open(parent).ok()?.into();
+    // O_DIRECTORY: a FIFO in its place fails instead of blocking the open.
+    let parent: OwnedFd = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(parent)
+            .ok()?
+            .into()
+    };
     let _ = nix::sys::stat::mkdirat(
         Some(parent.as_raw_fd()),
         name.as_c_str(),
@@ -85,12 +105,12 @@ pub(crate) fn private(fd: BorrowedFd<'_>, kind: libc::mode_t) -> bool {
 }
 
 /// The entry `name` of `dir`, opened read-only if it is a private regular file (see
-/// [`private`]); never through a link.
+/// [`private`]); never through a link, and without blocking on a FIFO or a device in its place.
 pub(crate) fn open_entry(dir: BorrowedFd<'_>, name: &CStr) -> Option<OwnedFd> {
     let fd = openat2(
         dir,
         name,
-        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK,
         Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
@@ -162,6 +182,22 @@ mod tests {
         let path = d.join("e");
         std::os::unix::fs::symlink(&path, d.join("l")).unwrap();
         assert!(open_entry(dir.as_fd(), c"l").is_none(), "opened a link");
+        // A FIFO in an entry's place is not opened, and the open does not block.
+        nix::unistd::mkfifo(
+            &d.join("f"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(open_entry(dir.as_fd(), c"f").is_none(), "opened a FIFO");
+        std::fs::remove_file(d.join("f")).unwrap();
+        // A FIFO in the parent's place: no directory, no block.
+        nix::unistd::mkfifo(
+            &d.join("p"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        assert!(open_dir_at(&d.join("p").join("cache")).is_none());
+        std::fs::remove_file(d.join("p")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o620)).unwrap();
         assert!(open_entry(dir.as_fd(), c"e").is_none());
         // Nothing temporary is left behind.

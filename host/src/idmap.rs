@@ -122,6 +122,10 @@ fn run_helper(program: &'static str, pid: i32, maps: &[IdMap]) -> Result<()> {
 
 /// Writes both maps of process `pid`. Returns whether `setgroups(2)` stays allowed inside.
 pub fn write_maps(pid: i32, uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Result<bool> {
+    // Checked by every container's validation already; again here, where the maps are written,
+    // since the disk caches (and the guarantee that a guest never acts as host root) rely on it.
+    validate("uid", uid_maps)?;
+    validate("gid", gid_maps)?;
     let euid = nix::unistd::geteuid().as_raw();
     let egid = nix::unistd::getegid().as_raw();
     if writable_directly(uid_maps, euid) {

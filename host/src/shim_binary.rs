@@ -27,8 +27,10 @@
 //! host checked, clones it as a detached mount (`open_tree(OPEN_TREE_CLONE)`), makes that mount
 //! read-only (`mount_setattr`) and executes it from there. The shim's `/proc/<pid>/exe` then
 //! names a file on a read-only mount that is attached nowhere: opening it for writing fails with
-//! `EROFS` whoever asks, as runc 1.2 does it with its own binary. The cache is as trusted as the
-//! user's own files (`disk_cache`); a copy on a `noexec` mount, or one whose exec fails, falls
+//! `EROFS` whoever asks, as runc 1.2 does it with its own binary. Only a root host keeps the
+//! cache (`disk_cache`): no container can write root's files, where an unprivileged user's
+//! containers run as that user and one given `~/.cache` could change what later runs execute
+//! before any sandbox is built. A cache on a `noexec` mount, or a copy whose exec fails, falls
 //! back to the sealed memfd for the rest of the process.
 
 use std::ffi::CString;
@@ -274,11 +276,19 @@ static CACHE_FAILED: AtomicBool = AtomicBool::new(false);
 /// from a read-only detached mount, so it cannot be opened for writing from a container either).
 /// The directory is shared with
 /// [`seccomp::enable_disk_cache`](crate::seccomp::enable_disk_cache): the first call of either
-/// sets it. For short-lived processes that start one or a few containers; has no effect with
-/// `$HATCHERY_SHIM` set or without an embedded shim, and `HATCHERY_SHIM_CACHE=0` turns it off.
+/// sets it. For short-lived processes that start one or a few containers. Has no effect unless
+/// the process runs as root (an unprivileged user's containers run as that user and could
+/// rewrite the copy), with `$HATCHERY_SHIM` set, or without an embedded shim;
+/// `HATCHERY_SHIM_CACHE=0` turns it off.
 pub fn enable_disk_cache(dir: Option<PathBuf>) {
     crate::disk_cache::set_dir(dir);
     CACHE_ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// The file name of the embedded shim's copy in the disk cache (`shim-<digest of its bytes>`),
+/// or `None` when nothing is embedded.
+pub fn cached_copy_name() -> Option<String> {
+    embedded().map(|_| format!("shim-{DIGEST}"))
 }
 
 /// The cached copy of the embedded shim: where the child finds it and what it must be.
@@ -288,6 +298,8 @@ pub(crate) struct CachedShim {
     pub(crate) path: CString,
     /// The file the host checked: device (major, minor) and inode, as `statx` reports them.
     pub(crate) id: hatchery_sys::fs::FileId,
+    /// That file, kept open so that its inode number cannot be given to another file.
+    _file: OwnedFd,
 }
 
 /// What a container's child executes.
@@ -330,7 +342,7 @@ fn load_cached() -> Option<CachedShim> {
     if vfs.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC) {
         return None;
     }
-    let name = CString::new(format!("shim-{DIGEST}")).ok()?;
+    let name = CString::new(cached_copy_name()?).ok()?;
     let fd = match crate::disk_cache::open_entry(dir.as_fd(), &name) {
         Some(fd) if holds(&fd, bytes) => fd,
         _ => {
@@ -349,7 +361,11 @@ fn load_cached() -> Option<CachedShim> {
         return None;
     }
     let path = CString::new(dir_path.join(name.to_str().ok()?).as_os_str().as_bytes()).ok()?;
-    Some(CachedShim { path, id })
+    Some(CachedShim {
+        path,
+        id,
+        _file: fd,
+    })
 }
 
 /// Whether `fd` holds `bytes`: the same length, and the same first and last pages (the name is

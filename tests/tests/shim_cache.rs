@@ -1,7 +1,9 @@
-//! `hatchery run` executes the embedded shim from a copy in the per-user cache
+//! `hatchery run` as root executes the embedded shim from a copy in the cache
 //! (`$XDG_CACHE_HOME/hatchery/shim-<digest>`), read-only, instead of a sealed memfd per run: the
 //! copy is written once, repaired when damaged, never used from an unsafe place, and the running
 //! shim's file cannot be reopened for writing (the CVE-2019-5736 pattern), not even by the host.
+//! An unprivileged user's runs keep no cache at all: their containers run as that user, and one
+//! given the cache could rewrite what later runs execute.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -76,9 +78,106 @@ fn embedded() -> &'static [u8] {
     hatchery::shim_binary::embedded().expect("the test build embeds the shim")
 }
 
+/// Starts `hatchery run -- sleep 30` with `home` as its cache home, finds its shim (the
+/// `hatchery` process's descendant titled `hatchery:oneshot`) and calls `look(shim pid)` while it
+/// runs; then kills the run and waits until the shim is gone.
+fn while_a_shim_runs<T>(home: &Path, look: impl FnOnce(i32) -> T) -> T {
+    let mut child = Command::new(bin_dir().join("hatchery"))
+        .args(["run", "--profile", "default", "--", "/bin/sleep", "30"])
+        .env_remove("HATCHERY_SHIM")
+        .env("XDG_CACHE_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let me = child.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let shim = loop {
+        let found = process_tree(me).into_iter().skip(1).find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"hatchery:oneshot"))
+        });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "no shim appeared");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let seen = look(shim);
+    let _ = child.kill();
+    let _ = child.wait();
+    // The shim dies with its control socket: wait until it is gone.
+    while std::fs::read_to_string(format!("/proc/{shim}/stat"))
+        .is_ok_and(|s| !s[s.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z'))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shim outlived its host"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    seen
+}
+
+/// What an unprivileged user's run leaves in its cache home: nothing, and its shim is the
+/// sealed memfd even when a file of the copy's name is there (planted by a container that was
+/// given the cache, say).
 #[test]
-fn a_run_writes_one_private_copy_and_executes_it_read_only() {
+fn an_unprivileged_run_keeps_no_cache_and_never_executes_a_file_from_it() {
     if !ready() {
+        return;
+    }
+    if is_root() {
+        eprintln!("the unprivileged pass runs this (root keeps a cache)");
+        return;
+    }
+    let home = cache_home("unprivileged");
+    let out = run_in(&home, &[], &["/bin/sh", "-c", "echo ran"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(home.join("hatchery"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "an unprivileged run cached {left:?}");
+    // A planted copy under the name a root run would use, exactly the embedded bytes and mode,
+    // in a private directory: not used.
+    let dir = home.join("hatchery");
+    let _ = std::fs::create_dir(&dir);
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let name = hatchery::shim_binary::cached_copy_name().expect("an embedded shim");
+    let planted = dir.join(name);
+    std::fs::write(&planted, embedded()).unwrap();
+    std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let exe = while_a_shim_runs(&home, |shim| {
+        std::fs::read_link(format!("/proc/{shim}/exe")).map(|p| p.display().to_string())
+    });
+    let exe = exe.expect("the user's own shim's exe");
+    assert!(
+        exe.starts_with("/memfd:hatchery-shim"),
+        "the shim ran from {exe}"
+    );
+    // And nothing was written there.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        assert_eq!(
+            e.path(),
+            planted,
+            "an unprivileged run wrote {}",
+            e.path().display()
+        );
+    }
+    make_writable(&home);
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+#[test]
+fn a_root_run_writes_one_private_copy_and_executes_it_read_only() {
+    if !ready() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("root only (an unprivileged run keeps no cache: tested by its own test)");
         return;
     }
     let home = cache_home("write");
@@ -91,64 +190,85 @@ fn a_run_writes_one_private_copy_and_executes_it_read_only() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o500);
     assert_eq!(std::fs::read(&found[0]).unwrap(), embedded());
 
-    // While a run is going on, its shim (the `hatchery` process's child) runs from that copy
-    // through a read-only mount: an fd to its exe, kept until the shim is gone, reopens for
-    // writing nowhere, not even for the host's root. (The copy made writable by its owner
-    // first, so that only the mount can refuse.)
+    // While a run is going on, its shim runs from that copy through a read-only mount: an fd to
+    // its exe, kept until the shim is gone, reopens for writing nowhere, not even for the host's
+    // root. (The copy made writable by its owner first, so that only the mount can refuse.)
     std::fs::set_permissions(&found[0], std::fs::Permissions::from_mode(0o700)).unwrap();
-    let mut child = Command::new(bin_dir().join("hatchery"))
-        .args(["run", "--profile", "default", "--", "/bin/sleep", "30"])
-        .env_remove("HATCHERY_SHIM")
-        .env("XDG_CACHE_HOME", &home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let me = child.id() as i32;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let shim = loop {
-        // The shim is the `hatchery` process's child whose exe is the cached copy.
-        let found = process_tree(me).into_iter().skip(1).find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.starts_with(b"hatchery:oneshot"))
-        });
-        if let Some(pid) = found {
-            break pid;
-        }
-        assert!(std::time::Instant::now() < deadline, "no shim appeared");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
-    let exe = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH)
-        .open(format!("/proc/{shim}/exe"));
-    let _ = child.kill();
-    let _ = child.wait();
-    // The shim dies with its control socket: wait until it is gone (a running file cannot be
-    // opened for writing anyway, ETXTBSY).
-    while std::fs::read_to_string(format!("/proc/{shim}/stat"))
-        .is_ok_and(|s| !s[s.rfind(')').map_or(0, |i| i + 2)..].starts_with('Z'))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the shim outlived its host"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    if let Ok(exe) = exe {
-        // (Unprivileged, the shim is not this process's to look into: the open fails, fine.)
-        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&exe));
-        let reopened = std::fs::OpenOptions::new().write(true).open(&path);
-        assert_eq!(
-            reopened.map(drop).map_err(|e| e.raw_os_error()),
-            Err(Some(libc::EROFS)),
-            "the shim's file was reopened for writing"
-        );
-    } else {
-        assert!(!is_root(), "root could not open the shim's exe: {exe:?}");
-    }
+    let exe = while_a_shim_runs(&home, |shim| {
+        std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(format!("/proc/{shim}/exe"))
+            .expect("root opens the shim's exe")
+    });
+    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&exe));
+    assert!(
+        !std::fs::read_link(&path)
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("/memfd:"),
+        "the run did not use its cached copy"
+    );
+    let reopened = std::fs::OpenOptions::new().write(true).open(&path);
+    assert_eq!(
+        reopened.map(drop).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EROFS)),
+        "the shim's file was reopened for writing"
+    );
     assert_eq!(copies(&home), found, "the writable copy was not used");
     assert_eq!(std::fs::read(&found[0]).unwrap(), embedded());
+    make_writable(&home);
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
+/// A root run's container, given the cache directory read-write, can change nothing in it: its
+/// ids never map to root, who owns the directory (0700) and the copy (0500).
+#[test]
+fn a_container_given_roots_cache_cannot_change_the_copy() {
+    if !ready() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("root only (an unprivileged run keeps no cache: tested by its own test)");
+        return;
+    }
+    let home = cache_home("guest");
+    let out = run_in(&home, &[], &["/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let copy = copies(&home).pop().expect("a cached copy");
+    let name = copy.file_name().unwrap().to_string_lossy().into_owned();
+    let bind = format!("{}:/c", home.join("hatchery").display());
+    let script = format!(
+        "cat /c/{name} > /c/x; echo >> /c/{name}; chmod 700 /c/{name}; rm -f /c/{name}; \
+         mv /c/x /c/{name}; ls /c >/dev/null && echo listed"
+    );
+    let out = Command::new(bin_dir().join("hatchery"))
+        .args([
+            "run",
+            "--profile",
+            "default",
+            "-B",
+            &bind,
+            "--",
+            "/bin/sh",
+            "-c",
+            &script,
+        ])
+        .env_remove("HATCHERY_SHIM")
+        .env("XDG_CACHE_HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        !text(&out.stdout).contains("listed"),
+        "the container listed root's cache: {}",
+        text(&out.stderr)
+    );
+    assert_eq!(copies(&home), vec![copy.clone()]);
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        embedded(),
+        "the copy was changed"
+    );
     make_writable(&home);
     std::fs::remove_dir_all(&home).unwrap();
 }
@@ -158,6 +278,10 @@ use std::os::unix::fs::OpenOptionsExt;
 #[test]
 fn a_damaged_copy_is_replaced_and_other_builds_copies_removed() {
     if !ready() {
+        return;
+    }
+    if !is_root() {
+        eprintln!("root only (an unprivileged run keeps no cache: tested by its own test)");
         return;
     }
     let home = cache_home("damaged");
