@@ -54,10 +54,28 @@ pub(crate) fn dir_path() -> Option<&'static Path> {
 /// The cache directory, opened and checked, or `None`: none set, not a safe one, or not a root
 /// host (see the module header: only root's cache is out of every container's reach).
 pub(crate) fn open_dir() -> Option<OwnedFd> {
-    if !nix::unistd::geteuid().is_root() {
+    if !host_root() {
         return None;
     }
     open_dir_at(dir_path()?)
+}
+
+/// Whether this process is the host's root: euid 0 in a user namespace whose ids are the host's
+/// (the initial one, or one mapping all of its parent's ids onto themselves, which only a parent
+/// with all ids, and so in the end the initial namespace, can make). Uid 0 of any other user
+/// namespace (`unshare -r`, a rootless container) is an ordinary user of the host, whose other
+/// containers run as that user and could reach its cache.
+fn host_root() -> bool {
+    static HOST_IDS: OnceLock<bool> = OnceLock::new();
+    nix::unistd::geteuid().is_root()
+        && *HOST_IDS.get_or_init(|| {
+            std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|m| identity_map(&m))
+        })
+}
+
+/// Whether `uid_map` maps every id onto itself (the initial user namespace's map).
+fn identity_map(uid_map: &str) -> bool {
+    uid_map.split_whitespace().eq(["0", "0", "4294967295"])
 }
 
 /// `dir` (created if missing), opened and checked.
@@ -157,6 +175,17 @@ mod tests {
         let d = std::env::temp_dir().join(format!("hatchery-cache-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn only_the_initial_namespaces_map_is_the_hosts_ids() {
+        assert!(identity_map("         0          0 4294967295\n"));
+        assert!(!identity_map("         0       1001          1\n"));
+        assert!(!identity_map("         0          0          1\n"));
+        assert!(!identity_map(
+            "         0          0 4294967295\n         1          1 1\n"
+        ));
+        assert!(!identity_map(""));
     }
 
     #[test]

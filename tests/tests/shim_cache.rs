@@ -171,6 +171,72 @@ fn an_unprivileged_run_keeps_no_cache_and_never_executes_a_file_from_it() {
     std::fs::remove_dir_all(&home).unwrap();
 }
 
+/// Uid 0 of a user namespace other than the host's (`unshare -r`, a rootless container) is an
+/// ordinary user of the host: its runs keep no cache either (a container of that user given the
+/// directory could rewrite it: found by a review's attack).
+#[test]
+fn root_of_another_user_namespace_keeps_no_cache() {
+    if !ready() {
+        return;
+    }
+    let home = cache_home("userns-root");
+    let hatchery = bin_dir().join("hatchery");
+    // hakoniwa's default sandbox: no cgroup limits (which a namespace's root cannot set on the
+    // host's cgroups), the same shim.
+    let out = if is_root() {
+        // Root has no /etc/subuid range for unshare's --map-auto: make the namespace by hand,
+        // mapping its root onto host root and `nobody` onto itself (the guest's default ids).
+        let mut sh = Command::new("unshare")
+            .args(["--user", "--", "/bin/sh", "-c"])
+            .arg("echo ready; read go; exec \"$0\" run -- /bin/sh -c 'echo ran'")
+            .arg(&hatchery)
+            .env_remove("HATCHERY_SHIM")
+            .env("XDG_CACHE_HOME", &home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux)");
+        let mut stdout = sh.stdout.take().unwrap();
+        let mut ready = [0u8; 6];
+        std::io::Read::read_exact(&mut stdout, &mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        for file in ["uid_map", "gid_map"] {
+            std::fs::write(
+                format!("/proc/{}/{file}", sh.id()),
+                "0 0 1\n65534 65534 1\n",
+            )
+            .unwrap();
+        }
+        std::io::Write::write_all(sh.stdin.as_mut().unwrap(), b"go\n").unwrap();
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut rest).unwrap();
+        let mut out = sh.wait_with_output().unwrap();
+        out.stdout = rest;
+        out
+    } else {
+        // Its root is this user, the rest of its ids this user's /etc/subuid range.
+        Command::new("unshare")
+            .args(["--user", "--map-root-user", "--map-auto", "--"])
+            .arg(&hatchery)
+            .args(["run", "--", "/bin/sh", "-c", "echo ran"])
+            .env_remove("HATCHERY_SHIM")
+            .env("XDG_CACHE_HOME", &home)
+            .output()
+            .expect("unshare (util-linux)")
+    };
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ran\n");
+    let left: Vec<_> = std::fs::read_dir(home.join("hatchery"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "uid 0 of a user namespace cached {left:?}");
+    std::fs::remove_dir_all(&home).unwrap();
+}
+
 #[test]
 fn a_root_run_writes_one_private_copy_and_executes_it_read_only() {
     if !ready() {
