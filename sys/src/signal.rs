@@ -1,7 +1,8 @@
 //! Signal masks and dispositions for a child about to exec, through libc (rustix has no stable
 //! `sigaction` or `sigprocmask`).
 //!
-//! [`unblock_all`], [`reset`] and [`reset_handlers`] are allocation-free and async-signal-safe;
+//! [`unblock_all`], [`reset`], [`block_every`] and [`set_mask`] are allocation-free and
+//! async-signal-safe;
 //! [`non_default`] **allocates** (it returns a `Vec`): call it before the fork.
 #![allow(unsafe_code)]
 
@@ -53,23 +54,80 @@ pub fn reset(signals: &[i32]) {
     }
 }
 
-/// Resets every signal that has a handler to its default disposition, leaving ignored ones
-/// ignored: no handler of the parent may run in a child that shares its memory, and exec would
-/// drop handlers anyway (it keeps `SIG_IGN`).
-pub fn reset_handlers() {
-    for sig in 1..=LAST_SIGNAL {
-        if disposition(sig).is_some_and(|d| d != libc::SIG_DFL && d != libc::SIG_IGN) {
-            // SAFETY: an all-zero sigaction is SIG_DFL with an empty mask and no flags.
-            let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
-            // SAFETY: installing SIG_DFL from a valid local struct.
-            unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
-        }
-    }
+/// The kernel's signal mask of a thread (`_NSIG` bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mask(u64);
+
+/// Blocks every signal in the calling thread, glibc's own too (libc's `sigprocmask` keeps its
+/// thread-cancellation and `setxid` signals, 32 and 33, deliverable), and returns the mask it
+/// replaced. With every signal blocked, no handler of the process can run in a `CLONE_VM` child
+/// before its exec (which resets every handler itself), so such a child needs no reset of its
+/// dispositions.
+pub fn block_every() -> Mask {
+    let all = u64::MAX;
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask reads 8 bytes from `all` and writes 8 to `old`, both valid locals
+    // (the kernel's sigset size on Linux is 8 bytes).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &all as *const u64,
+            &mut old as *mut u64,
+            8usize,
+        )
+    };
+    Mask(old)
+}
+
+/// Sets the calling thread's signal mask to `mask` (one [`block_every`] returned).
+pub fn set_mask(mask: Mask) {
+    // SAFETY: as in `block_every`; the old-mask pointer is null.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &mask.0 as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+}
+
+/// The calling thread's signal mask.
+pub fn current_mask() -> Mask {
+    let mut now = 0u64;
+    // SAFETY: as in `block_every`, reading only.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            std::ptr::null::<u64>(),
+            &mut now as *mut u64,
+            8usize,
+        )
+    };
+    Mask(now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every signal, glibc's 32 and 33 included, is blocked, and the old mask comes back.
+    #[test]
+    fn block_every_blocks_glibcs_signals_too_and_restores() {
+        let before = current_mask();
+        let old = block_every();
+        assert_eq!(old, before);
+        assert_eq!(
+            current_mask(),
+            Mask(!((1 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1)))),
+            "SIGKILL and SIGSTOP cannot be blocked, all others are"
+        );
+        set_mask(old);
+        assert_eq!(current_mask(), before);
+    }
 
     /// The Rust runtime ignores SIGPIPE in every test binary.
     #[test]

@@ -5,8 +5,10 @@
 //! the calling thread is suspended until the exec. So the code in [`child_main`] follows strict
 //! rules: no allocation, no locks, only async-signal-safe calls, no writes to anything but its own
 //! stack, and it ends in `execveat` or `_exit`. It only reads a [`Prepared`] built before the
-//! clone. All signals are blocked in the calling thread around the clone, so no handler of the
-//! host ever runs on the child's stack; the shim sets its own mask after the exec.
+//! clone. All signals, glibc's internal ones too, are blocked in the calling thread around the
+//! clone (the raw system call: libc's `sigprocmask` leaves glibc's cancellation and `setxid`
+//! signals open), so no handler of the host ever runs on the child's stack, and the exec resets
+//! the handlers; the shim sets its own mask after the exec.
 //!
 //! The child keeps the capabilities it has in its new user namespace across the exec by raising
 //! them into the ambient set: the shim needs them to build the container, whatever uid the maps
@@ -110,14 +112,10 @@ pub fn spawn(
     let base = stack.as_mut_ptr() as usize;
     let top = (base + STACK_SIZE) & !15;
 
-    // SAFETY: sigfillset initialises `all`; `old` is written by pthread_sigmask.
-    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `all` is a valid local sigset_t.
-    unsafe { libc::sigfillset(&mut all) };
-    // SAFETY: both sets are valid local sigset_t values.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old) };
+    // Every signal, glibc's own included, stays blocked in this thread, and so in the child,
+    // until the exec, which resets every handler: no handler of the host runs on the child's
+    // stack, and the child resets no disposition itself.
+    let old = sys::signal::block_every();
     let result = match cgroup {
         Some(dir) => clone3_into_cgroup(flags, prepared, base, top - base, dir),
         None => {
@@ -142,10 +140,7 @@ pub fn spawn(
             }
         }
     };
-    // SAFETY: restoring the mask saved above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
+    sys::signal::set_mask(old);
     drop(stack);
     result
 }
@@ -248,9 +243,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         sys::fd::write_all_ignoring_errors(p.err_pipe, &errno.to_le_bytes());
         sys::exec::exit_now(127)
     };
-    // Handlers of the host must not survive into the shim (ignored signals may stay ignored:
-    // exec keeps SIG_IGN and the shim resets its children itself).
-    sys::signal::reset_handlers();
+    // No handler of the host can run here: every signal is blocked until the exec, which resets
+    // the handlers (ignored signals stay ignored: exec keeps SIG_IGN and the shim resets its
+    // children itself).
     for target in 0..3 {
         // SAFETY: the child's fds 0-2 are its own (a copy of the host's table; the host's own
         // stdio is untouched) and become the shim's.
