@@ -58,6 +58,24 @@ fn main() {
         "cargo::rustc-env=HATCHERY_SHIM_NOT_EMBEDDED={}",
         skipped.unwrap_or_default()
     );
+    // Keys compiled filters in the disk cache: the seccomp compiler and the built-in profiles'
+    // rules are these sources.
+    let mut sources: Vec<PathBuf> = std::fs::read_dir("src/seccomp")
+        .expect("src/seccomp")
+        .map(|e| e.expect("src/seccomp entry").path())
+        .collect();
+    sources.sort();
+    let mut hasher = DefaultHasher::new();
+    for path in &sources {
+        println!("cargo::rerun-if-changed={}", path.display());
+        std::fs::read(path)
+            .expect("a seccomp source")
+            .hash(&mut hasher);
+    }
+    println!(
+        "cargo::rustc-env=HATCHERY_SECCOMP_SOURCES_DIGEST={:016x}",
+        hasher.finish()
+    );
     // Names the shim's copy in a disk cache (`shim_binary::enable_disk_cache`): a digest of its
     // bytes, so that every build has its own entry.
     let bytes = std::fs::read(&embedded).expect("read the embedded shim");

@@ -9,9 +9,10 @@
 //!                               program needs the hand-over revoked is read off the words)
 //! ```
 //!
-//! The key is everything the program depends on: this crate's version, libseccomp's version and
-//! API level, the filter as data (default, architectures, rules, ioctls, leniency) and whether
-//! notifications compile as kills. A hit compares the whole key, not just its hash, so a
+//! The key is everything the program depends on: this crate's version and a digest of its
+//! seccomp sources (the compiler and the built-in profiles), libseccomp's version and API level,
+//! the filter (a built-in profile by its name, any other as data: default, architectures,
+//! rules, ioctls, leniency) and whether notifications compile as kills. A hit compares the whole key, not just its hash, so a
 //! collision is a miss. Anything unexpected (ownership, mode, size, format) is a miss and the
 //! filter is compiled as without a cache. Trust: as the user's own files (see `disk_cache`).
 
@@ -63,8 +64,10 @@ pub(super) fn key(filter_data: &str, notify_as_kill: bool) -> String {
         .unwrap_or_default();
     let api = libseccomp::get_api();
     format!(
-        "hatchery {} libseccomp {v} api {api} arch {} notify_as_kill {notify_as_kill}\n{filter_data}",
+        "hatchery {} sources {} libseccomp {v} api {api} arch {} notify_as_kill {notify_as_kill}\n\
+         {filter_data}",
         env!("CARGO_PKG_VERSION"),
+        env!("HATCHERY_SECCOMP_SOURCES_DIGEST"),
         std::env::consts::ARCH,
     )
 }

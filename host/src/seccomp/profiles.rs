@@ -58,7 +58,7 @@ impl Profile {
             Profile::Strict => Some(STRICT.get_or_init(strict).clone()),
             Profile::Audit => Some(
                 AUDIT
-                    .get_or_init(|| Filter::new(Action::Log).named("audit"))
+                    .get_or_init(|| Filter::new(Action::Log).named("audit").built_in("audit"))
                     .clone(),
             ),
             Profile::Unconfined => None,
@@ -594,7 +594,7 @@ fn podman() -> Filter {
             &[ArgCmp::new(0, ArgCmpOp::Eq, persona, 0)],
         );
     }
-    f
+    f.built_in("podman")
 }
 
 /// Startup of a (dynamically linked) program, and pure compute afterwards.
@@ -696,7 +696,7 @@ fn strict() -> Filter {
         "tgkill",
         &[ArgCmp::new(2, ArgCmpOp::Eq, libc::SIGABRT as u64, 0)],
     );
-    f
+    f.built_in("strict")
 }
 
 #[cfg(test)]
