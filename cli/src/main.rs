@@ -94,10 +94,13 @@ fn main() {
     let cli = parse(std::env::args_os().collect());
     let code = match cli.command {
         Commands::Run(args) => {
-            // One command per process: keep compiled seccomp filters between runs (per user,
-            // $XDG_CACHE_HOME/hatchery; HATCHERY_SECCOMP_CACHE=0 turns it off).
-            if std::env::var_os("HATCHERY_SECCOMP_CACHE").as_deref() != Some("0".as_ref()) {
-                hatchery::seccomp::enable_disk_cache(None);
+            // One command per process: keep compiled seccomp filters between runs (the host's
+            // root only, $XDG_CACHE_HOME/hatchery; HATCHERY_SECCOMP_CACHE=0 turns it off, =user
+            // keeps them for any user, who then must not give a sandbox that directory).
+            match std::env::var_os("HATCHERY_SECCOMP_CACHE").as_deref() {
+                Some(v) if v == "0" => {}
+                Some(v) if v == "user" => hatchery::seccomp::enable_disk_cache_any_user(None),
+                _ => hatchery::seccomp::enable_disk_cache(None),
             }
             // ... and a copy of the embedded shim, executed read-only (instead of copying it into
             // a sealed memfd in every run; HATCHERY_SHIM_CACHE=0 turns it off).

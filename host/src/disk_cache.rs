@@ -60,6 +60,12 @@ pub(crate) fn open_dir() -> Option<OwnedFd> {
     open_dir_at(dir_path()?)
 }
 
+/// The cache directory, opened and checked, whoever this process is: for a cache its user has
+/// chosen to trust although the user's own containers could change it (see the module header).
+pub(crate) fn open_dir_any_user() -> Option<OwnedFd> {
+    open_dir_at(dir_path()?)
+}
+
 /// Whether this process is the host's root: euid 0 in a user namespace whose ids are the host's
 /// (the initial one, or one mapping all of its parent's ids onto themselves, which only a parent
 /// with all ids, and so in the end the initial namespace, can make). Uid 0 of any other user

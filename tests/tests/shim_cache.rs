@@ -436,3 +436,34 @@ fn a_copy_on_a_noexec_mount_falls_back_to_the_sealed_memfd() {
     assert!(cached.is_empty(), "cached where it cannot run: {cached:?}");
     std::fs::remove_dir_all(&home).unwrap();
 }
+
+/// `HATCHERY_SECCOMP_CACHE=user`: compiled filters are kept for any user (who then must not give
+/// a sandbox the directory), the shim's copy still for the host's root only.
+#[test]
+fn a_user_may_choose_to_keep_filters_but_never_the_shim() {
+    if !ready() {
+        return;
+    }
+    let home = cache_home("filters");
+    for _ in 0..2 {
+        let out = run_in(&home, &[("HATCHERY_SECCOMP_CACHE", "user")], &["/bin/true"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let names: Vec<String> = std::fs::read_dir(home.join("hatchery"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".bpf")).count(),
+        1,
+        "the filter kept: {names:?}"
+    );
+    assert_eq!(
+        names.iter().any(|n| n.starts_with("shim-")),
+        is_root(),
+        "the shim's copy is root's only: {names:?}"
+    );
+    make_writable(&home);
+    std::fs::remove_dir_all(&home).unwrap();
+}

@@ -47,6 +47,19 @@ pub fn enable_disk_cache(dir: Option<PathBuf>) {
     ENABLED.store(true, Ordering::Relaxed);
 }
 
+static ANY_USER: AtomicBool = AtomicBool::new(false);
+
+/// [`enable_disk_cache`], also for a process that is not the host's root: its filters are then
+/// read from a directory that the user's own containers could change if one were given it (a
+/// bind of `~/.cache` or of a parent), and a changed entry would weaken the filter of later
+/// containers. For a user who never gives a sandbox that directory; libseccomp's compile of the
+/// default policy costs about 6 ms per process otherwise. (`hatchery run` with
+/// `HATCHERY_SECCOMP_CACHE=user`.)
+pub fn enable_disk_cache_any_user(dir: Option<PathBuf>) {
+    ANY_USER.store(true, Ordering::Relaxed);
+    enable_disk_cache(dir);
+}
+
 /// Whether [`enable_disk_cache`] was called (with a directory to use).
 pub(super) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed) && crate::disk_cache::dir_path().is_some()
@@ -54,7 +67,11 @@ pub(super) fn enabled() -> bool {
 
 /// The enabled cache directory, opened and checked, or `None` (no cache, or not a safe one).
 fn open_dir() -> Option<OwnedFd> {
-    crate::disk_cache::open_dir()
+    if ANY_USER.load(Ordering::Relaxed) {
+        crate::disk_cache::open_dir_any_user()
+    } else {
+        crate::disk_cache::open_dir()
+    }
 }
 
 /// The cache key of a compile: everything the program depends on.

@@ -34,7 +34,7 @@ use std::sync::{Arc, OnceLock};
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
 
-pub use cache::enable_disk_cache;
+pub use cache::{enable_disk_cache, enable_disk_cache_any_user};
 pub use oci::OciError;
 pub use presets::{PresetFlags, Presets};
 pub use profiles::Profile;
