@@ -163,7 +163,20 @@ pub fn mechanism() -> &'static Mechanism {
         if let Some(p) = v2_parent() {
             return Mechanism::CgroupV2(p);
         }
-        if is_root() && v1_base("memory").is_some() && v1_base("pids").is_some() {
+        // Root of the host only: uid 0 of another user namespace (`unshare -r`, a rootless
+        // container) is an ordinary user to the host's cgroup directories.
+        let writable = |base: Option<PathBuf>| {
+            base.is_some_and(|b| {
+                nix::unistd::faccessat(
+                    None,
+                    &b,
+                    nix::unistd::AccessFlags::W_OK,
+                    nix::fcntl::AtFlags::AT_EACCESS,
+                )
+                .is_ok()
+            })
+        };
+        if is_root() && writable(v1_base("memory")) && writable(v1_base("pids")) {
             return Mechanism::CgroupV1;
         }
         Mechanism::Rlimits

@@ -181,14 +181,14 @@ fn root_of_another_user_namespace_keeps_no_cache() {
     }
     let home = cache_home("userns-root");
     let hatchery = bin_dir().join("hatchery");
-    // hakoniwa's default sandbox: no cgroup limits (which a namespace's root cannot set on the
-    // host's cgroups), the same shim.
+    // The default profile, whose limits the host's cgroups cannot take from a namespace's root
+    // (rlimits instead).
     let out = if is_root() {
         // Root has no /etc/subuid range for unshare's --map-auto: make the namespace by hand,
         // mapping its root onto host root and `nobody` onto itself (the guest's default ids).
         let mut sh = Command::new("unshare")
             .args(["--user", "--", "/bin/sh", "-c"])
-            .arg("echo ready; read go; exec \"$0\" run -- /bin/sh -c 'echo ran'")
+            .arg("echo ready; read go; exec \"$0\" run --profile default -- /bin/sh -c 'echo ran'")
             .arg(&hatchery)
             .env_remove("HATCHERY_SHIM")
             .env("XDG_CACHE_HOME", &home)
@@ -219,7 +219,15 @@ fn root_of_another_user_namespace_keeps_no_cache() {
         Command::new("unshare")
             .args(["--user", "--map-root-user", "--map-auto", "--"])
             .arg(&hatchery)
-            .args(["run", "--", "/bin/sh", "-c", "echo ran"])
+            .args([
+                "run",
+                "--profile",
+                "default",
+                "--",
+                "/bin/sh",
+                "-c",
+                "echo ran",
+            ])
             .env_remove("HATCHERY_SHIM")
             .env("XDG_CACHE_HOME", &home)
             .output()
