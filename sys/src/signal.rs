@@ -6,7 +6,7 @@
 //! [`non_default`] **allocates** (it returns a `Vec`): call it before the fork.
 #![allow(unsafe_code)]
 
-use crate::Errno;
+use crate::{check, Errno};
 
 /// The highest signal number queried (the kernel's `_NSIG`).
 const LAST_SIGNAL: i32 = 64;
@@ -58,17 +58,23 @@ pub fn reset(signals: &[i32]) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mask(u64);
 
+// The kernel's signal set is 64 bits on the architectures this crate is built for (MIPS has
+// 128 and would need a wider `Mask`).
+#[cfg(any(target_arch = "mips", target_arch = "mips64"))]
+compile_error!("hatchery-sys's signal masks assume a 64-signal kernel sigset");
+
 /// Blocks every signal in the calling thread, glibc's own too (libc's `sigprocmask` keeps its
 /// thread-cancellation and `setxid` signals, 32 and 33, deliverable), and returns the mask it
 /// replaced. With every signal blocked, no handler of the process can run in a `CLONE_VM` child
 /// before its exec (which resets every handler itself), so such a child needs no reset of its
-/// dispositions.
-pub fn block_every() -> Mask {
+/// dispositions. A program exec'd so starts with every signal blocked: it sets its mask with
+/// `SIG_SETMASK` (the shim does, and so do its children before they exec a command).
+pub fn block_every() -> Result<Mask, Errno> {
     let all = u64::MAX;
     let mut old = 0u64;
     // SAFETY: rt_sigprocmask reads 8 bytes from `all` and writes 8 to `old`, both valid locals
-    // (the kernel's sigset size on Linux is 8 bytes).
-    unsafe {
+    // (the kernel's sigset size is 8 bytes, checked above).
+    let ret = unsafe {
         libc::syscall(
             libc::SYS_rt_sigprocmask,
             libc::SIG_SETMASK,
@@ -77,7 +83,7 @@ pub fn block_every() -> Mask {
             8usize,
         )
     };
-    Mask(old)
+    check(ret).map(|_| Mask(old))
 }
 
 /// Sets the calling thread's signal mask to `mask` (one [`block_every`] returned).
@@ -118,7 +124,7 @@ mod tests {
     #[test]
     fn block_every_blocks_glibcs_signals_too_and_restores() {
         let before = current_mask();
-        let old = block_every();
+        let old = block_every().unwrap();
         assert_eq!(old, before);
         assert_eq!(
             current_mask(),

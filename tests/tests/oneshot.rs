@@ -870,3 +870,36 @@ fn a_setup_failure_while_the_cgroup_is_made_is_reported_as_its_step() {
         other => panic!("expected a setup error at BindMount, got {other:?}"),
     }
 }
+
+/// The host starts the shim with every signal blocked (so no host handler can run in the child
+/// before its exec): the command must start with none blocked, whatever the host thread's mask,
+/// and with only what it inherits ignored (nothing of the shim's).
+#[test]
+fn the_command_starts_with_no_signal_blocked() {
+    if !ready() {
+        return;
+    }
+    let c = base();
+    let out = c
+        .command("/bin/grep")
+        .args(["-E", "^Sig(Blk|Ign):", "/proc/self/status"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l == "SigBlk:\t0000000000000000"),
+        "the command starts with signals blocked: {text}"
+    );
+    // The shim ignores SIGPIPE for itself; the command gets the default back.
+    let ignored = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .and_then(|m| u64::from_str_radix(m, 16).ok())
+        .expect("SigIgn");
+    assert_eq!(
+        ignored & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE stays ignored in the command: {text}"
+    );
+}

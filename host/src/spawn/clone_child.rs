@@ -115,7 +115,7 @@ pub fn spawn(
     // Every signal, glibc's own included, stays blocked in this thread, and so in the child,
     // until the exec, which resets every handler: no handler of the host runs on the child's
     // stack, and the child resets no disposition itself.
-    let old = sys::signal::block_every();
+    let old = sys::signal::block_every()?;
     let result = match cgroup {
         Some(dir) => clone3_into_cgroup(flags, prepared, base, top - base, dir),
         None => {
