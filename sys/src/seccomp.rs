@@ -9,6 +9,10 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use crate::{check, Errno};
 
+/// This crate's version: a filter compiled with the help of [`evaluate`] (the host's dispatch
+/// and its check) depends on it, so a cache of compiled filters keys by it.
+pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// `AUDIT_ARCH_*` of the native architecture (x86-64 and aarch64; `None` elsewhere).
 pub fn native_audit_arch() -> Option<u32> {
     if cfg!(target_arch = "x86_64") {

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! The key is everything the program depends on: this crate's version and a digest of its
-//! seccomp sources (the compiler and the built-in profiles), libseccomp's version and API level,
+//! seccomp sources (the compiler and the built-in profiles; in a workspace build also the
+//! evaluator of `hatchery-sys` the compiler checks with), `hatchery-sys`'s version, the
+//! listener hand-over's `sendmsg` flags, libseccomp's version and API level,
 //! the filter (a built-in profile by its name, any other as data: default, architectures,
 //! rules, ioctls, leniency) and whether notifications compile as kills. A hit compares the whole key, not just its hash, so a
 //! collision is a miss. Anything unexpected (ownership, mode, size, format) is a miss and the
@@ -81,10 +83,12 @@ pub(super) fn key(filter_data: &str, notify_as_kill: bool) -> String {
         .unwrap_or_default();
     let api = libseccomp::get_api();
     format!(
-        "hatchery {} sources {} libseccomp {v} api {api} arch {} notify_as_kill {notify_as_kill}\n\
-         {filter_data}",
+        "hatchery {} sources {} sys {} listener flags {:#x} libseccomp {v} api {api} arch {} \
+         notify_as_kill {notify_as_kill}\n{filter_data}",
         env!("CARGO_PKG_VERSION"),
         env!("HATCHERY_SECCOMP_SOURCES_DIGEST"),
+        hatchery_sys::seccomp::CRATE_VERSION,
+        hatchery_protocol::LISTENER_SEND_FLAGS,
         std::env::consts::ARCH,
     )
 }
