@@ -26,6 +26,9 @@
 mod cache;
 mod dispatch;
 mod oci;
+mod precompiled;
+#[rustfmt::skip]
+mod precompiled_programs;
 mod presets;
 mod profiles;
 
@@ -966,6 +969,14 @@ impl Filter {
     }
 
     fn build(&self, notify_as_kill: bool, explain: bool) -> Result<Program, SeccompError> {
+        if !explain {
+            if let Some(p) = self
+                .built_in
+                .and_then(|name| precompiled::program(name, notify_as_kill))
+            {
+                return Ok(p);
+            }
+        }
         if !cache::enabled() {
             return self.build_uncached(notify_as_kill, explain);
         }
