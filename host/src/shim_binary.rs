@@ -277,9 +277,9 @@ static CACHE_FAILED: AtomicBool = AtomicBool::new(false);
 /// The directory is shared with
 /// [`seccomp::enable_disk_cache`](crate::seccomp::enable_disk_cache): the first call of either
 /// sets it. For short-lived processes that start one or a few containers. Has no effect unless
-/// the process runs as root (an unprivileged user's containers run as that user and could
-/// rewrite the copy), with `$HATCHERY_SHIM` set, or without an embedded shim;
-/// `HATCHERY_SHIM_CACHE=0` turns it off.
+/// the process is the host's root (euid 0 with the host's ids: not uid 0 of another user
+/// namespace; an unprivileged user's containers run as that user and could rewrite the copy),
+/// with `$HATCHERY_SHIM` set, or without an embedded shim; `HATCHERY_SHIM_CACHE=0` turns it off.
 pub fn enable_disk_cache(dir: Option<PathBuf>) {
     crate::disk_cache::set_dir(dir);
     CACHE_ENABLED.store(true, Ordering::Relaxed);

@@ -41,9 +41,10 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// is shared with [`shim_binary::enable_disk_cache`](crate::shim_binary::enable_disk_cache): the
 /// first call of either sets it. Costs nothing until a filter is compiled; then one small file
 /// read per filter, instead of libseccomp's compile (milliseconds for the default profile's
-/// policy). Has no effect unless the process runs as root: an unprivileged user's containers run
-/// as that user, and one given the cache directory (a bind of `~/.cache`, say) could replace a
-/// filter of later containers with a weaker one.
+/// policy; the built-in profiles are precompiled where libseccomp is Debian 12's). Has no effect
+/// unless the process is the host's root (not uid 0 of another user namespace): an unprivileged
+/// user's containers run as that user, and one given the cache directory (a bind of `~/.cache`,
+/// say) could replace a filter of later containers with a weaker one.
 pub fn enable_disk_cache(dir: Option<PathBuf>) {
     crate::disk_cache::set_dir(dir);
     ENABLED.store(true, Ordering::Relaxed);
