@@ -174,11 +174,13 @@ impl Lifeline {
     }
 }
 
-/// Runs the built `hatchery` binary (with the built shim) and collects its output.
+/// Runs the built `hatchery` binary and collects its output. With the shim it embeds, as a
+/// user's `hatchery run` does: as root, from root's cached copy (`tests/tests/shim_cache.rs`),
+/// otherwise from a sealed memfd.
 pub fn hatchery(args: &[&str]) -> std::process::Output {
     std::process::Command::new(bin_dir().join("hatchery"))
         .args(args)
-        .env("HATCHERY_SHIM", bin_dir().join("hatchery-shim"))
+        .env_remove("HATCHERY_SHIM")
         .output()
         .expect("run the hatchery binary")
 }
