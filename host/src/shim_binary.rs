@@ -314,11 +314,8 @@ pub(crate) enum ShimExec {
 /// The shim to execute: the cached copy when [`enable_disk_cache`] was called and it is usable,
 /// else the process-wide sealed memfd ([`get`]).
 pub(crate) fn for_exec() -> Result<ShimExec> {
-    if CACHE_ENABLED.load(Ordering::Relaxed)
-        && !CACHE_FAILED.load(Ordering::Relaxed)
-        && std::env::var_os("HATCHERY_SHIM").is_none()
-        && std::env::var_os("HATCHERY_SHIM_CACHE").as_deref() != Some("0".as_ref())
-    {
+    if CACHE_ENABLED.load(Ordering::Relaxed) && !CACHE_FAILED.load(Ordering::Relaxed) {
+        // The environment is read once, with the copy, not on every spawn.
         static CACHED: OnceLock<Option<CachedShim>> = OnceLock::new();
         if let Some(c) = CACHED.get_or_init(load_cached) {
             return Ok(ShimExec::Cached(c));
@@ -332,10 +329,15 @@ pub(crate) fn cached_exec_failed() {
     CACHE_FAILED.store(true, Ordering::Relaxed);
 }
 
-/// The cached copy of the embedded shim, written first if missing or not whole; `None` when
-/// there is no embedded shim, no usable cache directory, or the copy cannot be executed from
-/// where it is (a `noexec` mount).
+/// The cached copy of the embedded shim, written first if missing or not whole; `None` with
+/// `$HATCHERY_SHIM` or `HATCHERY_SHIM_CACHE=0` set, without an embedded shim or a usable cache
+/// directory, or when the copy cannot be executed from where it is (a `noexec` mount).
 fn load_cached() -> Option<CachedShim> {
+    if std::env::var_os("HATCHERY_SHIM").is_some()
+        || std::env::var_os("HATCHERY_SHIM_CACHE").as_deref() == Some("0".as_ref())
+    {
+        return None;
+    }
     let bytes = embedded()?;
     let dir = crate::disk_cache::open_dir()?;
     let vfs = nix::sys::statvfs::fstatvfs(&dir).ok()?;

@@ -43,11 +43,35 @@ fn make_writable(d: &Path) {
     }
 }
 
+/// Removes a cache home (its copies are 0500).
+fn remove_home(home: &Path) {
+    make_writable(home);
+    std::fs::remove_dir_all(home).unwrap();
+}
+
+/// Whether a root-only test skips here (printing why): the unprivileged pass.
+fn skip_unless_root(why: &str) -> bool {
+    if !is_root() {
+        eprintln!("{why}");
+    }
+    !is_root()
+}
+
+/// What a root-only test says in the unprivileged pass.
+const ROOT_CACHE_ONLY: &str =
+    "root only (an unprivileged run keeps no cache: tested by its own test)";
+
 fn run_in(home: &Path, extra_env: &[(&str, &str)], argv: &[&str]) -> Output {
+    run_with(home, extra_env, &[], argv)
+}
+
+/// `hatchery run --profile default OPTIONS -- ARGV` with `home` as its cache home.
+fn run_with(home: &Path, extra_env: &[(&str, &str)], options: &[&str], argv: &[&str]) -> Output {
     let mut cmd = Command::new(bin_dir().join("hatchery"));
     cmd.arg("run")
         .arg("--profile")
         .arg("default")
+        .args(options)
         .arg("--")
         .args(argv)
         .env_remove("HATCHERY_SHIM")
@@ -58,17 +82,22 @@ fn run_in(home: &Path, extra_env: &[(&str, &str)], argv: &[&str]) -> Output {
     cmd.output().expect("run the hatchery binary")
 }
 
-/// The cached copies (`shim-*`) in `home`'s cache directory.
-fn copies(home: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(home.join("hatchery"))
+/// The names in `home`'s cache directory (none when it is missing).
+fn entries(home: &Path) -> Vec<String> {
+    std::fs::read_dir(home.join("hatchery"))
         .into_iter()
         .flatten()
         .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("shim-"))
-        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// The cached copies (`shim-*`) in `home`'s cache directory.
+fn copies(home: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = entries(home)
+        .into_iter()
+        .filter(|n| n.starts_with("shim-"))
+        .map(|n| home.join("hatchery").join(n))
         .collect();
     v.sort();
     v
@@ -134,12 +163,7 @@ fn an_unprivileged_run_keeps_no_cache_and_never_executes_a_file_from_it() {
     let home = cache_home("unprivileged");
     let out = run_in(&home, &[], &["/bin/sh", "-c", "echo ran"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let left: Vec<_> = std::fs::read_dir(home.join("hatchery"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = entries(&home);
     assert!(left.is_empty(), "an unprivileged run cached {left:?}");
     // A planted copy under the name a root run would use, exactly the embedded bytes and mode,
     // in a private directory: not used.
@@ -167,8 +191,7 @@ fn an_unprivileged_run_keeps_no_cache_and_never_executes_a_file_from_it() {
             e.path().display()
         );
     }
-    make_writable(&home);
-    std::fs::remove_dir_all(&home).unwrap();
+    remove_home(&home);
 }
 
 /// Uid 0 of a user namespace other than the host's (`unshare -r`, a rootless container) is an
@@ -235,12 +258,7 @@ fn root_of_another_user_namespace_keeps_no_cache() {
     };
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "ran\n");
-    let left: Vec<_> = std::fs::read_dir(home.join("hatchery"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left = entries(&home);
     assert!(left.is_empty(), "uid 0 of a user namespace cached {left:?}");
     std::fs::remove_dir_all(&home).unwrap();
 }
@@ -250,8 +268,7 @@ fn a_root_run_writes_one_private_copy_and_executes_it_read_only() {
     if !ready() {
         return;
     }
-    if !is_root() {
-        eprintln!("root only (an unprivileged run keeps no cache: tested by its own test)");
+    if skip_unless_root(ROOT_CACHE_ONLY) {
         return;
     }
     let home = cache_home("write");
@@ -291,8 +308,7 @@ fn a_root_run_writes_one_private_copy_and_executes_it_read_only() {
     );
     assert_eq!(copies(&home), found, "the writable copy was not used");
     assert_eq!(std::fs::read(&found[0]).unwrap(), embedded());
-    make_writable(&home);
-    std::fs::remove_dir_all(&home).unwrap();
+    remove_home(&home);
 }
 
 /// A root run's container, given the cache directory read-write, can change nothing in it: its
@@ -302,8 +318,7 @@ fn a_container_given_roots_cache_cannot_change_the_copy() {
     if !ready() {
         return;
     }
-    if !is_root() {
-        eprintln!("root only (an unprivileged run keeps no cache: tested by its own test)");
+    if skip_unless_root(ROOT_CACHE_ONLY) {
         return;
     }
     let home = cache_home("guest");
@@ -316,22 +331,7 @@ fn a_container_given_roots_cache_cannot_change_the_copy() {
         "cat /c/{name} > /c/x; echo >> /c/{name}; chmod 700 /c/{name}; rm -f /c/{name}; \
          mv /c/x /c/{name}; ls /c >/dev/null && echo listed"
     );
-    let out = Command::new(bin_dir().join("hatchery"))
-        .args([
-            "run",
-            "--profile",
-            "default",
-            "-B",
-            &bind,
-            "--",
-            "/bin/sh",
-            "-c",
-            &script,
-        ])
-        .env_remove("HATCHERY_SHIM")
-        .env("XDG_CACHE_HOME", &home)
-        .output()
-        .unwrap();
+    let out = run_with(&home, &[], &["-B", &bind], &["/bin/sh", "-c", &script]);
     assert!(
         !text(&out.stdout).contains("listed"),
         "the container listed root's cache: {}",
@@ -343,8 +343,7 @@ fn a_container_given_roots_cache_cannot_change_the_copy() {
         embedded(),
         "the copy was changed"
     );
-    make_writable(&home);
-    std::fs::remove_dir_all(&home).unwrap();
+    remove_home(&home);
 }
 
 use std::os::unix::fs::OpenOptionsExt;
@@ -354,8 +353,7 @@ fn a_damaged_copy_is_replaced_and_other_builds_copies_removed() {
     if !ready() {
         return;
     }
-    if !is_root() {
-        eprintln!("root only (an unprivileged run keeps no cache: tested by its own test)");
+    if skip_unless_root(ROOT_CACHE_ONLY) {
         return;
     }
     let home = cache_home("damaged");
@@ -381,8 +379,7 @@ fn a_damaged_copy_is_replaced_and_other_builds_copies_removed() {
         "the other build's copy stayed"
     );
     assert_eq!(std::fs::read(&copy).unwrap(), embedded(), "not repaired");
-    make_writable(&home);
-    std::fs::remove_dir_all(&home).unwrap();
+    remove_home(&home);
 }
 
 #[test]
@@ -425,8 +422,7 @@ fn a_copy_on_a_noexec_mount_falls_back_to_the_sealed_memfd() {
     if !ready() {
         return;
     }
-    if !is_root() {
-        eprintln!("root only (mounts a noexec tmpfs); the unprivileged pass skips it");
+    if skip_unless_root("root only (mounts a noexec tmpfs); the unprivileged pass skips it") {
         return;
     }
     let home = cache_home("noexec");
@@ -456,11 +452,8 @@ fn a_user_may_choose_to_keep_filters_but_never_the_shim() {
     }
     let home = cache_home("filters");
     let bpf = |home: &Path| -> Vec<String> {
-        std::fs::read_dir(home.join("hatchery"))
+        entries(home)
             .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.ends_with(".bpf"))
             .collect()
     };
@@ -472,20 +465,12 @@ fn a_user_may_choose_to_keep_filters_but_never_the_shim() {
         bpf(&home)
     );
     for _ in 0..2 {
-        let out = Command::new(bin_dir().join("hatchery"))
-            .args([
-                "run",
-                "--profile",
-                "default",
-                "--seccomp-allow",
-                "personality",
-            ])
-            .args(["--", "/bin/true"])
-            .env_remove("HATCHERY_SHIM")
-            .env("XDG_CACHE_HOME", &home)
-            .env("HATCHERY_SECCOMP_CACHE", "user")
-            .output()
-            .unwrap();
+        let out = run_with(
+            &home,
+            &[("HATCHERY_SECCOMP_CACHE", "user")],
+            &["--seccomp-allow", "personality"],
+            &["/bin/true"],
+        );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     }
     assert_eq!(
@@ -494,16 +479,11 @@ fn a_user_may_choose_to_keep_filters_but_never_the_shim() {
         "the changed filter kept: {:?}",
         bpf(&home)
     );
-    let names: Vec<String> = std::fs::read_dir(home.join("hatchery"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = entries(&home);
     assert_eq!(
         names.iter().any(|n| n.starts_with("shim-")),
         is_root(),
         "the shim's copy is root's only: {names:?}"
     );
-    make_writable(&home);
-    std::fs::remove_dir_all(&home).unwrap();
+    remove_home(&home);
 }

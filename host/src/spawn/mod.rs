@@ -300,17 +300,16 @@ fn clone_shim(
     let guest = high_cloexec(guest_end.as_fd())?;
     drop(guest_end);
     let err_w = high_cloexec(err_w.as_fd())?;
-    let shim_fd = match shim {
-        shim_binary::ShimExec::Sealed(s) => Some(high_cloexec(s.fd())?),
-        shim_binary::ShimExec::Cached(_) => None,
-    };
-    let source = match (shim, &shim_fd) {
-        (shim_binary::ShimExec::Cached(c), _) => clone_child::Shim::Cached {
+    let shim_fd;
+    let source = match shim {
+        shim_binary::ShimExec::Sealed(s) => {
+            shim_fd = high_cloexec(s.fd())?;
+            clone_child::Shim::Sealed(shim_fd.as_fd())
+        }
+        shim_binary::ShimExec::Cached(c) => clone_child::Shim::Cached {
             path: &c.path,
             id: c.id,
         },
-        (_, Some(fd)) => clone_child::Shim::Sealed(fd.as_fd()),
-        (shim_binary::ShimExec::Sealed(_), None) => unreachable!("a sealed shim has its fd"),
     };
     let prepared =
         clone_child::Prepared::new(source, devnull.as_fd(), guest.as_fd(), err_w.as_fd(), title);
@@ -338,7 +337,6 @@ fn clone_shim(
     drop(prepared);
     drop(guest);
     drop(err_w);
-    drop(shim_fd);
     let exec_error = clone_child::read_exec_error(err_r.as_raw_fd());
     Ok((Pid::from_raw(pid), host_end, into.is_some(), exec_error))
 }
