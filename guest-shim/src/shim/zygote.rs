@@ -953,12 +953,14 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     // request root with namespaces of its own.
     let notify_exec = z.confinement.seccomp.is_some_and(|s| s.notify_exec);
     // The IPC namespace is renewed now: the profile may not have unshared one, and the zygote's
-    // would then be the host's. The setup's tmpfs instances are fresh (no guest ran yet), unless
-    // the plan itself put files in one, which requests never see.
+    // would then be the host's. The network namespace is not: the clone made it, and nothing but
+    // the setup's loopback ran in it (the first request's end checks it as every other's). The
+    // setup's tmpfs instances are fresh (no guest ran yet), unless the plan itself put files in
+    // one, which requests never see.
     let mut renewable = z.max_concurrent == 1
         && !notify_exec
         && mount_points_fixed(z.plan, &mounts)
-        && renew_namespaces(z.plan, z.plan.own_network).is_ok();
+        && renew_namespaces(z.plan, false).is_ok();
     let mut renewed_size: Option<u64> = None;
     let mut roots = private_roots(&mounts);
     let mut dirty = roots.iter().any(Option::is_none)
