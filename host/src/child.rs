@@ -484,7 +484,7 @@ impl Child {
                         }
                         // The shim only exits now: its exit, the namespaces' teardown and the
                         // cgroup's removal happen off this thread.
-                        crate::reaper::hand_off(shim.pid, self.cgroup.take());
+                        crate::reaper::hand_off(shim.pid, self.cgroup.take(), shim.netns.take());
                         let rusage = Rusage::from_usage(&resp.usage, real);
                         self.shim = None;
                         let mut st =

@@ -46,6 +46,7 @@ mod error;
 mod hakurei;
 pub mod idmap;
 pub mod landlock;
+mod netns;
 pub mod network;
 pub mod ops;
 mod plan;

@@ -28,11 +28,14 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
+use crate::netns::Lease;
 
-/// A container to tear down: its shim (already reporting) and its cgroup.
+/// A container to tear down: its shim (already reporting), its cgroup, and the network
+/// namespace the host made for it.
 struct Remains {
     pid: Pid,
     cgroup: Option<Cgroup>,
+    netns: Option<Lease>,
 }
 
 /// The reaper thread's queue, and how many containers it has not finished yet.
@@ -61,8 +64,12 @@ fn finished(r: &Reaper) {
 
 /// Tears down `remains` on the calling thread.
 fn tear_down(remains: Remains) {
-    crate::spawn::reap(remains.pid);
+    let reaped = crate::spawn::reap(remains.pid).is_some();
     drop(remains.cgroup);
+    // Every process of the container is dead once its pid 1 is reaped.
+    if let (true, Some(ns)) = (reaped, remains.netns) {
+        crate::netns::give_back(ns);
+    }
 }
 
 static ON_CALLER: AtomicBool = AtomicBool::new(false);
@@ -77,17 +84,30 @@ pub fn tear_down_on_caller() {
     ON_CALLER.store(true, Ordering::Relaxed);
 }
 
+/// Closes the network namespaces kept for later one-shot containers (as root, at most four with
+/// the loopback up and four with it down, one fd each; see the README's "How a command is
+/// sandboxed"): for a program that counts its fds, or that will run no more containers. The
+/// next container makes a new one.
+pub fn drop_kept_network_namespaces() {
+    crate::netns::drop_unused();
+}
+
+/// Whether [`tear_down_on_caller`] was called.
+pub(crate) fn tears_down_on_caller() -> bool {
+    ON_CALLER.load(Ordering::Relaxed)
+}
+
 /// Hands a shim that has sent its command's `Response` (and its cgroup, whose OOM count was
 /// already read) to the reaper thread. Falls back to tearing it down here when the thread
 /// cannot be started, or after [`tear_down_on_caller`].
-pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>) {
+pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>, netns: Option<Lease>) {
+    let remains = Remains { pid, cgroup, netns };
     if ON_CALLER.load(Ordering::Relaxed) {
-        tear_down(Remains { pid, cgroup });
+        tear_down(remains);
         return;
     }
     let r = reaper();
     *r.pending.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-    let remains = Remains { pid, cgroup };
     let mut queue = r.queue.lock().unwrap_or_else(|e| e.into_inner());
     if queue.is_none() {
         let (tx, rx) = channel::<Remains>();

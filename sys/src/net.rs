@@ -1,4 +1,4 @@
-//! The loopback interface of a fresh network namespace.
+//! The loopback interface of a fresh network namespace, and whether a namespace is as it was made.
 //!
 //! Allocation-free and async-signal-safe, though only the shim's setup uses it.
 #![allow(unsafe_code)]
@@ -9,8 +9,9 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::{errno, last_errno, Errno};
 
-/// Brings the loopback interface of the current network namespace up (`SIOCGIFFLAGS`, then
-/// `SIOCSIFFLAGS` with `IFF_UP`, through libc: rustix has no interface-flag ioctls).
+/// Brings the loopback interface of the current network namespace up (`SIOCGIFFLAGS`, then,
+/// unless it is up already, `SIOCSIFFLAGS` with `IFF_UP`, through libc: rustix has no
+/// interface-flag ioctls).
 pub fn loopback_up() -> Result<(), Errno> {
     let sock = rustix::net::socket_with(
         AddressFamily::INET,
@@ -30,10 +31,81 @@ pub fn loopback_up() -> Result<(), Errno> {
     }
     // SAFETY: the flags member of the union was just filled by SIOCGIFFLAGS.
     let flags = unsafe { req.ifr_ifru.ifru_flags };
+    if flags & libc::IFF_UP as libc::c_short != 0 {
+        // Already up: the host brought it up in a namespace it made (and the container, holding
+        // no capability over that namespace, could not).
+        return Ok(());
+    }
     req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
     // SAFETY: SIOCSIFFLAGS reads `req`, a valid ifreq; `sock` is open.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
         return Err(last_errno());
     }
     Ok(())
+}
+
+/// Whether a network namespace is as it was made, from the text of its `/proc/<pid>/net/sockstat`,
+/// `sockstat6` and `dev`: every count of the two `sockstat` files zero (sockets alive, orphaned
+/// ones included, sockets bound per protocol, `TIME_WAIT` entries, IP fragments), the whole
+/// system's figures aside (memory, orphans, TCP sockets allocated), and every counter of every
+/// interface zero. Text that does not parse is not untouched.
+pub fn untouched(sockstat: &str, sockstat6: &str, dev: &str) -> bool {
+    fn counts_zero(text: &str) -> bool {
+        text.lines().all(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            while let Some(name) = words.next() {
+                let Some(value) = words.next() else {
+                    return false;
+                };
+                // The whole system's figures, not the namespace's.
+                let system = name.starts_with("mem") || name == "orphan" || name == "alloc";
+                if !system && value != "0" {
+                    return false;
+                }
+            }
+            true
+        })
+    }
+    // Two header lines, then `name: counter…` per interface.
+    let devices_quiet = dev.lines().skip(2).all(|line| {
+        line.split_once(':')
+            .is_some_and(|(_, counters)| counters.split_whitespace().all(|c| c == "0"))
+    });
+    counts_zero(sockstat) && counts_zero(sockstat6) && devices_quiet
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untouched;
+
+    const DEV_QUIET: &str = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+";
+    const V4: &str = "sockets: used 0
+TCP: inuse 0 orphan 3 tw 0 alloc 12 mem 4
+UDP: inuse 0 mem 2
+UDPLITE: inuse 0
+RAW: inuse 0
+FRAG: inuse 0 memory 0
+";
+    const V6: &str =
+        "TCP6: inuse 0\nUDP6: inuse 0\nUDPLITE6: inuse 0\nRAW6: inuse 0\nFRAG6: inuse 0 memory 0\n";
+
+    #[test]
+    fn a_namespace_is_untouched_only_with_every_count_of_its_own_zero() {
+        assert!(untouched(V4, V6, DEV_QUIET));
+        assert!(!untouched(&V4.replace("used 0", "used 1"), V6, DEV_QUIET));
+        assert!(!untouched(&V4.replace("tw 0", "tw 1"), V6, DEV_QUIET));
+        assert!(!untouched(
+            V4,
+            &V6.replace("UDP6: inuse 0", "UDP6: inuse 2"),
+            DEV_QUIET
+        ));
+        let counted = DEV_QUIET.replacen("       0       0", "     120       2", 1);
+        assert_ne!(counted, DEV_QUIET);
+        assert!(!untouched(V4, V6, &counted));
+        // A count without its value does not parse.
+        assert!(!untouched("sockets: used", V6, DEV_QUIET));
+    }
 }

@@ -773,37 +773,17 @@ fn renew_network(plan: &SetupPlan, exposed: bool) -> Result<(), SetupFailure> {
     new_network(plan)
 }
 
-/// Whether the zygote's network namespace is as it was made: every count of
-/// `/proc/self/net/sockstat` and `sockstat6` zero (sockets alive, orphaned ones included, sockets
-/// bound per protocol, `TIME_WAIT` entries, IP fragments), the whole system's figures aside
-/// (memory, orphans, TCP sockets allocated), and every counter of every interface in
-/// `/proc/self/net/dev` zero.
+/// Whether the zygote's network namespace is as it was made ([`sys::net::untouched`]).
 fn network_untouched() -> bool {
     let read = |p: &str| std::fs::read_to_string(p).ok();
-    let (Some(v4), Some(v6), Some(dev)) = (
+    match (
         read("/proc/self/net/sockstat"),
         read("/proc/self/net/sockstat6"),
         read("/proc/self/net/dev"),
-    ) else {
-        return false;
-    };
-    let counts_zero = |text: &str| {
-        text.lines().all(|line| {
-            let words: Vec<&str> = line.split_whitespace().skip(1).collect();
-            words.chunks(2).all(|kv| match kv {
-                // The whole system's figures, not the namespace's.
-                [name, _] if name.starts_with("mem") || ["orphan", "alloc"].contains(name) => true,
-                [_, value] => *value == "0",
-                _ => false,
-            })
-        })
-    };
-    // Two header lines, then `name: counter…` per interface.
-    let devices_quiet = dev.lines().skip(2).all(|line| {
-        line.split_once(':')
-            .is_some_and(|(_, counters)| counters.split_whitespace().all(|c| c == "0"))
-    });
-    counts_zero(&v4) && counts_zero(&v6) && devices_quiet
+    ) {
+        (Some(v4), Some(v6), Some(dev)) => sys::net::untouched(&v4, &v6, &dev),
+        _ => false,
+    }
 }
 
 fn kill_pid(pid: libc::pid_t) {

@@ -93,6 +93,7 @@ impl Zygote {
                 ignore_failure: false,
             },
             existing_cgroup: None,
+            netns: None,
         })?;
         let cgroup = shim.cgroup.take();
         let ready = shim.await_ready("starting a zygote")?;

@@ -46,6 +46,9 @@ pub(crate) struct StartSpec<'a> {
     pub cgroup: CgroupSpec<'a>,
     /// An existing cgroup's directory (hakurei's cgroup fd), joined the same way.
     pub existing_cgroup: Option<BorrowedFd<'a>>,
+    /// A network namespace the host made to clone the shim into (without `CLONE_NEWNET` then),
+    /// kept with the shim and given back once it is reaped (see [`netns`](crate::netns)).
+    pub netns: Option<crate::netns::Lease>,
 }
 
 /// The container's own cgroup. On v1 it is created after the clone, while the shim starts up on
@@ -68,6 +71,8 @@ pub(crate) struct ShimProcess {
     pub host_steps: Vec<(String, Duration)>,
     /// The cgroup created for it (from [`StartSpec::cgroup`]), which it joined.
     pub cgroup: Option<crate::cgroup::Cgroup>,
+    /// The network namespace it was cloned into ([`StartSpec::netns`]).
+    pub netns: Option<crate::netns::Lease>,
 }
 
 impl ShimProcess {
@@ -151,7 +156,10 @@ pub(crate) fn start_with(
     spec: StartSpec<'_>,
     before_plan: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<ShimProcess> {
-    let flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    let mut flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
+    if spec.netns.is_some() {
+        flags &= !libc::CLONE_NEWNET;
+    }
     let mut host_steps = Vec::new();
     // cgroup v2: the cgroup is made first and the shim is cloned straight into it, so nothing
     // migrates it (a write into `cgroup.procs` waits for an RCU grace period after a pause).
@@ -168,7 +176,8 @@ pub(crate) fn start_with(
         let shim = shim_binary::for_exec()?;
         host_steps.push(("host: shim memfd (first use only)".to_string(), t.elapsed()));
         let t = Instant::now();
-        let (pid, host_end, born_in, exec_error) = clone_shim(flags, shim, spec.title, &early)?;
+        let (pid, host_end, born_in, exec_error) =
+            clone_shim(flags, shim, spec.title, &early, spec.netns.as_ref())?;
         host_steps.push(("host: clone + exec shim".to_string(), t.elapsed()));
         match exec_error {
             None => break (pid, host_end, born_in),
@@ -188,6 +197,7 @@ pub(crate) fn start_with(
         chan: host_end,
         host_steps: Vec::new(),
         cgroup: None,
+        netns: spec.netns,
     };
     let mut plan = spec.plan;
     let t = Instant::now();
@@ -276,14 +286,15 @@ pub(crate) fn start_with(
 }
 
 /// Clones the shim's child into `flags`' new namespaces (into the cgroup of `early` when there
-/// is one to be born in) and waits for its exec. Returns its pid, the host end of its control
-/// socket, whether it was born in the cgroup, and the errno of a failed exec (the child is then
-/// a zombie to reap).
+/// is one to be born in, and into `netns` when given) and waits for its exec. Returns its pid, the
+/// host end of its control socket, whether it was born in the cgroup, and the errno of a failed
+/// exec (the child is then a zombie to reap).
 fn clone_shim(
     flags: libc::c_int,
     shim: shim_binary::ShimExec,
     title: &str,
     early: &Early,
+    netns: Option<&crate::netns::Lease>,
 ) -> Result<(Pid, Channel, bool, Option<i32>)> {
     let (host_end, guest_end) = Channel::pair().map_err(Error::protocol("creating the socket"))?;
     let devnull: OwnedFd = std::fs::OpenOptions::new()
@@ -313,8 +324,15 @@ fn clone_shim(
     };
     let prepared =
         clone_child::Prepared::new(source, devnull.as_fd(), guest.as_fd(), err_w.as_fd(), title);
+    let spawn = |cgroup: Option<BorrowedFd<'_>>| match netns {
+        Some(ns) => ns
+            .around(|| clone_child::spawn(flags, &prepared, cgroup))
+            .map_err(|e| e as i32)
+            .and_then(|r| r),
+        None => clone_child::spawn(flags, &prepared, cgroup),
+    };
     let into = match early {
-        Early::Made(_, dir) => match clone_child::spawn(flags, &prepared, Some(dir.as_fd())) {
+        Early::Made(_, dir) => match spawn(Some(dir.as_fd())) {
             Ok(pid) => Some(pid),
             Err(errno) => {
                 // No clone3 (before 5.3, or a container's seccomp profile answering ENOSYS) or no
@@ -330,9 +348,7 @@ fn clone_shim(
     };
     let pid = match into {
         Some(pid) => pid,
-        None => {
-            clone_child::spawn(flags, &prepared, None).map_err(|errno| Error::Clone { errno })?
-        }
+        None => spawn(None).map_err(|errno| Error::Clone { errno })?,
     };
     drop(prepared);
     drop(guest);
