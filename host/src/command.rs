@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -431,21 +431,16 @@ impl Command {
             .filter(|_| c.namespaces.contains(&crate::Namespace::Network));
         let mut network_log = None;
         // A network namespace the host made and may keep for the next container (see
-        // `netns`): for one that pasta does not configure and in which no process of the
-        // container could use a capability, unless this process runs one container and exits.
-        let netns = if plan.clone_flags & libc::CLONE_NEWNET != 0
-            && plan.setup.own_network
-            && !plan.setup.params.privileged
-            && !crate::reaper::tears_down_on_caller()
-        {
-            crate::netns::take(plan.setup.loopback).map(|mut lease| {
-                if fds.iter().any(|fd| is_socket(*fd)) {
+        // `netns`), unless this process runs one container and exits.
+        let netns = if crate::reaper::tears_down_on_caller() {
+            None
+        } else {
+            crate::netns::take_for(plan.clone_flags, &plan.setup).map(|mut lease| {
+                if fds.iter().any(|fd| crate::netns::is_socket(*fd)) {
                     lease.expose();
                 }
                 lease
             })
-        } else {
-            None
         };
         let start = StartSpec {
             clone_flags: plan.clone_flags,
@@ -511,10 +506,4 @@ impl Command {
         self.spawn_with_defaults(Stdio::Null, Stdio::Piped)?
             .wait_with_output()
     }
-}
-
-/// Whether `fd` is a socket (over which a container could send fds out).
-fn is_socket(fd: BorrowedFd<'_>) -> bool {
-    nix::sys::stat::fstat(fd.as_raw_fd())
-        .map_or(true, |st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }

@@ -32,10 +32,11 @@
 //! [`reaper::tear_down_on_caller`](crate::reaper::tear_down_on_caller)), where nothing would be
 //! kept for anyone.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use hatchery_protocol::SetupPlan;
 use hatchery_sys as sys;
 use nix::errno::Errno;
 use nix::sched::{setns, unshare, CloneFlags};
@@ -52,15 +53,37 @@ pub(crate) struct Lease {
     exposed: bool,
 }
 
+/// How long kept namespaces wait for a one-shot container before they are closed (by the
+/// reaper thread, see [`reaper`](crate::reaper)).
+pub(crate) const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Live pools: the last one to go closes the kept namespaces.
+static POOLS: AtomicUsize = AtomicUsize::new(0);
+
 /// Entering a namespace was refused once (no `CAP_SYS_ADMIN`): not tried again.
 static REFUSED: AtomicBool = AtomicBool::new(false);
 
 static UNUSED: Mutex<Vec<Lease>> = Mutex::new(Vec::new());
 
-/// A network namespace for a container, its loopback up or down as `loopback` says: a kept one,
-/// or a new one. `None` where this process may not make and enter namespaces: the container's
-/// clone then makes its own.
-pub(crate) fn take(loopback: bool) -> Option<Lease> {
+/// A network namespace for the container of `setup`, cloned with `clone_flags`: for one with a
+/// network namespace of its own that pasta does not configure and in which none of its processes
+/// could use a capability, and only where this process may make and enter namespaces. `None`:
+/// the container's clone makes its own.
+pub(crate) fn take_for(clone_flags: libc::c_int, setup: &SetupPlan) -> Option<Lease> {
+    if clone_flags & libc::CLONE_NEWNET == 0 || !setup.own_network || setup.params.privileged {
+        return None;
+    }
+    take(setup.loopback)
+}
+
+/// Whether `fd` is a socket (over which a container could send fds out).
+pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd.as_raw_fd())
+        .map_or(true, |st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+}
+
+/// A network namespace, its loopback up or down as `loopback` says: a kept one, or a new one.
+fn take(loopback: bool) -> Option<Lease> {
     if REFUSED.load(Ordering::Relaxed) {
         return None;
     }
@@ -134,6 +157,24 @@ impl Lease {
             _ => false,
         }
     }
+}
+
+/// A pool was built.
+pub(crate) fn pool_started() {
+    POOLS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A pool is gone: once none is left, the kept namespaces are closed, so a program that is done
+/// with its pools holds none of them.
+pub(crate) fn pool_gone() {
+    if POOLS.fetch_sub(1, Ordering::SeqCst) == 1 {
+        drop_unused();
+    }
+}
+
+/// Whether any namespace is kept.
+pub(crate) fn any_kept() -> bool {
+    !UNUSED.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
 }
 
 /// Drops every kept namespace (see [`reaper::drop_kept_network_namespaces`]).

@@ -22,7 +22,7 @@
 //! thread's start and wake-ups cost more than the teardown it moves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Condvar, Mutex, OnceLock};
 
 use nix::unistd::Pid;
@@ -84,10 +84,11 @@ pub fn tear_down_on_caller() {
     ON_CALLER.store(true, Ordering::Relaxed);
 }
 
-/// Closes the network namespaces kept for later one-shot containers (as root, at most four with
-/// the loopback up and four with it down, one fd each; see the README's "How a command is
-/// sandboxed"): for a program that counts its fds, or that will run no more containers. The
-/// next container makes a new one.
+/// Closes the network namespaces kept for later containers now (as root, at most four with the
+/// loopback up and four with it down, one fd each; see the README's "How a command is
+/// sandboxed"). They are closed anyway when the last pool is dropped, and by the reaper thread
+/// after a second without a one-shot container; this is for a program that counts its fds
+/// sooner. The next container makes a new one.
 pub fn drop_kept_network_namespaces() {
     crate::netns::drop_unused();
 }
@@ -113,10 +114,20 @@ pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>, netns: Option<Lease>) {
         let (tx, rx) = channel::<Remains>();
         let started = std::thread::Builder::new()
             .name("hatchery-reaper".into())
-            .spawn(move || {
-                for remains in rx {
-                    tear_down(remains);
-                    finished(reaper());
+            .spawn(move || loop {
+                // Kept network namespaces are closed after a while without a container.
+                let next = if crate::netns::any_kept() {
+                    rx.recv_timeout(crate::netns::IDLE)
+                } else {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                };
+                match next {
+                    Ok(remains) => {
+                        tear_down(remains);
+                        finished(reaper());
+                    }
+                    Err(RecvTimeoutError::Timeout) => crate::netns::drop_unused(),
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             });
         if started.is_ok() {

@@ -19,10 +19,6 @@ fn host_is_unchanged_after_a_round_of_attacks() {
     profile.bindmount_ro(&bin_dir().to_string_lossy(), "/hatchery-bin");
     // Warm up: the shim's sealed copy and other process-wide caches are created once.
     let _ = profile.command("/bin/true").status();
-    // As root, the network namespaces kept for the next one-shot container (one fd each, a
-    // bounded number) are not the attacks' doing.
-    hatchery::reaper::settle();
-    hatchery::reaper::drop_kept_network_namespaces();
     let fds = open_fds();
     let children = child_pids();
     {
@@ -56,8 +52,6 @@ fn host_is_unchanged_after_a_round_of_attacks() {
         }
         p.shutdown(Duration::from_secs(5));
     }
-    hatchery::reaper::settle();
-    hatchery::reaper::drop_kept_network_namespaces();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while (open_fds() > fds || child_pids().len() > children.len())
         && std::time::Instant::now() < deadline

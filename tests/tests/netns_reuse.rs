@@ -244,3 +244,109 @@ time.sleep(1)\n",
         "the file sent out shows the next container's socket: {seen}"
     );
 }
+
+/// A pool whose every request gets a zygote of its own (`Isolation::Dedicated`): the zygotes'
+/// network namespaces come and go back the same way, and the same attacks must fail across them.
+#[test]
+fn dedicated_zygotes_get_networks_that_show_nothing_of_the_last_request() {
+    if !ready() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let p = hatchery::Pool::builder()
+        .profile(profile())
+        .isolation(hatchery::pool::Isolation::Dedicated)
+        .min_zygotes(1)
+        .max_zygotes(1)
+        .build()
+        .unwrap();
+    let run = |request: hatchery::Request| {
+        let r = p.run(request).unwrap();
+        assert!(r.success(), "{r:?}");
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    };
+    let py = |script: &str| hatchery::Request::exec("/usr/bin/python3").args(["-c", script]);
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = run(py(LOOK));
+        let mut words = out.split_whitespace();
+        assert_eq!(
+            words.next(),
+            Some("0"),
+            "the loopback counted the last request's packets"
+        );
+        let ns = words.next().unwrap().to_owned();
+        assert_ne!(ns, last, "a namespace that counted packets was lent again");
+        last = ns;
+    }
+    // An unbound socket sent out: no later request runs in its namespace.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    run(py("import socket\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+socket.send_fds(socket.socket(fileno=3), [b's'], [s.fileno()])\n")
+    .fd("out", theirs, 3));
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let held = msg
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            _ => None,
+        })
+        .expect("the socket the request sent");
+    #[allow(unsafe_code)]
+    // SAFETY: received just now, owned by nobody else.
+    let held = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(held) };
+    #[allow(unsafe_code)]
+    // SAFETY: SIOCGSKNS, an ioctl without an argument on an open socket; a new fd or -1.
+    let ns = unsafe { libc::ioctl(held.as_raw_fd(), 0x894C) };
+    assert!(ns >= 0, "SIOCGSKNS: {}", std::io::Error::last_os_error());
+    #[allow(unsafe_code)]
+    // SAFETY: the fd was just returned to us and is owned by nobody else.
+    let ns = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(ns) };
+    let inode = nix::sys::stat::fstat(ns.as_raw_fd()).unwrap().st_ino;
+    for _ in 0..3 {
+        let out = run(py("import os\nprint(os.readlink('/proc/self/ns/net'))\n"));
+        assert_ne!(
+            out.trim(),
+            format!("net:[{inode}]"),
+            "a later request got the namespace a socket was sent out of"
+        );
+    }
+}
+
+/// Kept namespaces are closed after a second without a container: a program done with its
+/// containers holds no fd for them.
+#[test]
+fn kept_namespaces_are_closed_when_no_container_comes() {
+    if !ready() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    hatchery::reaper::settle();
+    hatchery::reaper::drop_kept_network_namespaces();
+    let before = hatchery_tests::open_fds();
+    let c = profile();
+    for _ in 0..3 {
+        ns_of(&c);
+    }
+    hatchery::reaper::settle();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while hatchery_tests::open_fds() > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        hatchery_tests::open_fds() <= before,
+        "fds: {before} then {}",
+        hatchery_tests::open_fds()
+    );
+}

@@ -241,6 +241,7 @@ impl PoolBuilder {
         )
         .map_err(|e| PoolError::io("eventfd")(e.into()))?
         .into();
+        crate::netns::pool_started();
         let inner = Arc::new(Inner {
             reuse,
             cfg: Config {

@@ -95,6 +95,9 @@ impl Pool {
         let send_by = Some(Instant::now() + Duration::from_secs(5));
         let reuse_call =
             self.inner.reuse.is_some() && matches!(wire.work, hatchery_protocol::Work::Call { .. });
+        if fds.iter().any(|f| crate::netns::is_socket(f.as_fd())) {
+            lease.zygote.exposed();
+        }
         let borrowed: Vec<BorrowedFd<'_>> = std::iter::once(guest_end.as_fd())
             .chain(fds.iter().map(|f| f.as_fd()))
             .collect();

@@ -15,7 +15,6 @@ use super::slots::{SlotId, SlotState};
 use super::zygote::Zygote;
 use super::{health, lock, lock_any, Inner};
 use crate::error::Error;
-use crate::spawn;
 
 impl Inner {
     pub(super) fn wake_maintenance(&self) {
@@ -35,7 +34,7 @@ impl Inner {
                 if st.closed {
                     drop(st);
                     z.kill();
-                    spawn::reap(z.pid);
+                    z.reaped();
                     return Ok(());
                 }
                 st.slots.mark_ready(slot, Instant::now());
@@ -68,7 +67,7 @@ impl Inner {
         };
         if let Some(z) = z {
             z.kill();
-            spawn::reap(z.pid);
+            z.reaped();
             if restart {
                 self.metrics.restarts.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -92,7 +91,7 @@ impl Inner {
         };
         for z in zygotes {
             z.kill();
-            spawn::reap(z.pid);
+            z.reaped();
         }
         self.cond.notify_all();
     }
@@ -116,6 +115,7 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.stop();
+        crate::netns::pool_gone();
     }
 }
 

@@ -12,7 +12,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
 use super::slots::SlotId;
-use super::{lock, Inner};
+use super::{lock, lock_any, Inner};
 use crate::container::Container;
 use crate::error::Error;
 use crate::plan::Plan;
@@ -41,6 +41,9 @@ pub(super) struct Zygote {
     /// Reuse: the current worker's direct channel (set up by the first call; retired by
     /// dropping it).
     pub(super) direct: Mutex<Option<Direct>>,
+    /// The network namespace the host made for it (see [`netns`](crate::netns)), given back
+    /// once it is reaped ([`Zygote::reaped`]).
+    netns: Mutex<Option<crate::netns::Lease>>,
 }
 
 /// A reuse worker's direct channel, as the host holds it: calls go out on `tx`, their answers
@@ -65,6 +68,23 @@ impl Direct {
 }
 
 impl Zygote {
+    /// A request it is sent carries a socket: the network namespace the host made for it will
+    /// not be kept (see [`netns`](crate::netns)).
+    pub(super) fn exposed(&self) {
+        if let Some(ns) = lock_any(&self.netns).as_mut() {
+            ns.expose();
+        }
+    }
+
+    /// Reaps the killed zygote (and with it every process of its container) and gives back the
+    /// network namespace the host made for it.
+    pub(super) fn reaped(&self) {
+        let gone = spawn::reap(self.pid).is_some();
+        if let (true, Some(ns)) = (gone, lock_any(&self.netns).take()) {
+            crate::netns::give_back(ns);
+        }
+    }
+
     pub(super) fn kill(&self) {
         if !self.dead.swap(true, Ordering::SeqCst) {
             let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
@@ -81,6 +101,7 @@ impl Zygote {
         let fds: Vec<BorrowedFd<'_>> = p.plan.blob.iter().map(|b| b.as_fd()).collect();
         // `ps` shows which slot a zygote serves.
         let title = format!("hatchery:zygote:{slot}");
+        let netns = crate::netns::take_for(p.plan.clone_flags, &p.plan.setup);
         let mut shim: ShimProcess = spawn::start(StartSpec {
             clone_flags: p.plan.clone_flags,
             uid_maps: &p.container.uid_maps,
@@ -93,7 +114,7 @@ impl Zygote {
                 ignore_failure: false,
             },
             existing_cgroup: None,
-            netns: None,
+            netns,
         })?;
         let cgroup = shim.cgroup.take();
         let ready = shim.await_ready("starting a zygote")?;
@@ -106,6 +127,7 @@ impl Zygote {
             dead: AtomicBool::new(false),
             cgroup,
             direct: Mutex::new(None),
+            netns: Mutex::new(shim.netns.take()),
         };
         Ok((zygote, ready.features))
     }
