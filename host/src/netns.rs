@@ -48,6 +48,8 @@ const KEPT: usize = 4;
 #[derive(Debug)]
 pub(crate) struct Lease {
     ns: OwnedFd,
+    /// Its counters and flow labels when it was made ([`sys::net::activity`]).
+    made: String,
     loopback: bool,
     /// The container was given a socket: the namespace is not kept.
     exposed: bool,
@@ -136,9 +138,10 @@ impl Lease {
         self.exposed = true;
     }
 
-    /// Whether it shows no trace of a container ([`sys::net::untouched`]), read from inside it
-    /// (`/proc/thread-self/net` shows the calling thread's namespace). Without IPv6 there is no
-    /// `sockstat6`.
+    /// Whether it shows no trace of a container, read from inside it (`/proc/thread-self/net`
+    /// shows the calling thread's namespace): no socket, no packet ([`sys::net::untouched`]),
+    /// and its counters and flow labels as they were when it was made
+    /// ([`sys::net::activity`]). Without IPv6 there is no `sockstat6`.
     fn untouched(&self) -> bool {
         let read = |p: &str| std::fs::read_to_string(p);
         let figures = self.around(|| {
@@ -150,10 +153,13 @@ impl Lease {
                 read("/proc/thread-self/net/sockstat"),
                 v6,
                 read("/proc/thread-self/net/dev"),
+                sys::net::activity("/proc/thread-self/net"),
             )
         });
         match figures {
-            Ok((Ok(v4), Ok(v6), Ok(dev))) => sys::net::untouched(&v4, &v6, &dev),
+            Ok((Ok(v4), Ok(v6), Ok(dev), Some(activity))) => {
+                sys::net::untouched(&v4, &v6, &dev) && activity == self.made
+            }
             _ => false,
         }
     }
@@ -207,6 +213,7 @@ fn opened_inside(loopback: bool) -> Result<Lease, Errno> {
     }
     Ok(Lease {
         ns: own_namespace()?,
+        made: sys::net::activity("/proc/thread-self/net").ok_or(Errno::EIO)?,
         loopback,
         exposed: false,
     })

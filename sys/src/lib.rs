@@ -22,7 +22,7 @@
 //! | [`fd`]       | everything                         |                                          |
 //! | [`fs`]       | everything                         |                                          |
 //! | [`landlock`] | everything                         |                                          |
-//! | [`net`]      | everything (no use after a fork)   |                                          |
+//! | [`net`]      | everything else (no use after a fork) | [`net::activity`] (reads `/proc`)     |
 //! | [`process`]  | everything                         |                                          |
 //! | [`seccomp`]  | everything                         |                                          |
 //! | [`signal`]   | everything else                    | [`signal::non_default`] (returns a `Vec`) |

@@ -1,6 +1,6 @@
 //! The loopback interface of a fresh network namespace, and whether a namespace is as it was made.
 //!
-//! Allocation-free and async-signal-safe, though only the shim's setup uses it.
+//! [`loopback_up`] is allocation-free and async-signal-safe, though only the shim's setup uses it.
 #![allow(unsafe_code)]
 
 use std::os::fd::AsRawFd;
@@ -72,6 +72,30 @@ pub fn untouched(sockstat: &str, sockstat6: &str, dev: &str) -> bool {
             .is_some_and(|(_, counters)| counters.split_whitespace().all(|c| c == "0"))
     });
     counts_zero(sockstat) && counts_zero(sockstat6) && devices_quiet
+}
+
+/// The `/proc/<pid>/net` files that count what a namespace's sockets did without a socket or a
+/// packet left to show for it (the MIB counters: `snmp`, `snmp6`, `netstat`, e.g. a send that
+/// found no route) and what outlives a socket (`ip6_flowlabel`: a shared IPv6 flow label lingers
+/// after its socket closes). A namespace is as it was made only while they read as they did then
+/// (see [`activity`]); none of their figures counts for the whole system.
+pub const ACTIVITY_FILES: [&str; 4] = ["snmp", "snmp6", "netstat", "ip6_flowlabel"];
+
+/// The text of the [`ACTIVITY_FILES`] in `dir` (`/proc/self/net`, say), one after another, each
+/// after its name; one that does not exist (no IPv6) reads as nothing. `None` when one cannot be
+/// read. Allocates: not for use after a fork.
+pub fn activity(dir: &str) -> Option<String> {
+    let mut all = String::new();
+    for name in ACTIVITY_FILES {
+        all.push_str(name);
+        all.push('\n');
+        match std::fs::read_to_string(format!("{dir}/{name}")) {
+            Ok(text) => all.push_str(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => return None,
+        }
+    }
+    Some(all)
 }
 
 #[cfg(test)]

@@ -350,3 +350,86 @@ fn kept_namespaces_are_closed_when_no_container_comes() {
         hatchery_tests::open_fds()
     );
 }
+
+/// Sends `n` datagrams to an address without a route (each fails, `ENETUNREACH`: no packet on
+/// any interface, no socket left), after printing how many such sends the namespace counted
+/// before (`/proc/net/snmp`'s `OutNoRoutes`).
+fn no_route_sends(n: u32) -> String {
+    format!(
+        "import socket\n\
+l = open('/proc/net/snmp').read().split('\\n')\n\
+ip = dict(zip(l[0].split()[1:], l[1].split()[1:]))\n\
+print(ip['OutNoRoutes'])\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+for i in range({n}):\n    try: s.sendto(b'x', ('10.9.9.9', 9))\n    except OSError: pass\n"
+    )
+}
+
+/// An IPv6 flow label, shared with anyone, that lingers 100 s after its socket is closed; and
+/// what the namespace's table of labels shows before it is made.
+const FLOW_LABEL: &str = "import socket, struct\n\
+print(open('/proc/net/ip6_flowlabel').read())\n\
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+req = socket.inet_pton(socket.AF_INET6, '::1') + struct.pack('!I', 0xbeef) + struct.pack('=BBHHHI', 0, 3, 1, 100, 100, 0)\n\
+s.setsockopt(socket.IPPROTO_IPV6, 32, req)\n\
+s.close()\n";
+
+/// What a namespace counts without a packet or a socket (the MIB of `/proc/net/snmp`,
+/// `snmp6`, `netstat`) and what outlives a socket in it (IPv6 flow labels) are channels too,
+/// across one-shot containers and across a pool's requests, whether they share a zygote or not.
+#[test]
+fn counters_and_flow_labels_of_the_last_user_do_not_reach_the_next() {
+    if !ready() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let c = profile();
+    for n in [777, 778] {
+        let seen = String::from_utf8(py(&c, &no_route_sends(n)).stdout).unwrap();
+        assert_eq!(
+            seen.trim(),
+            "0",
+            "a container saw the last one's failed sends"
+        );
+    }
+    for _ in 0..2 {
+        let seen = String::from_utf8(py(&c, FLOW_LABEL).stdout).unwrap();
+        assert!(
+            !seen.contains("BEEF"),
+            "a container saw the last one's flow label: {seen}"
+        );
+    }
+    for isolation in [
+        hatchery::pool::Isolation::Fresh,
+        hatchery::pool::Isolation::Dedicated,
+    ] {
+        let p = hatchery::Pool::builder()
+            .profile(profile())
+            .isolation(isolation)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .build()
+            .unwrap();
+        let run = |script: &str| {
+            let r = p
+                .run(hatchery::Request::exec("/usr/bin/python3").args(["-c", script]))
+                .unwrap();
+            assert!(r.success(), "{r:?}");
+            String::from_utf8_lossy(&r.stdout).into_owned()
+        };
+        for n in [100, 101, 102] {
+            assert_eq!(
+                run(&no_route_sends(n)).trim(),
+                "0",
+                "{isolation:?}: a request saw the last one's failed sends"
+            );
+        }
+        for _ in 0..2 {
+            let seen = run(FLOW_LABEL);
+            assert!(
+                !seen.contains("BEEF"),
+                "{isolation:?}: a request saw the last one's flow label: {seen}"
+            );
+        }
+    }
+}

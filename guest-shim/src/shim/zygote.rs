@@ -754,7 +754,17 @@ fn new_network(plan: &SetupPlan) -> Result<(), SetupFailure> {
     if plan.loopback {
         sys::net::loopback_up().map_err(|e| failure(SetupStep::Loopback, e, "lo"))?;
     }
+    note_network_made();
     Ok(())
+}
+
+/// The counters and flow labels of the zygote's network namespace when it was made (for the one
+/// its clone made, when it began to serve), which [`network_untouched`] compares; `None` where
+/// they could not be read. The zygote is one single-threaded process.
+static NETWORK_MADE: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn note_network_made() {
+    *NETWORK_MADE.lock().unwrap_or_else(|e| e.into_inner()) = sys::net::activity("/proc/self/net");
 }
 
 /// Renews the zygote's network namespace once a single-process request ended (every process of
@@ -773,15 +783,21 @@ fn renew_network(plan: &SetupPlan, exposed: bool) -> Result<(), SetupFailure> {
     new_network(plan)
 }
 
-/// Whether the zygote's network namespace is as it was made ([`sys::net::untouched`]).
+/// Whether the zygote's network namespace is as it was made: no socket, no packet
+/// ([`sys::net::untouched`]), and its counters and flow labels as they were then
+/// ([`NETWORK_MADE`]; a send that found no route leaves no socket and no packet, only a count).
 fn network_untouched() -> bool {
     let read = |p: &str| std::fs::read_to_string(p).ok();
+    let made = NETWORK_MADE.lock().unwrap_or_else(|e| e.into_inner());
     match (
         read("/proc/self/net/sockstat"),
         read("/proc/self/net/sockstat6"),
         read("/proc/self/net/dev"),
+        sys::net::activity("/proc/self/net"),
     ) {
-        (Some(v4), Some(v6), Some(dev)) => sys::net::untouched(&v4, &v6, &dev),
+        (Some(v4), Some(v6), Some(dev), Some(now)) => {
+            sys::net::untouched(&v4, &v6, &dev) && made.as_deref() == Some(now.as_str())
+        }
         _ => false,
     }
 }
@@ -941,6 +957,9 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
         && !notify_exec
         && mount_points_fixed(z.plan, &mounts)
         && renew_namespaces(z.plan, false).is_ok();
+    if z.plan.own_network {
+        note_network_made();
+    }
     let mut renewed_size: Option<u64> = None;
     let mut roots = private_roots(&mounts);
     let mut dirty = roots.iter().any(Option::is_none)
