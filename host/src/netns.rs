@@ -33,10 +33,11 @@
 //! kept for anyone.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use hatchery_protocol::SetupPlan;
+use hatchery_protocol::{MountOp, SetupPlan};
 use hatchery_sys as sys;
 use nix::errno::Errno;
 use nix::sched::{setns, unshare, CloneFlags};
@@ -75,7 +76,25 @@ pub(crate) fn take_for(clone_flags: libc::c_int, setup: &SetupPlan) -> Option<Le
     if clone_flags & libc::CLONE_NEWNET == 0 || !setup.own_network || setup.params.privileged {
         return None;
     }
-    take(setup.loopback)
+    let mut lease = take(setup.loopback)?;
+    if reaches_host_sockets(setup) {
+        lease.expose();
+    }
+    Some(lease)
+}
+
+/// Whether the container can reach a unix socket on the host through its tree (see
+/// [`SetupPlan::may_reach_host_sockets`]), or a bind's source is one.
+fn reaches_host_sockets(setup: &SetupPlan) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    setup.may_reach_host_sockets()
+        || setup.mounts.iter().any(|m| match m {
+            MountOp::Bind { source, .. } => {
+                std::fs::metadata(std::ffi::OsStr::from_bytes(&source.0))
+                    .is_ok_and(|m| m.file_type().is_socket())
+            }
+            _ => false,
+        })
 }
 
 /// Whether `fd` is a socket (over which a container could send fds out).

@@ -483,6 +483,26 @@ pub struct SetupPlan {
     pub params: ProcessParams,
 }
 
+impl SetupPlan {
+    /// Whether the container's tree holds host paths where a party outside the container could
+    /// have a unix socket listening, or make one: a host directory as its root, a writable bind,
+    /// an overlay of host directories. Over such a socket a process of the container could send
+    /// fds out (of a `/proc/self/net` file, say, which shows whatever later runs in that network
+    /// namespace), as over a socket it was given. Read-only binds are not counted (a bind of a
+    /// socket itself is seen where the source is opened): the default root binds system
+    /// directories and files, where only root makes sockets; a read-only bind of a directory
+    /// where others make them (`/run`, `/var`) reaches them all the same.
+    pub fn may_reach_host_sockets(&self) -> bool {
+        matches!(self.root, RootPlan::HostDir { .. })
+            || self.mounts.iter().any(|m| {
+                matches!(
+                    m,
+                    MountOp::Bind { writable: true, .. } | MountOp::Overlay { .. }
+                )
+            })
+    }
+}
+
 /// The `sendmsg` flags with which a command hands its seccomp listener to the shim, between
 /// installing its filter and exec (`MSG_NOSIGNAL | MSG_DONTWAIT | MSG_EOR`, plus the TCP-only
 /// `MSG_SYN | MSG_RST`, which unix sockets ignore and no program passes to `sendmsg`). Filters

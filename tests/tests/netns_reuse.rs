@@ -433,3 +433,117 @@ fn counters_and_flow_labels_of_the_last_user_do_not_reach_the_next() {
         }
     }
 }
+
+/// A unix socket a party outside listens on in a directory the container has bound writable:
+/// over it the container sends out a `/proc/self/net/udp` without being given any socket. The
+/// holder must see nothing of the next container's (or request's) sockets.
+#[test]
+fn a_proc_net_file_sent_out_through_a_bound_socket_shows_nothing_of_the_next_user() {
+    if !ready() {
+        return;
+    }
+    use std::io::{Read, Seek};
+    let _turn = one_at_a_time();
+    let dir = std::env::temp_dir().join(format!("hatchery-netns-share-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mode = |p: &std::path::Path, m| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    mode(&dir, 0o777);
+    let path = dir.join("sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    mode(&path, 0o777);
+    let mut sharing = profile();
+    sharing.bindmount_rw(&dir.to_string_lossy(), "/share");
+    const SEND_OUT: &str = "import os, socket\n\
+fd = os.open('/proc/self/net/udp', os.O_RDONLY)\n\
+u = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n\
+u.connect('/share/sock')\n\
+socket.send_fds(u, [b's'], [fd])\n\
+u.close()\n";
+    const NEXT: &str = "import socket, time\n\
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+s.bind(('127.0.0.1', 4321))\n\
+print('bound', flush=True)\n\
+time.sleep(1)\n";
+    let receive = |listener: &std::os::unix::net::UnixListener| -> std::fs::File {
+        let (conn, _) = listener.accept().unwrap();
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut buf = [0u8; 1];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .unwrap();
+        let fd = msg
+            .cmsgs()
+            .unwrap()
+            .find_map(|c| match c {
+                nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+            .expect("the fd the container sent");
+        #[allow(unsafe_code)]
+        // SAFETY: received just now, owned by nobody else.
+        unsafe {
+            <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+        }
+    };
+    let shows_4321 = |held: &mut std::fs::File| {
+        let mut seen = String::new();
+        held.rewind().unwrap();
+        held.read_to_string(&mut seen).unwrap();
+        // 4321 is 10E1 in /proc/net/udp's hex.
+        seen.contains(":10E1")
+    };
+    // One-shot containers.
+    std::thread::scope(|s| {
+        let got = s.spawn(|| receive(&listener));
+        py(&sharing, SEND_OUT);
+        let mut held = got.join().unwrap();
+        let next = s.spawn(|| py(&profile(), NEXT));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let seen = shows_4321(&mut held);
+        let next = next.join().unwrap();
+        assert_eq!(String::from_utf8_lossy(&next.stdout), "bound\n");
+        assert!(!seen, "the file sent out shows the next container's socket");
+    });
+    // A pool's requests, in one zygote and in one each.
+    for isolation in [
+        hatchery::pool::Isolation::Fresh,
+        hatchery::pool::Isolation::Dedicated,
+    ] {
+        let p = hatchery::Pool::builder()
+            .profile(sharing.clone())
+            .isolation(isolation)
+            .min_zygotes(1)
+            .max_zygotes(1)
+            .build()
+            .unwrap();
+        let run = |script: &str| {
+            let r = p
+                .run(hatchery::Request::exec("/usr/bin/python3").args(["-c", script]))
+                .unwrap();
+            assert!(r.success(), "{r:?}");
+            String::from_utf8_lossy(&r.stdout).into_owned()
+        };
+        std::thread::scope(|s| {
+            let got = s.spawn(|| receive(&listener));
+            run(SEND_OUT);
+            let mut held = got.join().unwrap();
+            let next = s.spawn(|| run(NEXT));
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let seen = shows_4321(&mut held);
+            assert_eq!(next.join().unwrap(), "bound\n");
+            assert!(
+                !seen,
+                "{isolation:?}: the file sent out shows the next request's socket"
+            );
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,8 +21,9 @@
 //! or the host closing the reply socket SIGKILLs the request (the request root, which takes its
 //! pid namespace with it, or every process but the zygote).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use hatchery_protocol::{
@@ -975,6 +976,14 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
     // the network namespace is renewed whatever it looks like, and the mount namespace is left
     // for a fresh copy (see `fresh_mounts`).
     let mut exposed = false;
+    // A tree that reaches host paths where others may listen on a socket (a writable bind, a
+    // bound socket, ...) exposes every request as a given socket would.
+    let reaches_out = z.plan.may_reach_host_sockets()
+        || z.plan.mounts.iter().any(|m| match m {
+            MountOp::Bind { target, .. } => std::fs::symlink_metadata(OsStr::from_bytes(&target.0))
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())),
+            _ => false,
+        });
     let mut spare = if renewable {
         Spare::make(&mounts, &roots)
     } else {
@@ -1206,7 +1215,7 @@ pub(crate) fn serve(mut z: Zygote<'_>) -> i32 {
                                         spare = None;
                                     }
                                 }
-                                exposed |= r.given_socket;
+                                exposed |= r.given_socket || reaches_out;
                                 running.push(r);
                             }
                             Err((mut reply, f)) => respond(
