@@ -228,7 +228,7 @@ fn make(loopback: bool) -> Result<Lease, Errno> {
 
 fn opened_inside(loopback: bool) -> Result<Lease, Errno> {
     if loopback {
-        sys::net::loopback_up().map_err(|e| Errno::from_raw(e.into()))?;
+        sys::net::loopback_up().map_err(Errno::from_raw)?;
     }
     Ok(Lease {
         ns: own_namespace()?,
