@@ -430,41 +430,75 @@ impl Command {
             .as_ref()
             .filter(|_| c.namespaces.contains(&crate::Namespace::Network));
         let mut network_log = None;
-        // A network namespace the host made and may keep for the next container (see
-        // `netns`), unless this process runs one container and exits.
-        let netns = if crate::reaper::tears_down_on_caller() {
-            None
-        } else {
-            crate::netns::take_for(plan.clone_flags, &plan.setup).map(|mut lease| {
-                if fds.iter().any(|fd| crate::netns::is_socket(*fd)) {
-                    lease.expose();
-                }
-                lease
-            })
-        };
-        let start = StartSpec {
+        let given_socket = fds.iter().any(|fd| crate::netns::is_socket(*fd));
+        // A thread that runs one-shot containers one after another gets the next one's shim
+        // started ahead, while this one builds its root (see `spare`): not in a process that runs
+        // one container and exits, nor for containers whose namespaces the host configures
+        // (pasta) or that join a given cgroup.
+        let shape = (!crate::reaper::tears_down_on_caller()
+            && crate::spare::enabled()
+            && network.is_none()
+            && c.existing_cgroup().is_none())
+        .then(|| crate::spare::Shape {
             clone_flags: plan.clone_flags,
-            uid_maps: &c.uid_maps,
-            gid_maps: &c.gid_maps,
-            plan: plan.setup,
-            plan_fds: fds,
-            title: "hatchery:oneshot",
-            cgroup: spawn::CgroupSpec {
-                limits: &c.resources,
-                ignore_failure: c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed),
-            },
-            existing_cgroup: c.existing_cgroup().map(|fd| fd.as_fd()),
-            netns,
-        };
-        let mut shim = spawn::start_with(start, |pid| {
-            if let Some(n) = network {
-                network_log = Some(crate::network::setup(n, pid.as_raw() as u32)?);
+            uid_maps: c.uid_maps.clone(),
+            gid_maps: c.gid_maps.clone(),
+            limits: c.resources,
+            ignore_cgroup_failure: c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed),
+            netns: crate::netns::wanted(plan.clone_flags, &plan.setup),
+        });
+        let spare = shape.as_ref().and_then(crate::spare::take);
+        let mut shim = match spare {
+            Some(mut started) => {
+                if let Some(lease) = started.netns_mut() {
+                    lease.expose_to(&plan.setup);
+                    if given_socket {
+                        lease.expose();
+                    }
+                }
+                spawn::hand_plan(started, plan.setup, fds, None, |_| Ok(()))?
             }
-            Ok(())
-        })?;
+            None => {
+                // A network namespace the host made and may keep for the next container (see
+                // `netns`), unless this process runs one container and exits.
+                let netns = if crate::reaper::tears_down_on_caller() {
+                    None
+                } else {
+                    crate::netns::take_for(plan.clone_flags, &plan.setup).map(|mut lease| {
+                        if given_socket {
+                            lease.expose();
+                        }
+                        lease
+                    })
+                };
+                let start = StartSpec {
+                    clone_flags: plan.clone_flags,
+                    uid_maps: &c.uid_maps,
+                    gid_maps: &c.gid_maps,
+                    plan: plan.setup,
+                    plan_fds: fds,
+                    title: "hatchery:oneshot",
+                    cgroup: spawn::CgroupSpec {
+                        limits: &c.resources,
+                        ignore_failure: c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed),
+                    },
+                    existing_cgroup: c.existing_cgroup().map(|fd| fd.as_fd()),
+                    netns,
+                };
+                spawn::start_with(start, |pid| {
+                    if let Some(n) = network {
+                        network_log = Some(crate::network::setup(n, pid.as_raw() as u32)?);
+                    }
+                    Ok(())
+                })?
+            }
+        };
         // The command's ends of the pipes now live in the container only.
         drop(setup.child_fds);
         drop(plan.blob);
+        if let Some(shape) = &shape {
+            crate::spare::prepare(shape);
+        }
         let cgroup = shim.cgroup.take();
         let ready = shim.await_ready("waiting for the container")?;
         let features = ready.features;

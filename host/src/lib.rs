@@ -54,6 +54,7 @@ pub mod pool;
 pub mod reaper;
 pub mod seccomp;
 pub mod shim_binary;
+mod spare;
 mod spawn;
 mod wire;
 

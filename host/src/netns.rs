@@ -73,14 +73,18 @@ static UNUSED: Mutex<Vec<Lease>> = Mutex::new(Vec::new());
 /// could use a capability, and only where this process may make and enter namespaces. `None`:
 /// the container's clone makes its own.
 pub(crate) fn take_for(clone_flags: libc::c_int, setup: &SetupPlan) -> Option<Lease> {
+    let mut lease = take(wanted(clone_flags, setup)?)?;
+    lease.expose_to(setup);
+    Some(lease)
+}
+
+/// The kind of namespace [`take_for`] would lend the container of `setup` (its loopback up or
+/// down), or `None` when it would lend none.
+pub(crate) fn wanted(clone_flags: libc::c_int, setup: &SetupPlan) -> Option<bool> {
     if clone_flags & libc::CLONE_NEWNET == 0 || !setup.own_network || setup.params.privileged {
         return None;
     }
-    let mut lease = take(setup.loopback)?;
-    if reaches_host_sockets(setup) {
-        lease.expose();
-    }
-    Some(lease)
+    Some(setup.loopback)
 }
 
 /// Whether the container can reach a unix socket on the host through its tree (see
@@ -104,7 +108,7 @@ pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
 }
 
 /// A network namespace, its loopback up or down as `loopback` says: a kept one, or a new one.
-fn take(loopback: bool) -> Option<Lease> {
+pub(crate) fn take(loopback: bool) -> Option<Lease> {
     if REFUSED.load(Ordering::Relaxed) {
         return None;
     }
@@ -155,6 +159,14 @@ impl Lease {
     /// The container is given a socket: the namespace will not be kept.
     pub(crate) fn expose(&mut self) {
         self.exposed = true;
+    }
+
+    /// Exposes the namespace when the tree of `setup` reaches host sockets (see
+    /// [`take_for`]).
+    pub(crate) fn expose_to(&mut self, setup: &SetupPlan) {
+        if reaches_host_sockets(setup) {
+            self.expose();
+        }
     }
 
     /// Whether it shows no trace of a container, read from inside it (`/proc/thread-self/net`

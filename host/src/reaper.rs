@@ -38,9 +38,17 @@ struct Remains {
     netns: Option<Lease>,
 }
 
+/// What the reaper thread is sent.
+enum Job {
+    /// A container to tear down.
+    TearDown(Remains),
+    /// Something is kept for later containers (a [`spare`](crate::spare) shim): time out.
+    WatchIdle,
+}
+
 /// The reaper thread's queue, and how many containers it has not finished yet.
 struct Reaper {
-    queue: Mutex<Option<Sender<Remains>>>,
+    queue: Mutex<Option<Sender<Job>>>,
     pending: Mutex<usize>,
     drained: Condvar,
 }
@@ -88,9 +96,21 @@ pub fn tear_down_on_caller() {
 /// loopback up and four with it down, one fd each; see the README's "How a command is
 /// sandboxed"). They are closed anyway when the last pool is dropped, and by the reaper thread
 /// after a second without a one-shot container; this is for a program that counts its fds
-/// sooner. The next container makes a new one.
+/// sooner. The next container makes a new one. This also ends the shims started ahead for the
+/// next one-shot containers (one per thread that runs them, see the README's "Shims started
+/// ahead"), which hold a namespace each.
 pub fn drop_kept_network_namespaces() {
+    crate::spare::end_all();
     crate::netns::drop_unused();
+}
+
+/// Whether a thread that runs one-shot containers gets the next one's shim started while the
+/// last one builds its root (on by default): a process of its own per thread, in new namespaces,
+/// id maps written and cgroup made, waiting for a plan, until that thread's next container of
+/// the same shape takes it, the thread exits, or a second passes without a container (see the
+/// README's "Shims started ahead"). `false` ends those that wait and starts none.
+pub fn start_shims_ahead(on: bool) {
+    crate::spare::set_enabled(on);
 }
 
 /// Whether [`tear_down_on_caller`] was called.
@@ -109,24 +129,43 @@ pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>, netns: Option<Lease>) {
     }
     let r = reaper();
     *r.pending.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    if let Some(Job::TearDown(remains)) = send(r, Job::TearDown(remains), true) {
+        tear_down(remains);
+        finished(r);
+    }
+}
+
+/// Wakes the reaper thread, if it runs, to time out what is kept for later containers (it
+/// checks when it has nothing else to do; see [`spare`](crate::spare)).
+pub(crate) fn watch_idle() {
+    let _ = send(reaper(), Job::WatchIdle, false);
+}
+
+/// Sends `job` to the reaper thread, starting it first when `start` says so; gives the job
+/// back when there is no thread to take it.
+fn send(r: &Reaper, job: Job, start: bool) -> Option<Job> {
     let mut queue = r.queue.lock().unwrap_or_else(|e| e.into_inner());
-    if queue.is_none() {
-        let (tx, rx) = channel::<Remains>();
+    if queue.is_none() && start {
+        let (tx, rx) = channel::<Job>();
         let started = std::thread::Builder::new()
             .name("hatchery-reaper".into())
             .spawn(move || loop {
-                // Kept network namespaces are closed after a while without a container.
-                let next = if crate::netns::any_kept() {
+                // What is kept for later containers ends after a while without a container.
+                let next = if crate::netns::any_kept() || crate::spare::any() {
                     rx.recv_timeout(crate::netns::IDLE)
                 } else {
                     rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
                 };
                 match next {
-                    Ok(remains) => {
+                    Ok(Job::TearDown(remains)) => {
                         tear_down(remains);
                         finished(reaper());
                     }
-                    Err(RecvTimeoutError::Timeout) => crate::netns::drop_unused(),
+                    Ok(Job::WatchIdle) => {}
+                    Err(RecvTimeoutError::Timeout) => {
+                        crate::spare::end_all();
+                        crate::netns::drop_unused();
+                    }
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             });
@@ -134,14 +173,9 @@ pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>, netns: Option<Lease>) {
             *queue = Some(tx);
         }
     }
-    let unsent = match queue.as_ref() {
-        Some(tx) => tx.send(remains).err().map(|e| e.0),
-        None => Some(remains),
-    };
-    drop(queue);
-    if let Some(remains) = unsent {
-        tear_down(remains);
-        finished(r);
+    match queue.as_ref() {
+        Some(tx) => tx.send(job).err().map(|e| e.0),
+        None => Some(job),
     }
 }
 
@@ -156,4 +190,6 @@ pub fn settle() {
     while *pending > 0 {
         pending = r.drained.wait(pending).unwrap_or_else(|e| e.into_inner());
     }
+    drop(pending);
+    crate::spare::end_all();
 }

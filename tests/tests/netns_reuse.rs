@@ -19,9 +19,12 @@ fn ready() -> bool {
     )
 }
 
-/// The kept namespaces are the process's: the tests of this file take turns.
+/// The kept namespaces are the process's: the tests of this file take turns. No shim is started
+/// ahead (it would hold a kept namespace of its own, and which one the next container gets would
+/// depend on it; `spare.rs` tests those).
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static TURN: Mutex<()> = Mutex::new(());
+    hatchery::reaper::start_shims_ahead(false);
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 

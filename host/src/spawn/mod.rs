@@ -156,6 +156,80 @@ pub(crate) fn start_with(
     spec: StartSpec<'_>,
     before_plan: impl FnOnce(Pid) -> Result<()>,
 ) -> Result<ShimProcess> {
+    let launched = launch(LaunchSpec {
+        clone_flags: spec.clone_flags,
+        uid_maps: spec.uid_maps,
+        gid_maps: spec.gid_maps,
+        title: spec.title,
+        cgroup: spec.cgroup,
+        netns: spec.netns,
+    })?;
+    hand_plan(
+        launched,
+        spec.plan,
+        spec.plan_fds,
+        spec.existing_cgroup,
+        before_plan,
+    )
+}
+
+/// The part of a [`StartSpec`] that does not depend on the plan.
+pub(crate) struct LaunchSpec<'a> {
+    pub clone_flags: libc::c_int,
+    pub uid_maps: &'a [IdMap],
+    pub gid_maps: &'a [IdMap],
+    pub title: &'a str,
+    pub cgroup: CgroupSpec<'a>,
+    pub netns: Option<crate::netns::Lease>,
+}
+
+/// A shim cloned into its namespaces, its id maps written and its cgroup made, waiting for its
+/// plan: the part of a start that no plan decides (see [`spare`](crate::spare)).
+#[derive(Debug)]
+pub(crate) struct Launched {
+    shim: ShimProcess,
+    /// It was cloned into its cgroup (v2).
+    born_in: bool,
+    /// What the id maps allow (`SetupPlan::ids.setgroups_allowed`).
+    setgroups_allowed: bool,
+}
+
+impl Launched {
+    /// Whether the shim is still waiting for its plan: its socket not hung up (one `poll`; its
+    /// Hello may be queued).
+    pub(crate) fn alive(&self) -> bool {
+        use std::os::fd::AsFd;
+        let fd = self.shim.chan.as_fd();
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::empty())];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(0)
+        )
+    }
+
+    /// Kills and reaps the shim, removes its cgroup and gives its network namespace back.
+    pub(crate) fn discard(mut self) {
+        let reaped = self.shim.kill_and_reap().is_some();
+        drop(self.shim.cgroup.take());
+        if let (true, Some(ns)) = (reaped, self.shim.netns.take()) {
+            crate::netns::give_back(ns);
+        }
+    }
+
+    /// Its network namespace, to be marked as exposed by a container given a socket.
+    pub(crate) fn netns_mut(&mut self) -> Option<&mut crate::netns::Lease> {
+        self.shim.netns.as_mut()
+    }
+
+    /// Notes that this shim was started ahead of its container.
+    pub(crate) fn started_ahead(&mut self, took: Duration) {
+        self.shim.host_steps = vec![("host: a shim started ahead (spare)".to_string(), took)];
+    }
+}
+
+/// Clones and execs a shim, writes its id maps and makes its cgroup. On any error the child is
+/// killed and reaped.
+pub(crate) fn launch(spec: LaunchSpec<'_>) -> Result<Launched> {
     let mut flags = spec.clone_flags | libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID;
     if spec.netns.is_some() {
         flags &= !libc::CLONE_NEWNET;
@@ -199,15 +273,14 @@ pub(crate) fn start_with(
         cgroup: None,
         netns: spec.netns,
     };
-    let mut plan = spec.plan;
     let t = Instant::now();
-    match idmap::write_maps(pid.as_raw(), spec.uid_maps, spec.gid_maps) {
-        Ok(allowed) => plan.ids.setgroups_allowed = allowed,
+    let setgroups_allowed = match idmap::write_maps(pid.as_raw(), spec.uid_maps, spec.gid_maps) {
+        Ok(allowed) => allowed,
         Err(e) => {
             shim_proc.kill_and_reap();
             return Err(e);
         }
-    }
+    };
     host_steps.push(("host: id maps".to_string(), t.elapsed()));
     let t = Instant::now();
     if let Early::Made(cg, _) = early {
@@ -223,8 +296,32 @@ pub(crate) fn start_with(
         }
         host_steps.push(("host: cgroup create".to_string(), t.elapsed()));
     }
+    shim_proc.host_steps = host_steps;
+    Ok(Launched {
+        shim: shim_proc,
+        born_in,
+        setgroups_allowed,
+    })
+}
+
+/// Moves a [`Launched`] shim into its cgroup (v1: it joins itself), joins `existing_cgroup`,
+/// runs `before_plan(pid)` and sends the plan. On any error the shim is killed and reaped.
+pub(crate) fn hand_plan(
+    launched: Launched,
+    mut plan: SetupPlan,
+    plan_fds: Vec<BorrowedFd<'_>>,
+    existing_cgroup: Option<BorrowedFd<'_>>,
+    before_plan: impl FnOnce(Pid) -> Result<()>,
+) -> Result<ShimProcess> {
+    let Launched {
+        shim: mut shim_proc,
+        born_in,
+        setgroups_allowed,
+    } = launched;
+    let pid = shim_proc.pid;
+    let mut host_steps = std::mem::take(&mut shim_proc.host_steps);
+    plan.ids.setgroups_allowed = setgroups_allowed;
     let t = Instant::now();
-    let mut plan_fds = spec.plan_fds;
     // v1: the shim moves itself in, first thing (see `Cgroup::self_join_files`), unless the
     // plan's fds leave no room for the files (a plan carries at most `MAX_PLAN_FDS`).
     let join = match shim_proc.cgroup.as_ref().map(|cg| cg.self_join_files()) {
@@ -244,10 +341,12 @@ pub(crate) fn start_with(
         }
     }
     plan.join_cgroups = join.len() as u8;
+    // (A new binding: the join files live shorter than the caller's fds.)
+    let mut plan_fds: Vec<BorrowedFd<'_>> = plan_fds;
     // Without a cgroup of its own the shim is where the namespace made at clone time is rooted.
-    plan.cgroup_namespace &= shim_proc.cgroup.is_some() || spec.existing_cgroup.is_some();
+    plan.cgroup_namespace &= shim_proc.cgroup.is_some() || existing_cgroup.is_some();
     plan_fds.extend(join.iter().map(|f| f.as_fd()));
-    if let Some(dir) = spec.existing_cgroup {
+    if let Some(dir) = existing_cgroup {
         let procs = format!("/proc/self/fd/{}/cgroup.procs", dir.as_raw_fd());
         if let Err(e) = std::fs::write(&procs, pid.as_raw().to_string()) {
             shim_proc.kill_and_reap();
@@ -262,7 +361,7 @@ pub(crate) fn start_with(
             "host: cgroup tasks files (the shim joins)".to_string(),
             t.elapsed(),
         ));
-    } else if (shim_proc.cgroup.is_some() && !born_in) || spec.existing_cgroup.is_some() {
+    } else if (shim_proc.cgroup.is_some() && !born_in) || existing_cgroup.is_some() {
         host_steps.push(("host: cgroup attach".to_string(), t.elapsed()));
     }
     let t = Instant::now();

@@ -1,0 +1,265 @@
+//! A shim started ahead for the next one-shot container: cloned into its namespaces, its id maps
+//! written and its cgroup made, waiting for a plan.
+//!
+//! Half of a one-shot container's start is the same for every container of one profile: the
+//! clone into new namespaces, the shim's exec, the id maps, the cgroup. None of it depends on the
+//! command, its files or its fds, and none of it runs anything of a container: the shim waits for
+//! its plan before it builds anything. So while a container builds its root (the host's thread
+//! only waits for its `Ready` then), the thread starts the next container's shim, and the next
+//! spawn of the same shape on that thread only sends its plan:
+//!
+//! ```text
+//!  caller's thread                                   the shim of container N
+//!  spawn N: take the spare (or start a shim), send plan N ─▶ builds its root …
+//!  prepare: clone + exec + id maps + cgroup of shim N+1      …
+//!  wait for Ready N ◀─────────────────────────────────────── Ready
+//! ```
+//!
+//! A spare is kept per thread, only used by the thread that started it and ended when that thread
+//! exits: a clone inherits the
+//! calling thread's own state (its seccomp filters and landlock domain, capabilities, scheduling
+//! policy and affinity), and of its process (working and root directory, umask, resource
+//! limits). What of that can be read is read again when the spare is taken ([`Inherited`]): a
+//! spare started before any of it changed is ended, not used. A landlock domain cannot be read:
+//! a thread that enters one after its last container should call
+//! [`reaper::drop_kept_network_namespaces`](crate::reaper::drop_kept_network_namespaces)
+//! (which also ends the spares) before its next one. At most [`MAX`] spares live at once;
+//! the reaper thread ends them after [`netns::IDLE`](crate::netns) without a container, and
+//! [`reaper::settle`](crate::reaper::settle) ends them before a process exits. A spare that died
+//! meanwhile is found by a `poll` of its socket and replaced by a fresh start.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::cgroup::Limits;
+use crate::idmap::IdMap;
+use crate::spawn::{self, CgroupSpec, LaunchSpec, Launched};
+
+/// What a shim is started with before it has a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Shape {
+    pub clone_flags: libc::c_int,
+    pub uid_maps: Vec<IdMap>,
+    pub gid_maps: Vec<IdMap>,
+    pub limits: Limits,
+    pub ignore_cgroup_failure: bool,
+    /// The kind of network namespace the host lends it ([`netns::wanted`](crate::netns)).
+    pub netns: Option<bool>,
+}
+
+/// At most this many spares live at once (one per thread that runs one-shot containers).
+const MAX: usize = 4;
+
+struct Spare {
+    thread: u64,
+    shape: Shape,
+    /// What the shim inherited from its thread and process when it was cloned.
+    inherited: Inherited,
+    shim: Launched,
+}
+
+/// What a clone inherits from the calling thread and its process that a program may change
+/// between two containers, as far as it can be read: the working and root directories (relative
+/// bind sources resolve against the first), the umask, credentials, capabilities, no_new_privs,
+/// seccomp filters, CPU and memory-node affinity (from `/proc/thread-self/status`), the
+/// resource limits, the nice value and scheduling policy. A landlock domain cannot be read.
+#[derive(Debug, Clone, PartialEq)]
+struct Inherited {
+    status: Vec<String>,
+    dirs: [(libc::dev_t, libc::ino_t); 2],
+    limits: Vec<(libc::rlim_t, libc::rlim_t)>,
+    nice: i32,
+    policy: i32,
+}
+
+impl Inherited {
+    /// Now, on this thread; `None` when any of it cannot be read (no spare then).
+    #[allow(unsafe_code)]
+    fn now() -> Option<Inherited> {
+        const FIELDS: [&str; 15] = [
+            "Umask:",
+            "Uid:",
+            "Gid:",
+            "Groups:",
+            "CapInh:",
+            "CapPrm:",
+            "CapEff:",
+            "CapBnd:",
+            "CapAmb:",
+            "NoNewPrivs:",
+            "Seccomp:",
+            "Seccomp_filters:",
+            "Speculation_Store_Bypass:",
+            "Cpus_allowed_list:",
+            "Mems_allowed_list:",
+        ];
+        let text = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+        let status = text
+            .lines()
+            .filter(|l| FIELDS.iter().any(|f| l.starts_with(f)))
+            .map(str::to_string)
+            .collect();
+        let dir = |p: &str| {
+            nix::sys::stat::stat(p)
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino))
+        };
+        let limits = (0..16) // RLIM_NLIMITS: the same on every Linux architecture
+            .map(|r| {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: `l` is valid for writes for the duration of the call.
+                let ok = unsafe { libc::getrlimit(r as _, &mut l) } == 0;
+                ok.then_some((l.rlim_cur, l.rlim_max))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        // (-1 from either is compared as it is: an error then stays an error.)
+        // SAFETY: a plain system call on the calling thread.
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        // SAFETY: as above.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        Some(Inherited {
+            status,
+            dirs: [dir(".")?, dir("/")?],
+            limits,
+            nice,
+            policy,
+        })
+    }
+}
+
+static SPARES: Mutex<Vec<Spare>> = Mutex::new(Vec::new());
+
+/// [`reaper::start_shims_ahead`](crate::reaper::start_shims_ahead) turned spares off.
+static OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether one-shot containers get a spare.
+pub(crate) fn enabled() -> bool {
+    !OFF.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Turns spares on or off (off ends those that wait).
+pub(crate) fn set_enabled(on: bool) {
+    OFF.store(!on, std::sync::atomic::Ordering::Relaxed);
+    if !on {
+        end_all();
+    }
+}
+
+fn spares() -> MutexGuard<'static, Vec<Spare>> {
+    SPARES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// This thread's number (never reused, unlike thread ids); its spares end when it exits.
+fn this_thread() -> u64 {
+    /// Ends its thread's spares when the thread exits.
+    struct Owner(u64);
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            let mine: Vec<Spare> = {
+                let mut all = spares();
+                let (mine, others) = all.drain(..).partition(|s| s.thread == self.0);
+                *all = others;
+                mine
+            };
+            for s in mine {
+                s.shim.discard();
+            }
+        }
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    thread_local! {
+        static OWNER: Owner = Owner(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    }
+    // 0 (no spare is ever taken or kept) while the thread's locals are being destroyed.
+    OWNER.try_with(|o| o.0).unwrap_or(0)
+}
+
+/// The shim this thread started ahead for a container of `shape`, if it still waits.
+pub(crate) fn take(shape: &Shape) -> Option<Launched> {
+    let thread = this_thread();
+    if thread == 0 {
+        return None;
+    }
+    let spare = {
+        let mut all = spares();
+        let i = all
+            .iter()
+            .position(|s| s.thread == thread && s.shape == *shape)?;
+        all.swap_remove(i)
+    };
+    if spare.shim.alive() && Inherited::now().is_some_and(|now| now == spare.inherited) {
+        Some(spare.shim)
+    } else {
+        spare.shim.discard();
+        None
+    }
+}
+
+/// Starts a shim for this thread's next container of `shape`, unless one waits already; this
+/// thread's spare of another shape, and the oldest spare beyond [`MAX`], are ended. A start that
+/// fails leaves no spare (the next spawn starts its own shim and reports what fails).
+pub(crate) fn prepare(shape: &Shape) {
+    let thread = this_thread();
+    if thread == 0 {
+        return;
+    }
+    let ended: Vec<Spare> = {
+        let mut all = spares();
+        if all.iter().any(|s| s.thread == thread && s.shape == *shape) {
+            return;
+        }
+        let (mine, mut others): (Vec<Spare>, Vec<Spare>) =
+            all.drain(..).partition(|s| s.thread == thread);
+        let excess = (others.len() + 1).saturating_sub(MAX);
+        let mut ended: Vec<Spare> = others.drain(..excess).collect();
+        ended.extend(mine);
+        *all = others;
+        ended
+    };
+    for s in ended {
+        s.shim.discard();
+    }
+    let t = Instant::now();
+    let Some(inherited) = Inherited::now() else {
+        return;
+    };
+    let launched = spawn::launch(LaunchSpec {
+        clone_flags: shape.clone_flags,
+        uid_maps: &shape.uid_maps,
+        gid_maps: &shape.gid_maps,
+        title: "hatchery:oneshot",
+        cgroup: CgroupSpec {
+            limits: &shape.limits,
+            ignore_failure: shape.ignore_cgroup_failure,
+        },
+        netns: shape.netns.and_then(crate::netns::take),
+    });
+    let Ok(mut shim) = launched else {
+        return;
+    };
+    shim.started_ahead(t.elapsed());
+    spares().push(Spare {
+        thread,
+        shape: shape.clone(),
+        inherited,
+        shim,
+    });
+    crate::reaper::watch_idle();
+}
+
+/// Whether a spare waits.
+pub(crate) fn any() -> bool {
+    !spares().is_empty()
+}
+
+/// Ends every spare: kills and reaps its shim, removes its cgroup, gives its network namespace
+/// back.
+pub(crate) fn end_all() {
+    let all = std::mem::take(&mut *spares());
+    for s in all {
+        s.shim.discard();
+    }
+}
