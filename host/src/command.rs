@@ -448,6 +448,7 @@ impl Command {
             netns: crate::netns::wanted(plan.clone_flags, &plan.setup),
         });
         let spare = shape.as_ref().and_then(crate::spare::take);
+        let ahead = spare.is_some();
         let mut shim = match spare {
             Some(mut started) => {
                 if let Some(lease) = started.netns_mut() {
@@ -504,12 +505,14 @@ impl Command {
         let features = ready.features;
         let mut steps = vec![("host: plan + stdio".to_string(), t_start - t_plan)];
         steps.append(&mut shim.host_steps);
-        steps.extend(
-            ready
-                .setup
-                .into_iter()
-                .map(|s| (format!("shim: {}", s.step), Duration::from_micros(s.us))),
-        );
+        steps.extend(ready.setup.into_iter().map(|s| {
+            // A shim started ahead waited for its plan: not a cost of this container.
+            let step = match s.step.as_str() {
+                "shim start + receive plan" if ahead => "started ahead, waiting for its plan",
+                other => other,
+            };
+            (format!("shim: {step}"), Duration::from_micros(s.us))
+        }));
         let mut child = Child::new(
             shim,
             setup.host,

@@ -68,6 +68,21 @@ static REFUSED: AtomicBool = AtomicBool::new(false);
 
 static UNUSED: Mutex<Vec<Lease>> = Mutex::new(Vec::new());
 
+/// The process [`UNUSED`] belongs to: a child forked from it holds copies of the same fds, and
+/// two processes must never lend one namespace at once (see [`unused`]).
+static OWNER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The kept namespaces, locked; in a process forked from the one that kept them, none (its
+/// copies of their fds are closed: the parent lends them).
+fn unused() -> std::sync::MutexGuard<'static, Vec<Lease>> {
+    let mut kept = UNUSED.lock().unwrap_or_else(|e| e.into_inner());
+    let me = std::process::id() as i32;
+    if OWNER.swap(me, Ordering::Relaxed) != me {
+        kept.clear();
+    }
+    kept
+}
+
 /// A network namespace for the container of `setup`, cloned with `clone_flags`: for one with a
 /// network namespace of its own that pasta does not configure and in which none of its processes
 /// could use a capability, and only where this process may make and enter namespaces. `None`:
@@ -113,7 +128,7 @@ pub(crate) fn take(loopback: bool) -> Option<Lease> {
         return None;
     }
     {
-        let mut unused = UNUSED.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unused = unused();
         if let Some(i) = unused.iter().rposition(|l| l.loopback == loopback) {
             return Some(unused.swap_remove(i));
         }
@@ -134,7 +149,7 @@ pub(crate) fn give_back(lease: Lease) {
     if lease.exposed || !lease.untouched() {
         return;
     }
-    let mut unused = UNUSED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut unused = unused();
     if unused
         .iter()
         .filter(|l| l.loopback == lease.loopback)
@@ -211,14 +226,14 @@ pub(crate) fn pool_gone() {
 
 /// Whether any namespace is kept.
 pub(crate) fn any_kept() -> bool {
-    !UNUSED.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    !unused().is_empty()
 }
 
 /// Drops every kept namespace (see [`reaper::drop_kept_network_namespaces`]).
 ///
 /// [`reaper::drop_kept_network_namespaces`]: crate::reaper::drop_kept_network_namespaces
 pub(crate) fn drop_unused() {
-    let unused = std::mem::take(&mut *UNUSED.lock().unwrap_or_else(|e| e.into_inner()));
+    let unused = std::mem::take(&mut *unused());
     drop(unused);
 }
 

@@ -108,7 +108,11 @@ pub fn drop_kept_network_namespaces() {
 /// last one builds its root (on by default): a process of its own per thread, in new namespaces,
 /// id maps written and cgroup made, waiting for a plan, until that thread's next container of
 /// the same shape takes it, the thread exits, or a second passes without a container (see the
-/// README's "Shims started ahead"). `false` ends those that wait and starts none.
+/// README's "Shims started ahead"). `false` ends those that wait and starts none. A spare is not
+/// taken when anything it inherited from its thread and process reads differently at the next
+/// spawn (namespaces, cgroup, credentials, capabilities, seccomp filters, limits, directories,
+/// umask, the mount table, ...), but a landlock domain cannot be read: a program that confines
+/// its own threads with landlock between containers turns this off.
 pub fn start_shims_ahead(on: bool) {
     crate::spare::set_enabled(on);
 }

@@ -16,17 +16,21 @@
 //! ```
 //!
 //! A spare is kept per thread, only used by the thread that started it and ended when that thread
-//! exits: a clone inherits the
-//! calling thread's own state (its seccomp filters and landlock domain, capabilities, scheduling
-//! policy and affinity), and of its process (working and root directory, umask, resource
-//! limits). What of that can be read is read again when the spare is taken ([`Inherited`]): a
-//! spare started before any of it changed is ended, not used. A landlock domain cannot be read:
-//! a thread that enters one after its last container should call
-//! [`reaper::drop_kept_network_namespaces`](crate::reaper::drop_kept_network_namespaces)
-//! (which also ends the spares) before its next one. At most [`MAX`] spares live at once;
-//! the reaper thread ends them after [`netns::IDLE`](crate::netns) without a container, and
+//! exits: a clone inherits the calling thread's own state (its namespaces, cgroup, seccomp
+//! filters and landlock domain, capabilities, scheduling policy and affinity), and of its
+//! process (working and root directory, umask, resource limits), and the shim resolves bind
+//! sources in its copy of the mount table as it was at the clone. What of that can be read is
+//! read again when the spare is taken ([`Inherited`], and a `poll` of the thread's `mountinfo`,
+//! opened before the clone, for any mount or unmount since): a spare started before any of it
+//! changed is ended, not used. A landlock domain cannot be read: a program that confines its
+//! own threads with landlock turns spares off
+//! ([`reaper::start_shims_ahead`](crate::reaper::start_shims_ahead)). A process forked from one
+//! with spares does not take them (they are its parent's children): it closes its copies. At
+//! most [`MAX`] spares live at once; the reaper thread ends them after
+//! [`netns::IDLE`](crate::netns) without a container, and
 //! [`reaper::settle`](crate::reaper::settle) ends them before a process exits. A spare that died
-//! meanwhile is found by a `poll` of its socket and replaced by a fresh start.
+//! meanwhile is found by a `poll` of its socket and replaced by a fresh start; one killed while
+//! it is being taken fails that spawn with `ShimLost`, as a shim killed at any start does.
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
@@ -51,32 +55,61 @@ pub(crate) struct Shape {
 const MAX: usize = 4;
 
 struct Spare {
+    /// The process that started it (a child forked since holds a copy of this list).
+    process: u32,
     thread: u64,
     shape: Shape,
     /// What the shim inherited from its thread and process when it was cloned.
     inherited: Inherited,
+    /// The thread's `/proc/thread-self/mountinfo`, opened before the clone: `poll` reports a
+    /// mount or unmount in its mount namespace since (the shim resolves bind sources in its copy
+    /// of the mount table as it was at the clone).
+    mounts: std::fs::File,
     shim: Launched,
+}
+
+impl Spare {
+    /// Whether the host's mount table changed since the clone.
+    fn mounts_changed(&self) -> bool {
+        use std::os::fd::AsFd;
+        let mut fds = [nix::poll::PollFd::new(
+            self.mounts.as_fd(),
+            nix::poll::PollFlags::POLLPRI,
+        )];
+        !matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(0)
+        )
+    }
 }
 
 /// What a clone inherits from the calling thread and its process that a program may change
 /// between two containers, as far as it can be read: the working and root directories (relative
-/// bind sources resolve against the first), the umask, credentials, capabilities, no_new_privs,
-/// seccomp filters, CPU and memory-node affinity (from `/proc/thread-self/status`), the
-/// resource limits, the nice value and scheduling policy. A landlock domain cannot be read.
+/// bind sources resolve against the first), the thread's namespaces (a container shares those
+/// it does not unshare) and cgroup (a container without limits stays in it), the umask,
+/// credentials, capabilities, no_new_privs, seccomp filters, speculation controls, CPU and
+/// memory-node affinity (from `/proc/thread-self/status`), the resource limits, the nice value,
+/// scheduling policy, I/O priority, personality and OOM score adjustment. A landlock domain
+/// cannot be read.
 #[derive(Debug, Clone, PartialEq)]
 struct Inherited {
     status: Vec<String>,
-    dirs: [(libc::dev_t, libc::ino_t); 2],
+    /// The working and root directories, and the thread's namespaces.
+    files: Vec<(libc::dev_t, libc::ino_t)>,
+    cgroup: String,
+    oom_score_adj: String,
     limits: Vec<(libc::rlim_t, libc::rlim_t)>,
     nice: i32,
     policy: i32,
+    personality: i32,
+    ioprio: libc::c_long,
 }
 
 impl Inherited {
     /// Now, on this thread; `None` when any of it cannot be read (no spare then).
     #[allow(unsafe_code)]
     fn now() -> Option<Inherited> {
-        const FIELDS: [&str; 15] = [
+        const FIELDS: [&str; 16] = [
             "Umask:",
             "Uid:",
             "Gid:",
@@ -90,6 +123,7 @@ impl Inherited {
             "Seccomp:",
             "Seccomp_filters:",
             "Speculation_Store_Bypass:",
+            "SpeculationIndirectBranch:",
             "Cpus_allowed_list:",
             "Mems_allowed_list:",
         ];
@@ -99,11 +133,28 @@ impl Inherited {
             .filter(|l| FIELDS.iter().any(|f| l.starts_with(f)))
             .map(str::to_string)
             .collect();
-        let dir = |p: &str| {
-            nix::sys::stat::stat(p)
-                .ok()
-                .map(|st| (st.st_dev, st.st_ino))
-        };
+        let files = [
+            ".",
+            "/",
+            "/proc/thread-self/ns/mnt",
+            "/proc/thread-self/ns/net",
+            "/proc/thread-self/ns/ipc",
+            "/proc/thread-self/ns/uts",
+            "/proc/thread-self/ns/cgroup",
+            "/proc/thread-self/ns/user",
+            "/proc/thread-self/ns/pid_for_children",
+            "/proc/thread-self/ns/time_for_children",
+        ]
+        .iter()
+        .map(|p| match nix::sys::stat::stat(*p) {
+            Ok(st) => Some((st.st_dev, st.st_ino)),
+            // A kernel without time namespaces has no such file.
+            Err(nix::errno::Errno::ENOENT) if p.ends_with("time_for_children") => Some((0, 0)),
+            Err(_) => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+        let cgroup = std::fs::read_to_string("/proc/thread-self/cgroup").ok()?;
+        let oom_score_adj = std::fs::read_to_string("/proc/thread-self/oom_score_adj").ok()?;
         let limits = (0..16) // RLIM_NLIMITS: the same on every Linux architecture
             .map(|r| {
                 let mut l = libc::rlimit {
@@ -120,12 +171,20 @@ impl Inherited {
         let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
         // SAFETY: as above.
         let policy = unsafe { libc::sched_getscheduler(0) };
+        // SAFETY: as above (0xffffffff only reads the persona).
+        let personality = unsafe { libc::personality(0xffff_ffff) };
+        // SAFETY: as above (IOPRIO_WHO_PROCESS = 1: the calling thread).
+        let ioprio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) };
         Some(Inherited {
             status,
-            dirs: [dir(".")?, dir("/")?],
+            files,
+            cgroup,
+            oom_score_adj,
             limits,
             nice,
             policy,
+            personality,
+            ioprio,
         })
     }
 }
@@ -159,7 +218,7 @@ fn this_thread() -> u64 {
     impl Drop for Owner {
         fn drop(&mut self) {
             let mine: Vec<Spare> = {
-                let mut all = spares();
+                let mut all = own_spares();
                 let (mine, others) = all.drain(..).partition(|s| s.thread == self.0);
                 *all = others;
                 mine
@@ -177,20 +236,40 @@ fn this_thread() -> u64 {
     OWNER.try_with(|o| o.0).unwrap_or(0)
 }
 
-/// The shim this thread started ahead for a container of `shape`, if it still waits.
+/// The spares, locked; in a process forked from the one that started them, none (it abandons
+/// its copies: the shims are its parent's children, see [`Launched::abandon`]).
+fn own_spares() -> MutexGuard<'static, Vec<Spare>> {
+    let mut all = spares();
+    let me = std::process::id();
+    if all.iter().any(|s| s.process != me) {
+        let (mine, foreign): (Vec<Spare>, Vec<Spare>) =
+            all.drain(..).partition(|s| s.process == me);
+        *all = mine;
+        for s in foreign {
+            s.shim.abandon();
+        }
+    }
+    all
+}
+
+/// The shim this thread started ahead for a container of `shape`, if it still waits and
+/// nothing it inherited changed since.
 pub(crate) fn take(shape: &Shape) -> Option<Launched> {
     let thread = this_thread();
     if thread == 0 {
         return None;
     }
     let spare = {
-        let mut all = spares();
+        let mut all = own_spares();
         let i = all
             .iter()
             .position(|s| s.thread == thread && s.shape == *shape)?;
         all.swap_remove(i)
     };
-    if spare.shim.alive() && Inherited::now().is_some_and(|now| now == spare.inherited) {
+    if spare.shim.alive()
+        && !spare.mounts_changed()
+        && Inherited::now().is_some_and(|now| now == spare.inherited)
+    {
         Some(spare.shim)
     } else {
         spare.shim.discard();
@@ -207,7 +286,7 @@ pub(crate) fn prepare(shape: &Shape) {
         return;
     }
     let ended: Vec<Spare> = {
-        let mut all = spares();
+        let mut all = own_spares();
         if all.iter().any(|s| s.thread == thread && s.shape == *shape) {
             return;
         }
@@ -223,6 +302,9 @@ pub(crate) fn prepare(shape: &Shape) {
         s.shim.discard();
     }
     let t = Instant::now();
+    let Ok(mounts) = std::fs::File::open("/proc/thread-self/mountinfo") else {
+        return;
+    };
     let Some(inherited) = Inherited::now() else {
         return;
     };
@@ -233,7 +315,9 @@ pub(crate) fn prepare(shape: &Shape) {
         title: "hatchery:oneshot",
         cgroup: CgroupSpec {
             limits: &shape.limits,
-            ignore_failure: shape.ignore_cgroup_failure,
+            // A cgroup that cannot be made now leaves no spare: the container's own start
+            // tries again (and goes on without one only then, if its profile says so).
+            ignore_failure: false,
         },
         netns: shape.netns.and_then(crate::netns::take),
     });
@@ -241,10 +325,12 @@ pub(crate) fn prepare(shape: &Shape) {
         return;
     };
     shim.started_ahead(t.elapsed());
-    spares().push(Spare {
+    own_spares().push(Spare {
+        process: std::process::id(),
         thread,
         shape: shape.clone(),
         inherited,
+        mounts,
         shim,
     });
     crate::reaper::watch_idle();
@@ -252,13 +338,13 @@ pub(crate) fn prepare(shape: &Shape) {
 
 /// Whether a spare waits.
 pub(crate) fn any() -> bool {
-    !spares().is_empty()
+    !own_spares().is_empty()
 }
 
 /// Ends every spare: kills and reaps its shim, removes its cgroup, gives its network namespace
 /// back.
 pub(crate) fn end_all() {
-    let all = std::mem::take(&mut *spares());
+    let all = std::mem::take(&mut *own_spares());
     for s in all {
         s.shim.discard();
     }

@@ -6,8 +6,8 @@
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use hatchery::{Container, Output};
-use hatchery_tests::{child_pids, require, user_namespaces_work};
+use hatchery::{Container, Namespace, Output};
+use hatchery_tests::{child_pids, is_root, require, user_namespaces_work};
 
 fn ready() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
@@ -48,6 +48,29 @@ fn sh(c: &Container, script: &str) -> (Output, bool) {
 
 fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// [`sh`] for a script that may fail: its stdout and stderr together.
+fn try_sh(c: &Container, script: &str) -> (String, bool) {
+    let child = c
+        .command("/bin/sh")
+        .args(["-c", script])
+        .stdin(hatchery::Stdio::Null)
+        .stdout(hatchery::Stdio::Piped)
+        .stderr(hatchery::Stdio::Piped)
+        .spawn()
+        .expect("spawn");
+    let ahead = child
+        .setup_timings()
+        .iter()
+        .any(|(step, _)| step.contains("started ahead"));
+    let out = child.wait_with_output().expect("wait");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    (all, ahead)
 }
 
 #[test]
@@ -247,4 +270,161 @@ fn settle_ends_the_shims_started_ahead_and_a_killed_one_is_replaced() {
     let (_, ahead) = sh(&c, "true");
     hatchery::reaper::start_shims_ahead(true);
     assert!(!ahead, "a shim was started ahead while turned off");
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let st = std::process::Command::new(cmd).args(args).status().unwrap();
+    assert!(st.success(), "{cmd} {args:?}");
+}
+
+// Found by a review attack (each failed before its check): the host's mount table, the thread's
+// namespaces and cgroup, and a fork.
+
+/// The host mounts a per-request tmpfs at a fixed path, runs a container that binds it, unmounts
+/// it and mounts the next request's there. The spare of the second container was cloned (its
+/// mount namespace copied) while the first ran: it still has the first request's tmpfs.
+#[test]
+fn a_mount_the_host_replaced_after_the_last_container_is_not_seen_by_the_next() {
+    if !ready() || !is_root() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let dir = format!("/tmp/hatchery-review-job-{}", std::process::id());
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = hatchery::pool::default_profile();
+    c.bindmount_ro(&dir, "/job");
+    // Request A.
+    run("mount", &["-t", "tmpfs", "-o", "mode=755", "tmpfs", &dir]);
+    std::fs::write(format!("{dir}/secret"), "tenant-A").unwrap();
+    let (a, _) = try_sh(&c, "cat /job/secret");
+    run("umount", &[&dir]);
+    // Request B.
+    run("mount", &["-t", "tmpfs", "-o", "mode=755", "tmpfs", &dir]);
+    std::fs::write(format!("{dir}/secret"), "tenant-B").unwrap();
+    let (b, ahead) = try_sh(&c, "cat /job/secret");
+    run("umount", &[&dir]);
+    let _ = std::fs::remove_dir(&dir);
+    assert_eq!(a, "tenant-A");
+    assert_eq!(
+        b, "tenant-B",
+        "request B read request A's tmpfs (shim started ahead: {ahead})"
+    );
+}
+
+/// A thread that moves into another network namespace (setns/unshare: per thread) between two
+/// containers that share its network: the second must be in the thread's namespace of its spawn.
+#[test]
+fn a_container_sharing_the_network_gets_the_threads_namespace_of_its_spawn() {
+    if !ready() || !is_root() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let (inside, want, ahead) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut c = hatchery::pool::default_profile();
+            c.share(Namespace::Network);
+            try_sh(&c, "true");
+            // The thread enters a new, empty network namespace (a tenant's, say).
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let want = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+            let (out, ahead) = try_sh(&c, "readlink /proc/self/ns/net");
+            (out, want.to_string_lossy().to_string(), ahead)
+            // (The thread exits: its namespace goes with it.)
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(
+        inside, want,
+        "the container is in the network namespace the thread left (started ahead: {ahead})"
+    );
+}
+
+/// A thread moved into another cgroup (v1 `tasks`: per thread; v2 `cgroup.threads` or the
+/// process) between two containers without limits of their own: the second must be born where
+/// the thread is at its spawn (its pids/memory limits), not where it was.
+#[test]
+fn a_container_without_limits_is_born_in_the_threads_cgroup_of_its_spawn() {
+    if !ready() || !is_root() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let pids = "/sys/fs/cgroup/pids";
+    if !std::path::Path::new(&format!("{pids}/tasks")).exists() {
+        eprintln!("skipped: no cgroup v1 pids hierarchy");
+        return;
+    }
+    let cg = format!("{pids}/hatchery-review-{}", std::process::id());
+    std::fs::create_dir_all(&cg).unwrap();
+    std::fs::write(format!("{cg}/pids.max"), "64").unwrap();
+    let (before, after, ahead) = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut c = Container::new();
+            hatchery::pool::add_system_dirs(&mut c);
+            let (a, _) = try_sh(&c, "grep pids /proc/self/cgroup");
+            // This thread only (v1 tasks) into the limited cgroup.
+            std::fs::write(format!("{cg}/tasks"), nix::unistd::gettid().to_string()).unwrap();
+            let (b, ahead) = try_sh(&c, "grep pids /proc/self/cgroup");
+            // Back to the root before the thread exits.
+            std::fs::write(format!("{pids}/tasks"), nix::unistd::gettid().to_string()).unwrap();
+            (a, b, ahead)
+        })
+        .join()
+        .unwrap()
+    });
+    hatchery::reaper::settle();
+    let _ = std::fs::remove_dir(&cg);
+    let name = cg.trim_start_matches(pids);
+    assert!(!before.contains(name), "{before}");
+    assert!(
+        after.contains(name),
+        "the container escaped the thread's cgroup {name}: {after} (started ahead: {ahead})"
+    );
+}
+
+/// A program that ran a container and then forks (a pre-forking server that ran a warm-up
+/// container): parent and child both hold the parent's spare, under the same thread number. The
+/// child must not take a shim that is not its own, nor the parent one the child took.
+#[test]
+#[allow(unsafe_code)]
+fn a_forked_process_does_not_take_its_parents_spare() {
+    if !ready() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let c = hatchery::pool::default_profile();
+    try_sh(&c, "true");
+    // SAFETY: the child runs containers and exits (test only).
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let (out, ahead) = try_sh(&c, "echo child");
+            let code = if ahead {
+                42
+            } else if out == "child" {
+                0
+            } else {
+                1
+            };
+            // SAFETY: ends the forked child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let st = nix::sys::wait::waitpid(child, None).unwrap();
+            let parent = c
+                .command("/bin/sh")
+                .args(["-c", "echo parent"])
+                .stdin(hatchery::Stdio::Null)
+                .stdout(hatchery::Stdio::Piped)
+                .stderr(hatchery::Stdio::Piped)
+                .spawn()
+                .and_then(|ch| ch.wait_with_output());
+            let parent = parent.map(|o| text(&o));
+            assert_eq!(
+                st,
+                nix::sys::wait::WaitStatus::Exited(child, 0),
+                "42: the forked child took its parent's spare; parent then got {parent:?}"
+            );
+            assert_eq!(parent.unwrap(), "parent");
+        }
+    }
 }

@@ -216,6 +216,13 @@ impl Launched {
         }
     }
 
+    /// Closes this process's fds of a shim that is another process's child (a copy inherited by
+    /// a fork): neither killed nor reaped here, its cgroup left to its parent.
+    pub(crate) fn abandon(mut self) {
+        std::mem::forget(self.shim.cgroup.take());
+        drop(self.shim.netns.take());
+    }
+
     /// Its network namespace, to be marked as exposed by a container given a socket.
     pub(crate) fn netns_mut(&mut self) -> Option<&mut crate::netns::Lease> {
         self.shim.netns.as_mut()
