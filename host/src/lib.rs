@@ -43,6 +43,7 @@ mod container;
 pub mod denial;
 mod disk_cache;
 mod error;
+mod fork;
 mod hakurei;
 pub mod idmap;
 pub mod landlock;

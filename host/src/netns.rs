@@ -68,15 +68,16 @@ static REFUSED: AtomicBool = AtomicBool::new(false);
 
 static UNUSED: Mutex<Vec<Lease>> = Mutex::new(Vec::new());
 
-/// The process [`UNUSED`] belongs to: a child forked from it holds copies of the same fds, and
-/// two processes must never lend one namespace at once (see [`unused`]).
-static OWNER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// The process [`UNUSED`] belongs to (its [`fork::generation`](crate::fork), plus one: 0 is
+/// none yet): a child forked from it holds copies of the same fds, and two processes must never
+/// lend one namespace at once (see [`unused`]).
+static OWNER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// The kept namespaces, locked; in a process forked from the one that kept them, none (its
 /// copies of their fds are closed: the parent lends them).
 fn unused() -> std::sync::MutexGuard<'static, Vec<Lease>> {
     let mut kept = UNUSED.lock().unwrap_or_else(|e| e.into_inner());
-    let me = std::process::id() as i32;
+    let me = crate::fork::generation() + 1;
     if OWNER.swap(me, Ordering::Relaxed) != me {
         kept.clear();
     }

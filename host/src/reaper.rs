@@ -46,10 +46,12 @@ enum Job {
     WatchIdle,
 }
 
-/// The reaper thread's queue, and how many containers it has not finished yet.
+/// The reaper thread's queue, and how many containers it has not finished yet; each with the
+/// [`fork::generation`](crate::fork) it belongs to (a forked child has no reaper thread, and
+/// none of its parent's containers to wait for).
 struct Reaper {
-    queue: Mutex<Option<Sender<Job>>>,
-    pending: Mutex<usize>,
+    queue: Mutex<Option<(u64, Sender<Job>)>>,
+    pending: Mutex<(u64, usize)>,
     drained: Condvar,
 }
 
@@ -57,15 +59,25 @@ fn reaper() -> &'static Reaper {
     static REAPER: OnceLock<Reaper> = OnceLock::new();
     REAPER.get_or_init(|| Reaper {
         queue: Mutex::new(None),
-        pending: Mutex::new(0),
+        pending: Mutex::new((0, 0)),
         drained: Condvar::new(),
     })
 }
 
+/// How many containers this process has handed off and the thread not finished yet.
+fn pending(r: &Reaper) -> std::sync::MutexGuard<'_, (u64, usize)> {
+    let mut p = r.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let now = crate::fork::generation();
+    if p.0 != now {
+        *p = (now, 0);
+    }
+    p
+}
+
 fn finished(r: &Reaper) {
-    let mut pending = r.pending.lock().unwrap_or_else(|e| e.into_inner());
-    *pending = pending.saturating_sub(1);
-    if *pending == 0 {
+    let mut pending = pending(r);
+    pending.1 = pending.1.saturating_sub(1);
+    if pending.1 == 0 {
         r.drained.notify_all();
     }
 }
@@ -108,7 +120,8 @@ pub fn drop_kept_network_namespaces() {
 /// last one builds its root (on by default): a process of its own per thread, in new namespaces,
 /// id maps written and cgroup made, waiting for a plan, until that thread's next container of
 /// the same shape takes it, the thread exits, or a second passes without a container (see the
-/// README's "Shims started ahead"). `false` ends those that wait and starts none. A spare is not
+/// README's "Shims started ahead"). `false` ends those that wait and starts none (so does
+/// `HATCHERY_SHIMS_AHEAD=0` in the environment, for the whole process). A spare is not
 /// taken when anything it inherited from its thread and process reads differently at the next
 /// spawn (namespaces, cgroup, credentials, capabilities, seccomp filters, limits, directories,
 /// umask, the mount table, ...), but a landlock domain cannot be read: a program that confines
@@ -132,23 +145,28 @@ pub(crate) fn hand_off(pid: Pid, cgroup: Option<Cgroup>, netns: Option<Lease>) {
         return;
     }
     let r = reaper();
-    *r.pending.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    pending(r).1 += 1;
     if let Some(Job::TearDown(remains)) = send(r, Job::TearDown(remains), true) {
         tear_down(remains);
         finished(r);
     }
 }
 
-/// Wakes the reaper thread, if it runs, to time out what is kept for later containers (it
-/// checks when it has nothing else to do; see [`spare`](crate::spare)).
+/// Wakes the reaper thread (starting it first) to time out what is kept for later containers
+/// (it checks when it has nothing else to do; see [`spare`](crate::spare)).
 pub(crate) fn watch_idle() {
-    let _ = send(reaper(), Job::WatchIdle, false);
+    let _ = send(reaper(), Job::WatchIdle, true);
 }
 
 /// Sends `job` to the reaper thread, starting it first when `start` says so; gives the job
 /// back when there is no thread to take it.
 fn send(r: &Reaper, job: Job, start: bool) -> Option<Job> {
     let mut queue = r.queue.lock().unwrap_or_else(|e| e.into_inner());
+    let now = crate::fork::generation();
+    // A forked child's copy of its parent's queue leads to no thread.
+    if queue.as_ref().is_some_and(|(g, _)| *g != now) {
+        *queue = None;
+    }
     if queue.is_none() && start {
         let (tx, rx) = channel::<Job>();
         let started = std::thread::Builder::new()
@@ -174,11 +192,11 @@ fn send(r: &Reaper, job: Job, start: bool) -> Option<Job> {
                 }
             });
         if started.is_ok() {
-            *queue = Some(tx);
+            *queue = Some((now, tx));
         }
     }
     match queue.as_ref() {
-        Some(tx) => tx.send(job).err().map(|e| e.0),
+        Some((_, tx)) => tx.send(job).err().map(|e| e.0),
         None => Some(job),
     }
 }
@@ -190,8 +208,8 @@ fn send(r: &Reaper, job: Job, start: bool) -> Option<Job> {
 /// when nothing is pending.
 pub fn settle() {
     let r = reaper();
-    let mut pending = r.pending.lock().unwrap_or_else(|e| e.into_inner());
-    while *pending > 0 {
+    let mut pending = pending(r);
+    while pending.1 > 0 {
         pending = r.drained.wait(pending).unwrap_or_else(|e| e.into_inner());
     }
     drop(pending);

@@ -55,8 +55,9 @@ pub(crate) struct Shape {
 const MAX: usize = 4;
 
 struct Spare {
-    /// The process that started it (a child forked since holds a copy of this list).
-    process: u32,
+    /// The process that started it ([`fork::generation`](crate::fork): a child forked since
+    /// holds a copy of this list).
+    process: u64,
     thread: u64,
     shape: Shape,
     /// What the shim inherited from its thread and process when it was cloned.
@@ -88,16 +89,27 @@ impl Spare {
 /// bind sources resolve against the first), the thread's namespaces (a container shares those
 /// it does not unshare) and cgroup (a container without limits stays in it), the umask,
 /// credentials, capabilities, no_new_privs, seccomp filters, speculation controls, CPU and
-/// memory-node affinity (from `/proc/thread-self/status`), the resource limits, the nice value,
-/// scheduling policy, I/O priority, personality and OOM score adjustment. A landlock domain
-/// cannot be read.
+/// memory-node affinity (from `/proc/thread-self/status`), the mounts the two directories are
+/// on, the LSM labels (current and on exec), the resource limits, the nice value, scheduling
+/// policy and priority, I/O priority, personality, memory-deny-write-execute, session and
+/// process group, and OOM score adjustment. Not read: a landlock domain (no interface shows
+/// it), the NUMA memory policy, and a mount's propagation type (changing it fires no mount
+/// event).
 #[derive(Debug, Clone, PartialEq)]
 struct Inherited {
     status: Vec<String>,
     /// The working and root directories, and the thread's namespaces.
     files: Vec<(libc::dev_t, libc::ino_t)>,
+    /// The mounts the working and root directories are on (two binds of one directory have
+    /// the same device and inode; a `chdir` between them fires no mount event).
+    mount_ids: [u64; 2],
     cgroup: String,
     oom_score_adj: String,
+    /// The LSM's current and on-exec labels (`/proc/thread-self/attr/{current,exec}`).
+    labels: [Option<String>; 2],
+    mdwe: i32,
+    session: [libc::pid_t; 2],
+    priority: i32,
     limits: Vec<(libc::rlim_t, libc::rlim_t)>,
     nice: i32,
     policy: i32,
@@ -153,6 +165,20 @@ impl Inherited {
             Err(_) => None,
         })
         .collect::<Option<Vec<_>>>()?;
+        let mount_id = |p: &std::ffi::CStr| {
+            // SAFETY: zeroed `statx` is a valid value for the kernel to overwrite.
+            let mut st: libc::statx = unsafe { std::mem::zeroed() };
+            // SAFETY: `p` is NUL-terminated, `st` valid for writes for the call.
+            let r =
+                unsafe { libc::statx(libc::AT_FDCWD, p.as_ptr(), 0, libc::STATX_MNT_ID, &mut st) };
+            (r == 0 && st.stx_mask & libc::STATX_MNT_ID != 0).then_some(st.stx_mnt_id)
+        };
+        let mount_ids = [mount_id(c".")?, mount_id(c"/")?];
+        let label = |p: &str| std::fs::read_to_string(p).ok();
+        let labels = [
+            label("/proc/thread-self/attr/current"),
+            label("/proc/thread-self/attr/exec"),
+        ];
         let cgroup = std::fs::read_to_string("/proc/thread-self/cgroup").ok()?;
         let oom_score_adj = std::fs::read_to_string("/proc/thread-self/oom_score_adj").ok()?;
         let limits = (0..16) // RLIM_NLIMITS: the same on every Linux architecture
@@ -175,11 +201,28 @@ impl Inherited {
         let personality = unsafe { libc::personality(0xffff_ffff) };
         // SAFETY: as above (IOPRIO_WHO_PROCESS = 1: the calling thread).
         let ioprio = unsafe { libc::syscall(libc::SYS_ioprio_get, 1, 0) };
+        // SAFETY: as above.
+        let mdwe = unsafe { libc::prctl(libc::PR_GET_MDWE, 0, 0, 0, 0) };
+        // SAFETY: as above.
+        let sid = unsafe { libc::getsid(0) };
+        // SAFETY: as above.
+        let session = [sid, unsafe { libc::getpgid(0) }];
+        let mut param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is valid for writes for the duration of the call.
+        let priority = match unsafe { libc::sched_getparam(0, &mut param) } {
+            0 => param.sched_priority,
+            _ => -1,
+        };
         Some(Inherited {
             status,
             files,
+            mount_ids,
             cgroup,
             oom_score_adj,
+            labels,
+            mdwe,
+            session,
+            priority,
             limits,
             nice,
             policy,
@@ -194,9 +237,12 @@ static SPARES: Mutex<Vec<Spare>> = Mutex::new(Vec::new());
 /// [`reaper::start_shims_ahead`](crate::reaper::start_shims_ahead) turned spares off.
 static OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Whether one-shot containers get a spare.
+/// Whether one-shot containers get a spare: unless turned off, or `HATCHERY_SHIMS_AHEAD=0`.
 pub(crate) fn enabled() -> bool {
+    static FROM_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     !OFF.load(std::sync::atomic::Ordering::Relaxed)
+        && *FROM_ENV
+            .get_or_init(|| std::env::var_os("HATCHERY_SHIMS_AHEAD").map_or(true, |v| v != "0"))
 }
 
 /// Turns spares on or off (off ends those that wait).
@@ -240,7 +286,7 @@ fn this_thread() -> u64 {
 /// its copies: the shims are its parent's children, see [`Launched::abandon`]).
 fn own_spares() -> MutexGuard<'static, Vec<Spare>> {
     let mut all = spares();
-    let me = std::process::id();
+    let me = crate::fork::generation();
     if all.iter().any(|s| s.process != me) {
         let (mine, foreign): (Vec<Spare>, Vec<Spare>) =
             all.drain(..).partition(|s| s.process == me);
@@ -325,14 +371,22 @@ pub(crate) fn prepare(shape: &Shape) {
         return;
     };
     shim.started_ahead(t.elapsed());
-    own_spares().push(Spare {
-        process: std::process::id(),
+    let mut all = own_spares();
+    // Turned off meanwhile (`set_enabled` ends what it finds under this lock).
+    if !enabled() {
+        drop(all);
+        shim.discard();
+        return;
+    }
+    all.push(Spare {
+        process: crate::fork::generation(),
         thread,
         shape: shape.clone(),
         inherited,
         mounts,
         shim,
     });
+    drop(all);
     crate::reaper::watch_idle();
 }
 

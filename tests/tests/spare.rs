@@ -397,8 +397,14 @@ fn a_forked_process_does_not_take_its_parents_spare() {
     // SAFETY: the child runs containers and exits (test only).
     match unsafe { nix::unistd::fork() }.unwrap() {
         nix::unistd::ForkResult::Child => {
+            // The child's containers are its own to wait for: settle() must not wait for its
+            // parent's (it has no reaper thread of its parent's); a hang ends with SIGALRM.
+            // SAFETY: a plain system call.
+            unsafe { libc::alarm(20) };
             let (out, ahead) = try_sh(&c, "echo child");
-            let code = if ahead {
+            let (again, _) = try_sh(&c, "echo child");
+            hatchery::reaper::settle();
+            let code = if ahead || again != "child" {
                 42
             } else if out == "child" {
                 0
@@ -427,4 +433,73 @@ fn a_forked_process_does_not_take_its_parents_spare() {
             assert_eq!(parent.unwrap(), "parent");
         }
     }
+}
+
+/// Found by a second review attack: the working directory moves from a writable view of a directory to a read-only
+/// bind mount of the same directory (same device and inode, another mount). A relative bind
+/// source of the next container must resolve in the read-only view, as it does for a shim
+/// started at that spawn; a spare cloned in the writable view resolves it there.
+#[test]
+fn a_working_directory_moved_to_a_read_only_view_of_the_same_directory_is_not_missed() {
+    if !ready() || !is_root() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    // Control: with no shim started ahead, the write is refused (the bind is read-only).
+    hatchery::reaper::start_shims_ahead(false);
+    let (content, out, ahead) = cwd_view_attack("off");
+    hatchery::reaper::start_shims_ahead(true);
+    assert!(!ahead);
+    assert_eq!(content, "original", "control: {out}");
+    eprintln!("spares off: {out:?}");
+    let (content, out, ahead) = cwd_view_attack("on");
+    assert_eq!(
+        content, "original",
+        "a container wrote through the read-only view's bind: {out} (started ahead: {ahead})"
+    );
+}
+
+fn cwd_view_attack(tag: &str) -> (String, String, bool) {
+    let home = std::env::current_dir().unwrap();
+    let base = format!("/tmp/hatchery-review2-cwd-{}-{tag}", std::process::id());
+    for d in ["data/d", "rw", "ro"] {
+        std::fs::create_dir_all(format!("{base}/{d}")).unwrap();
+    }
+    for p in [&base, &format!("{base}/data"), &format!("{base}/data/d")] {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    }
+    std::fs::write(format!("{base}/data/d/f"), "original").unwrap();
+    std::fs::set_permissions(
+        format!("{base}/data/d/f"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    run(
+        "mount",
+        &["--bind", &format!("{base}/data"), &format!("{base}/rw")],
+    );
+    run(
+        "mount",
+        &["--bind", &format!("{base}/data"), &format!("{base}/ro")],
+    );
+    run("mount", &["-o", "remount,bind,ro", &format!("{base}/ro")]);
+    let mut c = hatchery::pool::default_profile();
+    c.bindmount_rw("d", "/d");
+    // Last request: in the writable view (its spare is cloned there).
+    std::env::set_current_dir(format!("{base}/rw")).unwrap();
+    let (_, _) = try_sh(&c, "true");
+    // This request: only the read-only view.
+    std::env::set_current_dir(format!("{base}/ro")).unwrap();
+    let (out, ahead) = try_sh(&c, "echo pwned > /d/f && echo wrote; cat /d/f");
+    std::env::set_current_dir(&home).unwrap();
+    let content = std::fs::read_to_string(format!("{base}/data/d/f")).unwrap();
+    hatchery::reaper::settle();
+    let _ = std::process::Command::new("umount")
+        .arg(format!("{base}/ro"))
+        .status();
+    let _ = std::process::Command::new("umount")
+        .arg(format!("{base}/rw"))
+        .status();
+    let _ = std::fs::remove_dir_all(&base);
+    (content, out, ahead)
 }
