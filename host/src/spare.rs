@@ -324,8 +324,9 @@ pub(crate) fn take(shape: &Shape) -> Option<Launched> {
 }
 
 /// Starts a shim for this thread's next container of `shape`, unless one waits already; this
-/// thread's spare of another shape, and the oldest spare beyond [`MAX`], are ended. A start that
-/// fails leaves no spare (the next spawn starts its own shim and reports what fails).
+/// thread's spare of another shape is ended, and none is started while [`MAX`] other threads
+/// have one. A start that fails leaves no spare (the next spawn starts its own shim and reports
+/// what fails).
 pub(crate) fn prepare(shape: &Shape) {
     let thread = this_thread();
     if thread == 0 {
@@ -336,13 +337,20 @@ pub(crate) fn prepare(shape: &Shape) {
         if all.iter().any(|s| s.thread == thread && s.shape == *shape) {
             return;
         }
-        let (mine, mut others): (Vec<Spare>, Vec<Spare>) =
+        let (mine, others): (Vec<Spare>, Vec<Spare>) =
             all.drain(..).partition(|s| s.thread == thread);
-        let excess = (others.len() + 1).saturating_sub(MAX);
-        let mut ended: Vec<Spare> = others.drain(..excess).collect();
-        ended.extend(mine);
+        // Other threads' spares are not ended to make room (with more threads than spares,
+        // each start would end one a thread is about to take): no spare for this one then.
+        let full = others.len() >= MAX;
         *all = others;
-        ended
+        if full {
+            drop(all);
+            for s in mine {
+                s.shim.discard();
+            }
+            return;
+        }
+        mine
     };
     for s in ended {
         s.shim.discard();
