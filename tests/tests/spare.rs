@@ -163,29 +163,35 @@ fn a_changed_working_directory_umask_or_limit_or_a_new_seccomp_filter_is_not_mis
         "the container has the limits of a past spawn"
     );
 
-    // A thread that installs a seccomp filter after its last container: the next one is under it.
-    let under_filter = std::thread::scope(|s| {
+    // A thread that installs another seccomp filter after its last container (it had one, and
+    // no_new_privs, already: only the count of filters differs): the next one is under it.
+    let filters = |out: &str| -> u32 {
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (before, after, ahead) = std::thread::scope(|s| {
         s.spawn(|| {
-            sh(&c, "true");
             allow_all_filter();
-            let (out, ahead) = sh(&c, "grep Seccomp_filters /proc/self/status");
-            (text(&out), ahead)
+            let (out, _) = sh(&c, "grep Seccomp_filters /proc/self/status");
+            allow_all_filter();
+            let (again, ahead) = sh(&c, "grep Seccomp_filters /proc/self/status");
+            (text(&out), text(&again), ahead)
         })
         .join()
         .unwrap()
     });
     assert!(
-        !under_filter.1,
-        "a shim started before the thread's filter was taken"
+        !ahead,
+        "a shim started before the thread's second filter was taken"
     );
-    let filters: u32 = under_filter
-        .0
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    // The container's own filters are on top of the thread's one.
-    assert!(filters >= 2, "{}", under_filter.0);
+    // The container's own filters are on top of the thread's.
+    assert_eq!(
+        filters(&after),
+        filters(&before) + 1,
+        "{before} then {after}"
+    );
 }
 
 /// Installs a seccomp filter that allows everything on the calling thread.
