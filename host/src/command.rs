@@ -431,6 +431,7 @@ impl Command {
             .filter(|_| c.namespaces.contains(&crate::Namespace::Network));
         let mut network_log = None;
         let given_socket = fds.iter().any(|fd| crate::netns::is_socket(*fd));
+        let ignore_cgroup_failure = c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed);
         // A thread that runs one-shot containers one after another gets the next one's shim
         // started ahead, while this one builds its root (see `spare`): not in a process that runs
         // one container and exits, nor for containers whose namespaces the host configures
@@ -444,7 +445,7 @@ impl Command {
             uid_maps: c.uid_maps.clone(),
             gid_maps: c.gid_maps.clone(),
             limits: c.resources,
-            ignore_cgroup_failure: c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed),
+            ignore_cgroup_failure,
             netns: crate::netns::wanted(plan.clone_flags, &plan.setup),
         });
         let spare = shape.as_ref().and_then(crate::spare::take);
@@ -453,9 +454,6 @@ impl Command {
             Some(mut started) => {
                 if let Some(lease) = started.netns_mut() {
                     lease.expose_to(&plan.setup);
-                    if given_socket {
-                        lease.expose();
-                    }
                 }
                 spawn::hand_plan(started, plan.setup, fds, None, |_| Ok(()))?
             }
@@ -465,12 +463,7 @@ impl Command {
                 let netns = if crate::reaper::tears_down_on_caller() {
                     None
                 } else {
-                    crate::netns::take_for(plan.clone_flags, &plan.setup).map(|mut lease| {
-                        if given_socket {
-                            lease.expose();
-                        }
-                        lease
-                    })
+                    crate::netns::take_for(plan.clone_flags, &plan.setup)
                 };
                 let start = StartSpec {
                     clone_flags: plan.clone_flags,
@@ -481,7 +474,7 @@ impl Command {
                     title: "hatchery:oneshot",
                     cgroup: spawn::CgroupSpec {
                         limits: &c.resources,
-                        ignore_failure: c.runctl.contains(&crate::Runctl::IgnoreCgroupSetupFailed),
+                        ignore_failure: ignore_cgroup_failure,
                     },
                     existing_cgroup: c.existing_cgroup().map(|fd| fd.as_fd()),
                     netns,
@@ -494,6 +487,10 @@ impl Command {
                 })?
             }
         };
+        // A container given a socket could send out a hold on its network namespace: not kept.
+        if let (true, Some(lease)) = (given_socket, shim.netns.as_mut()) {
+            lease.expose();
+        }
         // The command's ends of the pipes now live in the container only.
         drop(setup.child_fds);
         drop(plan.blob);

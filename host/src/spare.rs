@@ -270,21 +270,28 @@ fn spares() -> MutexGuard<'static, Vec<Spare>> {
     SPARES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Takes the spares `which` picks out of `all`.
+fn remove(all: &mut Vec<Spare>, which: impl Fn(&Spare) -> bool) -> Vec<Spare> {
+    let (picked, kept) = all.drain(..).partition(|s| which(s));
+    *all = kept;
+    picked
+}
+
+/// Kills and reaps each spare's shim, removes its cgroup, gives its network namespace back.
+fn end(spares: Vec<Spare>) {
+    for s in spares {
+        s.shim.discard();
+    }
+}
+
 /// This thread's number (never reused, unlike thread ids); its spares end when it exits.
 fn this_thread() -> u64 {
     /// Ends its thread's spares when the thread exits.
     struct Owner(u64);
     impl Drop for Owner {
         fn drop(&mut self) {
-            let mine: Vec<Spare> = {
-                let mut all = own_spares();
-                let (mine, others) = all.drain(..).partition(|s| s.thread == self.0);
-                *all = others;
-                mine
-            };
-            for s in mine {
-                s.shim.discard();
-            }
+            let mine = remove(&mut own_spares(), |s| s.thread == self.0);
+            end(mine);
         }
     }
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -300,13 +307,8 @@ fn this_thread() -> u64 {
 fn own_spares() -> MutexGuard<'static, Vec<Spare>> {
     let mut all = spares();
     let me = crate::fork::generation();
-    if all.iter().any(|s| s.process != me) {
-        let (mine, foreign): (Vec<Spare>, Vec<Spare>) =
-            all.drain(..).partition(|s| s.process == me);
-        *all = mine;
-        for s in foreign {
-            s.shim.abandon();
-        }
+    for s in remove(&mut all, |s| s.process != me) {
+        s.shim.abandon();
     }
     all
 }
@@ -331,7 +333,7 @@ pub(crate) fn take(shape: &Shape) -> Option<Launched> {
     {
         Some(spare.shim)
     } else {
-        spare.shim.discard();
+        end(vec![spare]);
         None
     }
 }
@@ -345,28 +347,19 @@ pub(crate) fn prepare(shape: &Shape) {
     if thread == 0 {
         return;
     }
-    let ended: Vec<Spare> = {
+    let (mine, full) = {
         let mut all = own_spares();
         if all.iter().any(|s| s.thread == thread && s.shape == *shape) {
             return;
         }
-        let (mine, others): (Vec<Spare>, Vec<Spare>) =
-            all.drain(..).partition(|s| s.thread == thread);
+        let mine = remove(&mut all, |s| s.thread == thread);
         // Other threads' spares are not ended to make room (with more threads than spares,
         // each start would end one a thread is about to take): no spare for this one then.
-        let full = others.len() >= MAX;
-        *all = others;
-        if full {
-            drop(all);
-            for s in mine {
-                s.shim.discard();
-            }
-            return;
-        }
-        mine
+        (mine, all.len() >= MAX)
     };
-    for s in ended {
-        s.shim.discard();
+    end(mine);
+    if full {
+        return;
     }
     let t = Instant::now();
     let Ok(mounts) = std::fs::File::open("/proc/thread-self/mountinfo") else {
@@ -420,7 +413,5 @@ pub(crate) fn any() -> bool {
 /// back.
 pub(crate) fn end_all() {
     let all = std::mem::take(&mut *own_spares());
-    for s in all {
-        s.shim.discard();
-    }
+    end(all);
 }

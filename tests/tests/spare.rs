@@ -22,8 +22,8 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `script` with `sh` and returns its output, and whether its shim was started ahead.
-fn sh(c: &Container, script: &str) -> (Output, bool) {
+/// Runs `script` with `sh`: its output, and whether its shim was started ahead.
+fn run_sh(c: &Container, script: &str) -> (Output, bool) {
     let child = c
         .command("/bin/sh")
         .args(["-c", script])
@@ -36,7 +36,12 @@ fn sh(c: &Container, script: &str) -> (Output, bool) {
         .setup_timings()
         .iter()
         .any(|(step, _)| step.contains("started ahead"));
-    let out = child.wait_with_output().expect("wait");
+    (child.wait_with_output().expect("wait"), ahead)
+}
+
+/// [`run_sh`] for a script that must succeed.
+fn sh(c: &Container, script: &str) -> (Output, bool) {
+    let (out, ahead) = run_sh(c, script);
     assert!(
         out.status.success(),
         "{script}: {:?} {}",
@@ -50,21 +55,9 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// [`sh`] for a script that may fail: its stdout and stderr together.
+/// [`run_sh`] for a script that may fail: its stdout and stderr together.
 fn try_sh(c: &Container, script: &str) -> (String, bool) {
-    let child = c
-        .command("/bin/sh")
-        .args(["-c", script])
-        .stdin(hatchery::Stdio::Null)
-        .stdout(hatchery::Stdio::Piped)
-        .stderr(hatchery::Stdio::Piped)
-        .spawn()
-        .expect("spawn");
-    let ahead = child
-        .setup_timings()
-        .iter()
-        .any(|(step, _)| step.contains("started ahead"));
-    let out = child.wait_with_output().expect("wait");
+    let (out, ahead) = run_sh(c, script);
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout).trim(),
